@@ -1,0 +1,164 @@
+//! The object-store abstraction every pgark repository lives on.
+//!
+//! A repository is a flat namespace of [`Key`]s holding immutable byte
+//! objects. Backends (local filesystem, in-memory for tests, and the cloud
+//! stores behind cargo features) implement [`ObjectStore`]; everything above
+//! this crate talks to an `Arc<dyn ObjectStore>` and never to a backend.
+//!
+//! Contracts shared by every backend (checked by the conformance suite in
+//! `pgark-testkit`):
+//! - Objects are written whole or not at all: no reader ever observes a
+//!   partially written object, whatever the writer's fate.
+//! - A [`PutMode::Create`] put fails with [`ErrorKind::AlreadyExists`] if the
+//!   key exists, and of two racing create-only puts exactly one succeeds.
+//! - `delete` of a missing key succeeds (idempotent).
+//! - `list` returns every key under the prefix, sorted, whatever pagination
+//!   the backend needs underneath.
+//! - Errors say whether the object was missing, the failure is worth
+//!   retrying, or it is permanent ([`StoreError::is_not_found`],
+//!   [`StoreError::is_transient`]).
+
+mod error;
+// mod fs; (being written)
+mod key;
+mod memory;
+mod upload;
+
+pub use error::{ErrorKind, Operation, StoreError};
+// pub use fs::LocalStore;
+pub use key::{Key, KeyError};
+pub use memory::MemoryStore;
+pub use upload::{put_stream, UploadOptions};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use std::fmt;
+
+/// Result type of every store operation.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What a put does when the key already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PutMode {
+    /// Replace an existing object atomically.
+    #[default]
+    Overwrite,
+    /// Fail with [`ErrorKind::AlreadyExists`] if the key exists. Used for the
+    /// append-only WAL archive and for duplicate detection.
+    Create,
+}
+
+/// What a store knows about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: Key,
+    /// Size of the stored object in bytes.
+    pub size: u64,
+}
+
+/// A stream of an object's bytes, in order. The stream ends after the last
+/// byte; an error item means the object could not be read whole.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// An object opened for reading.
+pub struct GetResult {
+    pub meta: ObjectMeta,
+    pub stream: ByteStream,
+}
+
+impl fmt::Debug for GetResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GetResult")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A repository backend.
+///
+/// Usable as `dyn ObjectStore`. No method holds a whole large object in
+/// memory: large objects go through [`ObjectStore::put_multipart`] and are
+/// read as a [`ByteStream`].
+#[async_trait]
+pub trait ObjectStore: Send + Sync + fmt::Debug + fmt::Display + 'static {
+    /// Stores `data` under `key` in one request.
+    ///
+    /// Atomic: readers see the old object (or none) until the new one is
+    /// complete and durable; a failure leaves the previous state. With
+    /// [`PutMode::Create`] it fails with [`ErrorKind::AlreadyExists`] if the
+    /// key exists, without touching it. Returns only once the object is
+    /// durable.
+    async fn put(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<ObjectMeta>;
+
+    /// Starts an upload in parts, for objects too large to hold in memory.
+    ///
+    /// Nothing is visible under `key` until [`MultipartUpload::complete`]
+    /// succeeds. Dropping or aborting the upload leaves nothing behind under
+    /// `key` (a backend may leave invisible scratch data that a later abort
+    /// or its own cleanup removes).
+    async fn put_multipart(&self, key: &Key, mode: PutMode) -> Result<Box<dyn MultipartUpload>>;
+
+    /// Opens `key` for reading. Fails with [`ErrorKind::NotFound`] if the key
+    /// does not exist. Read-only, idempotent.
+    async fn get(&self, key: &Key) -> Result<GetResult>;
+
+    /// Size of `key`, or [`ErrorKind::NotFound`]. Read-only, idempotent.
+    async fn head(&self, key: &Key) -> Result<ObjectMeta>;
+
+    /// Every object whose key starts with `prefix` (plain string prefix, so
+    /// `"wal/"` lists the WAL archive), sorted by key. An empty result is not
+    /// an error. Read-only, idempotent; not a snapshot if others write
+    /// concurrently.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+
+    /// Removes `key`. Idempotent: deleting a missing key succeeds. A failure
+    /// leaves the object present or absent, never partial.
+    async fn delete(&self, key: &Key) -> Result<()>;
+}
+
+/// An upload in progress, created by [`ObjectStore::put_multipart`].
+///
+/// Parts are appended in order. Parts may have any non-zero size; backends
+/// with minimum part sizes buffer internally as needed.
+#[async_trait]
+pub trait MultipartUpload: Send {
+    /// Appends the next part. On error the upload should be aborted.
+    async fn put_part(&mut self, data: Bytes) -> Result<()>;
+
+    /// Makes the object visible atomically and durably under its key. With
+    /// [`PutMode::Create`], fails with [`ErrorKind::AlreadyExists`] if the key
+    /// appeared meanwhile; the upload is then discarded.
+    async fn complete(self: Box<Self>) -> Result<ObjectMeta>;
+
+    /// Discards everything uploaded so far. Idempotent.
+    async fn abort(self: Box<Self>) -> Result<()>;
+}
+
+/// Convenience reads built on [`ObjectStore`].
+#[async_trait]
+pub trait ObjectStoreExt: ObjectStore {
+    /// Reads a whole (small) object into memory. Use only for objects known
+    /// to be small: manifests, repository metadata.
+    async fn get_bytes(&self, key: &Key) -> Result<Bytes> {
+        use futures::TryStreamExt;
+        let got = self.get(key).await?;
+        let chunks: Vec<Bytes> = got.stream.try_collect().await?;
+        let mut out = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
+        for c in chunks {
+            out.extend_from_slice(&c);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// True if `key` exists.
+    async fn exists(&self, key: &Key) -> Result<bool> {
+        match self.head(key).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl<T: ObjectStore + ?Sized> ObjectStoreExt for T {}

@@ -19,13 +19,13 @@
 //!   [`StoreError::is_transient`]).
 
 mod error;
-// mod fs; (being written)
+mod fs;
 mod key;
 mod memory;
 mod upload;
 
 pub use error::{ErrorKind, Operation, StoreError};
-// pub use fs::LocalStore;
+pub use fs::LocalStore;
 pub use key::{Key, KeyError};
 pub use memory::MemoryStore;
 pub use upload::{put_stream, UploadOptions};

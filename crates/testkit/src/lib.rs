@@ -1,2 +1,4 @@
-//! placeholder
+//! Test helpers shared by pgark's crates.
+
+pub mod conformance;
 pub mod pg;

@@ -1,1 +1,48 @@
-//! placeholder
+//! PostgreSQL on-disk formats, as pgark needs them.
+//!
+//! Everything pgark knows about PostgreSQL's files lives in this crate: LSNs and timelines,
+//! WAL segment sizes and file names, the names `archive_command` is handed, WAL page
+//! headers and the PostgreSQL version they reveal, and relation page headers and checksums.
+//! Keeping that knowledge in one place, with no I/O, lets the rest of pgark treat files as
+//! bytes and ask this crate what they mean.
+//!
+//! Each item mirrors a PostgreSQL C definition and its documentation names it, so that it
+//! can be checked against PostgreSQL's source. Supported servers are PostgreSQL 13 to 18.
+//!
+//! All parsers take byte slices, check their lengths, and report through [`PgError`].
+//! Multi-byte fields are read as **little-endian**: PostgreSQL writes its files in the
+//! byte order of the machine, and pgark supports only little-endian 64-bit platforms
+//! (x86-64 and AArch64), whose struct layouts (`MAXIMUM_ALIGNOF` 8) the offsets here
+//! follow.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod archive;
+mod bufpage;
+mod checksum;
+mod error;
+mod le;
+mod lsn;
+mod names;
+mod segment;
+mod timeline;
+mod validate;
+mod xlog_page;
+
+pub use archive::ArchivedFile;
+pub use bufpage::{
+    page_is_all_zeros, PageHeader, PD_ALL_VISIBLE, PD_HAS_FREE_LINES, PD_PAGE_FULL, PD_VALID_FLAG_BITS,
+    PG_PAGE_LAYOUT_VERSION,
+};
+pub use checksum::{pg_checksum_page, verify_page_checksum};
+pub use error::PgError;
+pub use lsn::Lsn;
+pub use segment::{SegmentNo, WalSegmentName, WalSegmentSize};
+pub use timeline::TimelineId;
+pub use validate::{validate_segment, SegmentInfo};
+pub use xlog_page::{
+    is_valid_xlog_blcksz, pg_version_for_wal_magic, wal_magic_for_pg_version, XLogLongPageHeader,
+    XLogPageHeader, DEFAULT_XLOG_BLCKSZ, MAX_XLOG_BLCKSZ, MIN_XLOG_BLCKSZ, XLOG_PAGE_MAGICS, XLP_ALL_FLAGS,
+    XLP_BKP_REMOVABLE, XLP_FIRST_IS_CONTRECORD, XLP_FIRST_IS_OVERWRITE_CONTRECORD, XLP_LONG_HEADER,
+};

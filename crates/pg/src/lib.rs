@@ -14,6 +14,20 @@
 //! byte order of the machine, and pgark supports only little-endian 64-bit platforms
 //! (x86-64 and AArch64), whose struct layouts (`MAXIMUM_ALIGNOF` 8) the offsets here
 //! follow.
+//!
+//! ```
+//! use pgark_pg::{validate_segment, ArchivedFile, Lsn, WalSegmentSize};
+//!
+//! // What archive_command was given as %f.
+//! let file = ArchivedFile::parse("000000010000000000000005.partial")?;
+//! let name = file.wal_segment().expect("a WAL segment");
+//! assert_eq!(name.start_lsn(WalSegmentSize::DEFAULT)?, "0/5000000".parse::<Lsn>()?);
+//!
+//! // Not a WAL segment: the error names the file and the magic found.
+//! let err = validate_segment(&name, &[0; 8192], 16 << 20).unwrap_err();
+//! assert!(err.to_string().contains("000000010000000000000005"));
+//! # Ok::<(), pgark_pg::PgError>(())
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

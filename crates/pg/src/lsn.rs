@@ -179,6 +179,13 @@ mod tests {
         }
 
         #[test]
+        fn parse_never_panics(text in "\\PC{0,20}") {
+            if let Ok(lsn) = text.parse::<Lsn>() {
+                prop_assert_eq!(lsn.to_string().parse::<Lsn>().unwrap(), lsn);
+            }
+        }
+
+        #[test]
         fn ordering_follows_the_number(a: u64, b: u64) {
             prop_assert_eq!(Lsn(a).cmp(&Lsn(b)), a.cmp(&b));
         }

@@ -427,7 +427,10 @@ mod tests {
 
     /// The real header of segment 5 with `edit` applied.
     fn edited_header(edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
-        let mut page = read_fixture(TL1_SEGMENT)[..8192].to_vec();
+        static FIRST_PAGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let mut page = FIRST_PAGE
+            .get_or_init(|| read_fixture(TL1_SEGMENT)[..8192].to_vec())
+            .clone();
         edit(&mut page);
         page
     }
@@ -548,5 +551,34 @@ mod tests {
         let msg = validate_segment(&other, &page, 16 * MIB).unwrap_err().to_string();
         assert!(msg.contains("000000010000000000000004"), "{msg}");
         assert!(msg.contains("0/5000000") && msg.contains("0/4000000"), "{msg}");
+    }
+
+    proptest::proptest! {
+        /// Arbitrary bytes never panic, and whatever passes agrees with the name.
+        #[test]
+        fn arbitrary_first_pages(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            file_len in proptest::prelude::any::<u64>(),
+            seg in 0u32..0x200,
+        ) {
+            let name = WalSegmentName { timeline: TimelineId(1), log: 0, seg };
+            if let Ok(info) = validate_segment(&name, &bytes, file_len) {
+                proptest::prop_assert_eq!(info.header.page_addr, name.start_lsn(info.seg_size).unwrap());
+                proptest::prop_assert_eq!(u64::from(info.seg_size.bytes()), file_len);
+            }
+        }
+
+        /// A real header with one field replaced by an arbitrary value either still passes
+        /// (the value is acceptable) or fails with an error, never a panic.
+        #[test]
+        fn mutated_real_header(offset in 0usize..40, value in proptest::prelude::any::<u8>()) {
+            let name = WalSegmentName::parse(TL1_SEGMENT).unwrap();
+            let page = edited_header(|p| p[offset] = value);
+            let original = edited_header(|_| ());
+            match validate_segment(&name, &page, 16 * MIB) {
+                Ok(info) => proptest::prop_assert_eq!(info.header.page_addr, Lsn(0x500_0000)),
+                Err(e) => proptest::prop_assert!(page != original, "{e}"),
+            }
+        }
     }
 }

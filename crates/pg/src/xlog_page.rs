@@ -14,11 +14,13 @@ use crate::{Lsn, PgError, TimelineId};
 
 /// `XLOG_PAGE_MAGIC` of each supported PostgreSQL major version, oldest first.
 ///
-/// Source: `#define XLOG_PAGE_MAGIC` in `src/include/access/xlog_internal.h` of each
-/// release branch (`REL_13_STABLE` .. `REL_18_STABLE`; the value is fixed once a major
-/// version is released, and may change between its betas). Each value was also read back
-/// from the first two bytes of the WAL that `initdb` of released binaries wrote: 13.23,
-/// 14.23, 15.20, 16.14, 17.10 and 18.4.
+/// Values: `#define XLOG_PAGE_MAGIC` in `src/include/access/xlog_internal.h` as each major
+/// version was released (the value is fixed once a major version ships; it may change
+/// between its betas, so beta WAL is not recognised). Checked against that header as
+/// shipped in PostgreSQL 15.20's server headers and in the 18.3 source, and for every
+/// version by reading `xlp_magic` back from the first WAL segment that `initdb` of released
+/// binaries wrote: 13.23 (0xD106), 14.23 (0xD10D), 15.20 (0xD110), 16.14 (0xD113),
+/// 17.10 (0xD116), 18.4 (0xD118).
 pub const XLOG_PAGE_MAGICS: [(u32, u16); 6] = [
     (13, 0xD106),
     (14, 0xD10D),

@@ -1,1 +1,20 @@
-//! placeholder
+//! pgark's commands as library functions.
+//!
+//! Each public function here is one command (`wal_push`, `wal_fetch`, ...)
+//! taking an `Arc<dyn ObjectStore>` and an options struct. The binary is thin
+//! glue over these; tests call them directly with an in-memory or local
+//! store. CPU work (compression, hashing) runs on tokio's blocking pool;
+//! I/O stays on the runtime; every queue between them is bounded.
+
+mod error;
+mod pipe;
+mod repository;
+mod retry;
+mod wal_fetch;
+mod wal_push;
+
+pub use error::{EngineError, ErrorClass};
+pub use repository::{ensure_repository_meta, load_repository_meta};
+pub use retry::RetryPolicy;
+pub use wal_fetch::{wal_fetch, WalFetchOptions, WalFetchOutcome};
+pub use wal_push::{wal_push, WalPushOptions, WalPushOutcome, WalPushStatus};

@@ -1,0 +1,120 @@
+use pgark_catalog::CatalogError;
+use pgark_codec::CodecError;
+use pgark_pg::PgError;
+use pgark_store::StoreError;
+use std::path::PathBuf;
+
+/// What kind of failure an [`EngineError`] is. The binary maps each class
+/// to one documented exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// The requested WAL file or backup does not exist in the repository.
+    NotFound,
+    /// The input was refused: not a WAL file, wrong name, wrong cluster.
+    Rejected,
+    /// The archive already holds different content under the same name.
+    Conflict,
+    /// A stored object failed verification (corrupt, truncated, wrong checksum).
+    Integrity,
+    /// The repository could not be read or written.
+    Storage,
+    /// A local file could not be read or written.
+    LocalIo,
+    /// A bug or an unexpected state.
+    Internal,
+}
+
+/// Why a command failed. Every variant names the object or file involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error("{what} not found in the repository ({key})")]
+    NotFound { what: String, key: String },
+
+    #[error("refusing {path}: {source}")]
+    InvalidWalFile {
+        path: PathBuf,
+        #[source]
+        source: PgError,
+    },
+
+    #[error("refusing {path}: {reason}")]
+    Rejected { path: PathBuf, reason: String },
+
+    #[error("refusing {path}: {source}")]
+    WrongCluster {
+        path: PathBuf,
+        #[source]
+        source: CatalogError,
+    },
+
+    #[error(
+        "{name} is already archived with different content (archived sha256 {archived}, this file sha256 \
+         {local}); the archive is append-only and was not changed"
+    )]
+    Conflict {
+        name: String,
+        archived: String,
+        local: String,
+    },
+
+    #[error("stored object {key} is damaged: {source}")]
+    Integrity {
+        key: String,
+        #[source]
+        source: CodecError,
+    },
+
+    #[error("repository metadata is unusable: {source}")]
+    Catalog {
+        #[source]
+        source: CatalogError,
+    },
+
+    #[error("{source}")]
+    Store {
+        #[from]
+        source: StoreError,
+    },
+
+    #[error("{action} {path}: {source}")]
+    LocalIo {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            EngineError::NotFound { .. } => ErrorClass::NotFound,
+            EngineError::InvalidWalFile { .. }
+            | EngineError::Rejected { .. }
+            | EngineError::WrongCluster { .. } => ErrorClass::Rejected,
+            EngineError::Conflict { .. } => ErrorClass::Conflict,
+            EngineError::Integrity { .. } | EngineError::Catalog { .. } => ErrorClass::Integrity,
+            EngineError::Store { .. } => ErrorClass::Storage,
+            EngineError::LocalIo { .. } => ErrorClass::LocalIo,
+            EngineError::Internal(_) => ErrorClass::Internal,
+        }
+    }
+
+    /// Worth running the whole operation again.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, EngineError::Store { source } if source.is_transient())
+    }
+
+    pub(crate) fn local_io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        EngineError::LocalIo {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The command line: one file per subcommand, each thin glue over one
+//! engine function.
+
+mod wal_fetch;
+mod wal_push;
+
+use crate::config::Settings;
+use crate::exit::Failure;
+use clap::{Args, Parser, Subcommand};
+use pgark_codec::Compression;
+use std::path::PathBuf;
+
+const AFTER_HELP: &str = "\
+Every option is also an environment variable PGARK_<NAME> (--compression-level is \
+PGARK_COMPRESSION_LEVEL) and a key <name> in the TOML file given by --config \
+(compression_level = 9). A flag beats the environment, which beats the file.
+
+Exit codes: 0 success, 1 not found, 2 usage or configuration error, 3 input refused, \
+4 archive conflict, 5 damaged object, 6 repository failure, 7 local file failure, \
+9 internal error; with --abort-on-error, failures other than 1 exit 128 + code.";
+
+/// pgark: PostgreSQL WAL archiving and physical backups.
+#[derive(Debug, Parser)]
+#[command(name = "pgark", version, about, long_about = None, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// TOML configuration file with defaults for any option.
+    #[arg(long, global = true, env = "PGARK_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Repository: a local directory (/backups/pg or file:///backups/pg).
+    #[arg(long, global = true, env = "PGARK_REPO", value_name = "URL")]
+    pub repo: Option<String>,
+
+    /// Compression for new objects: zstd, lz4, lzma or none [default: zstd].
+    #[arg(long, global = true, env = "PGARK_COMPRESSION", value_name = "CODEC", value_parser = parse_compression)]
+    pub compression: Option<Compression>,
+
+    /// Compression level: zstd 1-22 [default: 3], lzma 0-9 [default: 6]; lz4 and none take none.
+    #[arg(
+        long,
+        global = true,
+        env = "PGARK_COMPRESSION_LEVEL",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    pub compression_level: Option<i32>,
+
+    /// Log verbosity on stderr: error, warn, info, debug or trace [default: warn].
+    #[arg(long, global = true, env = "PGARK_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Attempts per repository operation when failures are transient [default: 5].
+    #[arg(long, global = true, env = "PGARK_RETRY_ATTEMPTS", value_name = "N")]
+    pub retry_attempts: Option<u32>,
+
+    /// Exit with 128 + code on failures other than "not found", so that PostgreSQL aborts
+    /// recovery instead of ending it early (see README) [default: false].
+    #[arg(
+        long,
+        global = true,
+        env = "PGARK_ABORT_ON_ERROR",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub abort_on_error: Option<bool>,
+}
+
+fn parse_compression(s: &str) -> Result<Compression, String> {
+    s.parse::<Compression>().map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    WalPush(wal_push::WalPushArgs),
+    WalFetch(wal_fetch::WalFetchArgs),
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::WalPush(_) => "wal-push",
+            Command::WalFetch(_) => "wal-fetch",
+        }
+    }
+}
+
+/// Runs one subcommand; the error carries its exit code.
+pub async fn run(command: Command, settings: &Settings) -> Result<(), Failure> {
+    let result = match command {
+        Command::WalPush(args) => wal_push::run(args, settings).await,
+        Command::WalFetch(args) => wal_fetch::run(args, settings).await,
+    };
+    result.map_err(|error| {
+        let mut failure = Failure::from_anyhow(error);
+        failure.abort_on_error = settings.abort_on_error;
+        failure
+    })
+}

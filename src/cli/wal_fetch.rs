@@ -1,0 +1,35 @@
+use crate::config::Settings;
+use crate::exit::Quiet;
+use clap::Args;
+use pgark_engine::{ErrorClass, WalFetchOptions};
+use std::path::PathBuf;
+
+/// Restore one archived WAL file: restore_command = 'pgark wal-fetch %f %p'.
+///
+/// Downloads and verifies the file into a temporary file beside DEST, then renames it into
+/// place: DEST is never left half-written. A file that is not in the archive exits 1 quietly
+/// (PostgreSQL asks for such files routinely). Any other failure exits with its own code
+/// and one line naming the object and the cause; with --abort-on-error those codes are
+/// raised above 125 so that PostgreSQL aborts recovery rather than ending it at the wrong point.
+#[derive(Debug, Clone, Args)]
+pub struct WalFetchArgs {
+    /// Name of the archived file (PostgreSQL's %f).
+    pub name: String,
+    /// Where to write it (PostgreSQL's %p).
+    pub dest: PathBuf,
+}
+
+pub async fn run(args: WalFetchArgs, settings: &Settings) -> anyhow::Result<()> {
+    let store = crate::repo::open(settings.repo()?)?;
+    let opts = WalFetchOptions {
+        retry: settings.retry,
+    };
+    match pgark_engine::wal_fetch(store, &args.name, &args.dest, &opts).await {
+        Ok(out) => {
+            tracing::info!("restored {} ({} bytes)", out.file.file_name(), out.original_len);
+            Ok(())
+        }
+        Err(e) if e.class() == ErrorClass::NotFound => Err(anyhow::Error::new(Quiet(e))),
+        Err(e) => Err(e.into()),
+    }
+}

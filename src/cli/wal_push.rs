@@ -1,0 +1,44 @@
+use crate::config::Settings;
+use clap::Args;
+use pgark_engine::{WalPushOptions, WalPushStatus};
+use std::path::PathBuf;
+
+/// Archive one WAL file: archive_command = 'pgark wal-push %p'.
+///
+/// Checks that the file is a WAL segment of a supported PostgreSQL (13-18) whose header agrees
+/// with its name (or a .history, .backup or .partial file), compresses it and stores it under
+/// one key. Exits 0 only once the file is durable. Pushing a file that is already archived
+/// with the same content succeeds without rewriting it; different content under the same name
+/// fails with exit code 4 and changes nothing. The first segment pushed records the cluster's
+/// system identifier in the repository; WAL of another cluster is refused (exit code 3).
+#[derive(Debug, Clone, Args)]
+pub struct WalPushArgs {
+    /// The WAL file to archive (PostgreSQL's %p).
+    pub path: PathBuf,
+}
+
+pub async fn run(args: WalPushArgs, settings: &Settings) -> anyhow::Result<()> {
+    let store = crate::repo::open(settings.repo()?)?;
+    let opts = WalPushOptions {
+        compression: settings.compression,
+        retry: settings.retry,
+        part_size: None,
+    };
+    let out = pgark_engine::wal_push(store, &args.path, &opts).await?;
+    match out.status {
+        WalPushStatus::Stored => tracing::info!(
+            "archived {} ({} bytes, stored {} bytes as {})",
+            out.file.file_name(),
+            out.original_len,
+            out.stored_len,
+            out.key
+        ),
+        WalPushStatus::AlreadyArchived => {
+            tracing::info!(
+                "{} was already archived with the same content",
+                out.file.file_name()
+            )
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! Exit codes: the one place they are decided. README's "Exit codes" table
+//! mirrors this file; tests check each code.
+
+use pgark_engine::{EngineError, ErrorClass};
+use std::process::ExitCode;
+
+/// pgark's exit codes. PostgreSQL reads them: `archive_command` retries on
+/// any non-zero code; `restore_command` treats a code up to 125 as "file not
+/// available" and a code above 125 as fatal (recovery aborts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// The requested WAL file or backup is not in the repository.
+    NotFound = 1,
+    /// Bad command line, environment or configuration file.
+    Usage = 2,
+    /// Input refused: not a WAL file, a name that does not match the
+    /// content, WAL of another cluster.
+    Rejected = 3,
+    /// The archive already holds different content under this name.
+    Conflict = 4,
+    /// A stored object is damaged: checksum mismatch, truncation, bad format.
+    Integrity = 5,
+    /// The repository could not be read or written (after retries).
+    Storage = 6,
+    /// A local file could not be read or written.
+    LocalIo = 7,
+    /// Anything else: a bug.
+    Internal = 9,
+}
+
+/// With `--abort-on-error`, failures other than "not found" exit with
+/// this offset added, so PostgreSQL aborts recovery instead of ending it.
+pub const FATAL_OFFSET: u8 = 128;
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+impl Exit {
+    pub fn for_class(class: ErrorClass) -> Exit {
+        match class {
+            ErrorClass::NotFound => Exit::NotFound,
+            ErrorClass::Rejected => Exit::Rejected,
+            ErrorClass::Conflict => Exit::Conflict,
+            ErrorClass::Integrity => Exit::Integrity,
+            ErrorClass::Storage => Exit::Storage,
+            ErrorClass::LocalIo => Exit::LocalIo,
+            _ => Exit::Internal,
+        }
+    }
+
+    /// The process exit status, raised above 125 in abort mode.
+    pub fn code(self, abort_on_error: bool) -> u8 {
+        if abort_on_error && self != Exit::NotFound {
+            FATAL_OFFSET + self as u8
+        } else {
+            self as u8
+        }
+    }
+}
+
+/// A failed command, ready to be reported once.
+#[derive(Debug)]
+pub struct Failure {
+    pub exit: Exit,
+    pub abort_on_error: bool,
+    /// Print nothing (a WAL file PostgreSQL asked for that does not exist).
+    pub quiet: bool,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    pub fn from_anyhow(error: anyhow::Error) -> Failure {
+        let quiet = error.downcast_ref::<Quiet>().is_some();
+        let engine = error
+            .downcast_ref::<EngineError>()
+            .or_else(|| error.downcast_ref::<Quiet>().map(|q| &q.0));
+        let exit = match engine {
+            Some(e) => Exit::for_class(e.class()),
+            None if error.downcast_ref::<crate::config::ConfigError>().is_some() => Exit::Usage,
+            None if error.downcast_ref::<pgark_store::StoreError>().is_some() => Exit::Storage,
+            None => Exit::Internal,
+        };
+        Failure {
+            exit,
+            abort_on_error: false,
+            quiet,
+            error,
+        }
+    }
+
+    /// Prints one line naming the command and the cause; returns the code.
+    pub fn report(self, command: &str) -> ExitCode {
+        if !self.quiet {
+            // Engine errors already carry their causes in their message.
+            if self.error.is::<EngineError>() || self.error.is::<pgark_store::StoreError>() {
+                eprintln!("pgark {command}: {}", self.error);
+            } else {
+                eprintln!("pgark {command}: {:#}", self.error);
+            }
+        }
+        ExitCode::from(self.exit.code(self.abort_on_error))
+    }
+}
+
+/// An engine error to report by exit code alone, printing nothing (a WAL
+/// file PostgreSQL asked for that is not in the archive).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Quiet(pub EngineError);
+
+/// A panic is a bug; report it like any failure, with the internal-error
+/// code (raised in abort mode, so recovery never ends early on a bug).
+pub fn install_panic_hook(command: &'static str, abort_on_error: bool) {
+    std::panic::set_hook(Box::new(move |info| {
+        eprintln!("pgark {command}: internal error: {info}");
+        std::process::exit(i32::from(Exit::Internal.code(abort_on_error)));
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable_and_abort_mode_is_fatal_for_postgres() {
+        let table = [
+            (Exit::NotFound, 1, 1),
+            (Exit::Usage, 2, 130),
+            (Exit::Rejected, 3, 131),
+            (Exit::Conflict, 4, 132),
+            (Exit::Integrity, 5, 133),
+            (Exit::Storage, 6, 134),
+            (Exit::LocalIo, 7, 135),
+            (Exit::Internal, 9, 137),
+        ];
+        for (exit, normal, abort) in table {
+            assert_eq!(exit.code(false), normal, "{exit:?}");
+            assert_eq!(exit.code(true), abort, "{exit:?}");
+            // PostgreSQL aborts recovery on exit statuses above 125.
+            assert!(exit == Exit::NotFound || exit.code(true) > 125);
+            assert!(exit.code(false) <= 125);
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! pgark's integration tests, as one test binary: the `pgark` executable
+//! driven from outside, against fixtures and against real PostgreSQL
+//! servers started by `pgark_testkit::pg`.
+
+mod common;
+mod wal_archive;
+mod wal_cli;

@@ -1,0 +1,346 @@
+//! wal-push / wal-fetch from the command line against real WAL fixtures:
+//! refusals, duplicates, damaged objects, exit codes. No server needed.
+
+use crate::common::*;
+use std::path::{Path, PathBuf};
+
+fn segments() -> Vec<PathBuf> {
+    fixture_files("wal", is_segment_name)
+}
+
+/// Copies `src` into `dir` under `name`.
+fn copy_as(src: &Path, dir: &Path, name: &str) -> PathBuf {
+    let dest = dir.join(name);
+    std::fs::copy(src, &dest).unwrap();
+    dest
+}
+
+fn stored_key(name: &str) -> String {
+    format!("wal/{}/{name}", &name[..16])
+}
+
+#[test]
+fn push_then_fetch_round_trips_every_fixture_with_every_codec() {
+    let mut files = segments();
+    files.extend(fixture_files("wal", |n| {
+        n.ends_with(".history") || n.ends_with(".backup") || n.ends_with(".partial")
+    }));
+    assert!(files.len() >= 4, "fixtures missing: {files:?}");
+    for codec in ["zstd", "lz4", "lzma", "none"] {
+        let repo = tempfile::tempdir().unwrap();
+        let out_dir = tempfile::tempdir().unwrap();
+        for f in &files {
+            let out = run(
+                repo.path(),
+                &["--compression", codec, "wal-push", f.to_str().unwrap()],
+            );
+            assert_code(&out, 0);
+            let name = f.file_name().unwrap().to_str().unwrap();
+            let dest = out_dir.path().join("RECOVERYXLOG");
+            let out = run(repo.path(), &["wal-fetch", name, dest.to_str().unwrap()]);
+            assert_code(&out, 0);
+            assert!(
+                std::fs::read(&dest).unwrap() == std::fs::read(f).unwrap(),
+                "{codec}: {name} differs"
+            );
+            std::fs::remove_file(&dest).unwrap();
+        }
+        assert!(files_below(repo.path()).contains(&"repository.json".to_string()));
+    }
+}
+
+#[test]
+fn refuses_files_that_are_not_wal() {
+    let repo = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let seg = &segments()[0];
+    let seg_name = seg.file_name().unwrap().to_str().unwrap();
+
+    // Random bytes under a segment name.
+    let random = work.path().join(seg_name);
+    std::fs::write(
+        &random,
+        (0..16u32 << 20)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let out = run(repo.path(), &["wal-push", random.to_str().unwrap()]);
+    assert_code(&out, 3);
+    assert!(stderr(&out).contains(seg_name), "{}", stderr(&out));
+    std::fs::remove_file(&random).unwrap();
+
+    // A truncated segment.
+    let data = std::fs::read(seg).unwrap();
+    let truncated = work.path().join(seg_name);
+    std::fs::write(&truncated, &data[..data.len() / 2]).unwrap();
+    assert_code(&run(repo.path(), &["wal-push", truncated.to_str().unwrap()]), 3);
+    std::fs::remove_file(&truncated).unwrap();
+
+    // A real segment under another segment's name (page address disagrees).
+    let wrong_name = format!(
+        "{}{:08X}",
+        &seg_name[..16],
+        u32::from_str_radix(&seg_name[16..], 16).unwrap() + 7
+    );
+    let renamed = copy_as(seg, work.path(), &wrong_name);
+    let out = run(repo.path(), &["wal-push", renamed.to_str().unwrap()]);
+    assert_code(&out, 3);
+    assert!(stderr(&out).contains(&wrong_name), "{}", stderr(&out));
+
+    // Names PostgreSQL never archives.
+    for name in [
+        "postgresql.conf",
+        "00000001000000000000001",
+        "000000010000000000000001.gz",
+        "xyz.history",
+    ] {
+        let f = copy_as(seg, work.path(), name);
+        assert_code(&run(repo.path(), &["wal-push", f.to_str().unwrap()]), 3);
+    }
+    // A backup history file that is not one.
+    let bad_backup = work.path().join(format!("{seg_name}.00000028.backup"));
+    std::fs::write(&bad_backup, b"\x00\x01binary").unwrap();
+    assert_code(&run(repo.path(), &["wal-push", bad_backup.to_str().unwrap()]), 3);
+
+    // Nothing was stored by any refused push.
+    let stored: Vec<String> = files_below(repo.path())
+        .into_iter()
+        .filter(|f| f.starts_with("wal/"))
+        .collect();
+    assert!(stored.is_empty(), "{stored:?}");
+}
+
+#[test]
+fn missing_source_file_is_a_local_error() {
+    let repo = tempfile::tempdir().unwrap();
+    let out = run(
+        repo.path(),
+        &["wal-push", "/nonexistent/000000010000000000000001"],
+    );
+    assert_code(&out, 7);
+    assert!(
+        stderr(&out).contains("/nonexistent/000000010000000000000001"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn duplicate_push_same_content_succeeds_different_content_conflicts() {
+    let repo = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let seg = &segments()[0];
+    let name = seg.file_name().unwrap().to_str().unwrap();
+    assert_code(&run(repo.path(), &["wal-push", seg.to_str().unwrap()]), 0);
+    let key = repo.path().join(stored_key(name));
+    let before = std::fs::read(&key).unwrap();
+    let mtime = std::fs::metadata(&key).unwrap().modified().unwrap();
+
+    // Same content, even with another codec: success, object not rewritten.
+    assert_code(
+        &run(
+            repo.path(),
+            &["--compression", "lz4", "wal-push", seg.to_str().unwrap()],
+        ),
+        0,
+    );
+    assert_eq!(std::fs::metadata(&key).unwrap().modified().unwrap(), mtime);
+
+    // Same name, different content (a byte changed past the page header).
+    let mut data = std::fs::read(seg).unwrap();
+    data[100_000] ^= 0xff;
+    let changed = work.path().join(name);
+    std::fs::write(&changed, &data).unwrap();
+    let out = run(repo.path(), &["wal-push", changed.to_str().unwrap()]);
+    assert_code(&out, 4);
+    let msg = stderr(&out);
+    assert!(msg.contains(name) && msg.matches("sha256").count() >= 2, "{msg}");
+    assert_eq!(std::fs::read(&key).unwrap(), before, "archive must not change");
+}
+
+#[test]
+fn damaged_object_fails_fetch_and_leaves_dest_untouched() {
+    let repo = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let seg = &segments()[0];
+    let name = seg.file_name().unwrap().to_str().unwrap();
+    assert_code(&run(repo.path(), &["wal-push", seg.to_str().unwrap()]), 0);
+    let key = repo.path().join(stored_key(name));
+    let good = std::fs::read(&key).unwrap();
+
+    // One flipped byte at several places: header, body, trailer.
+    for pos in [5, 12, good.len() / 2, good.len() - 40, good.len() - 1] {
+        let mut bad = good.clone();
+        bad[pos] ^= 0x01;
+        std::fs::write(&key, &bad).unwrap();
+        let dest = work.path().join("RECOVERYXLOG");
+        std::fs::write(&dest, b"previous content").unwrap();
+        let out = run(repo.path(), &["wal-fetch", name, dest.to_str().unwrap()]);
+        assert_code(&out, 5);
+        let msg = stderr(&out);
+        assert!(msg.contains(&stored_key(name)), "byte {pos}: {msg}");
+        assert_eq!(msg.lines().count(), 1, "one line: {msg}");
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            b"previous content",
+            "byte {pos}: dest changed"
+        );
+        assert_eq!(
+            files_below(work.path()),
+            vec!["RECOVERYXLOG".to_string()],
+            "temp file left behind"
+        );
+
+        // With --abort-on-error the code is above 125: PostgreSQL aborts recovery.
+        let out = run(
+            repo.path(),
+            &["--abort-on-error", "wal-fetch", name, dest.to_str().unwrap()],
+        );
+        assert_code(&out, 133);
+    }
+    // A truncated object too.
+    std::fs::write(&key, &good[..good.len() - 60]).unwrap();
+    let dest = work.path().join("x");
+    assert_code(&run(repo.path(), &["wal-fetch", name, dest.to_str().unwrap()]), 5);
+    assert!(!dest.exists());
+}
+
+#[test]
+fn missing_file_exits_1_quietly() {
+    let repo = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    for name in ["00000002.history", "000000010000000000000042"] {
+        let dest = work.path().join("RECOVERYHISTORY");
+        let out = run(repo.path(), &["wal-fetch", name, dest.to_str().unwrap()]);
+        assert_code(&out, 1);
+        assert!(out.stderr.is_empty(), "{}", stderr(&out));
+        assert!(!dest.exists());
+        // Not found stays 1 in abort mode: it is the normal end of the archive.
+        assert_code(
+            &run(
+                repo.path(),
+                &["--abort-on-error", "wal-fetch", name, dest.to_str().unwrap()],
+            ),
+            1,
+        );
+    }
+}
+
+#[test]
+fn wal_of_another_cluster_is_refused() {
+    let repo = tempfile::tempdir().unwrap();
+    let ours = &segments()[0];
+    let theirs = &fixture_files("wal/1mib", is_segment_name)[0];
+    assert_code(&run(repo.path(), &["wal-push", ours.to_str().unwrap()]), 0);
+    let out = run(repo.path(), &["wal-push", theirs.to_str().unwrap()]);
+    assert_code(&out, 3);
+    assert!(stderr(&out).contains("system identifier"), "{}", stderr(&out));
+}
+
+#[test]
+fn unwritable_repository_is_a_storage_error() {
+    let work = tempfile::tempdir().unwrap();
+    // A repository path below a regular file can't be created, even by root.
+    let file = work.path().join("plainfile");
+    std::fs::write(&file, b"x").unwrap();
+    let repo = file.join("repo");
+    let out = run(&repo, &["wal-push", segments()[0].to_str().unwrap()]);
+    assert_code(&out, 6);
+    assert!(stderr(&out).contains("plainfile"), "{}", stderr(&out));
+}
+
+#[test]
+fn configuration_errors_exit_2() {
+    let seg = segments()[0].clone();
+    // No repository at all.
+    let out = pgark()
+        .args(["wal-push", seg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("PGARK_REPO"), "{}", stderr(&out));
+    // Unknown codec, level out of range, unknown config key.
+    let repo = tempfile::tempdir().unwrap();
+    assert_code(
+        &run(
+            repo.path(),
+            &["--compression", "gzip", "wal-push", seg.to_str().unwrap()],
+        ),
+        2,
+    );
+    assert_code(
+        &run(
+            repo.path(),
+            &["--compression-level", "99", "wal-push", seg.to_str().unwrap()],
+        ),
+        2,
+    );
+    let cfg = repo.path().join("pgark.toml");
+    std::fs::write(&cfg, "repository = '/x'\n").unwrap();
+    let out = pgark()
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "wal-push",
+            seg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("repository"), "{}", stderr(&out));
+}
+
+#[test]
+fn settings_come_from_env_and_config_file() {
+    let repo = tempfile::tempdir().unwrap();
+    let seg = segments()[0].clone();
+    let name = seg.file_name().unwrap().to_str().unwrap().to_string();
+    let cfg = repo.path().join("pgark.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "repo = '{}'\ncompression = 'lz4'\n",
+            repo.path().join("r").display()
+        ),
+    )
+    .unwrap();
+    // File only: repository and codec from the file.
+    let out = pgark()
+        .env("PGARK_CONFIG", &cfg)
+        .args(["wal-push", seg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let stored = std::fs::read(repo.path().join("r").join(stored_key(&name))).unwrap();
+    assert_eq!(stored[14], 2, "lz4 codec byte in the object header");
+    // Env beats file: repository from PGARK_REPO.
+    let out = pgark()
+        .env("PGARK_CONFIG", &cfg)
+        .env("PGARK_REPO", repo.path().join("env"))
+        .env("PGARK_COMPRESSION", "none")
+        .args(["wal-push", seg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let stored = std::fs::read(repo.path().join("env").join(stored_key(&name))).unwrap();
+    assert_eq!(stored[14], 0, "none codec byte in the object header");
+}
+
+#[test]
+fn help_lists_every_subcommand_and_setting() {
+    let out = pgark().arg("--help").output().unwrap();
+    assert_code(&out, 0);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "wal-push",
+        "wal-fetch",
+        "--repo",
+        "PGARK_REPO",
+        "--compression",
+        "--abort-on-error",
+        "Exit codes",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+}

@@ -1,1 +1,144 @@
-//! placeholder
+//! Self-describing stored objects for pgark.
+//!
+//! Every object pgark stores (WAL segments, base-backup files, manifests) is
+//! written through this crate: a small versioned **header** records the
+//! format version and the codec, the **body** is the codec's standard
+//! stream, and a **trailer** records the length and SHA-256 of the
+//! *original* bytes. A reader never infers anything from an object's name.
+//!
+//! The header and trailer are zstd/LZ4 *skippable frames*, so an
+//! unencrypted zstd or LZ4 object decompresses directly with the standard
+//! `zstd -d` / `lz4 -d` tools; for `lzma` and `none` the header and trailer
+//! are stripped with `tail`/`head` (see `FORMAT.md` beside this crate).
+//!
+//! # Format v1, byte by byte
+//!
+//! All integers are little-endian.
+//!
+//! **Header** — 16 bytes, a skippable frame:
+//!
+//! | offset | size | field | value |
+//! |-------:|-----:|-------|-------|
+//! | 0  | 4 | frame magic      | `0x184D2A50` (bytes `50 2A 4D 18`) |
+//! | 4  | 4 | payload length   | `8` |
+//! | 8  | 5 | tag              | `PGARK` (`50 47 41 52 4B`) |
+//! | 13 | 1 | format version   | `1` |
+//! | 14 | 1 | codec            | `0` none, `1` zstd, `2` lz4, `3` lzma |
+//! | 15 | 1 | flags            | bit 0 = encrypted (reserved, must be 0); other bits must be 0 |
+//!
+//! **Body** — the codec's standard stream, nothing added:
+//!
+//! | codec | body |
+//! |-------|------|
+//! | none  | the original bytes |
+//! | zstd  | one or more zstd frames and nothing else (written: one frame, with content checksum) |
+//! | lz4   | one or more LZ4 frames (LZ4 frame format) and nothing else (written: one frame, 64 KiB linked blocks, content checksum) |
+//! | lzma  | exactly one xz stream (LZMA2, CRC64 check) |
+//!
+//! **Trailer** — 52 bytes, a skippable frame, always the last 52 bytes:
+//!
+//! | offset | size | field | value |
+//! |-------:|-----:|-------|-------|
+//! | 0  | 4  | frame magic     | `0x184D2A5E` (bytes `5E 2A 4D 18`) |
+//! | 4  | 4  | payload length  | `44` |
+//! | 8  | 4  | tag             | `PGAT` (`50 47 41 54`) |
+//! | 12 | 8  | original length | u64, bytes before compression |
+//! | 20 | 32 | sha256          | SHA-256 of the original bytes |
+//!
+//! The codec stream must end exactly where the trailer begins; skippable
+//! frames are not allowed inside the body.
+//!
+//! A stored object is therefore at least 68 bytes. Readers hold back the
+//! last 52 bytes of the stream, so the body is streamed without knowing its
+//! length.
+//!
+//! # What a reader rejects
+//!
+//! Each with its own [`CodecError`] variant carrying expected and actual
+//! values: a bad header magic or another skippable frame
+//! ([`CodecError::BadHeaderMagic`], [`CodecError::BadHeaderLength`],
+//! [`CodecError::BadHeaderTag`]), an unknown format version, codec or flags,
+//! a truncated header, an object shorter than header + trailer, a wrong
+//! trailer frame (truncated objects and objects with data appended land
+//! here), codec errors, bytes after the end of the codec stream inside the
+//! body, and a length or checksum that differs from the trailer's.
+//!
+//! # Stages and guarantees
+//!
+//! * [`ObjectWriter`] ([`writer`]): header first, then every accepted byte is
+//!   hashed and compressed; only a successful [`ObjectWriter::finish`]
+//!   produces a complete object.
+//! * [`ObjectReader`] ([`reader`]): header checked in `new`; body decoded and
+//!   hashed as it streams; `read` returns EOF only after the trailer, the
+//!   length and the SHA-256 all matched. Bytes handed out before EOF are
+//!   unverified.
+//! * [`encode_to_vec`] / [`decode_to_vec`]: the same for small in-memory
+//!   objects; `decode_to_vec` returns data only when fully verified.
+//!
+//! Memory is bounded in both directions: a 64 KiB input buffer plus the
+//! codec's own buffers and window; no object is ever held whole.
+//!
+//! # Future encryption
+//!
+//! Flag bit 0 is reserved for an AES-256-GCM (chunked) stage that will wrap
+//! the body. This version writes 0 and rejects any set flag
+//! ([`CodecError::UnsupportedFlags`]).
+
+pub mod error;
+pub mod format;
+pub mod reader;
+pub mod spec;
+pub mod writer;
+
+use std::io::{Read, Write};
+
+pub use error::CodecError;
+pub use reader::ObjectReader;
+pub use spec::{Compression, CompressionSpec};
+pub use writer::ObjectWriter;
+
+/// What a stored object holds, as recorded by the writer or verified by the
+/// reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectSummary {
+    /// Codec of the body.
+    pub codec: Compression,
+    /// Length of the original (uncompressed) bytes.
+    pub original_len: u64,
+    /// Length of the whole stored object: header, body and trailer.
+    pub stored_len: u64,
+    /// SHA-256 of the original bytes.
+    pub sha256: [u8; 32],
+}
+
+impl ObjectSummary {
+    /// The SHA-256 as 64 lowercase hex digits (as `sha256sum` prints it).
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+}
+
+/// Encodes `data` into a complete stored object in memory.
+pub fn encode_to_vec(data: &[u8], spec: CompressionSpec) -> Result<(Vec<u8>, ObjectSummary), CodecError> {
+    let capacity = match spec.codec {
+        Compression::None => data.len() + format::MIN_OBJECT_LEN,
+        _ => data.len() / 2 + format::MIN_OBJECT_LEN + 64,
+    };
+    let mut writer = ObjectWriter::new(Vec::with_capacity(capacity), spec)?;
+    writer.write_all(data)?;
+    writer.finish()
+}
+
+/// Decodes and fully verifies a stored object held in memory.
+pub fn decode_to_vec(stored: &[u8]) -> Result<(Vec<u8>, ObjectSummary), CodecError> {
+    let mut reader = ObjectReader::new(stored)?;
+    let mut data = Vec::new();
+    reader.read_to_end(&mut data)?;
+    let summary = *reader.summary().expect("EOF is returned only after verification");
+    Ok((data, summary))
+}
+
+#[cfg(test)]
+mod testdata;
+#[cfg(test)]
+mod tests;

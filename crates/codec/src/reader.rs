@@ -1,0 +1,639 @@
+//! [`ObjectReader`]: the streaming decoder.
+//!
+//! Stages and what each guarantees:
+//!
+//! 1. **Header** ([`ObjectReader::new`]): exactly 16 bytes are read and every
+//!    field is checked (magic, payload length, tag, version, codec, flags).
+//!    Nothing else is read from the inner reader yet.
+//! 2. **Body**: bytes are pulled from the inner reader through a 64 KiB
+//!    buffer that always *holds back the last 52 bytes seen* — the trailer
+//!    candidate — so the codec never sees them and the body can be streamed
+//!    without knowing its length. The codec's own stream framing decides where
+//!    the body ends: zstd and LZ4 frames may be concatenated (as the standard
+//!    tools allow), xz is a single stream, `none` runs to the trailer.
+//!    Decoded bytes are hashed with SHA-256 and counted as they are handed
+//!    out. Bytes handed out are *not yet verified*: callers must read to EOF
+//!    (or use [`crate::decode_to_vec`]) before trusting them.
+//! 3. **Trailer**: when the codec stream has ended, the remaining body bytes
+//!    are drained and counted (any is [`CodecError::TrailingGarbage`]), the
+//!    held-back 52 bytes are checked as the trailer, and the decoded length
+//!    and SHA-256 are compared with it. Only then does `read` return `Ok(0)`
+//!    and [`ObjectReader::summary`] become `Some`.
+//!
+//! Whenever the inner reader has hit EOF and something is wrong (the codec
+//! failed, or the stream ended early), the trailer framing is checked first:
+//! a truncated object, or one with bytes appended, is reported as such
+//! ([`CodecError::BadTrailerMagic`], [`CodecError::TooShort`]) rather than as
+//! a codec error.
+//!
+//! Errors are final: after the first one every `read` returns it again.
+//! Integrity problems are `io::Error`s of kind `InvalidData` wrapping the
+//! [`CodecError`] ([`CodecError::from_io`] gets it back); I/O errors of the
+//! inner reader are returned unchanged (`Interrupted` is retried
+//! internally).
+//!
+//! Memory: the 64 KiB input buffer plus the codec's own state (zstd: window
+//! up to 128 MiB as zstd allows by default; LZ4: up to ~200 KiB for the
+//! 64 KiB blocks pgark writes, at most ~8 MiB for 4 MiB blocks; xz: the
+//! stream's dictionary, capped at [`XZ_MEMLIMIT`]).
+
+use std::io::{self, BufRead, Read};
+
+use sha2::{Digest, Sha256};
+use zstd::stream::raw::Operation;
+
+use crate::error::CodecError;
+use crate::format::{
+    decode_header, decode_trailer, le_u32, HEADER_LEN, LZ4_FRAME_MAGIC, MIN_OBJECT_LEN, TRAILER_LEN,
+    ZSTD_FRAME_MAGIC,
+};
+use crate::spec::Compression;
+use crate::ObjectSummary;
+
+/// Size of the input buffer between the inner reader and the codec.
+const INPUT_BUF: usize = 64 * 1024;
+
+/// Memory limit for the xz decoder: enough for any preset (`-9` needs
+/// ~65 MiB); a crafted header asking for more is rejected.
+pub const XZ_MEMLIMIT: u64 = 256 * 1024 * 1024;
+
+/// Reads the inner reader through a buffer, holding back the last
+/// [`TRAILER_LEN`] bytes seen: everything before them is body.
+struct BodySource<R> {
+    inner: R,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// The inner reader returned EOF.
+    eof: bool,
+    /// Bytes read from the inner reader, header included.
+    total_read: u64,
+    /// Body bytes consumed by the codec (or drained).
+    body_consumed: u64,
+    /// A `Read::read` call found the body exhausted. Codecs read through
+    /// `Read` only inside a frame, so this means the frame was cut short.
+    hit_end: bool,
+    /// The last error of the inner reader. Codecs see a stand-in with the
+    /// same kind; the real error is taken from here.
+    io_error: Option<io::Error>,
+}
+
+impl<R: Read> BodySource<R> {
+    fn new(inner: R) -> Self {
+        BodySource {
+            inner,
+            buf: vec![0u8; INPUT_BUF + TRAILER_LEN].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            eof: false,
+            total_read: HEADER_LEN as u64,
+            body_consumed: 0,
+            hit_end: false,
+            io_error: None,
+        }
+    }
+
+    fn available(&self) -> usize {
+        (self.end - self.start).saturating_sub(TRAILER_LEN)
+    }
+
+    /// Makes at least `want` body bytes available, unless the body ends
+    /// first. Afterwards [`Self::body`] is empty only at the body's end.
+    fn refill(&mut self, want: usize) -> io::Result<()> {
+        debug_assert!(want <= INPUT_BUF);
+        while self.available() < want && !self.eof {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) if n > self.buf.len() - self.end => {
+                    let e = io::Error::other("inner reader returned more bytes than asked for");
+                    let stand_in = io::Error::new(e.kind(), e.to_string());
+                    self.io_error = Some(e);
+                    return Err(stand_in);
+                }
+                Ok(n) => {
+                    self.end += n;
+                    self.total_read += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let stand_in = io::Error::new(e.kind(), e.to_string());
+                    self.io_error = Some(e);
+                    return Err(stand_in);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The body bytes available now.
+    fn body(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.available()]
+    }
+
+    /// [`Self::refill`] then [`Self::body`], failing with the inner
+    /// reader's own error (not the stand-in).
+    fn fill_body(&mut self, want: usize) -> io::Result<&[u8]> {
+        if let Err(stand_in) = self.refill(want) {
+            return Err(self.io_error.take().unwrap_or(stand_in));
+        }
+        Ok(self.body())
+    }
+
+    /// The held-back bytes, once the inner reader is at EOF and the body
+    /// is fully consumed. Shorter than [`TRAILER_LEN`] only when the whole
+    /// object is too short to hold a trailer.
+    fn tail(&self) -> Option<&[u8]> {
+        (self.eof && self.available() == 0).then(|| &self.buf[self.start..self.end])
+    }
+
+    /// Like [`Self::tail`] but without requiring the body to be consumed:
+    /// the last bytes of the object, once the inner reader is at EOF.
+    fn last_bytes(&self) -> Option<&[u8]> {
+        let held = (self.end - self.start).min(TRAILER_LEN);
+        self.eof.then(|| &self.buf[self.end - held..self.end])
+    }
+
+    /// Stored offset of the next body byte.
+    fn offset(&self) -> u64 {
+        HEADER_LEN as u64 + self.body_consumed
+    }
+}
+
+impl<R: Read> Read for BodySource<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        self.refill(1)?;
+        if self.available() == 0 && !out.is_empty() {
+            self.hit_end = true;
+        }
+        let avail = self.body();
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: Read> BufRead for BodySource<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.refill(1)?;
+        Ok(self.body())
+    }
+
+    fn consume(&mut self, amt: usize) {
+        assert!(amt <= self.available(), "consumed more than available");
+        self.start += amt;
+        self.body_consumed += amt as u64;
+    }
+}
+
+/// A problem met while decoding the body, before it is classified.
+enum BodyError {
+    /// The inner reader failed (or a stand-in for it passed through a codec).
+    Io(io::Error),
+    /// The codec rejected its input, or the body ended mid-stream.
+    Codec(String),
+}
+
+/// Why a body that should start with a `kind` frame does not.
+fn not_a_frame(kind: &str, start: &[u8]) -> String {
+    match start.len() {
+        0 => format!("empty body: no {kind} frame"),
+        1..=3 => format!("body too short for a {kind} frame: {} bytes", start.len()),
+        _ => format!(
+            "body does not start with a {kind} frame: magic {:#010x}",
+            le_u32(start)
+        ),
+    }
+}
+
+/// The codec state, owning the body source.
+enum Body<R: Read> {
+    None(BodySource<R>),
+    Zstd {
+        src: BodySource<R>,
+        dec: zstd::stream::raw::Decoder<'static>,
+        /// At a frame boundary: before the first frame, or the current
+        /// frame is complete (including its flushed output).
+        frame_done: bool,
+        frames: u64,
+    },
+    Lz4 {
+        /// A fresh decoder per frame (always `Some` between calls):
+        /// lz4_flex's decoder does not fully reset its buffers between
+        /// frames of different block settings.
+        dec: Option<lz4_flex::frame::FrameDecoder<BodySource<R>>>,
+        /// A frame has been started and not yet seen to end.
+        in_frame: bool,
+        frames: u64,
+    },
+    Lzma {
+        src: BodySource<R>,
+        dec: xz2::stream::Stream,
+        done: bool,
+    },
+}
+
+impl<R: Read> Body<R> {
+    fn new(codec: Compression, src: BodySource<R>) -> Result<Self, CodecError> {
+        Ok(match codec {
+            Compression::None => Body::None(src),
+            Compression::Zstd => Body::Zstd {
+                src,
+                dec: zstd::stream::raw::Decoder::new()?,
+                frame_done: true,
+                frames: 0,
+            },
+            Compression::Lz4 => Body::Lz4 {
+                dec: Some(lz4_flex::frame::FrameDecoder::new(src)),
+                in_frame: false,
+                frames: 0,
+            },
+            Compression::Lzma => {
+                let dec = xz2::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, 0)
+                    .map_err(|e| CodecError::Io(io::Error::other(format!("xz decoder setup: {e}"))))?;
+                Body::Lzma {
+                    src,
+                    dec,
+                    done: false,
+                }
+            }
+        })
+    }
+
+    fn src(&self) -> &BodySource<R> {
+        match self {
+            Body::None(src) | Body::Zstd { src, .. } | Body::Lzma { src, .. } => src,
+            Body::Lz4 { dec, .. } => dec.as_ref().expect("lz4 decoder present").get_ref(),
+        }
+    }
+
+    fn src_mut(&mut self) -> &mut BodySource<R> {
+        match self {
+            Body::None(src) | Body::Zstd { src, .. } | Body::Lzma { src, .. } => src,
+            Body::Lz4 { dec, .. } => dec.as_mut().expect("lz4 decoder present").get_mut(),
+        }
+    }
+
+    /// Decodes into `out` (non-empty). `Ok(Some(n))` with `n > 0`, or
+    /// `Ok(None)` when the codec stream has ended (the body may still hold
+    /// trailing bytes).
+    fn decode(&mut self, out: &mut [u8]) -> Result<Option<usize>, BodyError> {
+        match self {
+            Body::None(src) => {
+                let avail = src.fill_body(1).map_err(BodyError::Io)?;
+                if avail.is_empty() {
+                    return Ok(None);
+                }
+                let n = avail.len().min(out.len());
+                out[..n].copy_from_slice(&avail[..n]);
+                src.consume(n);
+                Ok(Some(n))
+            }
+            Body::Zstd { .. } => self.decode_zstd(out),
+            Body::Lz4 { .. } => self.decode_lz4(out),
+            Body::Lzma { .. } => self.decode_xz(out),
+        }
+    }
+
+    fn decode_zstd(&mut self, out: &mut [u8]) -> Result<Option<usize>, BodyError> {
+        let Body::Zstd {
+            src,
+            dec,
+            frame_done,
+            frames,
+        } = self
+        else {
+            unreachable!()
+        };
+        loop {
+            if *frame_done {
+                // At a frame boundary: another zstd frame may follow;
+                // anything else ends the codec stream (and is trailing
+                // garbage). Skippable frames are not part of a pgark body.
+                let next = src.fill_body(4).map_err(BodyError::Io)?;
+                let is_frame = next.len() >= 4 && le_u32(next) == ZSTD_FRAME_MAGIC;
+                if *frames == 0 && !is_frame {
+                    return Err(BodyError::Codec(not_a_frame("zstd", next)));
+                }
+                if !is_frame {
+                    return Ok(None);
+                }
+                if *frames > 0 {
+                    dec.reinit().map_err(|e| BodyError::Codec(e.to_string()))?;
+                }
+                *frames += 1;
+                *frame_done = false;
+            }
+            let input = src.fill_body(1).map_err(BodyError::Io)?;
+            let input_was_empty = input.is_empty();
+            let status = dec
+                .run_on_buffers(input, out)
+                .map_err(|e| BodyError::Codec(e.to_string()))?;
+            src.consume(status.bytes_read);
+            if status.remaining == 0 {
+                *frame_done = true;
+            }
+            if status.bytes_written > 0 {
+                return Ok(Some(status.bytes_written));
+            }
+            if *frame_done {
+                continue;
+            }
+            if input_was_empty {
+                return Err(BodyError::Codec("body ended inside a zstd frame".into()));
+            }
+            if status.bytes_read == 0 {
+                return Err(BodyError::Codec("zstd decoder made no progress".into()));
+            }
+        }
+    }
+
+    fn decode_lz4(&mut self, out: &mut [u8]) -> Result<Option<usize>, BodyError> {
+        let Body::Lz4 {
+            dec: slot,
+            in_frame,
+            frames,
+        } = self
+        else {
+            unreachable!()
+        };
+        loop {
+            if !*in_frame {
+                let dec = slot.as_mut().expect("lz4 decoder present");
+                let next = dec.get_mut().fill_body(4).map_err(BodyError::Io)?;
+                let is_frame = next.len() >= 4 && le_u32(next) == LZ4_FRAME_MAGIC;
+                if *frames == 0 && !is_frame {
+                    return Err(BodyError::Codec(not_a_frame("LZ4", next)));
+                }
+                if !is_frame {
+                    return Ok(None);
+                }
+                if *frames > 0 {
+                    let src = slot.take().expect("lz4 decoder present").into_inner();
+                    *slot = Some(lz4_flex::frame::FrameDecoder::new(src));
+                }
+                *in_frame = true;
+                *frames += 1;
+            }
+            let dec = slot.as_mut().expect("lz4 decoder present");
+            match dec.read(out) {
+                Ok(0) => {
+                    // End of the frame, or (lz4_flex ends quietly when the
+                    // body stops at a block boundary) of the body inside it.
+                    *in_frame = false;
+                    if let Some(io_err) = dec.get_mut().io_error.take() {
+                        return Err(BodyError::Io(io_err));
+                    }
+                    if dec.get_ref().hit_end {
+                        return Err(BodyError::Codec("body ended inside an LZ4 frame".into()));
+                    }
+                }
+                Ok(n) => return Ok(Some(n)),
+                Err(e) => {
+                    return Err(match dec.get_mut().io_error.take() {
+                        Some(io_err) => BodyError::Io(io_err),
+                        None => BodyError::Codec(e.to_string()),
+                    })
+                }
+            }
+        }
+    }
+
+    fn decode_xz(&mut self, out: &mut [u8]) -> Result<Option<usize>, BodyError> {
+        let Body::Lzma { src, dec, done } = self else {
+            unreachable!()
+        };
+        if *done {
+            return Ok(None);
+        }
+        loop {
+            let input = src.fill_body(1).map_err(BodyError::Io)?;
+            let input_was_empty = input.is_empty();
+            let (in_before, out_before) = (dec.total_in(), dec.total_out());
+            let status = dec
+                .process(input, out, xz2::stream::Action::Run)
+                .map_err(|e| BodyError::Codec(e.to_string()));
+            let consumed = (dec.total_in() - in_before) as usize;
+            let produced = (dec.total_out() - out_before) as usize;
+            src.consume(consumed);
+            if status? == xz2::stream::Status::StreamEnd {
+                *done = true;
+                return Ok((produced > 0).then_some(produced));
+            }
+            if produced > 0 {
+                return Ok(Some(produced));
+            }
+            if input_was_empty {
+                return Err(BodyError::Codec(
+                    "body ended before the end of the xz stream".into(),
+                ));
+            }
+            if consumed == 0 {
+                return Err(BodyError::Codec("xz decoder made no progress".into()));
+            }
+        }
+    }
+}
+
+enum State {
+    Reading,
+    Done(ObjectSummary),
+    Failed(CodecError),
+}
+
+/// Streaming decoder: reads a stored object from `inner` and yields the
+/// original bytes.
+///
+/// `read` returns `Ok(0)` only after the trailer was checked (length and
+/// SHA-256). See the [module docs](self) for the stages and guarantees.
+///
+/// ```
+/// use std::io::Read;
+/// use pgark_codec::{encode_to_vec, CompressionSpec, ObjectReader};
+///
+/// let (stored, _) = encode_to_vec(b"hello", CompressionSpec::default())?;
+/// let mut r = ObjectReader::new(&stored[..])?;
+/// let mut out = Vec::new();
+/// r.read_to_end(&mut out)?;
+/// assert_eq!(out, b"hello");
+/// assert_eq!(r.summary().unwrap().original_len, 5);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ObjectReader<R: Read> {
+    codec: Compression,
+    body: Body<R>,
+    hasher: Sha256,
+    original_len: u64,
+    state: State,
+}
+
+impl<R: Read> ObjectReader<R> {
+    /// Reads and checks the 16-byte header; reads nothing more.
+    pub fn new(mut inner: R) -> Result<Self, CodecError> {
+        let mut header = [0u8; HEADER_LEN];
+        let mut got = 0;
+        while got < HEADER_LEN {
+            match inner.read(&mut header[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n.min(HEADER_LEN - got),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(CodecError::Io(e)),
+            }
+        }
+        let codec = decode_header(&header[..got])?;
+        Ok(ObjectReader {
+            codec,
+            body: Body::new(codec, BodySource::new(inner))?,
+            hasher: Sha256::new(),
+            original_len: 0,
+            state: State::Reading,
+        })
+    }
+
+    /// The codec named in the header.
+    pub fn codec(&self) -> Compression {
+        self.codec
+    }
+
+    /// What was read, once EOF was reached and the trailer verified.
+    pub fn summary(&self) -> Option<&ObjectSummary> {
+        match &self.state {
+            State::Done(summary) => Some(summary),
+            _ => None,
+        }
+    }
+
+    /// Original bytes handed out so far (not yet verified before EOF).
+    pub fn original_len(&self) -> u64 {
+        self.original_len
+    }
+
+    /// Checks the held-back bytes as a trailer's framing (once the inner
+    /// reader is at EOF).
+    fn check_tail(&self, tail: &[u8]) -> Result<crate::format::Trailer, CodecError> {
+        if tail.len() < TRAILER_LEN {
+            return Err(CodecError::TooShort {
+                minimum: MIN_OBJECT_LEN as u64,
+                actual: self.body.src().total_read,
+            });
+        }
+        decode_trailer(tail)
+    }
+
+    /// Turns a body problem into the error to report: if the inner reader
+    /// is at EOF and the object's last bytes are not a trailer, that is the
+    /// real problem (truncation, appended bytes).
+    fn classify(&self, err: BodyError) -> CodecError {
+        match err {
+            BodyError::Io(e) => CodecError::Io(e),
+            BodyError::Codec(message) => {
+                if let Some(last) = self.body.src().last_bytes() {
+                    if let Err(trailer_err) = self.check_tail(last) {
+                        return trailer_err;
+                    }
+                }
+                CodecError::Decompress {
+                    codec: self.codec,
+                    offset: self.body.src().offset(),
+                    message,
+                }
+            }
+        }
+    }
+
+    /// The codec stream ended: drain and count what is left of the body,
+    /// then check the trailer, the length and the checksum.
+    fn verify(&mut self) -> Result<ObjectSummary, CodecError> {
+        let src = self.body.src_mut();
+        let stream_end = src.offset();
+        let mut trailing = 0u64;
+        loop {
+            let n = src.fill_body(1).map_err(CodecError::Io)?.len();
+            if n == 0 {
+                break;
+            }
+            src.consume(n);
+            trailing += n as u64;
+        }
+        let tail = self.body.src().tail().expect("body drained to EOF");
+        let trailer = self.check_tail(tail)?;
+        if trailing > 0 {
+            return Err(CodecError::TrailingGarbage {
+                codec: self.codec,
+                offset: stream_end,
+                bytes: trailing,
+            });
+        }
+        if trailer.original_len != self.original_len {
+            return Err(CodecError::LengthMismatch {
+                expected: trailer.original_len,
+                actual: self.original_len,
+            });
+        }
+        let sha256: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+        if trailer.sha256 != sha256 {
+            return Err(CodecError::ChecksumMismatch {
+                expected: hex::encode(trailer.sha256),
+                actual: hex::encode(sha256),
+            });
+        }
+        Ok(ObjectSummary {
+            codec: self.codec,
+            original_len: self.original_len,
+            stored_len: self.body.src().total_read,
+            sha256,
+        })
+    }
+
+    fn fail(&mut self, err: CodecError) -> io::Error {
+        let copy = err.duplicate();
+        self.state = State::Failed(err);
+        copy.into_io()
+    }
+}
+
+impl<R: Read> Read for ObjectReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.state {
+            State::Reading => {}
+            State::Done(_) => return Ok(0),
+            State::Failed(err) => return Err(err.duplicate().into_io()),
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        match self.body.decode(buf) {
+            Ok(Some(n)) => {
+                self.hasher.update(&buf[..n]);
+                self.original_len += n as u64;
+                Ok(n)
+            }
+            Ok(None) => match self.verify() {
+                Ok(summary) => {
+                    self.state = State::Done(summary);
+                    Ok(0)
+                }
+                Err(err) => Err(self.fail(err)),
+            },
+            Err(body_err) => {
+                let err = self.classify(body_err);
+                Err(self.fail(err))
+            }
+        }
+    }
+}
+
+impl<R: Read> std::fmt::Debug for ObjectReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectReader")
+            .field("codec", &self.codec)
+            .field("original_len", &self.original_len)
+            .field("stored_offset", &self.body.src().offset())
+            .finish_non_exhaustive()
+    }
+}

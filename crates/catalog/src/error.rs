@@ -14,6 +14,10 @@ pub enum CatalogError {
         found: u32,
         supported: u32,
     },
+    #[error("{what} is inconsistent: {detail}")]
+    Inconsistent { what: &'static str, detail: String },
+    #[error("invalid backup name {name:?}: {reason}")]
+    BadBackupName { name: String, reason: String },
     #[error(
         "this repository belongs to the PostgreSQL cluster with system identifier {repository}, \
          but the WAL comes from system identifier {found}: use a separate repository for each cluster"

@@ -12,13 +12,19 @@
 //! wal/<TLI><LOG>/<segment>.partial                 timeline and log id (256 per group at 16 MiB)
 //! wal/<TLI><LOG>/<segment>.<offset>.backup         backup history files
 //! wal/<TLI>.history                                timeline history files
+//! backups/<name>/part_NNNNN.tar, backups/<name>/manifest   base backups (see [`BackupName`])
 //! ```
 //! Every object under `wal/` is a self-describing pgark object (see the
 //! codec crate): no extension says how it is compressed.
 
+mod backup;
 mod error;
 mod repository;
 
+pub use backup::{
+    BackupManifest, BackupName, DirEntry, FileEntry, PartEntry, TablespaceEntry, BACKUPS_PREFIX,
+    MANIFEST_FORMAT,
+};
 pub use error::CatalogError;
 pub use repository::{RepositoryMeta, REPOSITORY_FORMAT};
 
@@ -52,6 +58,18 @@ pub fn parse_wal_key(key: &Key) -> Option<ArchivedFile> {
     let name = rest.rsplit('/').next()?;
     let file = ArchivedFile::parse(name).ok()?;
     (wal_key(&file) == *key).then_some(file)
+}
+
+/// System identifiers exceed 2^53: JSON carries them as strings.
+pub(crate) mod u64_string {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ pub struct RepositoryMeta {
     /// Repository format version; readers refuse newer formats.
     pub format: u32,
     /// pg_control's system_identifier (ControlFileData.system_identifier).
-    #[serde(with = "u64_string")]
+    #[serde(with = "crate::u64_string")]
     pub system_identifier: u64,
     /// PostgreSQL major version when the repository was created.
     pub pg_version: u32,
@@ -74,17 +74,6 @@ impl RepositoryMeta {
                 found,
             })
         }
-    }
-}
-
-mod u64_string {
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&v.to_string())
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        String::deserialize(d)?.parse().map_err(D::Error::custom)
     }
 }
 

@@ -1,0 +1,445 @@
+//! The PostgreSQL session a backup runs on.
+//!
+//! Connects like libpq does (a conninfo string or URL, then the PGHOST,
+//! PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, PGAPPNAME and
+//! PGCONNECT_TIMEOUT environment variables) and wraps the version-specific
+//! SQL of a non-exclusive online backup. Start and stop must run on the
+//! same session, so a [`Session`] is one pinned connection: if it dies, the
+//! server aborts the backup and the stop call fails.
+
+use pgark_pg::{Lsn, TimelineId};
+use std::str::FromStr;
+use std::time::Duration;
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, Config, NoTls};
+
+/// Why talking to PostgreSQL failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PgClientError {
+    #[error("invalid connection string: {0}")]
+    BadConnInfo(String),
+    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("PostgreSQL {what} failed: {message}")]
+    Query { what: &'static str, message: String },
+    #[error("PostgreSQL {found} is not supported: pgark supports PostgreSQL 13 to 18")]
+    UnsupportedVersion { found: String },
+    #[error("unexpected answer from PostgreSQL to {what}: {detail}")]
+    Protocol { what: &'static str, detail: String },
+    #[error("PGSSLMODE={0} needs TLS, which this pgark build does not support yet: use sslmode=disable or prefer, or a local socket")]
+    TlsUnsupported(String),
+}
+
+impl PgClientError {
+    fn query(what: &'static str, e: tokio_postgres::Error) -> Self {
+        // tokio_postgres's Display hides the server's message behind "db error".
+        let message = match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.severity(), db.message()),
+            None => e.to_string(),
+        };
+        PgClientError::Query { what, message }
+    }
+}
+
+type Result<T> = std::result::Result<T, PgClientError>;
+
+/// How to reach the server.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// A libpq conninfo string or URL; unset parts come from the
+    /// environment like libpq.
+    pub conninfo: Option<String>,
+    /// Connect timeout when neither the conninfo nor PGCONNECT_TIMEOUT set one.
+    pub connect_timeout: Option<Duration>,
+}
+
+/// Builds a connection config from a conninfo string and the environment.
+pub fn config_from(opts: &ConnectOptions, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
+    let mut config = match &opts.conninfo {
+        Some(s) => Config::from_str(s).map_err(|e| PgClientError::BadConnInfo(e.to_string()))?,
+        None => Config::new(),
+    };
+    if config.get_hosts().is_empty() {
+        match env("PGHOST") {
+            Some(hosts) => {
+                for h in hosts.split(',') {
+                    config.host(h);
+                }
+            }
+            // libpq's default on Debian is the socket directory, then TCP.
+            None => {
+                config.host("/var/run/postgresql").host("/tmp").host("localhost");
+            }
+        }
+    }
+    if config.get_ports().is_empty() {
+        if let Some(p) = env("PGPORT") {
+            let port = p
+                .parse::<u16>()
+                .map_err(|_| PgClientError::BadConnInfo(format!("PGPORT={p:?} is not a port")))?;
+            config.port(port);
+        }
+    }
+    if config.get_user().is_none() {
+        let user = env("PGUSER")
+            .or_else(|| env("USER"))
+            .or_else(|| env("LOGNAME"))
+            .unwrap_or_else(|| "postgres".into());
+        config.user(&user);
+    }
+    if config.get_password().is_none() {
+        if let Some(pw) = env("PGPASSWORD") {
+            config.password(pw);
+        }
+    }
+    if config.get_dbname().is_none() {
+        let db = env("PGDATABASE").unwrap_or_else(|| config.get_user().unwrap_or("postgres").to_string());
+        config.dbname(&db);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name(&env("PGAPPNAME").unwrap_or_else(|| "pgark".into()));
+    }
+    if config.get_connect_timeout().is_none() {
+        let secs = env("PGCONNECT_TIMEOUT").and_then(|s| s.parse::<u64>().ok());
+        let timeout = secs
+            .map(Duration::from_secs)
+            .or(opts.connect_timeout)
+            .unwrap_or(Duration::from_secs(30));
+        config.connect_timeout(timeout);
+    }
+    if let Some(mode) = env("PGSSLMODE") {
+        match mode.as_str() {
+            "disable" | "allow" | "prefer" => {}
+            other => return Err(PgClientError::TlsUnsupported(other.to_string())),
+        }
+    }
+    config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    config.keepalives(true).keepalives_idle(Duration::from_secs(30));
+    Ok(config)
+}
+
+fn describe(config: &Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            Host::Tcp(s) => s.clone(),
+            Host::Unix(p) => p.display().to_string(),
+        })
+        .collect();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{} port {port} as user {}",
+        hosts.join(","),
+        config.get_user().unwrap_or("?")
+    )
+}
+
+/// One pinned connection to the server being backed up.
+pub struct Session {
+    client: Client,
+    version_num: u32,
+    target: String,
+}
+
+/// What `pg_backup_stop` returned.
+#[derive(Debug, Clone)]
+pub struct BackupStop {
+    pub lsn: Lsn,
+    /// Contents for the restored directory's backup_label.
+    pub backup_label: String,
+    /// Contents for tablespace_map; empty without tablespaces.
+    pub tablespace_map: String,
+}
+
+/// A row of pg_stat_archiver, as text for messages.
+#[derive(Debug, Clone, Default)]
+pub struct ArchiverStatus {
+    pub archived_count: i64,
+    pub last_archived_wal: Option<String>,
+    pub last_archived_time: Option<String>,
+    pub failed_count: i64,
+    pub last_failed_wal: Option<String>,
+    pub last_failed_time: Option<String>,
+}
+
+/// A user tablespace: its OID and location on the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tablespace {
+    pub oid: u32,
+    pub name: String,
+    pub location: String,
+}
+
+impl Session {
+    /// Connects and checks the server version (13 to 18).
+    pub async fn connect(opts: &ConnectOptions) -> Result<Session> {
+        let config = config_from(opts, |k| std::env::var(k).ok())?;
+        let target = describe(&config);
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|source| PgClientError::Connect {
+                target: target.clone(),
+                source,
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!("PostgreSQL connection closed: {e}");
+            }
+        });
+        let row = client
+            .query_one("select current_setting('server_version_num')::int", &[])
+            .await
+            .map_err(|e| PgClientError::query("version query", e))?;
+        let version_num = u32::try_from(row.get::<_, i32>(0)).unwrap_or(0);
+        let session = Session {
+            client,
+            version_num,
+            target,
+        };
+        if !(13..=18).contains(&session.major()) {
+            return Err(PgClientError::UnsupportedVersion {
+                found: version_num.to_string(),
+            });
+        }
+        Ok(session)
+    }
+
+    /// Where the session is connected, for messages.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The server's major version (13 for 130012).
+    pub fn major(&self) -> u32 {
+        self.version_num / 10000
+    }
+
+    async fn text(&self, what: &'static str, sql: &str) -> Result<String> {
+        let row = self
+            .client
+            .query_one(sql, &[])
+            .await
+            .map_err(|e| PgClientError::query(what, e))?;
+        row.try_get::<_, String>(0).map_err(|e| PgClientError::Protocol {
+            what,
+            detail: e.to_string(),
+        })
+    }
+
+    pub async fn is_in_recovery(&self) -> Result<bool> {
+        Ok(self
+            .text("pg_is_in_recovery()", "select pg_is_in_recovery()::text")
+            .await?
+            == "true")
+    }
+
+    /// The server's data_directory setting (needs superuser or
+    /// pg_read_all_settings).
+    pub async fn data_directory(&self) -> Result<String> {
+        self.text("data_directory", "select current_setting('data_directory')")
+            .await
+    }
+
+    pub async fn system_identifier(&self) -> Result<u64> {
+        let s = self
+            .text(
+                "pg_control_system()",
+                "select system_identifier::text from pg_control_system()",
+            )
+            .await?;
+        s.parse().map_err(|_| PgClientError::Protocol {
+            what: "pg_control_system()",
+            detail: s,
+        })
+    }
+
+    /// wal_segment_size in bytes.
+    pub async fn wal_segment_size(&self) -> Result<u64> {
+        let s = self
+            .text(
+                "wal_segment_size",
+                "select setting from pg_settings where name = 'wal_segment_size'",
+            )
+            .await?;
+        s.parse().map_err(|_| PgClientError::Protocol {
+            what: "wal_segment_size",
+            detail: s,
+        })
+    }
+
+    /// The timeline of the latest checkpoint (or restartpoint on a standby).
+    pub async fn checkpoint_timeline(&self) -> Result<TimelineId> {
+        let s = self
+            .text(
+                "pg_control_checkpoint()",
+                "select timeline_id::text from pg_control_checkpoint()",
+            )
+            .await?;
+        s.parse().map(TimelineId).map_err(|_| PgClientError::Protocol {
+            what: "pg_control_checkpoint()",
+            detail: s,
+        })
+    }
+
+    pub async fn tablespaces(&self) -> Result<Vec<Tablespace>> {
+        let rows = self
+            .client
+            .query(
+                "select oid::int8, spcname::text, pg_tablespace_location(oid) from pg_tablespace \
+                 where spcname not in ('pg_default', 'pg_global') order by oid",
+                &[],
+            )
+            .await
+            .map_err(|e| PgClientError::query("pg_tablespace", e))?;
+        rows.iter()
+            .map(|r| {
+                let oid: i64 = r.get(0);
+                Ok(Tablespace {
+                    oid: oid as u32,
+                    name: r.get(1),
+                    location: r.get(2),
+                })
+            })
+            .collect()
+    }
+
+    /// Starts a non-exclusive backup; returns its start LSN.
+    pub async fn backup_start(&self, label: &str, fast: bool) -> Result<Lsn> {
+        let sql = if self.major() >= 15 {
+            "select pg_backup_start($1, $2)::text"
+        } else {
+            "select pg_start_backup($1, $2, false)::text"
+        };
+        let row = self
+            .client
+            .query_one(sql, &[&label, &fast])
+            .await
+            .map_err(|e| PgClientError::query("backup start", e))?;
+        let s: String = row.get(0);
+        s.parse().map_err(|_| PgClientError::Protocol {
+            what: "backup start",
+            detail: s,
+        })
+    }
+
+    /// Stops the backup started on this session. Does not wait for WAL
+    /// archiving: the caller waits for the archive itself, with a bound.
+    pub async fn backup_stop(&self) -> Result<BackupStop> {
+        let sql = if self.major() >= 15 {
+            "select lsn::text, labelfile, coalesce(spcmapfile, '') from pg_backup_stop(false)"
+        } else {
+            "select lsn::text, labelfile, coalesce(spcmapfile, '') from pg_stop_backup(false, false)"
+        };
+        let row = self
+            .client
+            .query_one(sql, &[])
+            .await
+            .map_err(|e| PgClientError::query("backup stop", e))?;
+        let lsn: String = row.get(0);
+        Ok(BackupStop {
+            lsn: lsn.parse().map_err(|_| PgClientError::Protocol {
+                what: "backup stop",
+                detail: lsn,
+            })?,
+            backup_label: row.get(1),
+            tablespace_map: row.get(2),
+        })
+    }
+
+    pub async fn archiver_status(&self) -> Result<ArchiverStatus> {
+        let row = self
+            .client
+            .query_one(
+                "select archived_count, last_archived_wal, last_archived_time::text, failed_count, \
+                 last_failed_wal, last_failed_time::text from pg_stat_archiver",
+                &[],
+            )
+            .await
+            .map_err(|e| PgClientError::query("pg_stat_archiver", e))?;
+        Ok(ArchiverStatus {
+            archived_count: row.get(0),
+            last_archived_wal: row.get(1),
+            last_archived_time: row.get(2),
+            failed_count: row.get(3),
+            last_failed_wal: row.get(4),
+            last_failed_time: row.get(5),
+        })
+    }
+
+    /// Current settings that decide whether the WAL of a backup reaches the
+    /// archive: (archive_mode, archive_command).
+    pub async fn archive_settings(&self) -> Result<(String, String)> {
+        let row = self
+            .client
+            .query_one(
+                "select current_setting('archive_mode'), current_setting('archive_command')",
+                &[],
+            )
+            .await
+            .map_err(|e| PgClientError::query("archive settings", e))?;
+        Ok((row.get(0), row.get(1)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(conninfo: Option<&str>, env: &[(&str, &str)]) -> Result<Config> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let opts = ConnectOptions {
+            conninfo: conninfo.map(String::from),
+            connect_timeout: None,
+        };
+        config_from(&opts, |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn environment_fills_what_conninfo_leaves_unset() {
+        let c = cfg(
+            None,
+            &[
+                ("PGHOST", "/run/pg"),
+                ("PGPORT", "5433"),
+                ("PGUSER", "u"),
+                ("PGPASSWORD", "pw"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.get_hosts(), &[Host::Unix("/run/pg".into())]);
+        assert_eq!(c.get_ports(), &[5433]);
+        assert_eq!(c.get_user(), Some("u"));
+        assert_eq!(c.get_password(), Some(&b"pw"[..]));
+        assert_eq!(c.get_dbname(), Some("u"));
+        let c = cfg(
+            Some("host=db port=6000 user=x dbname=y"),
+            &[("PGHOST", "/run/pg"), ("PGUSER", "u")],
+        )
+        .unwrap();
+        assert_eq!(c.get_hosts(), &[Host::Tcp("db".into())]);
+        assert_eq!(c.get_user(), Some("x"));
+        assert_eq!(c.get_dbname(), Some("y"));
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        assert!(cfg(None, &[("PGPORT", "x")])
+            .unwrap_err()
+            .to_string()
+            .contains("PGPORT"));
+        assert!(cfg(None, &[("PGSSLMODE", "verify-full")])
+            .unwrap_err()
+            .to_string()
+            .contains("PGSSLMODE"));
+        assert!(cfg(Some("host="), &[]).is_ok() || cfg(Some("nonsense"), &[]).is_err());
+    }
+}

@@ -21,6 +21,9 @@ pub enum ErrorClass {
     Storage,
     /// A local file could not be read or written.
     LocalIo,
+    /// PostgreSQL refused or failed: connection, backup start or stop, WAL
+    /// archiving not working.
+    Postgres,
     /// A bug or an unexpected state.
     Internal,
 }
@@ -86,6 +89,24 @@ pub enum EngineError {
         source: std::io::Error,
     },
 
+    #[error("{source}")]
+    PgClient {
+        #[from]
+        source: pgark_pgclient::PgClientError,
+    },
+
+    #[error("{what}: {message}")]
+    Postgres { what: String, message: String },
+
+    #[error(
+        "WAL segment {segment} needed by this backup is not in the repository after {waited:.0?}; {detail}"
+    )]
+    ArchiveWait {
+        segment: String,
+        detail: String,
+        waited: std::time::Duration,
+    },
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -101,6 +122,9 @@ impl EngineError {
             EngineError::Integrity { .. } | EngineError::Catalog { .. } => ErrorClass::Integrity,
             EngineError::Store { .. } => ErrorClass::Storage,
             EngineError::LocalIo { .. } => ErrorClass::LocalIo,
+            EngineError::PgClient { .. } | EngineError::Postgres { .. } | EngineError::ArchiveWait { .. } => {
+                ErrorClass::Postgres
+            }
             EngineError::Internal(_) => ErrorClass::Internal,
         }
     }

@@ -6,14 +6,19 @@
 //! store. CPU work (compression, hashing) runs on tokio's blocking pool;
 //! I/O stays on the runtime; every queue between them is bounded.
 
+mod backup_push;
 mod error;
+mod manifest_io;
 mod pipe;
 mod repository;
 mod retry;
+mod scan;
 mod wal_fetch;
 mod wal_push;
 
+pub use backup_push::{backup_push, BackupPushOptions};
 pub use error::{EngineError, ErrorClass};
+pub use manifest_io::{list_backups, load_manifest};
 pub use repository::{ensure_repository_meta, load_repository_meta};
 pub use retry::RetryPolicy;
 pub use wal_fetch::{wal_fetch, WalFetchOptions, WalFetchOutcome};

@@ -19,12 +19,19 @@ pub(crate) const CHANNEL_DEPTH: usize = 4;
 
 /// A `Write` that sends what it is given, in `CHUNK_SIZE` pieces, into a
 /// bounded channel; blocks while the channel is full.
-struct ChannelWriter {
+pub(crate) struct ChannelWriter {
     tx: mpsc::Sender<Result<Bytes, StoreError>>,
     buf: BytesMut,
 }
 
 impl ChannelWriter {
+    pub(crate) fn new(tx: mpsc::Sender<Result<Bytes, StoreError>>) -> Self {
+        ChannelWriter {
+            tx,
+            buf: BytesMut::with_capacity(CHUNK_SIZE),
+        }
+    }
+
     fn send_buf(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());

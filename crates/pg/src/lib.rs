@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 mod archive;
+pub mod layout;
 mod bufpage;
 mod checksum;
 mod error;

@@ -216,6 +216,11 @@ impl Session {
         &self.target
     }
 
+    /// server_version_num (150018 for 15.18).
+    pub fn version_num(&self) -> u32 {
+        self.version_num
+    }
+
     /// The server's major version (13 for 130012).
     pub fn major(&self) -> u32 {
         self.version_num / 10000

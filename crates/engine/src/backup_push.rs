@@ -1,0 +1,567 @@
+//! `backup-push`: an online physical backup of a running cluster.
+//!
+//! Runs a non-exclusive backup on one pinned session, copies the data
+//! directory and tablespaces through a bounded parallel pipeline (read, tar,
+//! compress, checksum, upload), copies pg_control last, stops the backup,
+//! waits (bounded) until the WAL the backup needs is archived, and writes
+//! the manifest last. A failure at any point leaves no manifest, so the
+//! backup does not exist for any command; its orphaned parts are inert.
+
+use crate::pipe::{ChannelWriter, CHANNEL_DEPTH};
+use crate::repository::ensure_repository_meta;
+use crate::scan::{scan, Scan, ScannedFile};
+use crate::{EngineError, RetryPolicy};
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt;
+use pgark_catalog::{
+    wal_key, BackupManifest, BackupName, FileEntry, PartEntry, RepositoryMeta, TablespaceEntry,
+    MANIFEST_FORMAT,
+};
+use pgark_codec::{CompressionSpec, ObjectWriter};
+use pgark_pg::{ArchivedFile, Lsn, SegmentNo, TimelineId, WalSegmentName, WalSegmentSize};
+use pgark_pgclient::{ConnectOptions, Session};
+use pgark_store::{put_stream, Key, ObjectStore, ObjectStoreExt, PutMode, StoreError, UploadOptions};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Settings of [`backup_push`].
+#[derive(Debug, Clone)]
+pub struct BackupPushOptions {
+    pub pgdata: PathBuf,
+    pub connect: ConnectOptions,
+    pub compression: CompressionSpec,
+    /// Request an immediate checkpoint at backup start (the default).
+    pub fast_checkpoint: bool,
+    /// Parts compressed and uploaded at once. Peak memory is about
+    /// `concurrency x (4 MiB channel + upload part size)`.
+    pub concurrency: usize,
+    /// Files are grouped into parts of about this many bytes (a file is
+    /// never split, so a part holding one large file can be larger).
+    pub part_size: u64,
+    /// How long to wait after the stop call for the backup's last WAL
+    /// segment to reach the repository; `None` skips the wait (the backup
+    /// is then usable only once that segment is archived).
+    pub archive_timeout: Option<Duration>,
+    pub retry: RetryPolicy,
+}
+
+impl BackupPushOptions {
+    pub fn new(pgdata: PathBuf) -> Self {
+        BackupPushOptions {
+            pgdata,
+            connect: ConnectOptions::default(),
+            compression: CompressionSpec::default(),
+            fast_checkpoint: true,
+            concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            part_size: 256 << 20,
+            archive_timeout: Some(Duration::from_secs(300)),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Runs one backup; returns its manifest.
+pub async fn backup_push(
+    store: Arc<dyn ObjectStore>,
+    opts: &BackupPushOptions,
+) -> Result<BackupManifest, EngineError> {
+    let pgdata = check_pgdata(&opts.pgdata)?;
+    let control_sysid = read_control_system_identifier(&pgdata)?;
+    let session = Session::connect(&opts.connect).await?;
+    let server_sysid = session.system_identifier().await?;
+    if server_sysid != control_sysid {
+        return Err(EngineError::Rejected {
+            path: pgdata.clone(),
+            reason: format!(
+                "this data directory has system identifier {control_sysid}, but the server at {} has \
+                 {server_sysid}: PGDATA belongs to another server",
+                session.target()
+            ),
+        });
+    }
+    if let Ok(dir) = session.data_directory().await {
+        let server_dir = std::fs::canonicalize(&dir).unwrap_or_else(|_| PathBuf::from(&dir));
+        if server_dir != pgdata {
+            return Err(EngineError::Rejected {
+                path: pgdata.clone(),
+                reason: format!("the server at {} runs on data directory {dir}", session.target()),
+            });
+        }
+    }
+    let seg_size = WalSegmentSize::new(session.wal_segment_size().await?).map_err(|source| {
+        EngineError::InvalidWalFile {
+            path: pgdata.clone(),
+            source,
+        }
+    })?;
+    let major = session.major();
+    let candidate = RepositoryMeta::new(server_sysid, major, seg_size.bytes());
+    let meta = opts
+        .retry
+        .run("read repository metadata", || {
+            ensure_repository_meta(&*store, candidate.clone())
+        })
+        .await?;
+    meta.check_system_identifier(server_sysid)
+        .map_err(|source| EngineError::WrongCluster {
+            path: pgdata.clone(),
+            source,
+        })?;
+    if opts.archive_timeout.is_some() {
+        check_archiving(&session).await?;
+    }
+    let tablespaces = session.tablespaces().await?;
+    let from_standby = session.is_in_recovery().await?;
+    let archiver_before = session.archiver_status().await.unwrap_or_default();
+
+    let started_at = Utc::now();
+    let label = format!("pgark {}", started_at.format("%Y-%m-%dT%H:%M:%SZ"));
+    let start_lsn = session.backup_start(&label, opts.fast_checkpoint).await?;
+    let timeline = session.checkpoint_timeline().await?;
+    let start_segment = segment_of(timeline, start_lsn, seg_size);
+    let name = BackupName::new(&start_segment.to_string(), started_at);
+    tracing::info!("backup {name} started at {start_lsn} on timeline {}", timeline.0);
+
+    let ts_dirs: Vec<(u32, PathBuf)> = tablespaces
+        .iter()
+        .map(|t| (t.oid, PathBuf::from(&t.location)))
+        .collect();
+    let pgdata_for_scan = pgdata.clone();
+    let scanned = tokio::task::spawn_blocking(move || scan(&pgdata_for_scan, &ts_dirs))
+        .await
+        .map_err(|e| EngineError::Internal(format!("scan task failed: {e}")))??;
+    let copied = copy_files(&store, &name, scanned, opts).await?;
+
+    let stop = session.backup_stop().await?;
+    let end_timeline = session.checkpoint_timeline().await.unwrap_or(timeline);
+    let label_timeline =
+        parse_label_field(&stop.backup_label, "START TIMELINE:").and_then(|s| s.parse::<u32>().ok());
+    if end_timeline != timeline || label_timeline.is_some_and(|t| t != timeline.0) {
+        return Err(EngineError::Postgres {
+            what: "backup".into(),
+            message: format!(
+                "the timeline changed during the backup (started on {}, now {}): the backup is discarded; run it again",
+                timeline.0, end_timeline.0
+            ),
+        });
+    }
+    // The backup needs WAL up to and including the segment holding the
+    // last byte before the stop LSN (XLByteToPrevSeg).
+    let stop_segment = segment_of(
+        timeline,
+        Lsn(stop.lsn.0.saturating_sub(1).max(start_lsn.0)),
+        seg_size,
+    );
+    if let Some(timeout) = opts.archive_timeout {
+        wait_for_archive(&*store, &session, &stop_segment, timeout, &archiver_before).await?;
+    }
+
+    let finished_at = Utc::now();
+    let original_size = copied.files.iter().map(|f| f.size).sum();
+    let stored_size = copied.parts.iter().map(|p| p.stored_size).sum();
+    let manifest = BackupManifest {
+        format: MANIFEST_FORMAT,
+        name: name.clone(),
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        system_identifier: server_sysid,
+        pg_version_num: session.version_num(),
+        timeline: timeline.0,
+        start_lsn: start_lsn.to_string(),
+        stop_lsn: stop.lsn.to_string(),
+        start_wal_segment: start_segment.to_string(),
+        stop_wal_segment: stop_segment.to_string(),
+        wal_segment_size: seg_size.bytes(),
+        backup_from: if from_standby { "standby" } else { "primary" }.to_string(),
+        started_at,
+        finished_at,
+        original_size,
+        stored_size,
+        compression: opts.compression.codec.to_string(),
+        backup_label: stop.backup_label,
+        tablespace_map: stop.tablespace_map,
+        tablespaces: tablespaces
+            .into_iter()
+            .map(|t| TablespaceEntry {
+                oid: t.oid,
+                name: t.name,
+                location: t.location,
+            })
+            .collect(),
+        parts: copied.parts,
+        directories: copied.dirs,
+        files: copied.files,
+    };
+    crate::manifest_io::put_manifest(&*store, &manifest).await?;
+    tracing::info!(
+        "backup {name} complete: {} files, {} bytes stored as {} bytes",
+        manifest.files.len(),
+        manifest.original_size,
+        manifest.stored_size
+    );
+    Ok(manifest)
+}
+
+fn segment_of(tli: TimelineId, lsn: Lsn, size: WalSegmentSize) -> WalSegmentName {
+    WalSegmentName::from_segment_no(tli, SegmentNo(lsn.0 / u64::from(size.bytes())), size)
+}
+
+pub(crate) fn parse_label_field<'a>(label: &'a str, field: &str) -> Option<&'a str> {
+    label.lines().find_map(|l| l.strip_prefix(field)).map(str::trim)
+}
+
+fn check_pgdata(pgdata: &Path) -> Result<PathBuf, EngineError> {
+    let reject = |reason: &str| EngineError::Rejected {
+        path: pgdata.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let canonical =
+        std::fs::canonicalize(pgdata).map_err(|e| EngineError::local_io("cannot open", pgdata, e))?;
+    if !canonical.join("PG_VERSION").is_file() || !canonical.join("global/pg_control").is_file() {
+        return Err(reject(
+            "not a PostgreSQL data directory (no PG_VERSION or global/pg_control)",
+        ));
+    }
+    Ok(canonical)
+}
+
+/// pg_control starts with the system identifier in every version.
+fn read_control_system_identifier(pgdata: &Path) -> Result<u64, EngineError> {
+    let path = pgdata.join("global/pg_control");
+    let mut buf = [0u8; 8];
+    std::fs::File::open(&path)
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|e| EngineError::local_io("cannot read", &path, e))?;
+    Ok(u64::from_le_bytes(buf))
+}
+
+async fn check_archiving(session: &Session) -> Result<(), EngineError> {
+    let (mode, command) = session.archive_settings().await?;
+    if mode == "off" {
+        return Err(EngineError::Postgres {
+            what: "WAL archiving".into(),
+            message: "archive_mode is off, so the WAL this backup needs would never reach the repository: set \
+                      archive_mode = on and archive_command = 'pgark wal-push %p' (or pass --archive-timeout 0 \
+                      to skip the check and ship WAL another way)"
+                .into(),
+        });
+    }
+    if command.is_empty() || command == "(disabled)" {
+        tracing::warn!("archive_command is empty: the backup will wait for WAL that nothing archives");
+    }
+    Ok(())
+}
+
+/// Polls the repository for `segment`, failing promptly when PostgreSQL
+/// reports that archiving is failing, and at `timeout` otherwise.
+async fn wait_for_archive(
+    store: &dyn ObjectStore,
+    session: &Session,
+    segment: &WalSegmentName,
+    timeout: Duration,
+    before: &pgark_pgclient::ArchiverStatus,
+) -> Result<(), EngineError> {
+    let key = wal_key(&ArchivedFile::Segment(*segment));
+    let begun = Instant::now();
+    let deadline = begun + timeout;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        if store.exists(&key).await? {
+            return Ok(());
+        }
+        let status = session.archiver_status().await?;
+        let failing = status.failed_count > before.failed_count
+            && status
+                .last_failed_wal
+                .as_deref()
+                .is_some_and(|w| w <= segment.to_string().as_str() || w.len() != 24)
+            && status.last_failed_time > status.last_archived_time;
+        if failing || Instant::now() >= deadline {
+            let why = if failing {
+                "WAL archiving is failing"
+            } else {
+                "timed out waiting"
+            };
+            return Err(EngineError::ArchiveWait {
+                segment: segment.to_string(),
+                detail: format!(
+                    "{why}: pg_stat_archiver reports {} failures (last failed WAL {}, at {}), last archived {} at {}",
+                    status.failed_count,
+                    status.last_failed_wal.as_deref().unwrap_or("none"),
+                    status.last_failed_time.as_deref().unwrap_or("never"),
+                    status.last_archived_wal.as_deref().unwrap_or("none"),
+                    status.last_archived_time.as_deref().unwrap_or("never"),
+                ),
+                waited: begun.elapsed(),
+            });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+struct Copied {
+    parts: Vec<PartEntry>,
+    files: Vec<FileEntry>,
+    dirs: Vec<pgark_catalog::DirEntry>,
+}
+
+/// Groups files into parts, uploads them `concurrency` at a time, then
+/// pg_control alone in the last part.
+async fn copy_files(
+    store: &Arc<dyn ObjectStore>,
+    name: &BackupName,
+    scanned: Scan,
+    opts: &BackupPushOptions,
+) -> Result<Copied, EngineError> {
+    let Scan { files, dirs, control } = scanned;
+    let control = control.ok_or_else(|| EngineError::Internal("global/pg_control vanished".into()))?;
+    let mut groups: Vec<Vec<ScannedFile>> = Vec::new();
+    let mut current: Vec<ScannedFile> = Vec::new();
+    let mut current_size = 0u64;
+    for f in files {
+        current_size += f.size;
+        current.push(f);
+        if current_size >= opts.part_size {
+            groups.push(std::mem::take(&mut current));
+            current_size = 0;
+        }
+    }
+    if !current.is_empty() || groups.is_empty() {
+        groups.push(current);
+    }
+    let total: u64 = groups.iter().flatten().map(|f| f.size).sum::<u64>() + control.size;
+    let progress = Arc::new(Progress::new(total));
+    let ticker = progress.clone().spawn_ticker();
+
+    let dirs_for_first = Arc::new(dirs.clone());
+    let uploads = futures::stream::iter(groups.into_iter().enumerate().map(|(i, group)| {
+        let index = i as u32 + 1;
+        let key = name.part_key(index);
+        let dirs = if index == 1 {
+            Some(dirs_for_first.clone())
+        } else {
+            None
+        };
+        let progress = progress.clone();
+        let store = store.clone();
+        async move { upload_part(&*store, key, index, group, dirs, opts.compression, progress).await }
+    }))
+    .buffer_unordered(opts.concurrency.max(1));
+    let results: Vec<Result<(PartEntry, Vec<FileEntry>), EngineError>> = uploads.collect().await;
+    let mut parts = Vec::new();
+    let mut entries = Vec::new();
+    for r in results {
+        let (part, files) = r?;
+        parts.push(part);
+        entries.extend(files);
+    }
+    // pg_control last: a restore that has it has everything else.
+    let index = parts.len() as u32 + 1;
+    let (part, files) = upload_part(
+        &**store,
+        name.part_key(index),
+        index,
+        vec![control],
+        None,
+        opts.compression,
+        progress.clone(),
+    )
+    .await?;
+    parts.push(part);
+    entries.extend(files);
+    ticker.abort();
+    parts.sort_by_key(|p| p.index);
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Copied {
+        parts,
+        files: entries,
+        dirs,
+    })
+}
+
+/// Bytes copied so far, for progress lines.
+struct Progress {
+    total: u64,
+    done: AtomicU64,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        Progress {
+            total,
+            done: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    fn spawn_ticker(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let done = self.done.load(Ordering::Relaxed);
+                let secs = self.started.elapsed().as_secs_f64().max(0.001);
+                tracing::info!(
+                    "copied {} of {} MiB ({:.0}%), {:.1} MiB/s",
+                    done >> 20,
+                    self.total >> 20,
+                    100.0 * done as f64 / self.total.max(1) as f64,
+                    done as f64 / secs / f64::from(1 << 20)
+                );
+            }
+        })
+    }
+}
+
+async fn upload_part(
+    store: &dyn ObjectStore,
+    key: Key,
+    index: u32,
+    files: Vec<ScannedFile>,
+    dirs: Option<Arc<Vec<pgark_catalog::DirEntry>>>,
+    spec: CompressionSpec,
+    progress: Arc<Progress>,
+) -> Result<(PartEntry, Vec<FileEntry>), EngineError> {
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, StoreError>>(CHANNEL_DEPTH);
+    let writer =
+        tokio::task::spawn_blocking(move || write_part(index, &files, dirs.as_deref(), spec, tx, &progress));
+    let chunks = Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let upload = UploadOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    let uploaded = put_stream(store, &key, chunks, upload).await;
+    let written = writer
+        .await
+        .map_err(|e| EngineError::Internal(format!("part writer failed: {e}")))?;
+    match (uploaded, written) {
+        (Ok(meta), Ok((mut part, files))) => {
+            part.stored_size = meta.size;
+            Ok((part, files))
+        }
+        (_, Err(e @ EngineError::LocalIo { .. })) => Err(e),
+        (Err(e), _) => Err(e.into()),
+        (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+/// Writes one part: a tar stream of `files` (and `dirs` first), encoded as
+/// a pgark object, into the channel.
+fn write_part(
+    index: u32,
+    files: &[ScannedFile],
+    dirs: Option<&Vec<pgark_catalog::DirEntry>>,
+    spec: CompressionSpec,
+    tx: mpsc::Sender<Result<Bytes, StoreError>>,
+    progress: &Progress,
+) -> Result<(PartEntry, Vec<FileEntry>), EngineError> {
+    let sink = ChannelWriter::new(tx);
+    let object = ObjectWriter::new(sink, spec).map_err(|e| EngineError::Internal(e.to_string()))?;
+    let mut tar = tar::Builder::new(object);
+    tar.mode(tar::HeaderMode::Complete);
+    let broken = |e: std::io::Error| EngineError::Internal(format!("writing backup part {index}: {e}"));
+    for d in dirs.into_iter().flatten() {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(d.mode);
+        h.set_size(0);
+        h.set_mtime(0);
+        tar.append_data(&mut h, &d.path, std::io::empty())
+            .map_err(broken)?;
+    }
+    let mut entries = Vec::with_capacity(files.len());
+    for f in files {
+        let file = match std::fs::File::open(&f.abs) {
+            Ok(file) => file,
+            // Dropped relations vanish during an online backup: WAL replay
+            // removes them anyway.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(EngineError::local_io("cannot open", &f.abs, e)),
+        };
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(f.mode);
+        h.set_size(f.size);
+        h.set_mtime(u64::try_from(f.mtime).unwrap_or(0));
+        let mut reader = ExactReader {
+            file,
+            path: &f.abs,
+            remaining: f.size,
+            hasher: Sha256::new(),
+            error: None,
+        };
+        let res = tar.append_data(&mut h, &f.rel, &mut reader);
+        if let Some(e) = reader.error.take() {
+            return Err(e);
+        }
+        res.map_err(broken)?;
+        progress.done.fetch_add(f.size, Ordering::Relaxed);
+        entries.push(FileEntry {
+            path: f.rel.clone(),
+            size: f.size,
+            mode: f.mode,
+            mtime: f.mtime,
+            sha256: hex::encode(reader.hasher.finalize()),
+            part: index,
+        });
+    }
+    let object = tar.into_inner().map_err(broken)?;
+    let (mut sink, summary) = object
+        .finish()
+        .map_err(|e| EngineError::Internal(e.to_string()))?;
+    sink.flush().map_err(broken)?;
+    let part = PartEntry {
+        index,
+        original_size: summary.original_len,
+        stored_size: 0,
+        sha256: summary.sha256_hex(),
+    };
+    Ok((part, entries))
+}
+
+/// Yields exactly `remaining` bytes of a file that may change while it is
+/// read (an online backup): bytes past the starting size are left for WAL
+/// replay, and a file that shrank is padded with zeros, as pg_basebackup
+/// does. Hashes what it yields.
+struct ExactReader<'a> {
+    file: std::fs::File,
+    path: &'a Path,
+    remaining: u64,
+    hasher: Sha256,
+    error: Option<EngineError>,
+}
+
+impl Read for ExactReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = loop {
+            match self.file.read(&mut buf[..want]) {
+                Ok(0) => {
+                    buf[..want].fill(0);
+                    break want;
+                }
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.error = Some(EngineError::local_io("cannot read", self.path, e));
+                    return Err(std::io::Error::other(msg));
+                }
+            }
+        };
+        self.hasher.update(&buf[..n]);
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}

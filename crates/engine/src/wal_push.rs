@@ -56,12 +56,9 @@ pub async fn wal_push(
 ) -> Result<WalPushOutcome, EngineError> {
     let file = parse_file_name(path)?;
     let path_buf = path.to_path_buf();
-    let checked = {
-        let file = file.clone();
-        tokio::task::spawn_blocking(move || check_file(&path_buf, &file))
-            .await
-            .map_err(|e| EngineError::Internal(format!("validation task failed: {e}")))??
-    };
+    let checked = tokio::task::spawn_blocking(move || check_file(&path_buf, &file))
+        .await
+        .map_err(|e| EngineError::Internal(format!("validation task failed: {e}")))??;
     if let Some(info) = &checked {
         let candidate = RepositoryMeta::new(info.system_identifier, info.pg_version, info.seg_size.bytes());
         let meta = opts
@@ -101,7 +98,7 @@ async fn push_once(
     }
     match upload_file(store, key, path, opts.compression, upload).await {
         Ok((meta, summary)) => Ok(WalPushOutcome {
-            file: file.clone(),
+            file: *file,
             key: key.clone(),
             status: WalPushStatus::Stored,
             original_len: summary.original_len,
@@ -244,7 +241,7 @@ async fn compare_with_archived(
         });
     }
     Ok(WalPushOutcome {
-        file: file.clone(),
+        file: *file,
         key: key.clone(),
         status: WalPushStatus::AlreadyArchived,
         original_len: len,

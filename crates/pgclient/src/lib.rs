@@ -102,7 +102,7 @@ pub fn config_from(opts: &ConnectOptions, env: impl Fn(&str) -> Option<String>) 
         config.dbname(&db);
     }
     if config.get_application_name().is_none() {
-        config.application_name(&env("PGAPPNAME").unwrap_or_else(|| "pgark".into()));
+        config.application_name(env("PGAPPNAME").unwrap_or_else(|| "pgark".into()));
     }
     if config.get_connect_timeout().is_none() {
         let secs = env("PGCONNECT_TIMEOUT").and_then(|s| s.parse::<u64>().ok());

@@ -33,10 +33,10 @@
 #![warn(missing_docs)]
 
 mod archive;
-pub mod layout;
 mod bufpage;
 mod checksum;
 mod error;
+pub mod layout;
 mod le;
 mod lsn;
 mod names;

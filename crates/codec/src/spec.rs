@@ -242,7 +242,8 @@ mod tests {
         for &(codec, level) in bad_range {
             let err = CompressionSpec::new(codec, Some(level)).unwrap_err();
             assert!(
-                matches!(err, CodecError::InvalidLevel { codec: c, level: l, .. } if c == codec && l == level),
+                matches!(err, CodecError::InvalidLevel { codec: c, level: l, .. }
+                    if c == codec && l == level),
                 "{err}"
             );
         }

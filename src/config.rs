@@ -32,6 +32,12 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub retry_attempts: Option<u32>,
     pub abort_on_error: Option<bool>,
+    pub pgdata: Option<std::path::PathBuf>,
+    pub pg_conn: Option<String>,
+    pub spread_checkpoint: Option<bool>,
+    pub concurrency: Option<usize>,
+    pub part_size: Option<u64>,
+    pub archive_timeout: Option<u64>,
 }
 
 impl FileConfig {
@@ -55,6 +61,8 @@ pub struct Settings {
     pub log_level: String,
     pub retry: RetryPolicy,
     pub abort_on_error: bool,
+    /// The configuration file, for subcommand options.
+    pub file: FileConfig,
 }
 
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
@@ -85,7 +93,7 @@ impl Settings {
         let log_level = args
             .log_level
             .clone()
-            .or(file.log_level)
+            .or(file.log_level.clone())
             .unwrap_or_else(|| "warn".into())
             .to_lowercase();
         if !LOG_LEVELS.contains(&log_level.as_str()) {
@@ -104,15 +112,17 @@ impl Settings {
                 message: "must be at least 1".into(),
             });
         }
+        let abort_on_error = args.abort_on_error.or(file.abort_on_error).unwrap_or(false);
         Ok(Settings {
-            repo: args.repo.clone().or(file.repo),
+            repo: args.repo.clone().or(file.repo.clone()),
             compression,
             log_level,
             retry: RetryPolicy {
                 attempts,
                 ..RetryPolicy::default()
             },
-            abort_on_error: args.abort_on_error.or(file.abort_on_error).unwrap_or(false),
+            abort_on_error,
+            file,
         })
     }
 

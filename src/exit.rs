@@ -25,6 +25,9 @@ pub enum Exit {
     Storage = 6,
     /// A local file could not be read or written.
     LocalIo = 7,
+    /// PostgreSQL failed or refused: connection, authentication, backup
+    /// start or stop, WAL archiving not working.
+    Postgres = 8,
     /// Anything else: a bug.
     Internal = 9,
 }
@@ -48,6 +51,7 @@ impl Exit {
             ErrorClass::Integrity => Exit::Integrity,
             ErrorClass::Storage => Exit::Storage,
             ErrorClass::LocalIo => Exit::LocalIo,
+            ErrorClass::Postgres => Exit::Postgres,
             _ => Exit::Internal,
         }
     }
@@ -82,6 +86,7 @@ impl Failure {
             Some(e) => Exit::for_class(e.class()),
             None if error.downcast_ref::<crate::config::ConfigError>().is_some() => Exit::Usage,
             None if error.downcast_ref::<pgark_store::StoreError>().is_some() => Exit::Storage,
+            None if error.downcast_ref::<pgark_catalog::CatalogError>().is_some() => Exit::Usage,
             None => Exit::Internal,
         };
         Failure {
@@ -135,6 +140,7 @@ mod tests {
             (Exit::Integrity, 5, 133),
             (Exit::Storage, 6, 134),
             (Exit::LocalIo, 7, 135),
+            (Exit::Postgres, 8, 136),
             (Exit::Internal, 9, 137),
         ];
         for (exit, normal, abort) in table {

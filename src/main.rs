@@ -27,7 +27,11 @@ fn main() -> ExitCode {
             return exit::Exit::Internal.into();
         }
     };
-    let result = runtime.block_on(cli::run(cli.command.clone(), &settings));
+    let result = runtime.block_on(cli::run(
+        cli.command.clone(),
+        &settings,
+        cli.global.config.as_deref(),
+    ));
     // Don't wait for stray blocking tasks (e.g. a stalled read) at exit.
     runtime.shutdown_background();
     match result {

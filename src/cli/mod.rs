@@ -1,6 +1,9 @@
 //! The command line: one file per subcommand, each thin glue over one
 //! engine function.
 
+mod backup_fetch;
+mod backup_list;
+mod backup_push;
 mod wal_fetch;
 mod wal_push;
 
@@ -17,7 +20,7 @@ PGARK_COMPRESSION_LEVEL) and a key <name> in the TOML file given by --config \
 
 Exit codes: 0 success, 1 not found, 2 usage or configuration error, 3 input refused, \
 4 archive conflict, 5 damaged object, 6 repository failure, 7 local file failure, \
-9 internal error; with --abort-on-error, failures other than 1 exit 128 + code.";
+8 PostgreSQL failure, 9 internal error; with --abort-on-error, failures other than 1 exit 128 + code.";
 
 /// pgark: PostgreSQL WAL archiving and physical backups.
 #[derive(Debug, Parser)]
@@ -85,6 +88,9 @@ fn parse_compression(s: &str) -> Result<Compression, String> {
 pub enum Command {
     WalPush(wal_push::WalPushArgs),
     WalFetch(wal_fetch::WalFetchArgs),
+    BackupPush(backup_push::BackupPushArgs),
+    BackupFetch(backup_fetch::BackupFetchArgs),
+    BackupList(backup_list::BackupListArgs),
 }
 
 impl Command {
@@ -92,15 +98,25 @@ impl Command {
         match self {
             Command::WalPush(_) => "wal-push",
             Command::WalFetch(_) => "wal-fetch",
+            Command::BackupPush(_) => "backup-push",
+            Command::BackupFetch(_) => "backup-fetch",
+            Command::BackupList(_) => "backup-list",
         }
     }
 }
 
 /// Runs one subcommand; the error carries its exit code.
-pub async fn run(command: Command, settings: &Settings) -> Result<(), Failure> {
+pub async fn run(
+    command: Command,
+    settings: &Settings,
+    config: Option<&std::path::Path>,
+) -> Result<(), Failure> {
     let result = match command {
         Command::WalPush(args) => wal_push::run(args, settings).await,
         Command::WalFetch(args) => wal_fetch::run(args, settings).await,
+        Command::BackupPush(args) => backup_push::run(args, settings).await,
+        Command::BackupFetch(args) => backup_fetch::run(args, settings, config).await,
+        Command::BackupList(args) => backup_list::run(args, settings).await,
     };
     result.map_err(|error| {
         let mut failure = Failure::from_anyhow(error);

@@ -2,6 +2,7 @@
 //! driven from outside, against fixtures and against real PostgreSQL
 //! servers started by `pgark_testkit::pg`.
 
+mod backup;
 mod common;
 mod wal_archive;
 mod wal_cli;

@@ -6,6 +6,7 @@
 //! store. CPU work (compression, hashing) runs on tokio's blocking pool;
 //! I/O stays on the runtime; every queue between them is bounded.
 
+mod backup_fetch;
 mod backup_push;
 mod error;
 mod manifest_io;
@@ -16,6 +17,10 @@ mod scan;
 mod wal_fetch;
 mod wal_push;
 
+pub use backup_fetch::{
+    backup_fetch, parse_target_time, BackupFetchOptions, BackupFetchOutcome, BackupSelector, RecoveryOptions,
+    RecoveryTarget,
+};
 pub use backup_push::{backup_push, BackupPushOptions};
 pub use error::{EngineError, ErrorClass};
 pub use manifest_io::{list_backups, load_manifest};

@@ -58,7 +58,7 @@ impl Write for ChannelWriter {
 }
 
 /// A `Read` over a bounded channel of chunks fed from the runtime.
-struct ChannelReader {
+pub(crate) struct ChannelReader {
     rx: mpsc::Receiver<Result<Bytes, StoreError>>,
     current: Bytes,
 }
@@ -147,7 +147,11 @@ fn tokio_stream_from(
 /// Streams the object `key` through a verifying decoder and hands the
 /// decoder to `consume` on the blocking pool. The decoder reports EOF only
 /// after the object's length and checksum were verified.
-async fn decode_object<T, F>(store: &dyn ObjectStore, key: &Key, consume: F) -> Result<T, EngineError>
+pub(crate) async fn decode_object<T, F>(
+    store: &dyn ObjectStore,
+    key: &Key,
+    consume: F,
+) -> Result<T, EngineError>
 where
     T: Send + 'static,
     F: FnOnce(&mut ObjectReader<ChannelReader>) -> Result<T, EngineError> + Send + 'static,
@@ -245,7 +249,7 @@ fn copy_decoded<R: Read>(
 
 /// A read error from the decoding chain is either the store failing (a
 /// wrapped `StoreError`) or the object failing verification.
-fn classify_read_error(key: &Key, e: io::Error) -> EngineError {
+pub(crate) fn classify_read_error(key: &Key, e: io::Error) -> EngineError {
     use pgark_codec::CodecError;
     let ours = e
         .get_ref()

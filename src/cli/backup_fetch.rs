@@ -1,0 +1,186 @@
+use crate::config::{ConfigError, Settings};
+use clap::Args;
+use pgark_catalog::BackupName;
+use pgark_engine::{BackupFetchOptions, BackupSelector, RecoveryOptions, RecoveryTarget};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Restore a base backup into an empty directory, ready to recover.
+///
+/// Downloads, verifies and writes every file in parallel, recreates tablespaces as symlinks
+/// (--tablespace-map OID=PATH to move them), writes backup_label, and restores pg_control last
+/// after everything is flushed to disk. Unless --no-recovery, writes restore_command (this
+/// pgark binary's absolute path, wal-fetch and the same repository settings) and the chosen
+/// recovery target into postgresql.auto.conf, and creates recovery.signal (standby.signal with
+/// --standby). NAME is a backup name or LATEST; with --target-time and LATEST, the newest
+/// backup that finished before the target is used.
+#[derive(Debug, Clone, Args)]
+pub struct BackupFetchArgs {
+    /// Directory to restore into; must be empty or missing unless --force.
+    pub dest: PathBuf,
+    /// Backup name (see backup-list) or LATEST.
+    #[arg(default_value = "LATEST")]
+    pub name: String,
+    /// Empty a non-empty DEST (and tablespace directories) first.
+    #[arg(long)]
+    pub force: bool,
+    /// Check that every object of the backup exists and say what would be restored; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Parts downloaded and written at once [default: number of CPUs].
+    #[arg(long, env = "PGARK_CONCURRENCY", value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Restore tablespace OID into PATH instead of its original location (repeatable).
+    #[arg(long, value_name = "OID=PATH")]
+    pub tablespace_map: Vec<String>,
+    /// Recover up to this time ('2026-11-22 10:30:00+00').
+    #[arg(long, value_name = "TIME", group = "target")]
+    pub target_time: Option<String>,
+    /// Recover up to this transaction ID.
+    #[arg(long, value_name = "XID", group = "target")]
+    pub target_xid: Option<String>,
+    /// Recover up to this named restore point (pg_create_restore_point).
+    #[arg(long, value_name = "NAME", group = "target")]
+    pub target_name: Option<String>,
+    /// Recover up to this WAL location (X/X).
+    #[arg(long, value_name = "LSN", group = "target")]
+    pub target_lsn: Option<String>,
+    /// Stop as soon as the backup is consistent.
+    #[arg(long, group = "target")]
+    pub target_immediate: bool,
+    /// What to do at the target: promote, pause or shutdown.
+    #[arg(long, value_name = "ACTION", value_parser = ["promote", "pause", "shutdown"])]
+    pub target_action: Option<String>,
+    /// Timeline to recover along: latest, current or a number.
+    #[arg(long, value_name = "TLI")]
+    pub target_timeline: Option<String>,
+    /// Create standby.signal: the restored server follows the archive as a standby.
+    #[arg(long)]
+    pub standby: bool,
+    /// Write no recovery settings and no signal file.
+    #[arg(long, conflicts_with_all = ["target", "standby", "target_action", "target_timeline"])]
+    pub no_recovery: bool,
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// restore_command: this binary, wal-fetch, and the repository settings
+/// in force now, so it works as the postgres user without PATH changes.
+fn restore_command(settings: &Settings, config: Option<&Path>, standby: bool) -> anyhow::Result<String> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = shell_quote(&exe.to_string_lossy());
+    if let Some(cfg) = config {
+        cmd += &format!(" --config {}", shell_quote(&absolute(cfg).to_string_lossy()));
+    }
+    let repo = settings.repo()?;
+    let repo = if repo.contains("://") {
+        repo.to_string()
+    } else {
+        absolute(Path::new(repo)).to_string_lossy().into_owned()
+    };
+    cmd += &format!(" --repo {}", shell_quote(&repo));
+    if !standby {
+        // A one-off recovery must not end early on a repository failure.
+        cmd += " --abort-on-error";
+    }
+    cmd += " wal-fetch %f %p";
+    Ok(cmd)
+}
+
+fn parse_tablespace_map(items: &[String]) -> Result<HashMap<u32, PathBuf>, ConfigError> {
+    items
+        .iter()
+        .map(|item| {
+            let bad = || ConfigError::Invalid {
+                name: "tablespace-map",
+                message: format!("{item:?} is not OID=PATH"),
+            };
+            let (oid, path) = item.split_once('=').ok_or_else(bad)?;
+            let oid = oid.parse::<u32>().map_err(|_| bad())?;
+            if !Path::new(path).is_absolute() {
+                return Err(ConfigError::Invalid {
+                    name: "tablespace-map",
+                    message: format!("{path:?} must be absolute"),
+                });
+            }
+            Ok((oid, PathBuf::from(path)))
+        })
+        .collect()
+}
+
+pub async fn run(args: BackupFetchArgs, settings: &Settings, config: Option<&Path>) -> anyhow::Result<()> {
+    let store = crate::repo::open(settings.repo()?)?;
+    let backup = if args.name == "LATEST" {
+        BackupSelector::Latest
+    } else {
+        BackupSelector::Named(BackupName::parse(&args.name)?)
+    };
+    let target = if let Some(t) = args.target_time {
+        pgark_engine::parse_target_time(&t)?;
+        Some(RecoveryTarget::Time(t))
+    } else if let Some(x) = args.target_xid {
+        Some(RecoveryTarget::Xid(x))
+    } else if let Some(n) = args.target_name {
+        Some(RecoveryTarget::Name(n))
+    } else if let Some(l) = args.target_lsn {
+        l.parse::<pgark_pg::Lsn>().map_err(|_| ConfigError::Invalid {
+            name: "target-lsn",
+            message: format!("{l:?} is not an LSN like 0/3000028"),
+        })?;
+        Some(RecoveryTarget::Lsn(l))
+    } else if args.target_immediate {
+        Some(RecoveryTarget::Immediate)
+    } else {
+        None
+    };
+    let recovery = if args.no_recovery {
+        None
+    } else {
+        Some(RecoveryOptions {
+            restore_command: Some(restore_command(settings, config, args.standby)?),
+            target,
+            action: args.target_action,
+            timeline: args.target_timeline,
+            standby: args.standby,
+        })
+    };
+    let opts = BackupFetchOptions {
+        dest: args.dest,
+        backup,
+        force: args.force,
+        concurrency: args
+            .concurrency
+            .or(settings.file.concurrency)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+        tablespace_map: parse_tablespace_map(&args.tablespace_map)?,
+        recovery,
+        dry_run: args.dry_run,
+    };
+    let out = pgark_engine::backup_fetch(store, &opts).await?;
+    let m = &out.manifest;
+    if out.dry_run {
+        println!(
+            "would restore backup {} ({} files, {} bytes, {} parts; all present) into {}",
+            m.name,
+            out.files,
+            out.bytes,
+            m.parts.len(),
+            opts.dest.display()
+        );
+    } else {
+        println!(
+            "restored backup {} ({} files, {} bytes) into {}",
+            m.name,
+            out.files,
+            out.bytes,
+            opts.dest.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+use crate::config::Settings;
+use clap::Args;
+use pgark_catalog::BackupManifest;
+use serde_json::json;
+
+/// List completed backups, oldest first.
+///
+/// Columns: name, start and finish time, start LSN and WAL segment, original and stored
+/// size, PostgreSQL version. --json prints the same fields (and with --detail the rest of the
+/// manifest summary) as a JSON array for scripts.
+#[derive(Debug, Clone, Args)]
+pub struct BackupListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Add stop LSN and segment, timeline, source, compression, file and part counts.
+    #[arg(long)]
+    pub detail: bool,
+}
+
+fn summary(m: &BackupManifest, detail: bool) -> serde_json::Value {
+    let mut v = json!({
+        "name": m.name.as_str(),
+        "start_time": m.started_at.to_rfc3339(),
+        "finish_time": m.finished_at.to_rfc3339(),
+        "start_lsn": m.start_lsn,
+        "start_wal_segment": m.start_wal_segment,
+        "original_size": m.original_size,
+        "stored_size": m.stored_size,
+        "pg_version": m.pg_version_num,
+    });
+    if detail {
+        let extra = json!({
+            "stop_lsn": m.stop_lsn,
+            "stop_wal_segment": m.stop_wal_segment,
+            "timeline": m.timeline,
+            "system_identifier": m.system_identifier.to_string(),
+            "backup_from": m.backup_from,
+            "compression": m.compression,
+            "files": m.files.len(),
+            "parts": m.parts.len(),
+            "tablespaces": m.tablespaces.len(),
+            "tool_version": m.tool_version,
+        });
+        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+    }
+    v
+}
+
+pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()> {
+    let store = crate::repo::open(settings.repo()?)?;
+    let backups = pgark_engine::list_backups(&*store).await?;
+    if args.json {
+        let list: Vec<_> = backups.iter().map(|m| summary(m, args.detail)).collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    let mut header = format!(
+        "{:<46} {:<20} {:<20} {:<12} {:<24} {:>12} {:>12} {:>7}",
+        "name", "start_time", "finish_time", "start_lsn", "start_wal_segment", "original", "stored", "pg"
+    );
+    if args.detail {
+        header += &format!(
+            " {:<12} {:<24} {:>3} {:<8} {:<5} {:>6}",
+            "stop_lsn", "stop_wal_segment", "tli", "from", "codec", "files"
+        );
+    }
+    println!("{header}");
+    for m in &backups {
+        let mut line = format!(
+            "{:<46} {:<20} {:<20} {:<12} {:<24} {:>12} {:>12} {:>7}",
+            m.name.as_str(),
+            m.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
+            m.finished_at.format("%Y-%m-%dT%H:%M:%SZ"),
+            m.start_lsn,
+            m.start_wal_segment,
+            m.original_size,
+            m.stored_size,
+            m.pg_version_num
+        );
+        if args.detail {
+            line += &format!(
+                " {:<12} {:<24} {:>3} {:<8} {:<5} {:>6}",
+                m.stop_lsn,
+                m.stop_wal_segment,
+                m.timeline,
+                m.backup_from,
+                m.compression,
+                m.files.len()
+            );
+        }
+        println!("{line}");
+    }
+    Ok(())
+}

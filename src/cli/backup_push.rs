@@ -1,0 +1,77 @@
+use crate::config::Settings;
+use clap::Args;
+use pgark_engine::BackupPushOptions;
+use pgark_pgclient::ConnectOptions;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Take an online physical backup of a running cluster.
+///
+/// Runs a non-exclusive backup (fast checkpoint unless --spread-checkpoint) on one session,
+/// copies the data directory and tablespaces through parallel compress/upload pipelines,
+/// copies pg_control last, then waits until the backup's last WAL segment is archived and
+/// writes the manifest that makes the backup exist. Connects like libpq: --pg-conn, or the
+/// PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE environment variables. Prints the new
+/// backup's name on stdout.
+#[derive(Debug, Clone, Args)]
+pub struct BackupPushArgs {
+    /// Data directory of the cluster [env: PGDATA].
+    #[arg(value_name = "PGDATA")]
+    pub pgdata_arg: Option<PathBuf>,
+    /// Data directory of the cluster (same as the argument).
+    #[arg(long, env = "PGARK_PGDATA", value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
+    /// libpq connection string or URL ("host=/var/run/postgresql user=postgres").
+    #[arg(long, env = "PGARK_PG_CONN", value_name = "CONNINFO")]
+    pub pg_conn: Option<String>,
+    /// Let the start checkpoint spread out instead of requesting it immediately.
+    #[arg(long, env = "PGARK_SPREAD_CHECKPOINT", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub spread_checkpoint: Option<bool>,
+    /// Parts compressed and uploaded at once [default: number of CPUs].
+    #[arg(long, env = "PGARK_CONCURRENCY", value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Target size of one stored part, in MiB (a file is never split) [default: 256].
+    #[arg(long, env = "PGARK_PART_SIZE", value_name = "MIB")]
+    pub part_size: Option<u64>,
+    /// Seconds to wait for the backup's last WAL segment to be archived; 0 skips the wait
+    /// and the archive_mode check [default: 300].
+    #[arg(long, env = "PGARK_ARCHIVE_TIMEOUT", value_name = "SECONDS")]
+    pub archive_timeout: Option<u64>,
+}
+
+pub async fn run(args: BackupPushArgs, settings: &Settings) -> anyhow::Result<()> {
+    let file = &settings.file;
+    let pgdata = args
+        .pgdata_arg
+        .or(args.pgdata)
+        .or_else(|| std::env::var_os("PGDATA").map(PathBuf::from))
+        .or(file.pgdata.clone())
+        .ok_or_else(|| crate::config::ConfigError::Invalid {
+            name: "pgdata",
+            message: "no data directory: give it as an argument, --pgdata, PGARK_PGDATA or PGDATA".into(),
+        })?;
+    let store = crate::repo::open(settings.repo()?)?;
+    let mut opts = BackupPushOptions::new(pgdata);
+    opts.connect = ConnectOptions {
+        conninfo: args.pg_conn.or(file.pg_conn.clone()),
+        connect_timeout: None,
+    };
+    opts.compression = settings.compression;
+    opts.fast_checkpoint = !args.spread_checkpoint.or(file.spread_checkpoint).unwrap_or(false);
+    if let Some(n) = args.concurrency.or(file.concurrency) {
+        opts.concurrency = n.max(1);
+    }
+    if let Some(mib) = args.part_size.or(file.part_size) {
+        opts.part_size = mib.max(1) << 20;
+    }
+    opts.archive_timeout = match args.archive_timeout.or(file.archive_timeout) {
+        Some(0) => None,
+        Some(s) => Some(Duration::from_secs(s)),
+        None => opts.archive_timeout,
+    };
+    opts.retry = settings.retry;
+    let manifest = pgark_engine::backup_push(store, &opts).await?;
+    println!("{}", manifest.name);
+    Ok(())
+}

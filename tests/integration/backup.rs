@@ -1,0 +1,302 @@
+//! Base backups and point-in-time recovery end to end with a real
+//! PostgreSQL: backup-push under load, restores to LATEST and to a time,
+//! an xid, a restore point and an LSN, each started and its data compared.
+
+use crate::common::*;
+use pgark_testkit::pg::{
+    command_as_pg_user, expose_binary, run_capture, scratch_dir, shell_quote, ClusterOptions, PgCluster,
+    PgInstall,
+};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+fn quote(p: &Path) -> String {
+    shell_quote(&p.to_string_lossy())
+}
+
+/// Runs the exposed pgark as the unprivileged user, as cron or kubectl exec would.
+fn pgark_as_pg(bin: &Path, cluster: &PgCluster, repo: &Path, args: &[&str]) -> Output {
+    let mut cmd = command_as_pg_user(bin);
+    cmd.env("PGHOST", cluster.socket_dir())
+        .env("PGPORT", cluster.port().to_string())
+        .env("PGUSER", cluster.superuser())
+        .env("PGARK_REPO", repo)
+        .args(args);
+    run_capture(&mut cmd, None, Duration::from_secs(600)).expect("pgark runs")
+}
+
+fn checksum(cluster: &PgCluster) -> String {
+    cluster
+        .psql("select count(*) || ':' || md5(coalesce(string_agg(id || batch, ',' order by id), '')) from t")
+        .unwrap()
+}
+
+fn insert_batch(cluster: &PgCluster, batch: &str, n: u32) {
+    cluster
+        .psql(&format!(
+            "insert into t (batch) select '{batch}' from generate_series(1, {n})"
+        ))
+        .unwrap();
+}
+
+struct Source {
+    bin: PathBuf,
+    repo: tempfile::TempDir,
+    cluster: PgCluster,
+}
+
+fn archiving_source() -> Source {
+    let bin = expose_binary(&pgark_bin());
+    let repo = scratch_dir("repo");
+    let command = format!("{} wal-push --repo {} %p", quote(&bin), quote(repo.path()));
+    let opts = ClusterOptions::new(PgInstall::detect().expect("PostgreSQL")).with_archive_command(command);
+    let cluster = PgCluster::start_new(opts).expect("start");
+    cluster
+        .psql("create table t (id bigserial primary key, batch text not null)")
+        .unwrap();
+    Source { bin, repo, cluster }
+}
+
+/// Restores `name` with extra backup-fetch flags, starts it, waits for
+/// recovery to end, and returns the running cluster.
+fn restore_and_start(src: &Source, name: &str, flags: &[&str]) -> (tempfile::TempDir, PgCluster) {
+    let dir = scratch_dir("restore");
+    let dest = dir.path().join("data");
+    let mut args = vec!["backup-fetch", dest.to_str().unwrap(), name];
+    args.extend_from_slice(flags);
+    let out = pgark_as_pg(&src.bin, &src.cluster, src.repo.path(), &args);
+    assert_code(&out, 0);
+    let restored = PgCluster::from_data_dir(src.cluster.install(), &dest).unwrap();
+    restored.set_archive_command(None).unwrap();
+    restored.start().unwrap_or_else(|e| panic!("{e}"));
+    restored
+        .wait_for("recovery to end", Duration::from_secs(120), || {
+            restored
+                .psql("select pg_is_in_recovery()")
+                .map(|r| r == "f")
+                .unwrap_or(false)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    (dir, restored)
+}
+
+/// pg_checksums --check on a cleanly stopped restored cluster.
+fn check_page_checksums(cluster: &PgCluster) {
+    cluster.stop().unwrap();
+    let mut cmd = cluster.install().command("pg_checksums");
+    cmd.arg("--check").arg("-D").arg(cluster.data_dir());
+    let out = run_capture(&mut cmd, None, Duration::from_secs(300)).unwrap();
+    assert!(
+        out.status.success(),
+        "pg_checksums: {}{}",
+        stderr(&out),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn point_in_time_recovery_to_every_kind_of_target() {
+    let src = archiving_source();
+    let c = &src.cluster;
+    c.pgbench(&["-i", "-s", "2", "-q"]).unwrap();
+    insert_batch(c, "before", 1000);
+
+    // Load runs while the backup copies files.
+    let load = {
+        let mut cmd = c.client_command("pgbench");
+        cmd.args(["-c", "2", "-T", "8", "-n"]);
+        std::thread::spawn(move || run_capture(&mut cmd, None, Duration::from_secs(120)).unwrap())
+    };
+    let out = pgark_as_pg(
+        &src.bin,
+        c,
+        src.repo.path(),
+        &["backup-push", c.data_dir().to_str().unwrap()],
+    );
+    assert_code(&out, 0);
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(name.starts_with("base_"), "{name}");
+    assert!(load.join().unwrap().status.success());
+
+    insert_batch(c, "a", 500);
+    let sum_time = checksum(c);
+    let target_time = c.psql("select now()::text").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let xid = c
+        .psql("insert into t (batch) select 'b' from generate_series(1, 500); select txid_current()")
+        .unwrap();
+    let sum_xid = checksum(c);
+    insert_batch(c, "c", 500);
+    c.psql("select pg_create_restore_point('before_d')").unwrap();
+    let sum_name = checksum(c);
+    insert_batch(c, "d", 500);
+    let lsn = c.psql("select pg_current_wal_insert_lsn()::text").unwrap();
+    let sum_lsn = checksum(c);
+    insert_batch(c, "e", 500);
+    c.pgbench(&["-c", "1", "-t", "200", "-n"]).unwrap();
+    let sum_latest = checksum(c);
+    let accounts = c.psql("select sum(abalance) from pgbench_accounts").unwrap();
+    let last = c.psql("select pg_walfile_name(pg_current_wal_lsn())").unwrap();
+    c.psql("select pg_switch_wal()").unwrap();
+    c.wait_for("last segment archived", Duration::from_secs(120), || {
+        c.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver")
+            .map(|w| w.as_str() >= last.as_str())
+            .unwrap_or(false)
+    })
+    .unwrap();
+
+    let list = pgark_as_pg(
+        &src.bin,
+        c,
+        src.repo.path(),
+        &["backup-list", "--json", "--detail"],
+    );
+    assert_code(&list, 0);
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(listed[0]["name"], name.as_str());
+    assert_eq!(listed[0]["backup_from"], "primary");
+
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        ("LATEST", vec![], sum_latest.as_str()),
+        (
+            "time",
+            vec!["--target-time".into(), target_time.clone()],
+            sum_time.as_str(),
+        ),
+        ("xid", vec!["--target-xid".into(), xid.clone()], sum_xid.as_str()),
+        (
+            "name",
+            vec!["--target-name".into(), "before_d".into()],
+            sum_name.as_str(),
+        ),
+        ("lsn", vec!["--target-lsn".into(), lsn.clone()], sum_lsn.as_str()),
+    ];
+    for (what, flags, expected) in cases {
+        let mut all: Vec<&str> = flags.iter().map(String::as_str).collect();
+        if what != "LATEST" {
+            all.extend_from_slice(&["--target-action", "promote"]);
+        }
+        let (_dir, restored) = restore_and_start(&src, if what == "time" { "LATEST" } else { &name }, &all);
+        assert_eq!(
+            checksum(&restored),
+            expected,
+            "restore to {what}: data differs\n{}",
+            restored.log_tail(30)
+        );
+        if what == "LATEST" {
+            assert_eq!(
+                restored
+                    .psql("select sum(abalance) from pgbench_accounts")
+                    .unwrap(),
+                accounts
+            );
+        }
+        check_page_checksums(&restored);
+    }
+}
+
+#[test]
+fn refuses_bad_input_with_clear_errors() {
+    let src = archiving_source();
+    let c = &src.cluster;
+    // Not a data directory.
+    let empty = scratch_dir("notpgdata");
+    let out = pgark_as_pg(
+        &src.bin,
+        c,
+        src.repo.path(),
+        &["backup-push", empty.path().to_str().unwrap()],
+    );
+    assert_code(&out, 3);
+    assert!(
+        stderr(&out).contains("not a PostgreSQL data directory"),
+        "{}",
+        stderr(&out)
+    );
+    // A data directory of another cluster.
+    let other = PgCluster::init(ClusterOptions::new(c.install().clone())).unwrap();
+    let out = pgark_as_pg(
+        &src.bin,
+        c,
+        src.repo.path(),
+        &["backup-push", other.data_dir().to_str().unwrap()],
+    );
+    assert_code(&out, 3);
+    assert!(
+        stderr(&out).contains("belongs to another server"),
+        "{}",
+        stderr(&out)
+    );
+    // Wrong credentials / server not running.
+    let mut cmd = command_as_pg_user(&src.bin);
+    cmd.env("PGARK_REPO", src.repo.path())
+        .args(["backup-push", c.data_dir().to_str().unwrap(), "--pg-conn"])
+        .arg(format!(
+            "host={} port=1 user=postgres connect_timeout=5",
+            c.socket_dir().display()
+        ));
+    let out = run_capture(&mut cmd, None, Duration::from_secs(60)).unwrap();
+    assert_code(&out, 8);
+    assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+    // Nothing was listed.
+    let out = pgark_as_pg(&src.bin, c, src.repo.path(), &["backup-list", "--json"]);
+    assert_code(&out, 0);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    // Restoring with no backup, and into a non-empty directory.
+    let dest = scratch_dir("dest");
+    let out = pgark_as_pg(
+        &src.bin,
+        c,
+        src.repo.path(),
+        &["backup-fetch", dest.path().to_str().unwrap(), "LATEST"],
+    );
+    assert_code(&out, 1);
+    assert_code(
+        &pgark_as_pg(
+            &src.bin,
+            c,
+            src.repo.path(),
+            &["backup-push", c.data_dir().to_str().unwrap()],
+        ),
+        0,
+    );
+    std::fs::write(dest.path().join("somefile"), b"x").unwrap();
+    let out = pgark_as_pg(
+        &src.bin,
+        c,
+        src.repo.path(),
+        &["backup-fetch", dest.path().to_str().unwrap(), "LATEST"],
+    );
+    assert_code(&out, 3);
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+}
+
+#[test]
+fn failing_archive_command_fails_the_backup_promptly_without_manifest() {
+    let src = archiving_source();
+    let c = &src.cluster;
+    c.set_archive_command(Some("/bin/false")).unwrap();
+    c.reload().unwrap();
+    let out = pgark_as_pg(
+        &src.bin,
+        c,
+        src.repo.path(),
+        &[
+            "backup-push",
+            "--archive-timeout",
+            "120",
+            c.data_dir().to_str().unwrap(),
+        ],
+    );
+    assert_code(&out, 8);
+    let msg = stderr(&out);
+    assert!(
+        msg.contains("is not in the repository") && msg.contains("last failed WAL"),
+        "{msg}"
+    );
+    // Failed on seeing the archiver fail, not by running out the timeout.
+    assert!(msg.contains("WAL archiving is failing"), "{msg}");
+    let out = pgark_as_pg(&src.bin, c, src.repo.path(), &["backup-list", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}

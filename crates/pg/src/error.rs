@@ -177,4 +177,88 @@ pub enum PgError {
         /// The value of `pg_checksum_page`.
         computed: u16,
     },
+
+    /// `pg_control`'s stored CRC differs from the CRC-32C of the bytes before it
+    /// (`ReadControlFile`, `get_controlfile`): the file is corrupt, torn, or not a
+    /// `pg_control` file.
+    #[error(
+        "pg_control: CRC mismatch: the file says {expected:#010x}, the CRC-32C of its first {covered} bytes \
+         is {actual:#010x} (corrupt, torn or not a pg_control file)"
+    )]
+    ControlFileCrcMismatch {
+        /// The `crc` field stored in the file.
+        expected: u32,
+        /// The CRC-32C computed over the bytes before it.
+        actual: u32,
+        /// Bytes covered: `offsetof(ControlFileData, crc)`.
+        covered: usize,
+    },
+
+    /// A `pg_control_version` that no supported PostgreSQL release (13 to 18) writes.
+    #[error(
+        "pg_control: unknown pg_control_version {version} (PostgreSQL 13 to 16 write 1300, 17 writes 1700, \
+         18 writes 1800){}",
+        if version % 65536 == 0 && version / 65536 != 0 { "; the file looks big-endian" } else { "" }
+    )]
+    UnknownControlFileVersion {
+        /// The `pg_control_version` found.
+        version: u32,
+    },
+
+    /// A `pg_control` field whose value PostgreSQL could never have written.
+    #[error("pg_control: invalid {field} {value}")]
+    InvalidControlFileField {
+        /// The `ControlFileData` field.
+        field: &'static str,
+        /// The value found.
+        value: u64,
+    },
+
+    /// A line of a `backup_label` (or backup history file) that is not what
+    /// `build_backup_content` writes.
+    #[error("backup_label: {reason}: {line:?}")]
+    InvalidBackupLabel {
+        /// The offending line, without its newline.
+        line: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A `backup_label` lacking a line that PostgreSQL 13 to 18 always write.
+    #[error("backup_label: no {field} line")]
+    MissingBackupLabelField {
+        /// The key of the missing line, e.g. `START WAL LOCATION`.
+        field: &'static str,
+    },
+
+    /// The WAL file named in a `backup_label`'s `START WAL LOCATION` line is not the segment
+    /// holding its LSN with the given segment size.
+    #[error(
+        "backup_label: START WAL LOCATION {start_lsn} is in segment {expected} with {seg_size}-byte segments, \
+         the label says {found}"
+    )]
+    BackupLabelSegmentMismatch {
+        /// The start LSN.
+        start_lsn: Lsn,
+        /// The file name in the label.
+        found: String,
+        /// The segment holding `start_lsn`.
+        expected: String,
+        /// The segment size checked against.
+        seg_size: u32,
+    },
+
+    /// A path added twice to a backup manifest (`pg_verifybackup` rejects such a manifest).
+    #[error("backup manifest: duplicate path {path:?}")]
+    DuplicateManifestPath {
+        /// The path, lossily decoded if it is not UTF-8.
+        path: String,
+    },
+
+    /// A checksum algorithm name that `pg_checksum_parse_type` does not know.
+    #[error("unknown checksum algorithm {name:?} (CRC32C, SHA224, SHA256, SHA384 or SHA512)")]
+    UnknownChecksumAlgorithm {
+        /// The name given.
+        name: String,
+    },
 }

@@ -2,7 +2,9 @@
 //!
 //! Everything pgark knows about PostgreSQL's files lives in this crate: LSNs and timelines,
 //! WAL segment sizes and file names, the names `archive_command` is handed, WAL page
-//! headers and the PostgreSQL version they reveal, and relation page headers and checksums.
+//! headers and the PostgreSQL version they reveal, relation page headers and checksums,
+//! the control file, `backup_label`, what a base backup copies ([`layout`]) and the
+//! `backup_manifest` that `pg_verifybackup` checks.
 //! Keeping that knowledge in one place, with no I/O, lets the rest of pgark treat files as
 //! bytes and ask this crate what they mean.
 //!
@@ -33,12 +35,15 @@
 #![warn(missing_docs)]
 
 mod archive;
+mod backup_label;
 mod bufpage;
 mod checksum;
+mod control;
 mod error;
 pub mod layout;
 mod le;
 mod lsn;
+mod manifest;
 mod names;
 mod segment;
 mod timeline;
@@ -46,13 +51,18 @@ mod validate;
 mod xlog_page;
 
 pub use archive::ArchivedFile;
+pub use backup_label::{BackupFrom, BackupLabel, BackupStop, IncrementalFrom};
 pub use bufpage::{
     page_is_all_zeros, PageHeader, PD_ALL_VISIBLE, PD_HAS_FREE_LINES, PD_PAGE_FULL, PD_VALID_FLAG_BITS,
     PG_PAGE_LAYOUT_VERSION,
 };
 pub use checksum::{pg_checksum_page, verify_page_checksum};
+pub use control::{CheckPoint, ControlFile, DbState, CATALOG_VERSIONS};
 pub use error::PgError;
 pub use lsn::Lsn;
+pub use manifest::{
+    BackupManifestWriter, ChecksumAlgorithm, ChecksumContext, FileChecksum, ManifestVersion, WalRange,
+};
 pub use segment::{SegmentNo, WalSegmentName, WalSegmentSize};
 pub use timeline::TimelineId;
 pub use validate::{validate_segment, SegmentInfo};

@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod exit;
+mod progress;
 mod repo;
 
 use clap::Parser;

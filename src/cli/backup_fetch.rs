@@ -161,6 +161,7 @@ pub async fn run(args: BackupFetchArgs, settings: &Settings, config: Option<&Pat
         tablespace_map: parse_tablespace_map(&args.tablespace_map)?,
         recovery,
         dry_run: args.dry_run,
+        progress: Some(crate::progress::for_stderr("backup-fetch")),
     };
     let out = pgark_engine::backup_fetch(store, &opts).await?;
     let m = &out.manifest;

@@ -67,6 +67,7 @@ fn restore_and_start(src: &Source, name: &str, flags: &[&str]) -> (tempfile::Tem
     args.extend_from_slice(flags);
     let out = pgark_as_pg(&src.bin, &src.cluster, src.repo.path(), &args);
     assert_code(&out, 0);
+    verify_backup(src.cluster.install(), &dest);
     let restored = PgCluster::from_data_dir(src.cluster.install(), &dest).unwrap();
     restored.set_archive_command(None).unwrap();
     restored.start().unwrap_or_else(|e| panic!("{e}"));
@@ -79,6 +80,20 @@ fn restore_and_start(src: &Source, name: &str, flags: &[&str]) -> (tempfile::Tem
         })
         .unwrap_or_else(|e| panic!("{e}"));
     (dir, restored)
+}
+
+/// PostgreSQL's own pg_verifybackup accepts the restored directory against
+/// the backup_manifest pgark wrote (-n: WAL comes from the archive).
+pub fn verify_backup(install: &PgInstall, dest: &Path) {
+    let mut cmd = install.command("pg_verifybackup");
+    cmd.arg("-n").arg(dest);
+    let out = run_capture(&mut cmd, None, Duration::from_secs(300)).unwrap();
+    assert!(
+        out.status.success(),
+        "pg_verifybackup: {}{}",
+        stderr(&out),
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// pg_checksums --check on a cleanly stopped restored cluster.

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use pgark_catalog::{BackupManifest, BackupName, FileEntry};
 use pgark_codec::ObjectReader;
-use pgark_store::{ObjectStore, ObjectStoreExt};
+use pgark_store::{Key, ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -72,6 +72,8 @@ pub struct BackupFetchOptions {
     pub recovery: Option<RecoveryOptions>,
     /// Check that every object exists and report, writing nothing.
     pub dry_run: bool,
+    /// Told how many bytes will be restored and how many are done.
+    pub progress: Option<Arc<dyn crate::ProgressSink>>,
 }
 
 /// What a restore did (or would do, for a dry run).
@@ -120,26 +122,30 @@ pub async fn backup_fetch(
             .map(|f| (f.path.clone(), f.clone()))
             .collect(),
         restored: Mutex::new(Vec::new()),
+        progress: opts.progress.clone(),
     });
+    if let Some(p) = &plan.progress {
+        p.start(manifest.original_size);
+    }
     let (last, rest) = manifest
         .parts
         .split_last()
         .ok_or_else(|| EngineError::Internal("backup has no parts".into()))?;
     let name = manifest.name.clone();
-    let results: Vec<Result<(), EngineError>> = futures::stream::iter(rest.iter().map(|p| {
-        let plan = plan.clone();
-        let key = name.part_key(p.index);
-        let store = store.clone();
-        async move {
-            decode_object(&*store, &key.clone(), move |reader| {
-                extract(&key.to_string(), reader, &plan)
-            })
-            .await
-        }
-    }))
-    .buffer_unordered(opts.concurrency.max(1))
-    .collect()
-    .await;
+    let results: Vec<Result<(), EngineError>> =
+        futures::stream::iter(
+            rest.iter().map(|p| {
+                let plan = plan.clone();
+                let key = name.part_key(p.index);
+                let store = store.clone();
+                async move {
+                    decode_object(&*store, &key.clone(), move |reader| extract(&key, reader, &plan)).await
+                }
+            }),
+        )
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect()
+        .await;
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
 
     write_text(&opts.dest.join("backup_label"), &manifest.backup_label)?;
@@ -149,6 +155,9 @@ pub async fn backup_fetch(
             &remap_tablespace_map(&manifest, &locations),
         )?;
     }
+    write_pg_manifest(&opts.dest, &manifest)?;
+    std::fs::create_dir_all(opts.dest.join("pg_wal/archive_status"))
+        .map_err(|e| EngineError::local_io("cannot create", opts.dest.join("pg_wal/archive_status"), e))?;
     if let Some(recovery) = &opts.recovery {
         write_recovery_settings(&opts.dest, &manifest, recovery)?;
     }
@@ -158,7 +167,7 @@ pub async fn backup_fetch(
     let key = name.part_key(last.index);
     let plan_last = plan.clone();
     decode_object(&*store, &key.clone(), move |reader| {
-        extract(&key.to_string(), reader, &plan_last)
+        extract(&key, reader, &plan_last)
     })
     .await?;
     let restored = plan.restored.lock().expect("lock").len();
@@ -178,6 +187,9 @@ pub async fn backup_fetch(
         )));
     }
     fsync_path(&opts.dest.join("global"))?;
+    if let Some(p) = &plan.progress {
+        p.finish();
+    }
     tracing::info!("restored backup {} into {}", manifest.name, opts.dest.display());
     Ok(outcome(manifest, false))
 }
@@ -317,11 +329,12 @@ struct Plan {
     locations: HashMap<u32, PathBuf>,
     expected: HashMap<String, FileEntry>,
     restored: Mutex<Vec<String>>,
+    progress: Option<Arc<dyn crate::ProgressSink>>,
 }
 
 impl Plan {
     /// Where a backup path lands: tablespace files in their location.
-    fn target(&self, rel: &str, key: &str) -> Result<PathBuf, EngineError> {
+    fn target(&self, rel: &str, key: &Key) -> Result<PathBuf, EngineError> {
         let bad = || EngineError::Integrity {
             key: key.to_string(),
             source: pgark_codec::CodecError::Io(std::io::Error::other(format!(
@@ -346,7 +359,7 @@ impl Plan {
     }
 }
 
-fn integrity(key: &str, msg: String) -> EngineError {
+fn integrity(key: &Key, msg: String) -> EngineError {
     EngineError::Integrity {
         key: key.to_string(),
         source: pgark_codec::CodecError::Io(std::io::Error::other(msg)),
@@ -354,7 +367,7 @@ fn integrity(key: &str, msg: String) -> EngineError {
 }
 
 /// Extracts one part's tar stream, checking each file against the manifest.
-fn extract(key: &str, reader: &mut ObjectReader<ChannelReader>, plan: &Plan) -> Result<(), EngineError> {
+fn extract(key: &Key, reader: &mut ObjectReader<ChannelReader>, plan: &Plan) -> Result<(), EngineError> {
     let mut archive = tar::Archive::new(reader);
     let entries = archive
         .entries()
@@ -417,6 +430,9 @@ fn extract(key: &str, reader: &mut ObjectReader<ChannelReader>, plan: &Plan) -> 
                     out.sync_all()
                         .map_err(|e| EngineError::local_io("cannot fsync", &target, e))?;
                 }
+                if let Some(p) = &plan.progress {
+                    p.advance(len);
+                }
                 plan.restored.lock().expect("lock").push(rel);
             }
             other => {
@@ -432,11 +448,8 @@ fn extract(key: &str, reader: &mut ObjectReader<ChannelReader>, plan: &Plan) -> 
     Ok(())
 }
 
-fn read_error(key: &str, e: std::io::Error) -> EngineError {
-    match pgark_store::Key::new(key) {
-        Ok(k) => crate::pipe::classify_read_error(&k, e),
-        Err(_) => integrity(key, e.to_string()),
-    }
+fn read_error(key: &Key, e: std::io::Error) -> EngineError {
+    crate::pipe::classify_read_error(key, e)
 }
 
 fn write_text(path: &Path, text: &str) -> Result<(), EngineError> {
@@ -445,6 +458,57 @@ fn write_text(path: &Path, text: &str) -> Result<(), EngineError> {
         .map_err(|e| EngineError::local_io("cannot write", path, e))?;
     f.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(|e| EngineError::local_io("cannot chmod", path, e))
+}
+
+/// Writes `backup_manifest` in PostgreSQL's own format, so that
+/// `pg_verifybackup -n DEST` can check the restored files independently
+/// (WAL is not in the directory: recovery fetches it from the archive).
+fn write_pg_manifest(dest: &Path, manifest: &BackupManifest) -> Result<(), EngineError> {
+    use pgark_pg::{BackupManifestWriter, ChecksumAlgorithm, FileChecksum, ManifestVersion, WalRange};
+    let bad = |what: String| EngineError::Internal(format!("backup_manifest: {what}"));
+    let mut writer = BackupManifestWriter::new(ManifestVersion::for_pg_major(
+        manifest.pg_major(),
+        manifest.system_identifier,
+    ));
+    let mut written: Vec<(&str, &str)> = vec![("backup_label", manifest.backup_label.as_str())];
+    let map_path = dest.join("tablespace_map");
+    let map_text;
+    if map_path.exists() {
+        map_text = std::fs::read_to_string(&map_path)
+            .map_err(|e| EngineError::local_io("cannot read", &map_path, e))?;
+        written.push(("tablespace_map", map_text.as_str()));
+    }
+    for f in &manifest.files {
+        let digest = hex::decode(&f.sha256).map_err(|e| bad(e.to_string()))?;
+        let sum = FileChecksum::from_digest(ChecksumAlgorithm::Sha256, &digest)
+            .ok_or_else(|| bad(format!("{}: bad sha256", f.path)))?;
+        writer
+            .add_file(f.path.as_bytes(), f.size, f.mtime, Some(&sum))
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    for (name, text) in written {
+        let path = dest.join(name);
+        let mtime = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map_err(|e| EngineError::local_io("cannot stat", &path, e))?
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let sum = FileChecksum::from_digest(ChecksumAlgorithm::Sha256, &Sha256::digest(text.as_bytes()))
+            .ok_or_else(|| bad("sha256".into()))?;
+        writer
+            .add_file(name.as_bytes(), text.len() as u64, mtime, Some(&sum))
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    let parse_lsn = |s: &str| s.parse::<pgark_pg::Lsn>().map_err(|e| bad(e.to_string()));
+    writer.add_wal_range(WalRange {
+        timeline: pgark_pg::TimelineId(manifest.timeline),
+        start: parse_lsn(&manifest.start_lsn)?,
+        end: parse_lsn(&manifest.stop_lsn)?,
+    });
+    let mut text = writer.take_output();
+    text.push_str(&writer.finish());
+    write_text(&dest.join("backup_manifest"), &text)
 }
 
 /// A postgresql.conf string literal.

@@ -25,7 +25,6 @@ use pgark_store::{put_stream, Key, ObjectStore, ObjectStoreExt, PutMode, StoreEr
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -49,6 +48,18 @@ pub struct BackupPushOptions {
     /// is then usable only once that segment is archived).
     pub archive_timeout: Option<Duration>,
     pub retry: RetryPolicy,
+    /// Told how many bytes will be copied and how many are done.
+    pub progress: Option<Arc<dyn ProgressSink>>,
+}
+
+/// Receives progress of a long copy (a terminal bar, log lines).
+pub trait ProgressSink: Send + Sync + std::fmt::Debug {
+    /// The copy starts; `total` bytes are expected.
+    fn start(&self, total: u64);
+    /// `bytes` more were copied.
+    fn advance(&self, bytes: u64);
+    /// The copy is over (successfully or not).
+    fn finish(&self);
 }
 
 impl BackupPushOptions {
@@ -62,6 +73,7 @@ impl BackupPushOptions {
             part_size: 256 << 20,
             archive_timeout: Some(Duration::from_secs(300)),
             retry: RetryPolicy::default(),
+            progress: None,
         }
     }
 }
@@ -305,6 +317,24 @@ async fn wait_for_archive(
     }
 }
 
+#[derive(Debug)]
+struct NoProgress;
+
+impl ProgressSink for NoProgress {
+    fn start(&self, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
+/// Ends the progress display however the copy ends.
+struct FinishOnDrop(Arc<dyn ProgressSink>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
 struct Copied {
     parts: Vec<PartEntry>,
     files: Vec<FileEntry>,
@@ -336,8 +366,9 @@ async fn copy_files(
         groups.push(current);
     }
     let total: u64 = groups.iter().flatten().map(|f| f.size).sum::<u64>() + control.size;
-    let progress = Arc::new(Progress::new(total));
-    let ticker = progress.clone().spawn_ticker();
+    let progress: Arc<dyn ProgressSink> = opts.progress.clone().unwrap_or_else(|| Arc::new(NoProgress));
+    progress.start(total);
+    let _finish = FinishOnDrop(progress.clone());
 
     let dirs_for_first = Arc::new(dirs.clone());
     let uploads = futures::stream::iter(groups.into_iter().enumerate().map(|(i, group)| {
@@ -375,7 +406,6 @@ async fn copy_files(
     .await?;
     parts.push(part);
     entries.extend(files);
-    ticker.abort();
     parts.sort_by_key(|p| p.index);
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Copied {
@@ -385,40 +415,6 @@ async fn copy_files(
     })
 }
 
-/// Bytes copied so far, for progress lines.
-struct Progress {
-    total: u64,
-    done: AtomicU64,
-    started: Instant,
-}
-
-impl Progress {
-    fn new(total: u64) -> Self {
-        Progress {
-            total,
-            done: AtomicU64::new(0),
-            started: Instant::now(),
-        }
-    }
-
-    fn spawn_ticker(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                let done = self.done.load(Ordering::Relaxed);
-                let secs = self.started.elapsed().as_secs_f64().max(0.001);
-                tracing::info!(
-                    "copied {} of {} MiB ({:.0}%), {:.1} MiB/s",
-                    done >> 20,
-                    self.total >> 20,
-                    100.0 * done as f64 / self.total.max(1) as f64,
-                    done as f64 / secs / f64::from(1 << 20)
-                );
-            }
-        })
-    }
-}
-
 async fn upload_part(
     store: &dyn ObjectStore,
     key: Key,
@@ -426,11 +422,11 @@ async fn upload_part(
     files: Vec<ScannedFile>,
     dirs: Option<Arc<Vec<pgark_catalog::DirEntry>>>,
     spec: CompressionSpec,
-    progress: Arc<Progress>,
+    progress: Arc<dyn ProgressSink>,
 ) -> Result<(PartEntry, Vec<FileEntry>), EngineError> {
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, StoreError>>(CHANNEL_DEPTH);
     let writer =
-        tokio::task::spawn_blocking(move || write_part(index, &files, dirs.as_deref(), spec, tx, &progress));
+        tokio::task::spawn_blocking(move || write_part(index, &files, dirs.as_deref(), spec, tx, &*progress));
     let chunks = Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
     let upload = UploadOptions {
         mode: PutMode::Create,
@@ -459,7 +455,7 @@ fn write_part(
     dirs: Option<&Vec<pgark_catalog::DirEntry>>,
     spec: CompressionSpec,
     tx: mpsc::Sender<Result<Bytes, StoreError>>,
-    progress: &Progress,
+    progress: &dyn ProgressSink,
 ) -> Result<(PartEntry, Vec<FileEntry>), EngineError> {
     let sink = ChannelWriter::new(tx);
     let object = ObjectWriter::new(sink, spec).map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -501,7 +497,7 @@ fn write_part(
             return Err(e);
         }
         res.map_err(broken)?;
-        progress.done.fetch_add(f.size, Ordering::Relaxed);
+        progress.advance(f.size);
         entries.push(FileEntry {
             path: f.rel.clone(),
             size: f.size,

@@ -21,7 +21,7 @@ pub use backup_fetch::{
     backup_fetch, parse_target_time, BackupFetchOptions, BackupFetchOutcome, BackupSelector, RecoveryOptions,
     RecoveryTarget,
 };
-pub use backup_push::{backup_push, BackupPushOptions};
+pub use backup_push::{backup_push, BackupPushOptions, ProgressSink};
 pub use error::{EngineError, ErrorClass};
 pub use manifest_io::{list_backups, load_manifest};
 pub use repository::{ensure_repository_meta, load_repository_meta};

@@ -1,4 +1,5 @@
 //! Test helpers shared by pgark's crates.
 
 pub mod conformance;
+pub mod faults;
 pub mod pg;

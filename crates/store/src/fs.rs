@@ -48,6 +48,7 @@ use bytes::Bytes;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -213,7 +214,12 @@ impl LocalStore {
         loop {
             attempt += 1;
             let tmp = tmp_path_for(path);
-            match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(OBJECT_MODE)
+                .open(&tmp)
+            {
                 Ok(file) => return Ok((tmp, file)),
                 Err(e)
                     if attempt < TMP_ATTEMPTS
@@ -849,6 +855,17 @@ fn sync_dirs_up_to(dir: &Path, root: &Path) -> Result<(), FsFail> {
     }
 }
 
+/// Objects are readable by the owner and group only: a repository holds a
+/// copy of the whole database. (The process umask can narrow this further.)
+const OBJECT_MODE: u32 = 0o640;
+/// Directories likewise.
+const DIR_MODE: u32 = 0o750;
+
+fn mkdir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().mode(DIR_MODE).create(dir)
+}
+
 /// Creates `dir` and its missing ancestors, `fsync`ing the parent of each
 /// directory it creates. With `floor` set, never creates `floor` itself (the
 /// repository root): if it has vanished, that is an error rather than
@@ -882,12 +899,12 @@ fn create_dir_all_durable(dir: &Path, floor: Option<&Path>) -> Result<(), FsFail
         }
     };
     let parent = dir.parent();
-    match fs::create_dir(dir) {
+    match mkdir(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound && parent.is_some() => {
             create_dir_all_durable(parent.expect("checked"), floor)?;
-            match fs::create_dir(dir) {
+            match mkdir(dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
                 Err(e) => return Err(mkdir_fail(e)),

@@ -504,3 +504,31 @@ async fn durability_calls_work_on_tmpfs() {
     store.delete(&key("a/m")).await.unwrap();
     assert!(store.list("").await.unwrap().is_empty());
 }
+
+/// A repository holds a copy of the database: objects and directories are
+/// not readable by other users.
+#[tokio::test]
+async fn objects_and_directories_are_private_to_owner_and_group() {
+    use pgark_store::{Key, LocalStore, ObjectStore, PutMode};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path().join("repo")).unwrap();
+    store
+        .put(
+            &Key::new("a/b/c").unwrap(),
+            bytes::Bytes::from_static(b"x"),
+            PutMode::Create,
+        )
+        .await
+        .unwrap();
+    let mode = |p: &str| {
+        std::fs::metadata(dir.path().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("repo/a/b/c") & 0o007, 0, "object readable by others");
+    assert_eq!(mode("repo/a/b") & 0o007, 0, "directory open to others");
+    assert_eq!(mode("repo") & 0o007, 0, "root open to others");
+}

@@ -903,11 +903,18 @@ fn create_dir_all_durable(dir: &Path, floor: Option<&Path>) -> Result<(), FsFail
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound && parent.is_some() => {
-            create_dir_all_durable(parent.expect("checked"), floor)?;
-            match mkdir(dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
-                Err(e) => return Err(mkdir_fail(e)),
+            // A concurrent delete may prune the parent again between our
+            // mkdirs (it removes empty directories): try a few times.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                create_dir_all_durable(parent.expect("checked"), floor)?;
+                match mkdir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < TMP_ATTEMPTS => {}
+                    Err(e) => return Err(mkdir_fail(e)),
+                }
             }
         }
         Err(e) => return Err(mkdir_fail(e)),

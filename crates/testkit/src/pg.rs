@@ -39,6 +39,21 @@
 //! unprivileged user's `HOME`, `USER`, `LOGNAME`, a system `PATH` and a
 //! reachable `TMPDIR`.
 //!
+//! # Other major versions
+//!
+//! Debian ships one PostgreSQL major; `.ci/install-deps.sh` adds the server
+//! programs of others under [`EXTRA_INSTALL_ROOT`] (`pg<major>/bin`). Those
+//! installations hold `initdb`, `pg_ctl` and `postgres` only, so
+//! [`PgInstall::command`] runs a compatible client program of another
+//! installation in place of one the installation lacks: any `psql`,
+//! `pgbench`, ... (libpq clients that talk to every supported server), a
+//! `pg_basebackup` or `pg_dump` of the same or a newer major, and for
+//! programs tied to the on-disk format (`pg_controldata`, `pg_checksums`,
+//! `pg_waldump`, `pg_resetwal`, ...) only one of the same major. Use
+//! [`PgInstall::resolve_tool`] to learn whether such a program can run at
+//! all. Their shared libraries are found through their `RUNPATH`
+//! (`$ORIGIN/../lib`), so no `LD_LIBRARY_PATH` is set.
+//!
 //! # Isolation
 //!
 //! Each cluster listens on `127.0.0.1` on a port found free at the time
@@ -51,6 +66,9 @@
 //!
 //! - `PGARK_TEST_PGBIN`: bin directory of the installation [`PgInstall::detect`]
 //!   returns (default: the newest `/usr/lib/postgresql/*/bin`).
+//! - `PGARK_TEST_EXTRA_PGBINS`: colon-separated bin directories of further
+//!   installations for [`PgInstall::all_available`], besides the
+//!   distribution's and `/opt/pgark-test/pg*/bin` ([`EXTRA_INSTALL_ROOT`]).
 //! - `PGARK_TEST_PGUSER`: the unprivileged account used as root (default `postgres`).
 //! - `PGARK_TEST_TMPDIR`: where temporary directories go (default: the
 //!   system temporary directory, or `/tmp` if the unprivileged user could not
@@ -87,6 +105,10 @@ const PG_CTL_WAIT_SECS: u64 = 120;
 
 /// How many ports [`PgCluster::start`] tries when the bind loses a race.
 const START_PORT_ATTEMPTS: usize = 8;
+
+/// Where `.ci/install-deps.sh` installs further PostgreSQL majors, each in
+/// `pg<major>/` with a `bin/` directory; see [`PgInstall::extra_installs`].
+pub const EXTRA_INSTALL_ROOT: &str = "/opt/pgark-test";
 
 /// A `PATH` for children running as the unprivileged user.
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -755,20 +777,146 @@ impl PgInstall {
     }
 
     /// A [`command_as_pg_user`] for program `tool` of this installation, with
-    /// the installation's bin directory first in `PATH`.
+    /// the installation's bin directory first in `PATH`. If the installation
+    /// lacks `tool`, a compatible one of another installation runs instead
+    /// (see [`PgInstall::resolve_tool`]); if there is none, the command names
+    /// the missing program and fails to start.
     pub fn command(&self, tool: &str) -> Command {
-        let mut cmd = command_as_pg_user(self.bin(tool));
+        let program = self.resolve_tool(tool).unwrap_or_else(|| self.bin(tool));
+        let mut cmd = command_as_pg_user(program);
         cmd.env("PATH", self.path_env());
         cmd
     }
 
-    /// `PATH` with this installation's bin directory first.
+    /// `PATH` with this installation's bin directory first. For an
+    /// installation without `psql` (the server-only ones of
+    /// [`PgInstall::extra_installs`]), the bin directory of the installation
+    /// [`PgInstall::resolve_tool`] takes `psql` from comes second.
     pub fn path_env(&self) -> OsString {
         let mut path = OsString::from(self.bin_dir.as_os_str());
         path.push(":");
+        if !self.has_tool("psql") {
+            if let Some(dir) = self.resolve_tool("psql").as_deref().and_then(Path::parent) {
+                path.push(dir);
+                path.push(":");
+            }
+        }
         path.push(base_path());
         path
     }
+
+    /// The program to run for `tool`: this installation's own if it has it,
+    /// else one of another installation ([`PgInstall::all_available`]) that
+    /// works with this one's servers and data directories, preferring the
+    /// distribution's and then the newest:
+    /// - `psql`, `pgbench`, `pg_isready`, `createdb`, ... (libpq clients that
+    ///   talk to any supported server): any major;
+    /// - `pg_basebackup`, `pg_receivewal`, `pg_recvlogical`, `pg_dump`,
+    ///   `pg_dumpall`, `pg_restore`: the same major or a newer one;
+    /// - anything else (`pg_controldata`, `pg_checksums`, `pg_waldump`,
+    ///   `pg_verifybackup`, `pg_resetwal`, ..., which read files in one
+    ///   major's format): the same major only.
+    ///
+    /// `None` if no installation has a suitable one.
+    pub fn resolve_tool(&self, tool: &str) -> Option<PathBuf> {
+        if self.has_tool(tool) {
+            return Some(self.bin(tool));
+        }
+        let compatible = |other: &PgInstall| match tool_compat(tool) {
+            ToolCompat::Any => true,
+            ToolCompat::SameOrNewer => other.major >= self.major,
+            ToolCompat::Same => other.major == self.major,
+        };
+        let (system, extra) = cached_available();
+        let newest_first = |list: &'static [PgInstall]| list.iter().rev();
+        newest_first(system)
+            .chain(newest_first(extra))
+            .find(|other| other.bin_dir != self.bin_dir && other.has_tool(tool) && compatible(other))
+            .map(|other| other.bin(tool))
+    }
+
+    /// The installations `.ci/install-deps.sh` adds besides the
+    /// distribution's: every `pg*/bin` under [`EXTRA_INSTALL_ROOT`] and the
+    /// directories listed (colon-separated) in `$PGARK_TEST_EXTRA_PGBINS`,
+    /// oldest major first. Unusable directories are left out (those named in
+    /// the variable with a note on stderr).
+    pub fn extra_installs() -> Vec<PgInstall> {
+        let mut installs: Vec<PgInstall> = Vec::new();
+        let mut add = |install: PgInstall| {
+            if !installs.iter().any(|i| i.bin_dir == install.bin_dir) {
+                installs.push(install);
+            }
+        };
+        if let Some(list) = std::env::var_os("PGARK_TEST_EXTRA_PGBINS") {
+            for dir in std::env::split_paths(&list).filter(|d| !d.as_os_str().is_empty()) {
+                match PgInstall::from_bin_dir(&dir) {
+                    Ok(install) => add(install),
+                    Err(e) => eprintln!("PGARK_TEST_EXTRA_PGBINS: skipping {}: {e}", dir.display()),
+                }
+            }
+        }
+        let mut found: Vec<PathBuf> = fs::read_dir(EXTRA_INSTALL_ROOT)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().as_bytes().starts_with(b"pg"))
+                    .map(|e| e.path().join("bin"))
+                    .filter(|bin| bin.join("postgres").is_file())
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        for bin in found {
+            if let Ok(install) = PgInstall::from_bin_dir(&bin) {
+                add(install);
+            }
+        }
+        installs.sort_by_key(|i| i.major);
+        installs
+    }
+
+    /// Every usable installation, oldest major first (for one major, the
+    /// distribution's first): [`PgInstall::system_installs`],
+    /// [`PgInstall::detect`]'s and [`PgInstall::extra_installs`].
+    pub fn all_available() -> Vec<PgInstall> {
+        let mut all = PgInstall::system_installs();
+        let more = PgInstall::detect().into_iter().chain(PgInstall::extra_installs());
+        for install in more {
+            if !all.iter().any(|i| i.bin_dir == install.bin_dir) {
+                all.push(install);
+            }
+        }
+        all.sort_by_key(|i| i.major);
+        all
+    }
+}
+
+/// What another installation's copy of a client program must be to stand in
+/// for a missing one; see [`PgInstall::resolve_tool`].
+enum ToolCompat {
+    Any,
+    SameOrNewer,
+    Same,
+}
+
+fn tool_compat(tool: &str) -> ToolCompat {
+    match tool {
+        "psql" | "pgbench" | "pg_isready" | "createdb" | "dropdb" | "createuser" | "dropuser"
+        | "vacuumdb" | "reindexdb" | "clusterdb" => ToolCompat::Any,
+        "pg_basebackup" | "pg_receivewal" | "pg_recvlogical" | "pg_dump" | "pg_dumpall" | "pg_restore" => {
+            ToolCompat::SameOrNewer
+        }
+        _ => ToolCompat::Same,
+    }
+}
+
+/// The distribution's installations and the extra ones, looked up once per
+/// process (for [`PgInstall::resolve_tool`], which runs for every command).
+fn cached_available() -> (&'static [PgInstall], &'static [PgInstall]) {
+    static AVAILABLE: OnceLock<(Vec<PgInstall>, Vec<PgInstall>)> = OnceLock::new();
+    let (system, extra) =
+        AVAILABLE.get_or_init(|| (PgInstall::system_installs(), PgInstall::extra_installs()));
+    (system, extra)
 }
 
 /// `(full version, major)` from `postgres (PostgreSQL) 15.14 (Debian ...)`.
@@ -1415,6 +1563,29 @@ mod tests {
             Some(("9.6.24".to_owned(), 9))
         );
         assert_eq!(parse_version("something else"), None);
+    }
+
+    #[test]
+    fn client_programs_stand_in_by_compatibility() {
+        assert!(matches!(tool_compat("psql"), ToolCompat::Any));
+        assert!(matches!(tool_compat("pgbench"), ToolCompat::Any));
+        assert!(matches!(tool_compat("pg_basebackup"), ToolCompat::SameOrNewer));
+        assert!(matches!(tool_compat("pg_checksums"), ToolCompat::Same));
+        assert!(matches!(tool_compat("pg_controldata"), ToolCompat::Same));
+        // An installation's own programs are always used.
+        if let Ok(install) = PgInstall::detect() {
+            if install.has_tool("psql") {
+                assert_eq!(install.resolve_tool("psql"), Some(install.bin("psql")));
+            }
+        }
+        // A server-only installation borrows psql but not pg_controldata.
+        let bare = PgInstall {
+            bin_dir: PathBuf::from("/nonexistent/pgark-test/bin"),
+            major: 1,
+            version: "1.0".to_owned(),
+        };
+        assert_eq!(bare.resolve_tool("pg_controldata"), None);
+        assert!(bare.command("pg_controldata").get_program() == bare.bin("pg_controldata").as_os_str());
     }
 
     #[test]

@@ -7,11 +7,10 @@
 //! the manifest last. A failure at any point leaves no manifest, so the
 //! backup does not exist for any command; its orphaned parts are inert.
 
-use crate::pipe::{ChannelWriter, CHANNEL_DEPTH};
+use crate::pipe::{upload_from, ChannelWriter};
 use crate::repository::ensure_repository_meta;
 use crate::scan::{scan, Scan, ScannedFile};
 use crate::{EngineError, RetryPolicy};
-use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
 use pgark_catalog::{
@@ -21,13 +20,12 @@ use pgark_catalog::{
 use pgark_codec::{CompressionSpec, ObjectWriter};
 use pgark_pg::{ArchivedFile, Lsn, SegmentNo, TimelineId, WalSegmentName, WalSegmentSize};
 use pgark_pgclient::{ConnectOptions, Session};
-use pgark_store::{put_stream, Key, ObjectStore, ObjectStoreExt, PutMode, StoreError, UploadOptions};
+use pgark_store::{Key, ObjectStore, ObjectStoreExt, PutMode, UploadOptions};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// Settings of [`backup_push`].
 #[derive(Debug, Clone)]
@@ -424,27 +422,16 @@ async fn upload_part(
     spec: CompressionSpec,
     progress: Arc<dyn ProgressSink>,
 ) -> Result<(PartEntry, Vec<FileEntry>), EngineError> {
-    let (tx, mut rx) = mpsc::channel::<Result<Bytes, StoreError>>(CHANNEL_DEPTH);
-    let writer =
-        tokio::task::spawn_blocking(move || write_part(index, &files, dirs.as_deref(), spec, tx, &*progress));
-    let chunks = Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
     let upload = UploadOptions {
         mode: PutMode::Create,
         ..Default::default()
     };
-    let uploaded = put_stream(store, &key, chunks, upload).await;
-    let written = writer
-        .await
-        .map_err(|e| EngineError::Internal(format!("part writer failed: {e}")))?;
-    match (uploaded, written) {
-        (Ok(meta), Ok((mut part, files))) => {
-            part.stored_size = meta.size;
-            Ok((part, files))
-        }
-        (_, Err(e @ EngineError::LocalIo { .. })) => Err(e),
-        (Err(e), _) => Err(e.into()),
-        (Ok(_), Err(e)) => Err(e),
-    }
+    let (meta, (mut part, files)) = upload_from(store, &key, upload, move |sink| {
+        write_part(index, &files, dirs.as_deref(), spec, sink, &*progress)
+    })
+    .await?;
+    part.stored_size = meta.size;
+    Ok((part, files))
 }
 
 /// Writes one part: a tar stream of `files` (and `dirs` first), encoded as
@@ -454,10 +441,9 @@ fn write_part(
     files: &[ScannedFile],
     dirs: Option<&Vec<pgark_catalog::DirEntry>>,
     spec: CompressionSpec,
-    tx: mpsc::Sender<Result<Bytes, StoreError>>,
+    sink: ChannelWriter,
     progress: &dyn ProgressSink,
 ) -> Result<(PartEntry, Vec<FileEntry>), EngineError> {
-    let sink = ChannelWriter::new(tx);
     let object = ObjectWriter::new(sink, spec).map_err(|e| EngineError::Internal(e.to_string()))?;
     let mut tar = tar::Builder::new(object);
     tar.mode(tar::HeaderMode::Complete);

@@ -78,9 +78,38 @@ impl Read for ChannelReader {
     }
 }
 
+/// Runs `produce` on the blocking pool, giving it a [`ChannelWriter`], while
+/// uploading everything it writes under `key`. Atomic per the store's
+/// contract: if either side fails, nothing is visible under `key`.
+pub(crate) async fn upload_from<T, F>(
+    store: &dyn ObjectStore,
+    key: &Key,
+    upload: UploadOptions,
+    produce: F,
+) -> Result<(ObjectMeta, T), EngineError>
+where
+    T: Send + 'static,
+    F: FnOnce(ChannelWriter) -> Result<T, EngineError> + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel(CHANNEL_DEPTH);
+    let producer = tokio::task::spawn_blocking(move || produce(ChannelWriter::new(tx)));
+    let chunks = Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let uploaded = put_stream(store, key, chunks, upload).await;
+    // If the upload failed, the receiver is gone and the producer stops at
+    // its next send; its error is then only a consequence.
+    let produced = producer
+        .await
+        .map_err(|e| EngineError::Internal(format!("producer task failed: {e}")))?;
+    match (uploaded, produced) {
+        (Ok(meta), Ok(value)) => Ok((meta, value)),
+        (_, Err(e @ EngineError::LocalIo { .. })) => Err(e),
+        (Err(e), _) => Err(e.into()),
+        (Ok(_), Err(e)) => Err(e),
+    }
+}
+
 /// Reads the local file at `path`, encodes it as a pgark object and stores
-/// it under `key`. Atomic per the store's contract: on failure nothing is
-/// visible under `key`.
+/// it under `key`.
 pub(crate) async fn upload_file(
     store: &dyn ObjectStore,
     key: &Key,
@@ -88,34 +117,16 @@ pub(crate) async fn upload_file(
     spec: CompressionSpec,
     upload: UploadOptions,
 ) -> Result<(ObjectMeta, ObjectSummary), EngineError> {
-    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     let src = path.to_path_buf();
-    let encoder = tokio::task::spawn_blocking(move || encode_file(&src, spec, tx));
-    let chunks = tokio_stream_from(rx);
-    let uploaded = put_stream(store, key, chunks, upload).await;
-    // If the upload failed, the receiver is gone and the encoder stops at
-    // its next send; its error is then only a consequence.
-    let encoded = encoder
-        .await
-        .map_err(|e| EngineError::Internal(format!("encoder task failed: {e}")))?;
-    match (uploaded, encoded) {
-        (Ok(meta), Ok(summary)) => Ok((meta, summary)),
-        (_, Err(e @ EngineError::LocalIo { .. })) => Err(e),
-        (Err(e), _) => Err(e.into()),
-        (Ok(_), Err(e)) => Err(e),
-    }
+    upload_from(store, key, upload, move |sink| encode_file(&src, spec, sink)).await
 }
 
 fn encode_file(
     path: &Path,
     spec: CompressionSpec,
-    tx: mpsc::Sender<Result<Bytes, StoreError>>,
+    sink: ChannelWriter,
 ) -> Result<ObjectSummary, EngineError> {
     let mut file = std::fs::File::open(path).map_err(|e| EngineError::local_io("cannot open", path, e))?;
-    let sink = ChannelWriter {
-        tx,
-        buf: BytesMut::with_capacity(CHUNK_SIZE),
-    };
     let mut writer = ObjectWriter::new(sink, spec).map_err(|e| EngineError::Internal(e.to_string()))?;
     let mut buf = vec![0u8; 256 << 10];
     loop {
@@ -136,12 +147,6 @@ fn encode_file(
 
 fn upload_stopped(e: io::Error) -> EngineError {
     EngineError::Internal(format!("encoding stopped: {e}"))
-}
-
-fn tokio_stream_from(
-    mut rx: mpsc::Receiver<Result<Bytes, StoreError>>,
-) -> impl futures::Stream<Item = Result<Bytes, StoreError>> + Unpin + Send {
-    Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
 }
 
 /// Streams the object `key` through a verifying decoder and hands the

@@ -19,7 +19,7 @@ use tokio_postgres::{Client, Config, NoTls};
 pub enum PgClientError {
     #[error("invalid connection string: {0}")]
     BadConnInfo(String),
-    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    #[error("cannot connect to PostgreSQL at {target}: {}", error_detail(.source))]
     Connect {
         target: String,
         #[source]
@@ -35,14 +35,25 @@ pub enum PgClientError {
     TlsUnsupported(String),
 }
 
+/// tokio_postgres's Display leaves out the cause: the server's message
+/// becomes "db error" (a refused password), an I/O failure "error
+/// connecting to server" (no server listening). Spell both out.
+fn error_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
 impl PgClientError {
     fn query(what: &'static str, e: tokio_postgres::Error) -> Self {
-        // tokio_postgres's Display hides the server's message behind "db error".
-        let message = match e.as_db_error() {
-            Some(db) => format!("{}: {}", db.severity(), db.message()),
-            None => e.to_string(),
-        };
-        PgClientError::Query { what, message }
+        PgClientError::Query {
+            what,
+            message: error_detail(&e),
+        }
     }
 }
 

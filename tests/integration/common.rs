@@ -1,7 +1,12 @@
-//! Running the built `pgark` binary.
+//! Running the built `pgark` binary, and driving it against real clusters.
 
+use pgark_testkit::pg::{
+    command_as_pg_user, expose_binary, run_capture, scratch_dir, shell_quote, ClusterOptions, PgCluster,
+    PgInstall,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 /// The pgark binary cargo built for these tests.
 pub fn pgark_bin() -> PathBuf {
@@ -82,4 +87,149 @@ pub fn files_below(root: &Path) -> Vec<String> {
     walk(root, root, &mut out);
     out.sort();
     out
+}
+
+// ---------------------------------------------------------------------------
+// Backups of real clusters (backup_topology, backup_faults)
+// ---------------------------------------------------------------------------
+
+/// `path` quoted for a shell command line (archive_command).
+pub fn sh_path(p: &Path) -> String {
+    shell_quote(&p.to_string_lossy())
+}
+
+/// A running cluster whose archive_command is `pgark wal-push` into its own
+/// repository, and the exposed pgark binary the unprivileged user runs.
+pub struct ArchivingCluster {
+    pub bin: PathBuf,
+    pub repo: tempfile::TempDir,
+    pub cluster: PgCluster,
+}
+
+impl ArchivingCluster {
+    /// initdb (checksums on) and start, with `extra_conf` appended.
+    pub fn start(extra_conf: &str) -> ArchivingCluster {
+        let bin = expose_binary(&pgark_bin());
+        let repo = scratch_dir("repo");
+        let command = format!("{} wal-push --repo {} %p", sh_path(&bin), sh_path(repo.path()));
+        let opts = ClusterOptions::new(PgInstall::detect().expect("PostgreSQL is installed"))
+            .with_archive_command(command)
+            .with_conf(extra_conf);
+        let cluster = PgCluster::start_new(opts).unwrap_or_else(|e| panic!("{e}"));
+        ArchivingCluster { bin, repo, cluster }
+    }
+
+    /// pgark as the unprivileged user (as cron or kubectl exec would run
+    /// it), connected to `server` through PGHOST/PGPORT/PGUSER, with
+    /// PGARK_REPO set to this repository.
+    pub fn pgark_command_on(&self, server: &PgCluster) -> Command {
+        let mut cmd = command_as_pg_user(&self.bin);
+        cmd.env("PGHOST", server.socket_dir())
+            .env("PGPORT", server.port().to_string())
+            .env("PGUSER", server.superuser())
+            .env("PGARK_REPO", self.repo.path());
+        cmd
+    }
+
+    /// Runs [`ArchivingCluster::pgark_command_on`] `server` with `args`.
+    pub fn pgark_on(&self, server: &PgCluster, args: &[&str]) -> Output {
+        let mut cmd = self.pgark_command_on(server);
+        cmd.args(args);
+        run_capture(&mut cmd, None, Duration::from_secs(900)).expect("pgark runs")
+    }
+
+    /// Runs pgark connected to this cluster.
+    pub fn pgark(&self, args: &[&str]) -> Output {
+        self.pgark_on(&self.cluster, args)
+    }
+
+    /// backup-push of this cluster (extra flags after PGDATA); returns the
+    /// backup's name.
+    pub fn backup_push(&self, flags: &[&str]) -> String {
+        let mut args = vec!["backup-push", self.cluster.data_dir().to_str().unwrap()];
+        args.extend_from_slice(flags);
+        let out = self.pgark(&args);
+        assert_code(&out, 0);
+        let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(name.starts_with("base_"), "backup-push printed {name:?}");
+        name
+    }
+
+    /// `backup-list --json --detail`, parsed.
+    pub fn backup_list(&self) -> Vec<serde_json::Value> {
+        let out = self.pgark(&["backup-list", "--json", "--detail"]);
+        assert_code(&out, 0);
+        serde_json::from_slice(&out.stdout).expect("backup-list --json prints JSON")
+    }
+
+    /// Ends the current WAL segment and waits until PostgreSQL reports it
+    /// archived, so a restore to LATEST replays everything committed so far.
+    pub fn archive_current_wal(&self) {
+        archive_current_wal(&self.cluster);
+    }
+
+    /// `backup-fetch DEST NAME flags...`.
+    pub fn backup_fetch(&self, dest: &Path, name: &str, flags: &[&str]) -> Output {
+        let mut args = vec!["backup-fetch", dest.to_str().unwrap(), name];
+        args.extend_from_slice(flags);
+        self.pgark(&args)
+    }
+}
+
+/// Switches WAL on `cluster` and waits until the switched-from segment is
+/// reported archived.
+pub fn archive_current_wal(cluster: &PgCluster) {
+    let segment = cluster.switch_wal().unwrap_or_else(|e| panic!("{e}"));
+    cluster
+        .wait_for(
+            &format!("{segment} to be archived"),
+            Duration::from_secs(120),
+            || {
+                cluster
+                    .psql("select coalesce(last_archived_wal, '') from pg_stat_archiver")
+                    .is_ok_and(|last| !last.is_empty() && last.as_str() >= segment.as_str())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Wraps a restored data directory, turns archiving off (it must not write
+/// into the source's repository), starts it and waits until recovery has
+/// ended and it accepts writes.
+pub fn start_restored(install: &PgInstall, data_dir: &Path) -> PgCluster {
+    let restored = PgCluster::from_data_dir(install, data_dir).unwrap_or_else(|e| panic!("{e}"));
+    restored.set_archive_command(None).unwrap();
+    restored.start().unwrap_or_else(|e| panic!("{e}"));
+    restored
+        .wait_for("recovery to end", Duration::from_secs(180), || {
+            restored
+                .psql("select pg_is_in_recovery()")
+                .is_ok_and(|r| r == "f")
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    restored
+}
+
+/// Stops `cluster` cleanly and runs `pg_checksums --check` on it.
+pub fn stop_and_check_page_checksums(cluster: &PgCluster) {
+    cluster.stop().unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = cluster.install().command("pg_checksums");
+    cmd.arg("--check").arg("-D").arg(cluster.data_dir());
+    let out = run_capture(&mut cmd, None, Duration::from_secs(600)).unwrap();
+    assert!(
+        out.status.success(),
+        "pg_checksums --check failed: {}{}",
+        stderr(&out),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Row count and md5 of every row of `table` in primary-key order: equal
+/// digests mean equal contents.
+pub fn table_digest(cluster: &PgCluster, table: &str, key: &str) -> String {
+    cluster
+        .psql(&format!(
+            "select count(*) || ':' || coalesce(md5(string_agg(x::text, ',' order by x.{key})), '') from {table} x"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"))
 }

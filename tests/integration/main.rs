@@ -3,6 +3,8 @@
 //! servers started by `pgark_testkit::pg`.
 
 mod backup;
+mod backup_faults;
+mod backup_topology;
 mod common;
 mod versions;
 mod wal_archive;

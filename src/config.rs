@@ -160,7 +160,8 @@ mod tests {
         assert_eq!(s.compression.codec, Compression::Lzma);
         assert!(!s.abort_on_error);
         let s = Settings::merge(&args(&[]), FileConfig::default()).unwrap();
-        assert_eq!(s.compression, CompressionSpec::default());
+        assert_eq!(s.compression.codec, CompressionSpec::default().codec);
+        assert_eq!(s.compression.effective_level(), CompressionSpec::default().effective_level());
         assert_eq!(s.log_level, "warn");
         assert!(s.repo.is_none());
     }

@@ -260,7 +260,6 @@ fn missing_or_damaged_objects_fail_the_restore_naming_the_object() {
 }
 
 #[test]
-#[ignore = "bug: a missing part exits 6 (repository failure) at restore but 1 (not found) in --dry-run"]
 fn missing_part_fails_the_restore_with_the_dry_runs_exit_code() {
     let src = ArchivingCluster::start("");
     let name = src.backup_push(&[]);
@@ -279,7 +278,6 @@ fn missing_part_fails_the_restore_with_the_dry_runs_exit_code() {
 }
 
 #[test]
-#[ignore = "bug: a restore failing on a damaged pg_control part leaves global/pg_control in DEST"]
 fn damaged_pg_control_part_leaves_no_pg_control() {
     let src = ArchivingCluster::start("");
     // Uncompressed, so the byte to damage can be placed exactly: the last

@@ -181,7 +181,6 @@ fn backup_from_a_streaming_standby_restores_and_recovers() {
 }
 
 #[test]
-#[ignore = "bug: backup-fetch keeps the standby.signal copied from a standby, so the restore starts as a standby"]
 fn restore_of_a_standby_backup_without_standby_is_not_a_standby() {
     let sb = standby_backup();
     let (src, name) = (&sb.src, &sb.name);

@@ -132,20 +132,20 @@ pub async fn backup_fetch(
         .split_last()
         .ok_or_else(|| EngineError::Internal("backup has no parts".into()))?;
     let name = manifest.name.clone();
-    let results: Vec<Result<(), EngineError>> =
-        futures::stream::iter(
-            rest.iter().map(|p| {
-                let plan = plan.clone();
-                let key = name.part_key(p.index);
-                let store = store.clone();
-                async move {
-                    decode_object(&*store, &key.clone(), move |reader| extract(&key, reader, &plan)).await
-                }
-            }),
-        )
-        .buffer_unordered(opts.concurrency.max(1))
-        .collect()
-        .await;
+    let results: Vec<Result<(), EngineError>> = futures::stream::iter(rest.iter().map(|p| {
+        let plan = plan.clone();
+        let key = name.part_key(p.index);
+        let store = store.clone();
+        let name = &name;
+        async move {
+            decode_object(&*store, &key.clone(), move |reader| extract(&key, reader, &plan))
+                .await
+                .map_err(|e| missing_part(e, name, p.index))
+        }
+    }))
+    .buffer_unordered(opts.concurrency.max(1))
+    .collect()
+    .await;
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
 
     write_text(&opts.dest.join("backup_label"), &manifest.backup_label)?;
@@ -154,6 +154,16 @@ pub async fn backup_fetch(
             &opts.dest.join("tablespace_map"),
             &remap_tablespace_map(&manifest, &locations),
         )?;
+    }
+    // A backup of a standby carries its standby.signal: the restored
+    // server's mode is what this restore asks for, not what the source was.
+    for signal in ["standby.signal", "recovery.signal"] {
+        let path = opts.dest.join(signal);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(EngineError::local_io("cannot remove", &path, e)),
+        }
     }
     write_pg_manifest(&opts.dest, &manifest)?;
     std::fs::create_dir_all(opts.dest.join("pg_wal/archive_status"))
@@ -169,7 +179,8 @@ pub async fn backup_fetch(
     decode_object(&*store, &key.clone(), move |reader| {
         extract(&key, reader, &plan_last)
     })
-    .await?;
+    .await
+    .map_err(|e| missing_part(e, &name, last.index))?;
     let restored = plan.restored.lock().expect("lock").len();
     if restored != manifest.files.len() {
         let have: std::collections::HashSet<String> =
@@ -192,6 +203,18 @@ pub async fn backup_fetch(
     }
     tracing::info!("restored backup {} into {}", manifest.name, opts.dest.display());
     Ok(outcome(manifest, false))
+}
+
+/// A part that is not in the repository: the backup is incomplete, which
+/// is "not found", not a repository failure.
+fn missing_part(e: EngineError, name: &BackupName, index: u32) -> EngineError {
+    match e {
+        EngineError::Store { source } if source.is_not_found() => EngineError::NotFound {
+            what: format!("part {index} of backup {name}"),
+            key: name.part_key(index).to_string(),
+        },
+        other => other,
+    }
 }
 
 fn outcome(manifest: BackupManifest, dry_run: bool) -> BackupFetchOutcome {
@@ -399,6 +422,14 @@ fn extract(key: &Key, reader: &mut ObjectReader<ChannelReader>, plan: &Plan) -> 
                     std::fs::create_dir_all(parent)
                         .map_err(|e| EngineError::local_io("cannot create", parent, e))?;
                 }
+                // pg_control is what makes the directory startable: it is
+                // written aside and renamed into place only once verified.
+                let final_target = target;
+                let target = if rel == "global/pg_control" {
+                    final_target.with_file_name("pg_control.pgark-tmp")
+                } else {
+                    final_target.clone()
+                };
                 let mut out = std::fs::File::create(&target)
                     .map_err(|e| EngineError::local_io("cannot create", &target, e))?;
                 let mut hasher = Sha256::new();
@@ -415,6 +446,9 @@ fn extract(key: &Key, reader: &mut ObjectReader<ChannelReader>, plan: &Plan) -> 
                 }
                 let sha = hex::encode(hasher.finalize());
                 if len != expected.size || sha != expected.sha256 {
+                    if target != final_target {
+                        let _ = std::fs::remove_file(&target);
+                    }
                     return Err(integrity(
                         key,
                         format!("{rel}: restored {len} bytes with sha256 {sha}, manifest says {} bytes with sha256 {}", expected.size, expected.sha256),
@@ -426,9 +460,11 @@ fn extract(key: &Key, reader: &mut ObjectReader<ChannelReader>, plan: &Plan) -> 
                     + std::time::Duration::from_secs(u64::try_from(expected.mtime).unwrap_or(0));
                 out.set_modified(mtime)
                     .map_err(|e| EngineError::local_io("cannot set mtime", &target, e))?;
-                if rel == "global/pg_control" {
+                if target != final_target {
                     out.sync_all()
                         .map_err(|e| EngineError::local_io("cannot fsync", &target, e))?;
+                    std::fs::rename(&target, &final_target)
+                        .map_err(|e| EngineError::local_io("cannot rename into", &final_target, e))?;
                 }
                 if let Some(p) = &plan.progress {
                     p.advance(len);

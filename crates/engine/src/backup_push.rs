@@ -123,11 +123,13 @@ pub async fn backup_push(
             path: pgdata.clone(),
             source,
         })?;
-    if opts.archive_timeout.is_some() {
-        check_archiving(&session).await?;
-    }
     let tablespaces = session.tablespaces().await?;
     let from_standby = session.is_in_recovery().await?;
+    // A standby archives only with archive_mode = always; usually its
+    // primary fills the archive, so only a primary's settings are checked.
+    if opts.archive_timeout.is_some() && !from_standby {
+        check_archiving(&session).await?;
+    }
     let archiver_before = session.archiver_status().await.unwrap_or_default();
 
     let started_at = Utc::now();

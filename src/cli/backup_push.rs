@@ -31,7 +31,7 @@ pub struct BackupPushArgs {
     /// Parts compressed and uploaded at once [default: number of CPUs].
     #[arg(long, env = "PGARK_CONCURRENCY", value_name = "N")]
     pub concurrency: Option<usize>,
-    /// Target size of one stored part, in MiB (a file is never split) [default: 256].
+    /// Target size of one stored part, in MiB (a file is never split) [default: 64].
     #[arg(long, env = "PGARK_PART_SIZE", value_name = "MIB")]
     pub part_size: Option<u64>,
     /// Seconds to wait for the backup's last WAL segment to be archived; 0 skips the wait

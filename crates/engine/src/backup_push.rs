@@ -68,7 +68,7 @@ impl BackupPushOptions {
             compression: CompressionSpec::default(),
             fast_checkpoint: true,
             concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-            part_size: 256 << 20,
+            part_size: 64 << 20,
             archive_timeout: Some(Duration::from_secs(300)),
             retry: RetryPolicy::default(),
             progress: None,
@@ -349,7 +349,15 @@ async fn copy_files(
     scanned: Scan,
     opts: &BackupPushOptions,
 ) -> Result<Copied, EngineError> {
-    let Scan { files, dirs, control } = scanned;
+    let Scan {
+        mut files,
+        dirs,
+        control,
+    } = scanned;
+    // Largest first: the biggest files (1 GiB relation segments) start at
+    // once and the small ones fill the gaps, so no worker idles at the end
+    // while another still compresses a large part alone.
+    files.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.rel.cmp(&b.rel)));
     let control = control.ok_or_else(|| EngineError::Internal("global/pg_control vanished".into()))?;
     let mut groups: Vec<Vec<ScannedFile>> = Vec::new();
     let mut current: Vec<ScannedFile> = Vec::new();

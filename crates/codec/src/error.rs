@@ -64,13 +64,25 @@ pub enum CodecError {
     #[error("unknown codec id {actual} in header: known ids are 0 (none), 1 (zstd), 2 (lz4), 3 (lzma)")]
     UnknownCodec { actual: u8 },
 
-    /// Flag bits this reader does not support are set (bit 0 marks an
-    /// encrypted body, which this version cannot read).
+    /// Flag bits this reader does not support are set (bit 0, the
+    /// encrypted flag, is supported).
     #[error(
         "unsupported header flags {actual:#04x}: this reader supports {supported:#04x} \
          (bit 0 = encrypted body)"
     )]
     UnsupportedFlags { supported: u8, actual: u8 },
+
+    // ---- encryption ----------------------------------------------------
+    /// The object is encrypted (header flag bit 0) and no data key was
+    /// given to the reader.
+    #[error("this object is encrypted: a key is needed to read it")]
+    EncryptedObjectNeedsKey,
+
+    /// The encrypted stream of an encrypted object was rejected: tampered,
+    /// truncated, moved to another name, encrypted under another data key
+    /// (see [`pgark_crypto::CryptoError`]).
+    #[error("encrypted object: {0}")]
+    Crypto(pgark_crypto::CryptoError),
 
     // ---- whole object --------------------------------------------------
     /// Too short to hold even a header and a trailer.
@@ -139,15 +151,32 @@ impl CodecError {
     /// True when the stored bytes are bad (or of a format this reader does
     /// not support): retrying the same object will not help. False for I/O
     /// errors of the inner reader/writer and for usage errors.
+    ///
+    /// [`CodecError::EncryptedObjectNeedsKey`] counts as one (an object this
+    /// reader, without a key, cannot read; retrying will not help; it may
+    /// also be an unencrypted object whose flag byte was damaged);
+    /// [`CodecError::Crypto`] is one when the crypto error is
+    /// ([`pgark_crypto::CryptoError::is_integrity`]).
     pub fn is_integrity(&self) -> bool {
-        !matches!(
-            self,
-            CodecError::Io(_)
-                | CodecError::WriterFailed { .. }
-                | CodecError::UnknownCompression { .. }
-                | CodecError::InvalidLevel { .. }
-                | CodecError::LevelNotSupported { .. }
-        )
+        match self {
+            CodecError::Crypto(e) => e.is_integrity(),
+            _ => !matches!(
+                self,
+                CodecError::Io(_)
+                    | CodecError::WriterFailed { .. }
+                    | CodecError::UnknownCompression { .. }
+                    | CodecError::InvalidLevel { .. }
+                    | CodecError::LevelNotSupported { .. }
+            ),
+        }
+    }
+
+    /// A crypto error as a codec error: I/O errors stay I/O errors.
+    pub(crate) fn from_crypto(err: pgark_crypto::CryptoError) -> CodecError {
+        match err {
+            pgark_crypto::CryptoError::Io(e) => CodecError::Io(e),
+            other => CodecError::Crypto(other),
+        }
     }
 
     /// The [`CodecError`] carried by an `io::Error` that
@@ -216,6 +245,8 @@ impl CodecError {
                 supported: *supported,
                 actual: *actual,
             },
+            EncryptedObjectNeedsKey => EncryptedObjectNeedsKey,
+            Crypto(e) => Crypto(e.duplicate()),
             TooShort { minimum, actual } => TooShort {
                 minimum: *minimum,
                 actual: *actual,
@@ -263,9 +294,14 @@ impl CodecError {
 }
 
 /// Unwraps a `CodecError` carried inside an `io::Error` (see
-/// [`CodecError::from_io`]); any other `io::Error` becomes [`CodecError::Io`].
+/// [`CodecError::from_io`]); a [`pgark_crypto::CryptoError`] carried the same
+/// way (by the decrypting stage) becomes [`CodecError::Crypto`]; any other
+/// `io::Error` becomes [`CodecError::Io`].
 impl From<io::Error> for CodecError {
     fn from(err: io::Error) -> Self {
+        if pgark_crypto::CryptoError::from_io(&err).is_some() {
+            return CodecError::from_crypto(pgark_crypto::CryptoError::from(err));
+        }
         if CodecError::from_io(&err).is_some() {
             let inner = err
                 .into_inner()

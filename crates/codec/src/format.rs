@@ -19,10 +19,12 @@ pub const FORMAT_VERSION: u8 = 1;
 /// Total header size: magic + length + payload.
 pub const HEADER_LEN: usize = 8 + HEADER_PAYLOAD_LEN as usize;
 
-/// Flag bit 0: the body is encrypted (reserved; not written or read yet).
+/// Flag bit 0: the object is encrypted: after the header comes a
+/// `pgark-crypto` encrypted stream whose plaintext is the body and the
+/// trailer (see `FORMAT.md`).
 pub const FLAG_ENCRYPTED: u8 = 0x01;
 /// Flag bits this version of the reader accepts.
-pub const SUPPORTED_FLAGS: u8 = 0x00;
+pub const SUPPORTED_FLAGS: u8 = FLAG_ENCRYPTED;
 
 /// Magic of the trailer frame (another skippable-frame magic).
 pub const TRAILER_MAGIC: u32 = 0x184D_2A5E;
@@ -51,21 +53,34 @@ pub(crate) fn le_u32(bytes: &[u8]) -> u32 {
     u32::from_le_bytes(bytes[..4].try_into().expect("four bytes"))
 }
 
-/// The v1 header for `codec`.
+/// The v1 header for an unencrypted object of `codec`.
+#[cfg(test)]
 pub(crate) fn encode_header(codec: Compression) -> [u8; HEADER_LEN] {
+    encode_header_flags(codec, 0)
+}
+
+/// The v1 header for `codec` with these flags.
+pub(crate) fn encode_header_flags(codec: Compression, flags: u8) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[0..4].copy_from_slice(&HEADER_MAGIC.to_le_bytes());
     h[4..8].copy_from_slice(&HEADER_PAYLOAD_LEN.to_le_bytes());
     h[8..13].copy_from_slice(&HEADER_TAG);
     h[13] = FORMAT_VERSION;
     h[14] = codec.id();
-    h[15] = 0; // flags
+    h[15] = flags;
     h
 }
 
 /// Checks a header prefix; `bytes` holds what could be read (at most
-/// [`HEADER_LEN`] bytes; fewer means the object ended early).
+/// [`HEADER_LEN`] bytes; fewer means the object ended early). Returns the
+/// codec (the encrypted flag is dropped: see [`decode_header_full`]).
+#[cfg(test)]
 pub(crate) fn decode_header(bytes: &[u8]) -> Result<Compression, CodecError> {
+    decode_header_full(bytes).map(|(codec, _)| codec)
+}
+
+/// [`decode_header`], also returning whether the encrypted flag is set.
+pub(crate) fn decode_header_full(bytes: &[u8]) -> Result<(Compression, bool), CodecError> {
     // A wrong magic says more than "truncated", so check it first when the
     // magic is all there.
     if bytes.len() >= 4 {
@@ -111,7 +126,7 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<Compression, CodecError> {
             actual: flags,
         });
     }
-    Ok(codec)
+    Ok((codec, flags & FLAG_ENCRYPTED != 0))
 }
 
 /// The v1 trailer.
@@ -294,18 +309,20 @@ mod tests {
             ("codec 255", with(14, 255), |e| {
                 matches!(e, CodecError::UnknownCodec { actual: 255 })
             }),
-            ("encrypted flag", with(15, FLAG_ENCRYPTED), |e| {
+            ("unknown flag", with(15, 0x80), |e| {
                 matches!(
                     e,
                     CodecError::UnsupportedFlags {
-                        supported: 0,
-                        actual: 1
+                        supported: 1,
+                        actual: 0x80
                     }
                 )
             }),
-            ("unknown flag", with(15, 0x80), |e| {
-                matches!(e, CodecError::UnsupportedFlags { actual: 0x80, .. })
-            }),
+            (
+                "unknown flag with encrypted",
+                with(15, 0x80 | FLAG_ENCRYPTED),
+                |e| matches!(e, CodecError::UnsupportedFlags { actual: 0x81, .. }),
+            ),
             ("all flags", with(15, 0xFF), |e| {
                 matches!(e, CodecError::UnsupportedFlags { actual: 0xFF, .. })
             }),
@@ -315,6 +332,18 @@ mod tests {
             assert!(check(&err), "{name}: got {err:?}");
             assert!(err.is_integrity(), "{name}");
         }
+    }
+
+    #[test]
+    fn encrypted_flag_is_bit_0() {
+        let h = encode_header_flags(Compression::Zstd, FLAG_ENCRYPTED);
+        assert_eq!(h[15], 0x01);
+        assert_eq!(&h[..15], &encode_header(Compression::Zstd)[..15]);
+        assert_eq!(decode_header_full(&h).unwrap(), (Compression::Zstd, true));
+        assert_eq!(
+            decode_header_full(&encode_header(Compression::Zstd)).unwrap(),
+            (Compression::Zstd, false)
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //! | 8  | 5 | tag              | `PGARK` (`50 47 41 52 4B`) |
 //! | 13 | 1 | format version   | `1` |
 //! | 14 | 1 | codec            | `0` none, `1` zstd, `2` lz4, `3` lzma |
-//! | 15 | 1 | flags            | bit 0 = encrypted (reserved, must be 0); other bits must be 0 |
+//! | 15 | 1 | flags            | bit 0 = encrypted (see below); other bits must be 0 |
 //!
 //! **Body** — the codec's standard stream, nothing added:
 //!
@@ -78,11 +78,24 @@
 //! Memory is bounded in both directions: a 64 KiB input buffer plus the
 //! codec's own buffers and window; no object is ever held whole.
 //!
-//! # Future encryption
+//! # Encrypted objects
 //!
-//! Flag bit 0 is reserved for an AES-256-GCM (chunked) stage that will wrap
-//! the body. This version writes 0 and rejects any set flag
-//! ([`CodecError::UnsupportedFlags`]).
+//! Flag bit 0 set: after the 16-byte header comes a `pgark-crypto`
+//! encrypted stream (chunked AES-256-GCM, see [`pgark_crypto::stream`])
+//! whose plaintext is exactly what an unencrypted object has after its
+//! header — the codec stream and the 52-byte trailer. So the pipeline is
+//! compress, then encrypt, and the original length and SHA-256 are not
+//! readable without the key. The stream is bound to the object's name
+//! (its key in the repository) and to the 16-byte header, so a moved
+//! object, a changed codec byte or a cleared flag is detected.
+//!
+//! * [`ObjectWriter::new_encrypted`] / [`encode_to_vec_encrypted`] write one;
+//! * [`ObjectReader::new_with_key`] / [`decode_to_vec_with_key`] read
+//!   encrypted and unencrypted objects alike (policy on mixing is the
+//!   caller's: [`ObjectReader::is_encrypted`]);
+//! * [`ObjectReader::new`] refuses an encrypted object with
+//!   [`CodecError::EncryptedObjectNeedsKey`];
+//! * damage to the encrypted stream is [`CodecError::Crypto`].
 
 pub mod error;
 pub mod format;
@@ -93,6 +106,7 @@ pub mod writer;
 use std::io::{Read, Write};
 
 pub use error::CodecError;
+pub use pgark_crypto::DataKey;
 pub use reader::ObjectReader;
 pub use spec::{Compression, CompressionSpec};
 pub use writer::ObjectWriter;
@@ -129,9 +143,36 @@ pub fn encode_to_vec(data: &[u8], spec: CompressionSpec) -> Result<(Vec<u8>, Obj
     writer.finish()
 }
 
+/// Encodes `data` into a complete encrypted stored object in memory, for
+/// the name `object_name`.
+pub fn encode_to_vec_encrypted(
+    data: &[u8],
+    spec: CompressionSpec,
+    key: &DataKey,
+    object_name: &str,
+) -> Result<(Vec<u8>, ObjectSummary), CodecError> {
+    let capacity = match spec.codec {
+        Compression::None => data.len() + data.len() / 1000 + 256,
+        _ => data.len() / 2 + 256,
+    };
+    let mut writer = ObjectWriter::new_encrypted(Vec::with_capacity(capacity), spec, key, object_name)?;
+    writer.write_all(data)?;
+    writer.finish()
+}
+
 /// Decodes and fully verifies a stored object held in memory.
 pub fn decode_to_vec(stored: &[u8]) -> Result<(Vec<u8>, ObjectSummary), CodecError> {
-    let mut reader = ObjectReader::new(stored)?;
+    decode_to_vec_with_key(stored, None, "")
+}
+
+/// Decodes and fully verifies a stored object held in memory, encrypted
+/// (under `key`, written as `object_name`) or not.
+pub fn decode_to_vec_with_key(
+    stored: &[u8],
+    key: Option<&DataKey>,
+    object_name: &str,
+) -> Result<(Vec<u8>, ObjectSummary), CodecError> {
+    let mut reader = ObjectReader::new_with_key(stored, key, object_name)?;
     let mut data = Vec::new();
     reader.read_to_end(&mut data)?;
     let summary = *reader.summary().expect("EOF is returned only after verification");

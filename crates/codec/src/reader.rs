@@ -26,6 +26,18 @@
 //! ([`CodecError::BadTrailerMagic`], [`CodecError::TooShort`]) rather than as
 //! a codec error.
 //!
+//! **Encrypted objects** (header flag bit 0; [`ObjectReader::new_with_key`]):
+//! between the inner reader and the body source sits a `pgark-crypto`
+//! [`DecryptReader`] (its header checked in `new_with_key`: data key,
+//! object name, outer header). Stage 2 and 3 then run on the decrypted
+//! bytes: codec stream, then the trailer. The decrypting stage hands out
+//! only authenticated chunks and ends only after the final chunk, so
+//! truncation, tampering and objects moved to another name surface as
+//! [`CodecError::Crypto`]. Offsets in [`CodecError::Decompress`] and
+//! [`CodecError::TrailingGarbage`] then count decrypted bytes (plus the
+//! 16-byte header). Without a key an encrypted object is refused in `new`
+//! with [`CodecError::EncryptedObjectNeedsKey`].
+//!
 //! Errors are final: after the first one every `read` returns it again.
 //! Integrity problems are `io::Error`s of kind `InvalidData` wrapping the
 //! [`CodecError`] ([`CodecError::from_io`] gets it back); I/O errors of the
@@ -35,16 +47,18 @@
 //! Memory: the 64 KiB input buffer plus the codec's own state (zstd: window
 //! up to 128 MiB as zstd allows by default; LZ4: up to ~200 KiB for the
 //! 64 KiB blocks pgark writes, at most ~8 MiB for 4 MiB blocks; xz: the
-//! stream's dictionary, capped at [`XZ_MEMLIMIT`]).
+//! stream's dictionary, capped at [`XZ_MEMLIMIT`]); one 64 KiB chunk (at
+//! most 4 MiB) more when decrypting.
 
 use std::io::{self, BufRead, Read};
 
+use pgark_crypto::{DataKey, DecryptReader};
 use sha2::{Digest, Sha256};
 use zstd::stream::raw::Operation;
 
 use crate::error::CodecError;
 use crate::format::{
-    decode_header, decode_trailer, le_u32, HEADER_LEN, LZ4_FRAME_MAGIC, MIN_OBJECT_LEN, TRAILER_LEN,
+    decode_header_full, decode_trailer, le_u32, HEADER_LEN, LZ4_FRAME_MAGIC, MIN_OBJECT_LEN, TRAILER_LEN,
     ZSTD_FRAME_MAGIC,
 };
 use crate::spec::Compression;
@@ -57,16 +71,33 @@ const INPUT_BUF: usize = 64 * 1024;
 /// ~65 MiB); a crafted header asking for more is rejected.
 pub const XZ_MEMLIMIT: u64 = 256 * 1024 * 1024;
 
+/// What follows the header: the stored bytes themselves, or their
+/// decryption.
+enum Source<R: Read> {
+    Plain(R),
+    Encrypted(Box<DecryptReader<R>>),
+}
+
+impl<R: Read> Read for Source<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Source::Plain(r) => r.read(buf),
+            Source::Encrypted(r) => r.read(buf),
+        }
+    }
+}
+
 /// Reads the inner reader through a buffer, holding back the last
 /// [`TRAILER_LEN`] bytes seen: everything before them is body.
-struct BodySource<R> {
-    inner: R,
+struct BodySource<R: Read> {
+    inner: Source<R>,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
     /// The inner reader returned EOF.
     eof: bool,
-    /// Bytes read from the inner reader, header included.
+    /// Bytes read from the source (decrypted bytes for an encrypted
+    /// object), header included.
     total_read: u64,
     /// Body bytes consumed by the codec (or drained).
     body_consumed: u64,
@@ -79,7 +110,7 @@ struct BodySource<R> {
 }
 
 impl<R: Read> BodySource<R> {
-    fn new(inner: R) -> Self {
+    fn new(inner: Source<R>) -> Self {
         BodySource {
             inner,
             buf: vec![0u8; INPUT_BUF + TRAILER_LEN].into_boxed_slice(),
@@ -158,9 +189,18 @@ impl<R: Read> BodySource<R> {
         self.eof.then(|| &self.buf[self.end - held..self.end])
     }
 
-    /// Stored offset of the next body byte.
+    /// Stored offset of the next body byte (for an encrypted object: the
+    /// offset among the decrypted bytes, header included).
     fn offset(&self) -> u64 {
         HEADER_LEN as u64 + self.body_consumed
+    }
+
+    /// Stored bytes read so far, header included.
+    fn stored_len(&self) -> u64 {
+        match &self.inner {
+            Source::Plain(_) => self.total_read,
+            Source::Encrypted(r) => HEADER_LEN as u64 + r.stored_len(),
+        }
     }
 }
 
@@ -466,6 +506,7 @@ enum State {
 /// ```
 pub struct ObjectReader<R: Read> {
     codec: Compression,
+    encrypted: bool,
     body: Body<R>,
     hasher: Sha256,
     original_len: u64,
@@ -473,8 +514,22 @@ pub struct ObjectReader<R: Read> {
 }
 
 impl<R: Read> ObjectReader<R> {
-    /// Reads and checks the 16-byte header; reads nothing more.
-    pub fn new(mut inner: R) -> Result<Self, CodecError> {
+    /// Reads and checks the 16-byte header; reads nothing more. An
+    /// encrypted object is refused with
+    /// [`CodecError::EncryptedObjectNeedsKey`].
+    pub fn new(inner: R) -> Result<Self, CodecError> {
+        ObjectReader::new_with_key(inner, None, "")
+    }
+
+    /// Like [`ObjectReader::new`], able to read encrypted objects too: for
+    /// one (header flag bit 0) `key` must be the repository's data key
+    /// (else [`CodecError::EncryptedObjectNeedsKey`]) and `object_name` the
+    /// name it was written under; the encrypted stream's header is read and
+    /// checked here as well ([`CodecError::Crypto`] if it is damaged, of
+    /// another data key or of another name). An unencrypted object is read
+    /// as [`ObjectReader::new`] would, key or not: whether that is
+    /// acceptable is the caller's policy ([`ObjectReader::is_encrypted`]).
+    pub fn new_with_key(mut inner: R, key: Option<&DataKey>, object_name: &str) -> Result<Self, CodecError> {
         let mut header = [0u8; HEADER_LEN];
         let mut got = 0;
         while got < HEADER_LEN {
@@ -485,10 +540,20 @@ impl<R: Read> ObjectReader<R> {
                 Err(e) => return Err(CodecError::Io(e)),
             }
         }
-        let codec = decode_header(&header[..got])?;
+        let (codec, encrypted) = decode_header_full(&header[..got])?;
+        let source = if encrypted {
+            let key = key.ok_or(CodecError::EncryptedObjectNeedsKey)?;
+            Source::Encrypted(Box::new(
+                DecryptReader::with_context(inner, key, object_name, &header)
+                    .map_err(CodecError::from_crypto)?,
+            ))
+        } else {
+            Source::Plain(inner)
+        };
         Ok(ObjectReader {
             codec,
-            body: Body::new(codec, BodySource::new(inner))?,
+            encrypted,
+            body: Body::new(codec, BodySource::new(source))?,
             hasher: Sha256::new(),
             original_len: 0,
             state: State::Reading,
@@ -498,6 +563,11 @@ impl<R: Read> ObjectReader<R> {
     /// The codec named in the header.
     pub fn codec(&self) -> Compression {
         self.codec
+    }
+
+    /// True if the object is encrypted (header flag bit 0).
+    pub fn is_encrypted(&self) -> bool {
+        self.encrypted
     }
 
     /// What was read, once EOF was reached and the trailer verified.
@@ -530,7 +600,7 @@ impl<R: Read> ObjectReader<R> {
     /// real problem (truncation, appended bytes).
     fn classify(&self, err: BodyError) -> CodecError {
         match err {
-            BodyError::Io(e) => CodecError::Io(e),
+            BodyError::Io(e) => CodecError::from(e),
             BodyError::Codec(message) => {
                 if let Some(last) = self.body.src().last_bytes() {
                     if let Err(trailer_err) = self.check_tail(last) {
@@ -553,7 +623,7 @@ impl<R: Read> ObjectReader<R> {
         let stream_end = src.offset();
         let mut trailing = 0u64;
         loop {
-            let n = src.fill_body(1).map_err(CodecError::Io)?.len();
+            let n = src.fill_body(1).map_err(CodecError::from)?.len();
             if n == 0 {
                 break;
             }
@@ -585,7 +655,7 @@ impl<R: Read> ObjectReader<R> {
         Ok(ObjectSummary {
             codec: self.codec,
             original_len: self.original_len,
-            stored_len: self.body.src().total_read,
+            stored_len: self.body.src().stored_len(),
             sha256,
         })
     }
@@ -632,6 +702,7 @@ impl<R: Read> std::fmt::Debug for ObjectReader<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ObjectReader")
             .field("codec", &self.codec)
+            .field("encrypted", &self.encrypted)
             .field("original_len", &self.original_len)
             .field("stored_offset", &self.body.src().offset())
             .finish_non_exhaustive()

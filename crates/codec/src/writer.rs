@@ -12,16 +12,24 @@
 //!   ([`CodecError::WriterFailed`]), because the codec's state may no longer
 //!   match what was hashed.
 //!
+//! Encrypted objects ([`ObjectWriter::new_encrypted`]): the header (flag
+//! bit 0 set) is followed by a `pgark-crypto` stream ([`EncryptWriter`],
+//! bound to the object's name and to the header) whose plaintext is the
+//! codec stream *and the trailer*: compress, then encrypt, and the
+//! original length and SHA-256 are never stored in clear.
+//!
 //! Memory: the codec's own buffers and window only (zstd: its window plus
 //! ~128 KiB of stream buffers; LZ4: 64 KiB blocks, ~200 KiB; xz: the preset's
-//! dictionary and match finder). Nothing else is buffered.
+//! dictionary and match finder), plus one 64 KiB chunk when encrypting.
+//! Nothing else is buffered.
 
 use std::io::{self, Write};
 
+use pgark_crypto::{DataKey, EncryptWriter};
 use sha2::{Digest, Sha256};
 
 use crate::error::CodecError;
-use crate::format::{encode_header, encode_trailer, HEADER_LEN};
+use crate::format::{encode_header_flags, encode_trailer, FLAG_ENCRYPTED, HEADER_LEN};
 use crate::spec::{Compression, CompressionSpec};
 use crate::ObjectSummary;
 
@@ -56,15 +64,55 @@ impl<W: Write> Write for CountingWriter<W> {
     }
 }
 
+/// Where the codec stream (and then the trailer) goes: straight into the
+/// stored object, or through the encryption stage.
+enum Sink<W: Write> {
+    Plain(CountingWriter<W>),
+    Encrypted(Box<EncryptWriter<CountingWriter<W>>>),
+}
+
+impl<W: Write> Sink<W> {
+    fn get_ref(&self) -> &W {
+        match self {
+            Sink::Plain(w) => &w.inner,
+            Sink::Encrypted(w) => &w.get_ref().inner,
+        }
+    }
+
+    /// Ends the encrypted stream (seals its final chunk), if any.
+    fn finish(self) -> Result<CountingWriter<W>, CodecError> {
+        match self {
+            Sink::Plain(w) => Ok(w),
+            Sink::Encrypted(w) => w.finish().map_err(CodecError::from_crypto),
+        }
+    }
+}
+
+impl<W: Write> Write for Sink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(w) => w.write(buf),
+            Sink::Encrypted(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.flush(),
+            Sink::Encrypted(w) => w.flush(),
+        }
+    }
+}
+
 enum Encoder<W: Write> {
-    None(CountingWriter<W>),
-    Zstd(zstd::stream::write::Encoder<'static, CountingWriter<W>>),
-    Lz4(lz4_flex::frame::FrameEncoder<CountingWriter<W>>),
-    Lzma(xz2::write::XzEncoder<CountingWriter<W>>),
+    None(Sink<W>),
+    Zstd(zstd::stream::write::Encoder<'static, Sink<W>>),
+    Lz4(lz4_flex::frame::FrameEncoder<Sink<W>>),
+    Lzma(xz2::write::XzEncoder<Sink<W>>),
 }
 
 impl<W: Write> Encoder<W> {
-    fn new(out: CountingWriter<W>, spec: &CompressionSpec) -> Result<Self, CodecError> {
+    fn new(out: Sink<W>, spec: &CompressionSpec) -> Result<Self, CodecError> {
         let level = spec.effective_level();
         Ok(match spec.codec {
             Compression::None => Encoder::None(out),
@@ -112,7 +160,7 @@ impl<W: Write> Encoder<W> {
         }
     }
 
-    fn get_ref(&self) -> &CountingWriter<W> {
+    fn get_ref(&self) -> &Sink<W> {
         match self {
             Encoder::None(w) => w,
             Encoder::Zstd(w) => w.get_ref(),
@@ -122,7 +170,7 @@ impl<W: Write> Encoder<W> {
     }
 
     /// Ends the codec stream and returns the inner writer.
-    fn finish(self) -> io::Result<CountingWriter<W>> {
+    fn finish(self) -> io::Result<Sink<W>> {
         match self {
             Encoder::None(w) => Ok(w),
             Encoder::Zstd(w) => w.finish(),
@@ -149,6 +197,7 @@ impl<W: Write> Encoder<W> {
 pub struct ObjectWriter<W: Write> {
     encoder: Encoder<W>,
     codec: Compression,
+    encrypted: bool,
     hasher: Sha256,
     original_len: u64,
     /// Message of the first error; once set the writer refuses further use.
@@ -158,13 +207,59 @@ pub struct ObjectWriter<W: Write> {
 impl<W: Write> ObjectWriter<W> {
     /// Validates `spec` and writes the header to `inner`.
     pub fn new(inner: W, spec: CompressionSpec) -> Result<Self, CodecError> {
+        ObjectWriter::start(inner, spec, None)
+    }
+
+    /// An encrypted object, stored under `object_name` (its key in the
+    /// repository): validates `spec`, writes the header (flag bit 0 set)
+    /// and the encrypted stream's header to `inner`. Everything after the
+    /// header, the trailer included, is encrypted under an object key
+    /// derived from `key` and `object_name`; a reader must give the same
+    /// name ([`crate::ObjectReader::new_with_key`]).
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use pgark_codec::{CompressionSpec, ObjectReader, ObjectWriter};
+    /// use pgark_crypto::DataKey;
+    ///
+    /// let key = DataKey::generate();
+    /// let mut w = ObjectWriter::new_encrypted(Vec::new(), CompressionSpec::default(), &key, "wal/x")?;
+    /// w.write_all(b"some WAL bytes")?;
+    /// let (stored, _) = w.finish()?;
+    ///
+    /// let mut r = ObjectReader::new_with_key(&stored[..], Some(&key), "wal/x")?;
+    /// let mut out = Vec::new();
+    /// r.read_to_end(&mut out)?;
+    /// assert_eq!(out, b"some WAL bytes");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new_encrypted(
+        inner: W,
+        spec: CompressionSpec,
+        key: &DataKey,
+        object_name: &str,
+    ) -> Result<Self, CodecError> {
+        ObjectWriter::start(inner, spec, Some((key, object_name)))
+    }
+
+    fn start(inner: W, spec: CompressionSpec, encrypt: Option<(&DataKey, &str)>) -> Result<Self, CodecError> {
         let spec = CompressionSpec::new(spec.codec, spec.level)?;
         let mut out = CountingWriter { inner, written: 0 };
-        out.write_all(&encode_header(spec.codec))?;
+        let flags = if encrypt.is_some() { FLAG_ENCRYPTED } else { 0 };
+        let header = encode_header_flags(spec.codec, flags);
+        out.write_all(&header)?;
         debug_assert_eq!(out.written, HEADER_LEN as u64);
+        let sink = match encrypt {
+            None => Sink::Plain(out),
+            Some((key, name)) => Sink::Encrypted(Box::new(
+                EncryptWriter::with_params(out, key, name, &header, pgark_crypto::stream::DEFAULT_CHUNK_LOG2)
+                    .map_err(CodecError::from_crypto)?,
+            )),
+        };
         Ok(ObjectWriter {
-            encoder: Encoder::new(out, &spec)?,
+            encoder: Encoder::new(sink, &spec)?,
             codec: spec.codec,
+            encrypted: encrypt.is_some(),
             hasher: Sha256::new(),
             original_len: 0,
             failed: None,
@@ -181,18 +276,25 @@ impl<W: Write> ObjectWriter<W> {
         self.original_len
     }
 
-    /// The inner writer.
-    pub fn get_ref(&self) -> &W {
-        &self.encoder.get_ref().inner
+    /// True for an encrypted object ([`ObjectWriter::new_encrypted`]).
+    pub fn is_encrypted(&self) -> bool {
+        self.encrypted
     }
 
-    /// Ends the codec stream, writes the trailer and flushes the inner
-    /// writer. Returns the inner writer and what was stored.
+    /// The inner writer.
+    pub fn get_ref(&self) -> &W {
+        self.encoder.get_ref().get_ref()
+    }
+
+    /// Ends the codec stream, writes the trailer (inside the encryption for
+    /// an encrypted object, whose final chunk is then sealed) and flushes
+    /// the inner writer. Returns the inner writer and what was stored.
     pub fn finish(mut self) -> Result<(W, ObjectSummary), CodecError> {
         self.check_usable()?;
-        let mut out = self.encoder.finish()?;
+        let mut sink = self.encoder.finish()?;
         let sha256: [u8; 32] = self.hasher.finalize().into();
-        out.write_all(&encode_trailer(self.original_len, &sha256))?;
+        sink.write_all(&encode_trailer(self.original_len, &sha256))?;
+        let mut out = sink.finish()?;
         out.flush()?;
         let summary = ObjectSummary {
             codec: self.codec,

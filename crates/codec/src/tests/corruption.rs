@@ -115,13 +115,7 @@ fn damage_table_per_codec() {
                 matches!(e, CodecError::UnknownCodec { .. })
             }),
             ("flags encrypted", flip(&stored, 15, 0x01), |e| {
-                matches!(
-                    e,
-                    CodecError::UnsupportedFlags {
-                        supported: 0,
-                        actual: 1
-                    }
-                )
+                matches!(e, CodecError::EncryptedObjectNeedsKey)
             }),
             ("flags unknown", flip(&stored, 15, 0x40), |e| {
                 matches!(e, CodecError::UnsupportedFlags { actual: 0x40, .. })

@@ -3,6 +3,7 @@
 
 mod cli;
 mod corruption;
+mod encrypted;
 mod props;
 mod roundtrip;
 

@@ -103,8 +103,10 @@ pub struct FileEntry {
     pub mode: u32,
     /// Modification time, seconds since the epoch.
     pub mtime: i64,
-    /// SHA-256 of the stored content, hex.
-    pub sha256: String,
+    /// CRC-32C of the stored content, 8 hex digits (the value, big-endian).
+    /// Cheap enough to compute on every byte at memory speed; each part's
+    /// SHA-256 (in its object trailer) covers the same bytes strongly.
+    pub crc32c: String,
     /// The data part holding the file (1-based).
     pub part: u32,
 }

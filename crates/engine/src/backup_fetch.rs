@@ -432,26 +432,29 @@ fn extract(key: &Key, reader: &mut ObjectReader<ChannelReader>, plan: &Plan) -> 
                 };
                 let mut out = std::fs::File::create(&target)
                     .map_err(|e| EngineError::local_io("cannot create", &target, e))?;
-                let mut hasher = Sha256::new();
+                let mut crc = 0u32;
                 let mut len = 0u64;
                 loop {
                     let n = entry.read(&mut buf).map_err(|e| read_error(key, e))?;
                     if n == 0 {
                         break;
                     }
-                    hasher.update(&buf[..n]);
+                    crc = crc32c::crc32c_append(crc, &buf[..n]);
                     out.write_all(&buf[..n])
                         .map_err(|e| EngineError::local_io("cannot write", &target, e))?;
                     len += n as u64;
                 }
-                let sha = hex::encode(hasher.finalize());
-                if len != expected.size || sha != expected.sha256 {
+                let crc = format!("{crc:08x}");
+                if len != expected.size || crc != expected.crc32c {
                     if target != final_target {
                         let _ = std::fs::remove_file(&target);
                     }
                     return Err(integrity(
                         key,
-                        format!("{rel}: restored {len} bytes with sha256 {sha}, manifest says {} bytes with sha256 {}", expected.size, expected.sha256),
+                        format!(
+                            "{rel}: restored {len} bytes with CRC-32C {crc}, manifest says {} bytes with CRC-32C {}",
+                            expected.size, expected.crc32c
+                        ),
                     ));
                 }
                 out.set_permissions(std::fs::Permissions::from_mode(expected.mode))
@@ -515,9 +518,8 @@ fn write_pg_manifest(dest: &Path, manifest: &BackupManifest) -> Result<(), Engin
         written.push(("tablespace_map", map_text.as_str()));
     }
     for f in &manifest.files {
-        let digest = hex::decode(&f.sha256).map_err(|e| bad(e.to_string()))?;
-        let sum = FileChecksum::from_digest(ChecksumAlgorithm::Sha256, &digest)
-            .ok_or_else(|| bad(format!("{}: bad sha256", f.path)))?;
+        let crc = u32::from_str_radix(&f.crc32c, 16).map_err(|e| bad(format!("{}: {e}", f.path)))?;
+        let sum = FileChecksum::crc32c(crc);
         writer
             .add_file(f.path.as_bytes(), f.size, f.mtime, Some(&sum))
             .map_err(|e| bad(e.to_string()))?;

@@ -21,7 +21,6 @@ use pgark_codec::{CompressionSpec, ObjectWriter};
 use pgark_pg::{ArchivedFile, Lsn, SegmentNo, TimelineId, WalSegmentName, WalSegmentSize};
 use pgark_pgclient::{ConnectOptions, Session};
 use pgark_store::{Key, ObjectStore, ObjectStoreExt, PutMode, UploadOptions};
-use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -485,7 +484,7 @@ fn write_part(
             file,
             path: &f.abs,
             remaining: f.size,
-            hasher: Sha256::new(),
+            crc: 0,
             error: None,
         };
         let res = tar.append_data(&mut h, &f.rel, &mut reader);
@@ -499,7 +498,7 @@ fn write_part(
             size: f.size,
             mode: f.mode,
             mtime: f.mtime,
-            sha256: hex::encode(reader.hasher.finalize()),
+            crc32c: format!("{:08x}", reader.crc),
             part: index,
         });
     }
@@ -520,12 +519,12 @@ fn write_part(
 /// Yields exactly `remaining` bytes of a file that may change while it is
 /// read (an online backup): bytes past the starting size are left for WAL
 /// replay, and a file that shrank is padded with zeros, as pg_basebackup
-/// does. Hashes what it yields.
+/// does. Checksums what it yields (CRC-32C).
 struct ExactReader<'a> {
     file: std::fs::File,
     path: &'a Path,
     remaining: u64,
-    hasher: Sha256,
+    crc: u32,
     error: Option<EngineError>,
 }
 
@@ -552,7 +551,7 @@ impl Read for ExactReader<'_> {
                 }
             }
         };
-        self.hasher.update(&buf[..n]);
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
         self.remaining -= n as u64;
         Ok(n)
     }

@@ -38,6 +38,9 @@ pub struct FileConfig {
     pub concurrency: Option<usize>,
     pub part_size: Option<u64>,
     pub archive_timeout: Option<u64>,
+    pub encryption_key_file: Option<PathBuf>,
+    pub encryption_key_command: Option<String>,
+    pub encryption_passphrase_file: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -61,6 +64,8 @@ pub struct Settings {
     pub log_level: String,
     pub retry: RetryPolicy,
     pub abort_on_error: bool,
+    /// Where the encryption key comes from (never the key itself).
+    pub encryption: crate::encryption::KeySources,
     /// The configuration file, for subcommand options.
     pub file: FileConfig,
 }
@@ -122,6 +127,19 @@ impl Settings {
                 ..RetryPolicy::default()
             },
             abort_on_error,
+            encryption: crate::encryption::KeySources::new(
+                args.encryption_key_file
+                    .clone()
+                    .or(file.encryption_key_file.clone()),
+                args.encryption_key_command
+                    .clone()
+                    .or(file.encryption_key_command.clone()),
+                args.encryption_passphrase_file
+                    .clone()
+                    .or(file.encryption_passphrase_file.clone()),
+                crate::encryption::KEY_ENV,
+                crate::encryption::PASSPHRASE_ENV,
+            ),
             file,
         })
     }
@@ -161,7 +179,10 @@ mod tests {
         assert!(!s.abort_on_error);
         let s = Settings::merge(&args(&[]), FileConfig::default()).unwrap();
         assert_eq!(s.compression.codec, CompressionSpec::default().codec);
-        assert_eq!(s.compression.effective_level(), CompressionSpec::default().effective_level());
+        assert_eq!(
+            s.compression.effective_level(),
+            CompressionSpec::default().effective_level()
+        );
         assert_eq!(s.log_level, "warn");
         assert!(s.repo.is_none());
     }

@@ -52,6 +52,7 @@ impl Exit {
             ErrorClass::Storage => Exit::Storage,
             ErrorClass::LocalIo => Exit::LocalIo,
             ErrorClass::Postgres => Exit::Postgres,
+            ErrorClass::Configuration => Exit::Usage,
             _ => Exit::Internal,
         }
     }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod encryption;
 mod exit;
 mod progress;
 mod repo;

@@ -85,6 +85,20 @@ fn restore_command(settings: &Settings, config: Option<&Path>, standby: bool) ->
         absolute(Path::new(repo)).to_string_lossy().into_owned()
     };
     cmd += &format!(" --repo {}", shell_quote(&repo));
+    match settings.encryption.restore_args() {
+        Some(args) => cmd += &args,
+        None if settings.encryption.is_given() => tracing::warn!(
+            "the key comes from the environment ({}), which restore_command cannot carry without \
+             writing the key into postgresql.auto.conf: set it in the restored server's environment \
+             too, or give the key by --encryption-key-file or --encryption-key-command",
+            settings
+                .encryption
+                .key_env
+                .or(settings.encryption.passphrase_env)
+                .unwrap_or("")
+        ),
+        None => {}
+    }
     if !standby {
         // A one-off recovery must not end early on a repository failure.
         cmd += " --abort-on-error";
@@ -116,6 +130,7 @@ fn parse_tablespace_map(items: &[String]) -> Result<HashMap<u32, PathBuf>, Confi
 
 pub async fn run(args: BackupFetchArgs, settings: &Settings, config: Option<&Path>) -> anyhow::Result<()> {
     let store = crate::repo::open(settings.repo()?)?;
+    let keys = crate::encryption::open_keys(&*store, settings, false).await?;
     let backup = if args.name == "LATEST" {
         BackupSelector::Latest
     } else {
@@ -162,6 +177,7 @@ pub async fn run(args: BackupFetchArgs, settings: &Settings, config: Option<&Pat
         recovery,
         dry_run: args.dry_run,
         progress: Some(crate::progress::for_stderr("backup-fetch")),
+        keys,
     };
     let out = pgark_engine::backup_fetch(store, &opts).await?;
     let m = &out.manifest;

@@ -51,7 +51,8 @@ fn summary(m: &BackupManifest, detail: bool) -> serde_json::Value {
 
 pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()> {
     let store = crate::repo::open(settings.repo()?)?;
-    let backups = pgark_engine::list_backups(&*store).await?;
+    let keys = crate::encryption::open_keys(&*store, settings, false).await?;
+    let backups = pgark_engine::list_backups(&*store, &keys).await?;
     if args.json {
         let list: Vec<_> = backups.iter().map(|m| summary(m, args.detail)).collect();
         println!("{}", serde_json::to_string_pretty(&list)?);

@@ -71,6 +71,7 @@ pub async fn run(args: BackupPushArgs, settings: &Settings) -> anyhow::Result<()
         None => opts.archive_timeout,
     };
     opts.retry = settings.retry;
+    opts.keys = crate::encryption::open_keys(&*store, settings, true).await?;
     opts.progress = Some(crate::progress::for_stderr("backup-push"));
     let manifest = pgark_engine::backup_push(store, &opts).await?;
     println!("{}", manifest.name);

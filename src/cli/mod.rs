@@ -4,6 +4,7 @@
 mod backup_fetch;
 mod backup_list;
 mod backup_push;
+mod key;
 mod wal_fetch;
 mod wal_push;
 
@@ -78,6 +79,26 @@ pub struct GlobalArgs {
         value_parser = clap::builder::BoolishValueParser::new(),
     )]
     pub abort_on_error: Option<bool>,
+
+    /// Encryption key: a file holding exactly 32 raw bytes. The key can also be given as text
+    /// (64 hex digits or base64) in PGARK_ENCRYPTION_KEY; there is no flag for the key itself,
+    /// so that it never shows in process titles. A key given to a new repository encrypts it.
+    #[arg(long, global = true, env = "PGARK_ENCRYPTION_KEY_FILE", value_name = "PATH")]
+    pub encryption_key_file: Option<PathBuf>,
+
+    /// Encryption key: a command (run with sh -c) printing the key, as 32 raw bytes or text.
+    #[arg(long, global = true, env = "PGARK_ENCRYPTION_KEY_COMMAND", value_name = "CMD")]
+    pub encryption_key_command: Option<String>,
+
+    /// Encryption key: a file holding a passphrase, stretched with Argon2id (or the passphrase
+    /// itself in PGARK_ENCRYPTION_PASSPHRASE).
+    #[arg(
+        long,
+        global = true,
+        env = "PGARK_ENCRYPTION_PASSPHRASE_FILE",
+        value_name = "PATH"
+    )]
+    pub encryption_passphrase_file: Option<PathBuf>,
 }
 
 fn parse_compression(s: &str) -> Result<Compression, String> {
@@ -91,6 +112,8 @@ pub enum Command {
     BackupPush(backup_push::BackupPushArgs),
     BackupFetch(backup_fetch::BackupFetchArgs),
     BackupList(backup_list::BackupListArgs),
+    #[command(subcommand)]
+    Key(key::KeyCommand),
 }
 
 impl Command {
@@ -101,6 +124,7 @@ impl Command {
             Command::BackupPush(_) => "backup-push",
             Command::BackupFetch(_) => "backup-fetch",
             Command::BackupList(_) => "backup-list",
+            Command::Key(key::KeyCommand::Rotate(_)) => "key rotate",
         }
     }
 }
@@ -117,6 +141,7 @@ pub async fn run(
         Command::BackupPush(args) => backup_push::run(args, settings).await,
         Command::BackupFetch(args) => backup_fetch::run(args, settings, config).await,
         Command::BackupList(args) => backup_list::run(args, settings).await,
+        Command::Key(key::KeyCommand::Rotate(args)) => key::rotate(args, settings).await,
     };
     result.map_err(|error| {
         let mut failure = Failure::from_anyhow(error);

@@ -21,8 +21,10 @@ pub struct WalFetchArgs {
 
 pub async fn run(args: WalFetchArgs, settings: &Settings) -> anyhow::Result<()> {
     let store = crate::repo::open(settings.repo()?)?;
+    let keys = crate::encryption::open_keys(&*store, settings, false).await?;
     let opts = WalFetchOptions {
         retry: settings.retry,
+        keys,
     };
     match pgark_engine::wal_fetch(store, &args.name, &args.dest, &opts).await {
         Ok(out) => {

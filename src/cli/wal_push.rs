@@ -19,10 +19,12 @@ pub struct WalPushArgs {
 
 pub async fn run(args: WalPushArgs, settings: &Settings) -> anyhow::Result<()> {
     let store = crate::repo::open(settings.repo()?)?;
+    let keys = crate::encryption::open_keys(&*store, settings, true).await?;
     let opts = WalPushOptions {
         compression: settings.compression,
         retry: settings.retry,
         part_size: None,
+        keys,
     };
     let out = pgark_engine::wal_push(store, &args.path, &opts).await?;
     match out.status {

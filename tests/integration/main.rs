@@ -6,6 +6,7 @@ mod backup;
 mod backup_faults;
 mod backup_topology;
 mod common;
+mod encryption;
 mod versions;
 mod wal_archive;
 mod wal_cli;

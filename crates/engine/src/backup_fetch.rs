@@ -74,6 +74,8 @@ pub struct BackupFetchOptions {
     pub dry_run: bool,
     /// Told how many bytes will be restored and how many are done.
     pub progress: Option<Arc<dyn crate::ProgressSink>>,
+    /// The repository's data key when it is encrypted.
+    pub keys: crate::RepoKeys,
 }
 
 /// What a restore did (or would do, for a dry run).
@@ -138,9 +140,14 @@ pub async fn backup_fetch(
         let store = store.clone();
         let name = &name;
         async move {
-            decode_object(&*store, &key.clone(), move |reader| extract(&key, reader, &plan))
-                .await
-                .map_err(|e| missing_part(e, name, p.index))
+            decode_object(
+                &*store,
+                &key.clone(),
+                opts.keys.data_key.as_ref(),
+                move |reader| extract(&key, reader, &plan),
+            )
+            .await
+            .map_err(|e| missing_part(e, name, p.index))
         }
     }))
     .buffer_unordered(opts.concurrency.max(1))
@@ -176,9 +183,12 @@ pub async fn backup_fetch(
     // pg_control last: until it is in place, the directory cannot start.
     let key = name.part_key(last.index);
     let plan_last = plan.clone();
-    decode_object(&*store, &key.clone(), move |reader| {
-        extract(&key, reader, &plan_last)
-    })
+    decode_object(
+        &*store,
+        &key.clone(),
+        opts.keys.data_key.as_ref(),
+        move |reader| extract(&key, reader, &plan_last),
+    )
     .await
     .map_err(|e| missing_part(e, &name, last.index))?;
     let restored = plan.restored.lock().expect("lock").len();
@@ -233,9 +243,9 @@ async fn select_backup(
     opts: &BackupFetchOptions,
 ) -> Result<BackupManifest, EngineError> {
     match &opts.backup {
-        BackupSelector::Named(name) => load_manifest(store, name).await,
+        BackupSelector::Named(name) => load_manifest(store, name, &opts.keys).await,
         BackupSelector::Latest => {
-            let all = list_backups(store).await?;
+            let all = list_backups(store, &opts.keys).await?;
             let target_time = match opts.recovery.as_ref().and_then(|r| r.target.as_ref()) {
                 Some(RecoveryTarget::Time(t)) => Some(parse_target_time(t)?),
                 _ => None,

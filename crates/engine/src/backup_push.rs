@@ -47,6 +47,8 @@ pub struct BackupPushOptions {
     pub retry: RetryPolicy,
     /// Told how many bytes will be copied and how many are done.
     pub progress: Option<Arc<dyn ProgressSink>>,
+    /// The repository's data key when it is encrypted.
+    pub keys: crate::RepoKeys,
 }
 
 /// Receives progress of a long copy (a terminal bar, log lines).
@@ -71,6 +73,7 @@ impl BackupPushOptions {
             archive_timeout: Some(Duration::from_secs(300)),
             retry: RetryPolicy::default(),
             progress: None,
+            keys: crate::RepoKeys::none(),
         }
     }
 }
@@ -208,7 +211,7 @@ pub async fn backup_push(
         directories: copied.dirs,
         files: copied.files,
     };
-    crate::manifest_io::put_manifest(&*store, &manifest).await?;
+    crate::manifest_io::put_manifest(&*store, &manifest, &opts.keys).await?;
     tracing::info!(
         "backup {name} complete: {} files, {} bytes stored as {} bytes",
         manifest.files.len(),
@@ -388,7 +391,7 @@ async fn copy_files(
         };
         let progress = progress.clone();
         let store = store.clone();
-        async move { upload_part(&*store, key, index, group, dirs, opts.compression, progress).await }
+        async move { upload_part(&*store, key, index, group, dirs, opts, progress).await }
     }))
     .buffer_unordered(opts.concurrency.max(1));
     let results: Vec<Result<(PartEntry, Vec<FileEntry>), EngineError>> = uploads.collect().await;
@@ -407,7 +410,7 @@ async fn copy_files(
         index,
         vec![control],
         None,
-        opts.compression,
+        opts,
         progress.clone(),
     )
     .await?;
@@ -428,15 +431,19 @@ async fn upload_part(
     index: u32,
     files: Vec<ScannedFile>,
     dirs: Option<Arc<Vec<pgark_catalog::DirEntry>>>,
-    spec: CompressionSpec,
+    opts: &BackupPushOptions,
     progress: Arc<dyn ProgressSink>,
 ) -> Result<(PartEntry, Vec<FileEntry>), EngineError> {
+    let spec = opts.compression;
+    let data_key = opts.keys.data_key.clone();
+    let name = key.as_str().to_string();
     let upload = UploadOptions {
         mode: PutMode::Create,
         ..Default::default()
     };
     let (meta, (mut part, files)) = upload_from(store, &key, upload, move |sink| {
-        write_part(index, &files, dirs.as_deref(), spec, sink, &*progress)
+        let object = crate::pipe::object_writer(sink, spec, data_key.as_ref(), &name)?;
+        write_part(index, &files, dirs.as_deref(), object, &*progress)
     })
     .await?;
     part.stored_size = meta.size;
@@ -449,11 +456,9 @@ fn write_part(
     index: u32,
     files: &[ScannedFile],
     dirs: Option<&Vec<pgark_catalog::DirEntry>>,
-    spec: CompressionSpec,
-    sink: ChannelWriter,
+    object: ObjectWriter<ChannelWriter>,
     progress: &dyn ProgressSink,
 ) -> Result<(PartEntry, Vec<FileEntry>), EngineError> {
-    let object = ObjectWriter::new(sink, spec).map_err(|e| EngineError::Internal(e.to_string()))?;
     let mut tar = tar::Builder::new(object);
     tar.mode(tar::HeaderMode::Complete);
     let broken = |e: std::io::Error| EngineError::Internal(format!("writing backup part {index}: {e}"));

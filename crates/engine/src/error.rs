@@ -26,6 +26,9 @@ pub enum ErrorClass {
     Postgres,
     /// A bug or an unexpected state.
     Internal,
+    /// The key given does not fit the repository: missing, wrong, or given
+    /// for an unencrypted repository; or a key source that cannot be read.
+    Configuration,
 }
 
 /// Why a command failed. Every variant names the object or file involved.
@@ -109,6 +112,14 @@ pub enum EngineError {
 
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// An encryption key problem (missing, wrong, unusable) or a damaged
+    /// keyring. Never carries key material.
+    #[error("{source}")]
+    Key {
+        #[from]
+        source: pgark_crypto::CryptoError,
+    },
 }
 
 impl EngineError {
@@ -126,12 +137,24 @@ impl EngineError {
                 ErrorClass::Postgres
             }
             EngineError::Internal(_) => ErrorClass::Internal,
+            EngineError::Key { source } => match source {
+                pgark_crypto::CryptoError::Store(_) => ErrorClass::Storage,
+                pgark_crypto::CryptoError::Io(_) => ErrorClass::LocalIo,
+                e if e.is_integrity() => ErrorClass::Integrity,
+                _ => ErrorClass::Configuration,
+            },
         }
     }
 
     /// Worth running the whole operation again.
     pub fn is_transient(&self) -> bool {
-        matches!(self, EngineError::Store { source } if source.is_transient())
+        match self {
+            EngineError::Store { source } => source.is_transient(),
+            EngineError::Key {
+                source: pgark_crypto::CryptoError::Store(source),
+            } => source.is_transient(),
+            _ => false,
+        }
     }
 
     pub(crate) fn local_io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {

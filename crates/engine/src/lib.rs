@@ -9,6 +9,7 @@
 mod backup_fetch;
 mod backup_push;
 mod error;
+mod keys;
 mod manifest_io;
 mod pipe;
 mod repository;
@@ -23,6 +24,7 @@ pub use backup_fetch::{
 };
 pub use backup_push::{backup_push, BackupPushOptions, ProgressSink};
 pub use error::{EngineError, ErrorClass};
+pub use keys::RepoKeys;
 pub use manifest_io::{list_backups, load_manifest};
 pub use repository::{ensure_repository_meta, load_repository_meta};
 pub use retry::RetryPolicy;

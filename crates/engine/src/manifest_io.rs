@@ -1,22 +1,27 @@
 //! Storing, finding and reading backup manifests.
 
 use crate::EngineError;
+use crate::RepoKeys;
 use futures::StreamExt;
 use pgark_catalog::{BackupManifest, BackupName, BACKUPS_PREFIX};
-use pgark_codec::{decode_to_vec, encode_to_vec, CompressionSpec};
+use pgark_codec::{encode_to_vec, encode_to_vec_encrypted, CompressionSpec};
 use pgark_store::{ObjectStore, ObjectStoreExt, PutMode};
+use std::io::Read;
 
 /// Writes the manifest, create-only: it is the completion marker.
 pub(crate) async fn put_manifest(
     store: &dyn ObjectStore,
     manifest: &BackupManifest,
+    keys: &RepoKeys,
 ) -> Result<(), EngineError> {
     let json = manifest.to_json();
-    let (stored, _) =
-        encode_to_vec(&json, CompressionSpec::default()).map_err(|e| EngineError::Internal(e.to_string()))?;
-    store
-        .put(&manifest.name.manifest_key(), stored.into(), PutMode::Create)
-        .await?;
+    let key = manifest.name.manifest_key();
+    let (stored, _) = match &keys.data_key {
+        Some(dk) => encode_to_vec_encrypted(&json, CompressionSpec::default(), dk, key.as_str()),
+        None => encode_to_vec(&json, CompressionSpec::default()),
+    }
+    .map_err(|e| EngineError::Internal(e.to_string()))?;
+    store.put(&key, stored.into(), PutMode::Create).await?;
     Ok(())
 }
 
@@ -24,6 +29,7 @@ pub(crate) async fn put_manifest(
 pub async fn load_manifest(
     store: &dyn ObjectStore,
     name: &BackupName,
+    keys: &RepoKeys,
 ) -> Result<BackupManifest, EngineError> {
     let key = name.manifest_key();
     let stored = store.get_bytes(&key).await.map_err(|e| {
@@ -36,15 +42,32 @@ pub async fn load_manifest(
             e.into()
         }
     })?;
-    let (json, _) = decode_to_vec(&stored).map_err(|source| EngineError::Integrity {
+    let integrity = |source| EngineError::Integrity {
         key: key.to_string(),
         source,
-    })?;
+    };
+    let mut reader =
+        pgark_codec::ObjectReader::new_with_key(&stored[..], keys.data_key.as_ref(), key.as_str())
+            .map_err(integrity)?;
+    if keys.data_key.is_some() && !reader.is_encrypted() {
+        return Err(integrity(pgark_codec::CodecError::Crypto(
+            pgark_crypto::CryptoError::NotEncryptedStream {
+                reason: "an unencrypted manifest in an encrypted repository".into(),
+            },
+        )));
+    }
+    let mut json = Vec::new();
+    reader
+        .read_to_end(&mut json)
+        .map_err(|e| integrity(pgark_codec::CodecError::from(e)))?;
     BackupManifest::from_json(&json).map_err(|source| EngineError::Catalog { source })
 }
 
 /// Every completed backup (those with a manifest), oldest first.
-pub async fn list_backups(store: &dyn ObjectStore) -> Result<Vec<BackupManifest>, EngineError> {
+pub async fn list_backups(
+    store: &dyn ObjectStore,
+    keys: &RepoKeys,
+) -> Result<Vec<BackupManifest>, EngineError> {
     let names: Vec<BackupName> = store
         .list(BACKUPS_PREFIX)
         .await?
@@ -52,7 +75,7 @@ pub async fn list_backups(store: &dyn ObjectStore) -> Result<Vec<BackupManifest>
         .filter_map(|m| BackupName::from_manifest_key(&m.key))
         .collect();
     let loaded: Vec<Result<BackupManifest, EngineError>> =
-        futures::stream::iter(names.iter().map(|n| load_manifest(store, n)))
+        futures::stream::iter(names.iter().map(|n| load_manifest(store, n, keys)))
             .buffered(8)
             .collect()
             .await;

@@ -7,6 +7,7 @@ use crate::EngineError;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use pgark_codec::{CompressionSpec, ObjectReader, ObjectSummary, ObjectWriter};
+use pgark_crypto::DataKey;
 use pgark_store::{put_stream, ByteStream, Key, ObjectMeta, ObjectStore, StoreError, UploadOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -115,19 +116,63 @@ pub(crate) async fn upload_file(
     key: &Key,
     path: &Path,
     spec: CompressionSpec,
+    data_key: Option<&DataKey>,
     upload: UploadOptions,
 ) -> Result<(ObjectMeta, ObjectSummary), EngineError> {
     let src = path.to_path_buf();
-    upload_from(store, key, upload, move |sink| encode_file(&src, spec, sink)).await
+    let data_key = data_key.cloned();
+    let name = key.as_str().to_string();
+    upload_from(store, key, upload, move |sink| {
+        encode_file(&src, spec, data_key.as_ref(), &name, sink)
+    })
+    .await
+}
+
+/// A new object writer, encrypting under `data_key` (for the object `name`)
+/// when the repository is encrypted.
+pub(crate) fn object_writer<W: Write>(
+    sink: W,
+    spec: CompressionSpec,
+    data_key: Option<&DataKey>,
+    name: &str,
+) -> Result<ObjectWriter<W>, EngineError> {
+    match data_key {
+        Some(k) => ObjectWriter::new_encrypted(sink, spec, k, name),
+        None => ObjectWriter::new(sink, spec),
+    }
+    .map_err(|e| EngineError::Internal(e.to_string()))
+}
+
+/// A new verifying reader: with a data key the object must be encrypted
+/// under it for `key` (an unencrypted object in an encrypted repository
+/// was not written by pgark and is refused as damaged).
+pub(crate) fn object_reader<R: Read>(
+    source: R,
+    data_key: Option<&DataKey>,
+    key: &Key,
+) -> Result<ObjectReader<R>, EngineError> {
+    let reader =
+        ObjectReader::new_with_key(source, data_key, key.as_str()).map_err(|e| classify_decode(key, e))?;
+    if data_key.is_some() && !reader.is_encrypted() {
+        return Err(EngineError::Integrity {
+            key: key.to_string(),
+            source: pgark_codec::CodecError::Crypto(pgark_crypto::CryptoError::NotEncryptedStream {
+                reason: "an unencrypted object in an encrypted repository".into(),
+            }),
+        });
+    }
+    Ok(reader)
 }
 
 fn encode_file(
     path: &Path,
     spec: CompressionSpec,
+    data_key: Option<&DataKey>,
+    name: &str,
     sink: ChannelWriter,
 ) -> Result<ObjectSummary, EngineError> {
     let mut file = std::fs::File::open(path).map_err(|e| EngineError::local_io("cannot open", path, e))?;
-    let mut writer = ObjectWriter::new(sink, spec).map_err(|e| EngineError::Internal(e.to_string()))?;
+    let mut writer = object_writer(sink, spec, data_key, name)?;
     let mut buf = vec![0u8; 256 << 10];
     loop {
         let n = match file.read(&mut buf) {
@@ -155,6 +200,7 @@ fn upload_stopped(e: io::Error) -> EngineError {
 pub(crate) async fn decode_object<T, F>(
     store: &dyn ObjectStore,
     key: &Key,
+    data_key: Option<&DataKey>,
     consume: F,
 ) -> Result<T, EngineError>
 where
@@ -165,12 +211,13 @@ where
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     let forward = forward_stream(got.stream, tx);
     let key_owned = key.clone();
+    let data_key = data_key.cloned();
     let decoder = tokio::task::spawn_blocking(move || {
         let source = ChannelReader {
             rx,
             current: Bytes::new(),
         };
-        let mut reader = ObjectReader::new(source).map_err(|e| classify_decode(&key_owned, e))?;
+        let mut reader = object_reader(source, data_key.as_ref(), &key_owned)?;
         consume(&mut reader)
     });
     let ((), decoded) = tokio::join!(forward, decoder);
@@ -187,9 +234,13 @@ async fn forward_stream(mut stream: ByteStream, tx: mpsc::Sender<Result<Bytes, S
 }
 
 /// Reads and verifies the whole object `key` without keeping it.
-pub(crate) async fn verify_object(store: &dyn ObjectStore, key: &Key) -> Result<ObjectSummary, EngineError> {
+pub(crate) async fn verify_object(
+    store: &dyn ObjectStore,
+    key: &Key,
+    data_key: Option<&DataKey>,
+) -> Result<ObjectSummary, EngineError> {
     let key_owned = key.clone();
-    decode_object(store, key, move |reader| {
+    decode_object(store, key, data_key, move |reader| {
         copy_decoded(&key_owned, reader, &mut io::sink(), Path::new("/dev/null"))?;
         verified_summary(&key_owned, reader)
     })
@@ -205,10 +256,11 @@ pub(crate) async fn download_to_file(
     store: &dyn ObjectStore,
     key: &Key,
     dest: &Path,
+    data_key: Option<&DataKey>,
 ) -> Result<ObjectSummary, EngineError> {
     let key_owned = key.clone();
     let dest_owned = dest.to_path_buf();
-    decode_object(store, key, move |reader| {
+    decode_object(store, key, data_key, move |reader| {
         let tmp = TempFile::beside(&dest_owned)?;
         let mut out = std::io::BufWriter::with_capacity(256 << 10, &tmp.file);
         copy_decoded(&key_owned, reader, &mut out, &tmp.path)?;
@@ -280,7 +332,7 @@ pub(crate) fn classify_read_error(key: &Key, e: io::Error) -> EngineError {
     }
 }
 
-fn classify_decode(key: &Key, e: pgark_codec::CodecError) -> EngineError {
+pub(crate) fn classify_decode(key: &Key, e: pgark_codec::CodecError) -> EngineError {
     match e {
         pgark_codec::CodecError::Io(io) => classify_read_error(key, io),
         other => EngineError::Integrity {

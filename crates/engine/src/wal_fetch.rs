@@ -19,6 +19,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Default)]
 pub struct WalFetchOptions {
     pub retry: RetryPolicy,
+    /// The repository's data key when it is encrypted.
+    pub keys: crate::RepoKeys,
 }
 
 #[derive(Debug, Clone)]
@@ -48,13 +50,15 @@ pub async fn wal_fetch(
     let summary = opts
         .retry
         .run("wal-fetch", || async {
-            download_to_file(&*store, &key, dest).await.map_err(|e| match e {
-                EngineError::Store { source } if source.is_not_found() => EngineError::NotFound {
-                    what: format!("WAL file {name}"),
-                    key: key.to_string(),
-                },
-                other => other,
-            })
+            download_to_file(&*store, &key, dest, opts.keys.data_key.as_ref())
+                .await
+                .map_err(|e| match e {
+                    EngineError::Store { source } if source.is_not_found() => EngineError::NotFound {
+                        what: format!("WAL file {name}"),
+                        key: key.to_string(),
+                    },
+                    other => other,
+                })
         })
         .await?;
     Ok(WalFetchOutcome {

@@ -24,6 +24,8 @@ pub struct WalPushOptions {
     pub retry: RetryPolicy,
     /// Largest object stored in one request; larger ones go in parts.
     pub part_size: Option<usize>,
+    /// The repository's data key when it is encrypted.
+    pub keys: crate::RepoKeys,
 }
 
 /// What [`wal_push`] did.
@@ -87,7 +89,7 @@ async fn push_once(
     opts: &WalPushOptions,
 ) -> Result<WalPushOutcome, EngineError> {
     if store.exists(key).await? {
-        return compare_with_archived(store, path, file, key).await;
+        return compare_with_archived(store, path, file, key, opts).await;
     }
     let mut upload = UploadOptions {
         mode: PutMode::Create,
@@ -96,7 +98,16 @@ async fn push_once(
     if let Some(part) = opts.part_size {
         upload.part_size = part;
     }
-    match upload_file(store, key, path, opts.compression, upload).await {
+    match upload_file(
+        store,
+        key,
+        path,
+        opts.compression,
+        opts.keys.data_key.as_ref(),
+        upload,
+    )
+    .await
+    {
         Ok((meta, summary)) => Ok(WalPushOutcome {
             file: *file,
             key: key.clone(),
@@ -108,7 +119,7 @@ async fn push_once(
         // Someone archived the same name meanwhile (a retried
         // archive_command racing its predecessor): compare contents.
         Err(EngineError::Store { source }) if source.is_already_exists() => {
-            compare_with_archived(store, path, file, key).await
+            compare_with_archived(store, path, file, key, opts).await
         }
         Err(e) => Err(e),
     }
@@ -227,8 +238,11 @@ async fn compare_with_archived(
     path: &Path,
     file: &ArchivedFile,
     key: &Key,
+    opts: &WalPushOptions,
 ) -> Result<WalPushOutcome, EngineError> {
-    let archived = verify_object(store, key).await?.sha256_hex();
+    let archived = verify_object(store, key, opts.keys.data_key.as_ref())
+        .await?
+        .sha256_hex();
     let local_path: PathBuf = path.to_path_buf();
     let (local, len) = tokio::task::spawn_blocking(move || sha256_file(&local_path))
         .await

@@ -91,6 +91,7 @@ async fn transient_failures_are_retried_permanent_ones_are_not() {
     let dest = dir.path().join("x");
     let opts = WalFetchOptions {
         retry: quick_retry(3),
+        ..Default::default()
     };
     let err = wal_fetch(faulty.clone(), "000000010000000000000004", &dest, &opts)
         .await

@@ -12,14 +12,17 @@ use std::process::ExitCode;
 pub enum Exit {
     /// The requested WAL file or backup is not in the repository.
     NotFound = 1,
-    /// Bad command line, environment or configuration file.
+    /// Bad command line, environment or configuration file; an encryption
+    /// key that is missing, wrong, unreadable, or given for an unencrypted
+    /// repository.
     Usage = 2,
     /// Input refused: not a WAL file, a name that does not match the
     /// content, WAL of another cluster.
     Rejected = 3,
     /// The archive already holds different content under this name.
     Conflict = 4,
-    /// A stored object is damaged: checksum mismatch, truncation, bad format.
+    /// A stored object is damaged: checksum mismatch, truncation, bad format;
+    /// an encrypted object or keyring that fails authentication (tampered).
     Integrity = 5,
     /// The repository could not be read or written (after retries).
     Storage = 6,

@@ -19,7 +19,8 @@ Every option is also an environment variable PGARK_<NAME> (--compression-level i
 PGARK_COMPRESSION_LEVEL) and a key <name> in the TOML file given by --config \
 (compression_level = 9). A flag beats the environment, which beats the file.
 
-Exit codes: 0 success, 1 not found, 2 usage or configuration error, 3 input refused, \
+Exit codes: 0 success, 1 not found, 2 usage or configuration error (also a missing or wrong \
+encryption key), 3 input refused, \
 4 archive conflict, 5 damaged object, 6 repository failure, 7 local file failure, \
 8 PostgreSQL failure, 9 internal error; with --abort-on-error, failures other than 1 exit 128 + code.";
 

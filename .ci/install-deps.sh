@@ -5,7 +5,8 @@
 # restore archived files by hand, the unprivileged `postgres` account the
 # tests run PostgreSQL as when they run as root, and the server programs of
 # further PostgreSQL major versions for the tests in
-# tests/integration/versions.rs (see "Extra PostgreSQL majors" below).
+# tests/integration/versions.rs (see "Extra PostgreSQL majors" below), and
+# moto's S3 server for the S3 tests (see "moto" below).
 #
 # Idempotent: what is already there is left alone, and `apt-get update` only
 # runs if something has to be installed. Runs as root (or as a user with
@@ -115,6 +116,48 @@ install_extra_pg() {
     rm -rf "$work"
 }
 
+# --- moto (S3 tests) ---------------------------------------------------------
+#
+# The S3 tests (crates/store/tests/s3.rs, tests/integration/s3.rs) start
+# moto's S3 server (PyPI package moto[server]) on 127.0.0.1. It goes into a
+# virtual environment in $MOTO_VENV, where crates/testkit/src/servers.rs
+# finds it. PGARK_MOTO_SPEC overrides the pip requirement ("" installs
+# nothing). Needs python3 with the venv module (Debian: python3-venv).
+MOTO_VENV=$EXTRA_PG_ROOT/moto
+MOTO_SPEC=${PGARK_MOTO_SPEC-moto[server]==5.2.5}
+
+have_moto() {
+    [ -x "$MOTO_VENV/bin/moto_server" ] || return 1
+    [ "$(cat "$MOTO_VENV/.pip-spec" 2>/dev/null)" = "$MOTO_SPEC" ] || return 1
+    "$MOTO_VENV/bin/python3" -c 'import moto.server' >/dev/null 2>&1
+}
+
+have_python_venv() {
+    command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' >/dev/null 2>&1
+}
+
+install_moto() {
+    local log
+    log=$(mktemp)
+    say "installing $MOTO_SPEC into $MOTO_VENV"
+    as_root mkdir -p "$EXTRA_PG_ROOT"
+    as_root chmod 755 "$EXTRA_PG_ROOT"
+    # A virtual environment cannot be moved into place: build it where it
+    # stays, and remove it again if anything fails.
+    as_root rm -rf "$MOTO_VENV"
+    if ! as_root python3 -m venv "$MOTO_VENV" >"$log" 2>&1 ||
+        ! as_root "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "$MOTO_SPEC" >>"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        as_root rm -rf "$MOTO_VENV"
+        die "installing $MOTO_SPEC failed"
+    fi
+    rm -f "$log"
+    printf '%s\n' "$MOTO_SPEC" | as_root tee "$MOTO_VENV/.pip-spec" >/dev/null
+    as_root chmod -R go+rX "$MOTO_VENV"
+    have_moto || die "$MOTO_SPEC was installed but $MOTO_VENV/bin/moto_server does not work"
+}
+
 # --- What is missing -------------------------------------------------------
 
 packages=()
@@ -140,6 +183,9 @@ for version in $EXTRA_PG_VERSIONS; do
 done
 if [ "${#extra_missing[@]}" -gt 0 ] && ! command -v npm >/dev/null 2>&1; then
     packages+=(npm)
+fi
+if [ -n "$MOTO_SPEC" ] && ! have_moto && ! have_python_venv; then
+    packages+=(python3 python3-venv)
 fi
 
 # --- Install it ------------------------------------------------------------
@@ -199,6 +245,16 @@ if [ "$(id -u)" -eq 0 ] && getent passwd postgres >/dev/null; then
     done
 fi
 
+# --- moto (see above) -------------------------------------------------------
+
+if [ -z "$MOTO_SPEC" ]; then
+    say "moto not wanted (PGARK_MOTO_SPEC is empty)"
+elif have_moto; then
+    say "moto ($MOTO_SPEC) already in $MOTO_VENV"
+else
+    install_moto
+fi
+
 # --- Report ----------------------------------------------------------------
 
 for bin in /usr/lib/postgresql/*/bin "$EXTRA_PG_ROOT"/pg*/bin; do
@@ -208,5 +264,8 @@ done
 if command -v pg_lsclusters >/dev/null 2>&1 && pg_lsclusters -h 2>/dev/null | grep -q .; then
     say "note: distribution-managed clusters exist (the tests do not use them):"
     pg_lsclusters | sed 's/^/install-deps:   /'
+fi
+if [ -n "$MOTO_SPEC" ]; then
+    say "moto $("$MOTO_VENV/bin/python3" -c 'import moto; print(moto.__version__)') in $MOTO_VENV"
 fi
 say "done"

@@ -41,6 +41,13 @@ pub struct FileConfig {
     pub encryption_key_file: Option<PathBuf>,
     pub encryption_key_command: Option<String>,
     pub encryption_passphrase_file: Option<PathBuf>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_force_path_style: Option<bool>,
+    pub s3_sse: Option<String>,
+    pub s3_sse_kms_key_id: Option<String>,
+    pub s3_storage_class: Option<String>,
+    pub s3_checksum: Option<String>,
 }
 
 impl FileConfig {
@@ -66,8 +73,138 @@ pub struct Settings {
     pub abort_on_error: bool,
     /// Where the encryption key comes from (never the key itself).
     pub encryption: crate::encryption::KeySources,
+    /// Options of S3 repositories.
+    pub s3: S3Settings,
     /// The configuration file, for subcommand options.
     pub file: FileConfig,
+}
+
+/// Options of S3 repositories (`--s3-*`), checked but not yet applied:
+/// [`crate::repo::open`] turns them into the store's options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Settings {
+    /// `--s3-endpoint`, else `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`.
+    pub endpoint: Option<String>,
+    /// `--s3-region`, else `AWS_REGION` or `AWS_DEFAULT_REGION`; the SDK
+    /// looks further (config file, instance metadata) when unset.
+    pub region: Option<String>,
+    pub force_path_style: bool,
+    /// `none`, `AES256` or `aws:kms`, as given.
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+    pub storage_class: Option<String>,
+    /// `when-supported` or `when-required`.
+    pub checksum: Option<String>,
+}
+
+impl S3Settings {
+    /// Resolves the `--s3-*` options, reading the AWS_* variables the
+    /// defaults come from through `env`.
+    fn merge(
+        args: &GlobalArgs,
+        file: &FileConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<S3Settings, ConfigError> {
+        let pick = |flag: &Option<String>, key: &Option<String>| {
+            flag.clone()
+                .or_else(|| key.clone())
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let env_nonempty = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        let ignore_env_endpoints =
+            env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let endpoint = pick(&args.s3_endpoint, &file.s3_endpoint).or_else(|| {
+            if ignore_env_endpoints {
+                None
+            } else {
+                env_nonempty("AWS_ENDPOINT_URL_S3").or_else(|| env_nonempty("AWS_ENDPOINT_URL"))
+            }
+        });
+        if let Some(e) = &endpoint {
+            let host = e
+                .strip_prefix("http://")
+                .or_else(|| e.strip_prefix("https://"))
+                .unwrap_or("");
+            if host.is_empty() || host.starts_with('/') {
+                return Err(ConfigError::Invalid {
+                    name: "s3-endpoint",
+                    message: format!("{e:?} is not an http:// or https:// URL"),
+                });
+            }
+        }
+        let region = pick(&args.s3_region, &file.s3_region)
+            .or_else(|| env_nonempty("AWS_REGION"))
+            .or_else(|| env_nonempty("AWS_DEFAULT_REGION"));
+        let sse = pick(&args.s3_sse, &file.s3_sse);
+        let sse_kms_key_id = pick(&args.s3_sse_kms_key_id, &file.s3_sse_kms_key_id);
+        match sse.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("aws:kms") => {}
+            Some("none" | "aes256") if sse_kms_key_id.is_some() => {
+                return Err(ConfigError::Invalid {
+                    name: "s3-sse-kms-key-id",
+                    message: format!(
+                        "a KMS key id needs --s3-sse aws:kms, not {:?}",
+                        sse.as_deref().unwrap_or_default()
+                    ),
+                })
+            }
+            Some("none" | "aes256") => {}
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    name: "s3-sse",
+                    message: format!(
+                        "{:?} is not one of none, AES256, aws:kms",
+                        sse.as_deref().unwrap_or_default()
+                    ),
+                })
+            }
+        }
+        let checksum = pick(&args.s3_checksum, &file.s3_checksum).map(|c| c.to_ascii_lowercase());
+        if let Some(c) = &checksum {
+            if c != "when-supported" && c != "when-required" {
+                return Err(ConfigError::Invalid {
+                    name: "s3-checksum",
+                    message: format!("{c:?} is not one of when-supported, when-required"),
+                });
+            }
+        }
+        Ok(S3Settings {
+            endpoint,
+            region,
+            force_path_style: args
+                .s3_force_path_style
+                .or(file.s3_force_path_style)
+                .unwrap_or(false),
+            sse,
+            sse_kms_key_id,
+            storage_class: pick(&args.s3_storage_class, &file.s3_storage_class),
+            checksum,
+        })
+    }
+
+    /// These settings as command-line flags, for commands pgark writes for
+    /// later (restore_command), which may run where neither PGARK_* nor
+    /// AWS_* variables are set.
+    pub fn to_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        let mut add = |name: &str, value: &Option<String>| {
+            if let Some(v) = value {
+                flags.push(format!("--{name}"));
+                flags.push(v.clone());
+            }
+        };
+        add("s3-endpoint", &self.endpoint);
+        add("s3-region", &self.region);
+        add("s3-sse", &self.sse);
+        add("s3-sse-kms-key-id", &self.sse_kms_key_id);
+        add("s3-storage-class", &self.storage_class);
+        add("s3-checksum", &self.checksum);
+        if self.force_path_style {
+            flags.push("--s3-force-path-style".into());
+        }
+        flags
+    }
 }
 
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
@@ -118,6 +255,7 @@ impl Settings {
             });
         }
         let abort_on_error = args.abort_on_error.or(file.abort_on_error).unwrap_or(false);
+        let s3 = S3Settings::merge(args, &file, &|name| std::env::var(name).ok())?;
         Ok(Settings {
             repo: args.repo.clone().or(file.repo.clone()),
             compression,
@@ -140,6 +278,7 @@ impl Settings {
                 crate::encryption::KEY_ENV,
                 crate::encryption::PASSPHRASE_ENV,
             ),
+            s3,
             file,
         })
     }
@@ -194,6 +333,135 @@ mod tests {
         assert!(bad(&["--compression", "lz4", "--compression-level", "3"], "").contains("compression-level"));
         assert!(bad(&[], "log_level = 'loud'").contains("log-level"));
         assert!(bad(&[], "retry_attempts = 0").contains("retry-attempts"));
+    }
+
+    #[test]
+    fn s3_settings_flag_beats_env_beats_file_beats_aws_variables() {
+        let aws = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        let f = file(
+            "s3_endpoint = 'http://file:9000'\ns3_region = 'eu-west-1'\ns3_force_path_style = true\n\
+             s3_sse = 'aws:kms'\ns3_sse_kms_key_id = 'alias/k'\ns3_storage_class = 'STANDARD_IA'\n\
+             s3_checksum = 'when-required'\n",
+        );
+        let vars = aws(&[
+            ("AWS_ENDPOINT_URL", "http://aws-env:1"),
+            ("AWS_REGION", "ap-south-1"),
+        ]);
+        let s = S3Settings::merge(&args(&[]), &f, &vars).unwrap();
+        assert_eq!(
+            s,
+            S3Settings {
+                endpoint: Some("http://file:9000".into()),
+                region: Some("eu-west-1".into()),
+                force_path_style: true,
+                sse: Some("aws:kms".into()),
+                sse_kms_key_id: Some("alias/k".into()),
+                storage_class: Some("STANDARD_IA".into()),
+                checksum: Some("when-required".into()),
+            }
+        );
+        let s = S3Settings::merge(
+            &args(&[
+                "--s3-endpoint",
+                "https://flag",
+                "--s3-region",
+                "us-west-2",
+                "--s3-force-path-style=false",
+                "--s3-sse",
+                "AES256",
+                "--s3-sse-kms-key-id",
+                "",
+                "--s3-checksum",
+                "WHEN-SUPPORTED",
+            ]),
+            &file("s3_region = 'eu-west-1'\ns3_checksum = 'when-required'\n"),
+            &vars,
+        )
+        .unwrap();
+        assert_eq!(s.endpoint.as_deref(), Some("https://flag"));
+        assert_eq!(s.region.as_deref(), Some("us-west-2"));
+        assert!(!s.force_path_style);
+        assert_eq!(s.sse.as_deref(), Some("AES256"));
+        assert_eq!(s.sse_kms_key_id, None);
+        assert_eq!(s.checksum.as_deref(), Some("when-supported"));
+        // The AWS variables fill in what nothing else sets.
+        let s = S3Settings::merge(&args(&["--s3-force-path-style"]), &FileConfig::default(), &vars).unwrap();
+        assert_eq!(s.endpoint.as_deref(), Some("http://aws-env:1"));
+        assert_eq!(s.region.as_deref(), Some("ap-south-1"));
+        assert!(s.force_path_style);
+        let s = S3Settings::merge(
+            &args(&[]),
+            &FileConfig::default(),
+            &aws(&[
+                ("AWS_ENDPOINT_URL", "http://generic"),
+                ("AWS_ENDPOINT_URL_S3", "http://s3-specific"),
+                ("AWS_DEFAULT_REGION", "sa-east-1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.endpoint.as_deref(), Some("http://s3-specific"));
+        assert_eq!(s.region.as_deref(), Some("sa-east-1"));
+        let s = S3Settings::merge(
+            &args(&[]),
+            &FileConfig::default(),
+            &aws(&[
+                ("AWS_ENDPOINT_URL", "http://generic"),
+                ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s, S3Settings::default());
+        assert!(s.to_flags().is_empty());
+    }
+
+    #[test]
+    fn s3_settings_are_checked_and_become_flags() {
+        let none = |_: &str| None;
+        let bad = |argv: &[&str]| {
+            S3Settings::merge(&args(argv), &FileConfig::default(), &none)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad(&["--s3-sse", "des"]).contains("s3-sse"));
+        assert!(bad(&["--s3-sse", "AES256", "--s3-sse-kms-key-id", "k"]).contains("s3-sse-kms-key-id"));
+        assert!(bad(&["--s3-checksum", "always"]).contains("s3-checksum"));
+        assert!(bad(&["--s3-endpoint", "127.0.0.1:9000"]).contains("s3-endpoint"));
+        let s = S3Settings::merge(
+            &args(&[
+                "--s3-endpoint",
+                "http://127.0.0.1:9000",
+                "--s3-force-path-style",
+                "--s3-sse-kms-key-id",
+                "arn:aws:kms:k",
+                "--s3-checksum",
+                "when-required",
+            ]),
+            &FileConfig::default(),
+            &none,
+        )
+        .unwrap();
+        assert_eq!(
+            s.to_flags(),
+            [
+                "--s3-endpoint",
+                "http://127.0.0.1:9000",
+                "--s3-sse-kms-key-id",
+                "arn:aws:kms:k",
+                "--s3-checksum",
+                "when-required",
+                "--s3-force-path-style"
+            ]
+        );
+        // The flags parse back to the same settings.
+        let mut argv: Vec<&str> = Vec::new();
+        let flags = s.to_flags();
+        argv.extend(flags.iter().map(String::as_str));
+        assert_eq!(
+            S3Settings::merge(&args(&argv), &FileConfig::default(), &none).unwrap(),
+            s
+        );
     }
 
     #[test]

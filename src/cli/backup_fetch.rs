@@ -85,6 +85,18 @@ fn restore_command(settings: &Settings, config: Option<&Path>, standby: bool) ->
         absolute(Path::new(repo)).to_string_lossy().into_owned()
     };
     cmd += &format!(" --repo {}", shell_quote(&repo));
+    if repo.starts_with("s3://") {
+        // Credentials are not written down: the server's environment, its
+        // user's AWS profile or an instance/pod role must provide them.
+        for flag in settings.s3.to_flags() {
+            cmd += " ";
+            cmd += &if flag.starts_with("--") {
+                flag
+            } else {
+                shell_quote(&flag)
+            };
+        }
+    }
     match settings.encryption.restore_args() {
         Some(args) => cmd += &args,
         None if settings.encryption.is_given() => tracing::warn!(
@@ -129,7 +141,7 @@ fn parse_tablespace_map(items: &[String]) -> Result<HashMap<u32, PathBuf>, Confi
 }
 
 pub async fn run(args: BackupFetchArgs, settings: &Settings, config: Option<&Path>) -> anyhow::Result<()> {
-    let store = crate::repo::open(settings.repo()?)?;
+    let store = crate::repo::open(settings)?;
     let keys = crate::encryption::open_keys(&*store, settings, false).await?;
     let backup = if args.name == "LATEST" {
         BackupSelector::Latest

@@ -50,7 +50,7 @@ fn summary(m: &BackupManifest, detail: bool) -> serde_json::Value {
 }
 
 pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()> {
-    let store = crate::repo::open(settings.repo()?)?;
+    let store = crate::repo::open(settings)?;
     let keys = crate::encryption::open_keys(&*store, settings, false).await?;
     let backups = pgark_engine::list_backups(&*store, &keys).await?;
     if args.json {

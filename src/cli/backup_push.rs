@@ -51,7 +51,7 @@ pub async fn run(args: BackupPushArgs, settings: &Settings) -> anyhow::Result<()
             name: "pgdata",
             message: "no data directory: give it as an argument, --pgdata, PGARK_PGDATA or PGDATA".into(),
         })?;
-    let store = crate::repo::open(settings.repo()?)?;
+    let store = crate::repo::open(settings)?;
     let mut opts = BackupPushOptions::new(pgdata);
     opts.connect = ConnectOptions {
         conninfo: args.pg_conn.or(file.pg_conn.clone()),

@@ -37,7 +37,7 @@ pub struct RotateArgs {
 }
 
 pub async fn rotate(args: RotateArgs, settings: &Settings) -> anyhow::Result<()> {
-    let store = crate::repo::open(settings.repo()?)?;
+    let store = crate::repo::open(settings)?;
     let new_sources = KeySources::new(
         args.new_key_file,
         args.new_encryption_key_command,

@@ -41,7 +41,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "PGARK_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Repository: a local directory (/backups/pg or file:///backups/pg).
+    /// Repository: a local directory (/backups/pg or file:///backups/pg) or an S3 bucket and
+    /// prefix (s3://bucket/prefix; see the --s3-* options).
     #[arg(long, global = true, env = "PGARK_REPO", value_name = "URL")]
     pub repo: Option<String>,
 
@@ -100,6 +101,50 @@ pub struct GlobalArgs {
         value_name = "PATH"
     )]
     pub encryption_passphrase_file: Option<PathBuf>,
+
+    /// S3: endpoint URL of an S3-compatible store (https://minio.example:9000)
+    /// [default: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS S3].
+    #[arg(long, global = true, env = "PGARK_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3: the bucket's region [default: AWS_REGION, the AWS config file, instance metadata,
+    /// else us-east-1].
+    #[arg(long, global = true, env = "PGARK_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+
+    /// S3: path-style requests (ENDPOINT/BUCKET/KEY), which most S3-compatible stores need
+    /// [default: false].
+    #[arg(
+        long,
+        global = true,
+        env = "PGARK_S3_FORCE_PATH_STYLE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub s3_force_path_style: Option<bool>,
+
+    /// S3: server-side encryption of new objects: none, AES256 or aws:kms [default: none,
+    /// i.e. the bucket's default encryption].
+    #[arg(long, global = true, env = "PGARK_S3_SSE", value_name = "MODE")]
+    pub s3_sse: Option<String>,
+
+    /// S3: KMS key id, ARN or alias for aws:kms encryption (implies --s3-sse aws:kms)
+    /// [default: the account's aws/s3 key].
+    #[arg(long, global = true, env = "PGARK_S3_SSE_KMS_KEY_ID", value_name = "KEY")]
+    pub s3_sse_kms_key_id: Option<String>,
+
+    /// S3: storage class of new objects (STANDARD, STANDARD_IA, INTELLIGENT_TIERING, ...)
+    /// [default: the bucket's default].
+    #[arg(long, global = true, env = "PGARK_S3_STORAGE_CLASS", value_name = "CLASS")]
+    pub s3_storage_class: Option<String>,
+
+    /// S3: request checksums: when-supported (a CRC32 on every upload) or when-required
+    /// (for S3-compatible stores that reject the SDK's checksums) [default: when-supported].
+    #[arg(long, global = true, env = "PGARK_S3_CHECKSUM", value_name = "MODE")]
+    pub s3_checksum: Option<String>,
 }
 
 fn parse_compression(s: &str) -> Result<Compression, String> {

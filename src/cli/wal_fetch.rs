@@ -20,7 +20,7 @@ pub struct WalFetchArgs {
 }
 
 pub async fn run(args: WalFetchArgs, settings: &Settings) -> anyhow::Result<()> {
-    let store = crate::repo::open(settings.repo()?)?;
+    let store = crate::repo::open(settings)?;
     let keys = crate::encryption::open_keys(&*store, settings, false).await?;
     let opts = WalFetchOptions {
         retry: settings.retry,

@@ -18,7 +18,7 @@ pub struct WalPushArgs {
 }
 
 pub async fn run(args: WalPushArgs, settings: &Settings) -> anyhow::Result<()> {
-    let store = crate::repo::open(settings.repo()?)?;
+    let store = crate::repo::open(settings)?;
     let keys = crate::encryption::open_keys(&*store, settings, true).await?;
     let opts = WalPushOptions {
         compression: settings.compression,

@@ -7,6 +7,7 @@ mod backup_faults;
 mod backup_topology;
 mod common;
 mod encryption;
+mod s3;
 mod versions;
 mod wal_archive;
 mod wal_cli;

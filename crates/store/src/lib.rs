@@ -22,12 +22,24 @@ mod error;
 mod fs;
 mod key;
 mod memory;
+#[cfg(feature = "s3")]
+mod s3;
 mod upload;
 
 pub use error::{ErrorKind, Operation, StoreError};
 pub use fs::LocalStore;
 pub use key::{Key, KeyError};
 pub use memory::MemoryStore;
+#[cfg(feature = "s3")]
+pub use s3::{S3Checksum, S3Credentials, S3Options, S3Sse, S3Store, S3Timeouts};
+
+/// The AWS SDK crates the S3 backend is built on, for
+/// [`S3Credentials::Provider`] and [`S3Store::client`].
+#[cfg(feature = "s3")]
+pub mod aws {
+    pub use aws_credential_types as credential_types;
+    pub use aws_sdk_s3 as s3;
+}
 pub use upload::{put_stream, UploadOptions};
 
 use async_trait::async_trait;

@@ -1,0 +1,241 @@
+//! Object-store servers for tests, run on 127.0.0.1 and stopped when
+//! dropped: [`MotoServer`], moto's S3 server.
+//!
+//! `.ci/install-deps.sh` installs moto into a virtual environment under
+//! `/opt/pgark-test/moto`. A test that cannot start the server fails,
+//! unless `PGARK_TEST_SKIP_S3=1` is set, in which case it prints why and
+//! skips ([`moto_or_skip`]).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where `.ci/install-deps.sh` installs moto's server.
+pub const MOTO_SERVER_DEFAULT: &str = "/opt/pgark-test/moto/bin/moto_server";
+
+/// Set to 1 to skip the S3 tests where moto cannot be started.
+pub const SKIP_S3_VAR: &str = "PGARK_TEST_SKIP_S3";
+
+/// Credentials for requests to moto (it accepts any).
+pub const MOTO_ACCESS_KEY_ID: &str = "pgark-test-key";
+pub const MOTO_SECRET_ACCESS_KEY: &str = "pgark-test-secret";
+/// The region the tests' buckets are in.
+pub const MOTO_REGION: &str = "us-east-1";
+
+/// How long moto may take to start answering (it imports a lot).
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A running moto S3 server on 127.0.0.1, killed when dropped.
+pub struct MotoServer {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for MotoServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MotoServer")
+            .field("port", &self.port)
+            .field("pid", &self.child.id())
+            .finish()
+    }
+}
+
+/// The `moto_server` program: `$PGARK_MOTO_SERVER`, the one
+/// `.ci/install-deps.sh` installs, or one on `PATH`.
+pub fn find_moto_server() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PGARK_MOTO_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    let default = Path::new(MOTO_SERVER_DEFAULT);
+    if default.is_file() {
+        return Some(default.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("moto_server"))
+            .find(|p| p.is_file())
+    })
+}
+
+impl MotoServer {
+    /// Starts moto's server on a free port and waits until it answers.
+    ///
+    /// When the Python next to `moto_server` is known, the server is started
+    /// through it with a long thread switch interval: moto checks
+    /// `If-None-Match: *` and then stores the object in two steps, and
+    /// without this a thread switch between them could let two racing
+    /// create-only puts both succeed, which AWS S3 never allows.
+    pub fn start() -> Result<MotoServer, String> {
+        let program = find_moto_server().ok_or_else(|| {
+            format!(
+                "moto's server is not installed (no {MOTO_SERVER_DEFAULT}, no moto_server on PATH, \
+                 PGARK_MOTO_SERVER unset); run .ci/install-deps.sh"
+            )
+        })?;
+        let mut last_err = String::new();
+        for _ in 0..3 {
+            match Self::start_once(&program) {
+                Ok(server) => return Ok(server),
+                Err((retry, e)) => {
+                    last_err = e;
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last_err)
+    }
+
+    fn start_once(program: &Path) -> Result<MotoServer, (bool, String)> {
+        let port = crate::pg::free_port().map_err(|e| (false, e.to_string()))?;
+        let dir = tempfile::Builder::new()
+            .prefix("pgark-moto-")
+            .tempdir()
+            .map_err(|e| (false, format!("cannot make a directory for moto: {e}")))?;
+        let log_path = dir.path().join("moto.log");
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| (false, format!("cannot create {}: {e}", log_path.display())))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| (false, format!("cannot duplicate a file handle: {e}")))?;
+        let python = program.with_file_name("python3");
+        let mut cmd = if python.is_file() {
+            let mut cmd = Command::new(&python);
+            cmd.arg("-c").arg(
+                "import sys; sys.setswitchinterval(0.5); from moto.server import main; main(sys.argv[1:])",
+            );
+            cmd
+        } else {
+            Command::new(program)
+        };
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("TMPDIR", dir.path())
+            .env("MOTO_PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        let child = cmd
+            .spawn()
+            .map_err(|e| (false, format!("cannot run {}: {e}", program.display())))?;
+        let mut server = MotoServer { child, port, dir };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let log = server.log();
+                let port_taken = log.contains("Address already in use");
+                return Err((
+                    port_taken,
+                    format!("{} exited ({status}) before answering:\n{log}", program.display()),
+                ));
+            }
+            if let Ok((200, _)) = server.request("GET", "/", b"") {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                return Err((
+                    false,
+                    format!(
+                        "{} did not answer on 127.0.0.1:{port} within {START_TIMEOUT:?}:\n{}",
+                        program.display(),
+                        server.log()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("moto.log")).unwrap_or_default()
+    }
+
+    /// Creates `bucket` (in us-east-1).
+    pub fn create_bucket(&self, bucket: &str) -> Result<(), String> {
+        match self.request("PUT", &format!("/{bucket}"), b"")? {
+            (200, _) => Ok(()),
+            (status, body) => Err(format!("creating bucket {bucket} failed: HTTP {status}: {body}")),
+        }
+    }
+
+    /// From now on moto checks every request's credentials against its own
+    /// IAM users (of which there are none): every request is refused with
+    /// `403 InvalidAccessKeyId`.
+    pub fn enforce_authentication(&self) -> Result<(), String> {
+        match self.request("POST", "/moto-api/reset-auth", b"0")? {
+            (200, _) => Ok(()),
+            (status, body) => Err(format!(
+                "moto did not enforce authentication: HTTP {status}: {body}"
+            )),
+        }
+    }
+
+    /// Sends one unsigned request (moto does not check signatures unless
+    /// told to); returns the status and the response body.
+    pub fn request(&self, method: &str, path: &str, body: &[u8]) -> Result<(u16, String), String> {
+        let addr = format!("127.0.0.1:{}", self.port);
+        let mut stream =
+            TcpStream::connect_timeout(&addr.parse().expect("an address"), Duration::from_secs(5))
+                .map_err(|e| format!("cannot connect to moto on {addr}: {e}"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        stream.set_write_timeout(Some(Duration::from_secs(30))).ok();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        stream
+            .write_all(&request)
+            .map_err(|e| format!("cannot send a request to moto: {e}"))?;
+        let mut response = Vec::new();
+        stream
+            .read_to_end(&mut response)
+            .map_err(|e| format!("cannot read moto's response: {e}"))?;
+        let text = String::from_utf8_lossy(&response);
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse::<u16>().ok())
+            .ok_or_else(|| format!("moto sent no HTTP response: {text:?}"))?;
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+        Ok((status, body))
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts moto's server for the test `test`, or, if that fails and
+/// `PGARK_TEST_SKIP_S3=1` is set, prints why and returns `None`. Without that
+/// variable a server that cannot start fails the test.
+pub fn moto_or_skip(test: &str) -> Option<MotoServer> {
+    match MotoServer::start() {
+        Ok(server) => Some(server),
+        Err(e) if std::env::var(SKIP_S3_VAR).is_ok_and(|v| v == "1") => {
+            eprintln!("note: skipping {test}: moto's S3 server cannot be started ({SKIP_S3_VAR}=1): {e}");
+            None
+        }
+        Err(e) => panic!(
+            "{test}: moto's S3 server cannot be started: {e}\n\
+             (.ci/install-deps.sh installs it; set {SKIP_S3_VAR}=1 to skip the S3 tests instead)"
+        ),
+    }
+}

@@ -114,13 +114,9 @@ impl S3Settings {
         let env_nonempty = |name: &str| env(name).filter(|v| !v.trim().is_empty());
         let ignore_env_endpoints =
             env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        let endpoint = pick(&args.s3_endpoint, &file.s3_endpoint).or_else(|| {
-            if ignore_env_endpoints {
-                None
-            } else {
-                env_nonempty("AWS_ENDPOINT_URL_S3").or_else(|| env_nonempty("AWS_ENDPOINT_URL"))
-            }
-        });
+        let endpoint = pick(&args.s3_endpoint, &file.s3_endpoint);
+        // Checked here only when given to pgark: the AWS variables may be
+        // meant for other programs, and S3 repositories check them on open.
         if let Some(e) = &endpoint {
             let host = e
                 .strip_prefix("http://")
@@ -133,6 +129,13 @@ impl S3Settings {
                 });
             }
         }
+        let endpoint = endpoint.or_else(|| {
+            if ignore_env_endpoints {
+                None
+            } else {
+                env_nonempty("AWS_ENDPOINT_URL_S3").or_else(|| env_nonempty("AWS_ENDPOINT_URL"))
+            }
+        });
         let region = pick(&args.s3_region, &file.s3_region)
             .or_else(|| env_nonempty("AWS_REGION"))
             .or_else(|| env_nonempty("AWS_DEFAULT_REGION"));
@@ -428,6 +431,11 @@ mod tests {
         assert!(bad(&["--s3-sse", "AES256", "--s3-sse-kms-key-id", "k"]).contains("s3-sse-kms-key-id"));
         assert!(bad(&["--s3-checksum", "always"]).contains("s3-checksum"));
         assert!(bad(&["--s3-endpoint", "127.0.0.1:9000"]).contains("s3-endpoint"));
+        // A malformed AWS_ENDPOINT_URL meant for another program does not
+        // stop pgark (an S3 repository refuses it when opened).
+        let odd = |name: &str| (name == "AWS_ENDPOINT_URL").then(|| "localhost:4566".to_string());
+        let s = S3Settings::merge(&args(&[]), &FileConfig::default(), &odd).unwrap();
+        assert_eq!(s.endpoint.as_deref(), Some("localhost:4566"));
         let s = S3Settings::merge(
             &args(&[
                 "--s3-endpoint",

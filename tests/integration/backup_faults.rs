@@ -51,13 +51,21 @@ fn flip_byte_in_the_middle(path: &Path) -> usize {
 }
 
 /// After a failed restore, DEST must not hold pg_control, which PostgreSQL
-/// needs to start.
+/// needs to start; in fact it holds nothing at all: nothing half-restored
+/// is left behind.
 fn not_startable(dest: &Path, out: &Output) {
     assert!(
         !dest.join("global/pg_control").exists(),
         "a failed restore left a startable directory (global/pg_control present) in {}; it failed with: {}",
         dest.display(),
         stderr(out)
+    );
+    let left: Vec<String> = files_below(dest);
+    assert!(
+        left.is_empty(),
+        "a failed restore left files in {}: {:?}",
+        dest.display(),
+        &left[..left.len().min(5)]
     );
 }
 

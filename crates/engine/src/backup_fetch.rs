@@ -107,8 +107,35 @@ pub async fn backup_fetch(
         return Ok(outcome(manifest, true));
     }
     prepare_dir(&opts.dest, opts.force, "destination")?;
-    for (oid, location) in &locations {
+    for location in locations.values() {
         prepare_dir(location, opts.force, "tablespace directory")?;
+    }
+    match restore_into(store, opts, manifest, &locations).await {
+        Ok(outcome) => Ok(outcome),
+        Err(e) => {
+            // Leave nothing half-restored behind: the directories were empty
+            // (or emptied with --force) before this restore began.
+            for dir in std::iter::once(&opts.dest).chain(locations.values()) {
+                if let Err(clean) = remove_contents(dir) {
+                    tracing::warn!(
+                        "could not empty {} after the failed restore: {clean}",
+                        dir.display()
+                    );
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Everything after the destination directories are ready and empty.
+async fn restore_into(
+    store: Arc<dyn ObjectStore>,
+    opts: &BackupFetchOptions,
+    manifest: BackupManifest,
+    locations: &HashMap<u32, PathBuf>,
+) -> Result<BackupFetchOutcome, EngineError> {
+    for (oid, location) in locations {
         let link = opts.dest.join("pg_tblspc").join(oid.to_string());
         std::fs::create_dir_all(opts.dest.join("pg_tblspc"))
             .map_err(|e| EngineError::local_io("cannot create", &link, e))?;
@@ -333,19 +360,7 @@ fn prepare_dir(dir: &Path, force: bool, what: &str) -> Result<(), EngineError> {
                         reason: format!("the {what} is not empty (use --force to replace its contents)"),
                     });
                 }
-                for entry in
-                    std::fs::read_dir(dir).map_err(|e| EngineError::local_io("cannot read", dir, e))?
-                {
-                    let p = entry
-                        .map_err(|e| EngineError::local_io("cannot read", dir, e))?
-                        .path();
-                    let res = if p.is_dir() && !p.is_symlink() {
-                        std::fs::remove_dir_all(&p)
-                    } else {
-                        std::fs::remove_file(&p)
-                    };
-                    res.map_err(|e| EngineError::local_io("cannot remove", &p, e))?;
-                }
+                remove_contents(dir)?;
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -355,6 +370,22 @@ fn prepare_dir(dir: &Path, force: bool, what: &str) -> Result<(), EngineError> {
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| EngineError::local_io("cannot chmod", dir, e))
+}
+
+/// Removes everything inside `dir`, keeping `dir`.
+fn remove_contents(dir: &Path) -> Result<(), EngineError> {
+    for entry in std::fs::read_dir(dir).map_err(|e| EngineError::local_io("cannot read", dir, e))? {
+        let p = entry
+            .map_err(|e| EngineError::local_io("cannot read", dir, e))?
+            .path();
+        let res = if p.is_dir() && !p.is_symlink() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        res.map_err(|e| EngineError::local_io("cannot remove", &p, e))?;
+    }
+    Ok(())
 }
 
 struct Plan {

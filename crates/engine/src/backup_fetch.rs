@@ -186,7 +186,7 @@ async fn restore_into(
     if !manifest.tablespace_map.is_empty() {
         write_text(
             &opts.dest.join("tablespace_map"),
-            &remap_tablespace_map(&manifest, &locations),
+            &remap_tablespace_map(&manifest, locations),
         )?;
     }
     // A backup of a standby carries its standby.signal: the restored

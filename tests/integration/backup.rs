@@ -44,18 +44,63 @@ struct Source {
     bin: PathBuf,
     repo: tempfile::TempDir,
     cluster: PgCluster,
+    /// With encryption: the key file (readable by the server's user) and
+    /// the scratch directory holding it.
+    key: Option<(PathBuf, tempfile::TempDir)>,
+}
+
+impl Source {
+    /// pgark as the unprivileged user, with the repository's key if any.
+    fn pgark(&self, args: &[&str]) -> Output {
+        let mut cmd = command_as_pg_user(&self.bin);
+        cmd.env("PGHOST", self.cluster.socket_dir())
+            .env("PGPORT", self.cluster.port().to_string())
+            .env("PGUSER", self.cluster.superuser())
+            .env("PGARK_REPO", self.repo.path());
+        if let Some((key, _)) = &self.key {
+            cmd.env("PGARK_ENCRYPTION_KEY_FILE", key);
+        }
+        cmd.args(args);
+        run_capture(&mut cmd, None, Duration::from_secs(600)).expect("pgark runs")
+    }
 }
 
 fn archiving_source() -> Source {
+    archiving_source_with(false)
+}
+
+fn archiving_source_with(encrypted: bool) -> Source {
     let bin = expose_binary(&pgark_bin());
     let repo = scratch_dir("repo");
-    let command = format!("{} wal-push --repo {} %p", quote(&bin), quote(repo.path()));
+    let key = encrypted.then(|| {
+        let dir = scratch_dir("key");
+        let path = dir.path().join("pgark.key");
+        let mut bytes = [0u8; 32];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut bytes).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        pgark_testkit::pg::chown_to_pg_user(dir.path()).unwrap();
+        (path, dir)
+    });
+    let key_flag = key
+        .as_ref()
+        .map(|(k, _)| format!(" --encryption-key-file {}", quote(k)))
+        .unwrap_or_default();
+    let command = format!(
+        "{}{key_flag} wal-push --repo {} %p",
+        quote(&bin),
+        quote(repo.path())
+    );
     let opts = ClusterOptions::new(PgInstall::detect().expect("PostgreSQL")).with_archive_command(command);
     let cluster = PgCluster::start_new(opts).expect("start");
     cluster
         .psql("create table t (id bigserial primary key, batch text not null)")
         .unwrap();
-    Source { bin, repo, cluster }
+    Source {
+        bin,
+        repo,
+        cluster,
+        key,
+    }
 }
 
 /// Restores `name` with extra backup-fetch flags, starts it, waits for
@@ -65,7 +110,7 @@ fn restore_and_start(src: &Source, name: &str, flags: &[&str]) -> (tempfile::Tem
     let dest = dir.path().join("data");
     let mut args = vec!["backup-fetch", dest.to_str().unwrap(), name];
     args.extend_from_slice(flags);
-    let out = pgark_as_pg(&src.bin, &src.cluster, src.repo.path(), &args);
+    let out = src.pgark(&args);
     assert_code(&out, 0);
     verify_backup(src.cluster.install(), &dest);
     let restored = PgCluster::from_data_dir(src.cluster.install(), &dest).unwrap();
@@ -112,7 +157,17 @@ fn check_page_checksums(cluster: &PgCluster) {
 
 #[test]
 fn point_in_time_recovery_to_every_kind_of_target() {
-    let src = archiving_source();
+    point_in_time_recovery(false);
+}
+
+/// The same, in an encrypted repository (the key by file, as settings).
+#[test]
+fn point_in_time_recovery_to_every_kind_of_target_encrypted() {
+    point_in_time_recovery(true);
+}
+
+fn point_in_time_recovery(encrypted: bool) {
+    let src = archiving_source_with(encrypted);
     let c = &src.cluster;
     c.pgbench(&["-i", "-s", "2", "-q"]).unwrap();
     insert_batch(c, "before", 1000);
@@ -123,12 +178,7 @@ fn point_in_time_recovery_to_every_kind_of_target() {
         cmd.args(["-c", "2", "-T", "8", "-n"]);
         std::thread::spawn(move || run_capture(&mut cmd, None, Duration::from_secs(120)).unwrap())
     };
-    let out = pgark_as_pg(
-        &src.bin,
-        c,
-        src.repo.path(),
-        &["backup-push", c.data_dir().to_str().unwrap()],
-    );
+    let out = src.pgark(&["backup-push", c.data_dir().to_str().unwrap()]);
     assert_code(&out, 0);
     let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(name.starts_with("base_"), "{name}");
@@ -161,12 +211,7 @@ fn point_in_time_recovery_to_every_kind_of_target() {
     })
     .unwrap();
 
-    let list = pgark_as_pg(
-        &src.bin,
-        c,
-        src.repo.path(),
-        &["backup-list", "--json", "--detail"],
-    );
+    let list = src.pgark(&["backup-list", "--json", "--detail"]);
     assert_code(&list, 0);
     let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(listed[0]["name"], name.as_str());

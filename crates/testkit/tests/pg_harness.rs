@@ -133,12 +133,14 @@ fn archive_command_archives_switched_segments() {
             fs::metadata(&archived).is_ok_and(|m| m.len() == 1024 * 1024)
         })
         .unwrap();
-    assert_eq!(
-        cluster
-            .psql("select last_archived_wal from pg_stat_archiver")
-            .unwrap(),
-        segment
-    );
+    // The archiver updates its statistics only after the command returned.
+    cluster
+        .wait_for("pg_stat_archiver to report the segment", WAIT, || {
+            cluster
+                .psql("select coalesce(last_archived_wal, '') from pg_stat_archiver")
+                .is_ok_and(|w| w == segment)
+        })
+        .unwrap();
 
     if let Some((uid, _)) = pg_user() {
         // Written by the server's archive_command, i.e. as the unprivileged user.

@@ -15,17 +15,6 @@ fn quote(p: &Path) -> String {
     shell_quote(&p.to_string_lossy())
 }
 
-/// Runs the exposed pgark as the unprivileged user, as cron or kubectl exec would.
-fn pgark_as_pg(bin: &Path, cluster: &PgCluster, repo: &Path, args: &[&str]) -> Output {
-    let mut cmd = command_as_pg_user(bin);
-    cmd.env("PGHOST", cluster.socket_dir())
-        .env("PGPORT", cluster.port().to_string())
-        .env("PGUSER", cluster.superuser())
-        .env("PGARK_REPO", repo)
-        .args(args);
-    run_capture(&mut cmd, None, Duration::from_secs(600)).expect("pgark runs")
-}
-
 fn checksum(cluster: &PgCluster) -> String {
     cluster
         .psql("select count(*) || ':' || md5(coalesce(string_agg(id || batch, ',' order by id), '')) from t")
@@ -52,11 +41,7 @@ struct Source {
 impl Source {
     /// pgark as the unprivileged user, with the repository's key if any.
     fn pgark(&self, args: &[&str]) -> Output {
-        let mut cmd = command_as_pg_user(&self.bin);
-        cmd.env("PGHOST", self.cluster.socket_dir())
-            .env("PGPORT", self.cluster.port().to_string())
-            .env("PGUSER", self.cluster.superuser())
-            .env("PGARK_REPO", self.repo.path());
+        let mut cmd = pgark_command(&self.bin, &self.cluster, self.repo.path());
         if let Some((key, _)) = &self.key {
             cmd.env("PGARK_ENCRYPTION_KEY_FILE", key);
         }

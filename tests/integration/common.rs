@@ -233,3 +233,22 @@ pub fn table_digest(cluster: &PgCluster, table: &str, key: &str) -> String {
         ))
         .unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// A pgark command run as the unprivileged user (as cron or kubectl exec
+/// would), connected to `cluster` through PGHOST/PGPORT/PGUSER, with
+/// `repo` as the repository.
+pub fn pgark_command(bin: &Path, cluster: &pgark_testkit::pg::PgCluster, repo: &Path) -> Command {
+    let mut cmd = pgark_testkit::pg::command_as_pg_user(bin);
+    cmd.env("PGHOST", cluster.socket_dir())
+        .env("PGPORT", cluster.port().to_string())
+        .env("PGUSER", cluster.superuser())
+        .env("PGARK_REPO", repo);
+    cmd
+}
+
+/// Runs [`pgark_command`] with `args`.
+pub fn pgark_as_pg(bin: &Path, cluster: &pgark_testkit::pg::PgCluster, repo: &Path, args: &[&str]) -> Output {
+    let mut cmd = pgark_command(bin, cluster, repo);
+    cmd.args(args);
+    pgark_testkit::pg::run_capture(&mut cmd, None, std::time::Duration::from_secs(600)).expect("pgark runs")
+}

@@ -14,24 +14,10 @@
 
 use crate::common::*;
 use pgark_testkit::pg::{
-    command_as_pg_user, expose_binary, run_capture, scratch_dir, shell_quote, ClusterOptions, PgCluster,
-    PgInstall,
+    expose_binary, run_capture, scratch_dir, shell_quote, ClusterOptions, PgCluster, PgInstall,
 };
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// Runs the exposed pgark as the unprivileged user with PGHOST/PGPORT/PGUSER
-/// pointing at `cluster`.
-fn pgark_as_pg(bin: &Path, cluster: &PgCluster, repo: &Path, args: &[&str]) -> Output {
-    let mut cmd = command_as_pg_user(bin);
-    cmd.env("PGHOST", cluster.socket_dir())
-        .env("PGPORT", cluster.port().to_string())
-        .env("PGUSER", cluster.superuser())
-        .env("PGARK_REPO", repo)
-        .args(args);
-    run_capture(&mut cmd, None, Duration::from_secs(600)).expect("pgark runs")
-}
 
 fn checksum(cluster: &PgCluster) -> String {
     cluster

@@ -105,7 +105,7 @@ pub struct FileEntry {
     pub mtime: i64,
     /// CRC-32C of the stored content, 8 hex digits (the value, big-endian).
     /// Cheap enough to compute on every byte at memory speed; each part's
-    /// SHA-256 (in its object trailer) covers the same bytes strongly.
+    /// digest (in its object trailer) covers the same bytes strongly.
     pub crc32c: String,
     /// The data part holding the file (1-based).
     pub part: u32,
@@ -134,8 +134,11 @@ pub struct PartEntry {
     pub original_size: u64,
     /// Size of the stored object.
     pub stored_size: u64,
-    /// SHA-256 of the tar stream, hex.
-    pub sha256: String,
+    /// Digest of the tar stream as recorded in the object's trailer:
+    /// `blake3:<hex>` or `sha256:<hex>` (format 1 wrote bare SHA-256 hex,
+    /// under the name `sha256`).
+    #[serde(alias = "sha256")]
+    pub digest: String,
 }
 
 /// Everything known about one completed backup. Written last; its presence

@@ -133,7 +133,7 @@ pub enum CodecError {
     LengthMismatch { expected: u64, actual: u64 },
 
     /// The body decoded to bytes whose SHA-256 differs from the trailer's.
-    #[error("checksum mismatch: trailer records sha256 {expected}, body decoded to sha256 {actual}")]
+    #[error("checksum mismatch: trailer records {expected}, body decoded to {actual}")]
     ChecksumMismatch { expected: String, actual: String },
 
     // ---- plumbing ------------------------------------------------------

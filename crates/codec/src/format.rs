@@ -5,6 +5,7 @@
 //! standard `zstd` and `lz4` tools skip them. See the crate docs or
 //! `FORMAT.md` for the full description.
 
+use crate::digest::DigestAlgorithm;
 use crate::error::CodecError;
 use crate::spec::Compression;
 
@@ -23,8 +24,11 @@ pub const HEADER_LEN: usize = 8 + HEADER_PAYLOAD_LEN as usize;
 /// `pgark-crypto` encrypted stream whose plaintext is the body and the
 /// trailer (see `FORMAT.md`).
 pub const FLAG_ENCRYPTED: u8 = 0x01;
+/// Flag bit 1: the trailer's digest is BLAKE3 (clear: SHA-256). See
+/// [`crate::digest`].
+pub const FLAG_BLAKE3: u8 = 0x02;
 /// Flag bits this version of the reader accepts.
-pub const SUPPORTED_FLAGS: u8 = FLAG_ENCRYPTED;
+pub const SUPPORTED_FLAGS: u8 = FLAG_ENCRYPTED | FLAG_BLAKE3;
 
 /// Magic of the trailer frame (another skippable-frame magic).
 pub const TRAILER_MAGIC: u32 = 0x184D_2A5E;
@@ -79,8 +83,28 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<Compression, CodecError> {
     decode_header_full(bytes).map(|(codec, _)| codec)
 }
 
-/// [`decode_header`], also returning whether the encrypted flag is set.
-pub(crate) fn decode_header_full(bytes: &[u8]) -> Result<(Compression, bool), CodecError> {
+/// What the header's flags say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeaderFlags {
+    pub encrypted: bool,
+    pub digest: DigestAlgorithm,
+}
+
+impl HeaderFlags {
+    pub(crate) fn bits(self) -> u8 {
+        let mut bits = 0;
+        if self.encrypted {
+            bits |= FLAG_ENCRYPTED;
+        }
+        if self.digest == DigestAlgorithm::Blake3 {
+            bits |= FLAG_BLAKE3;
+        }
+        bits
+    }
+}
+
+/// [`decode_header`], also returning the flags.
+pub(crate) fn decode_header_full(bytes: &[u8]) -> Result<(Compression, HeaderFlags), CodecError> {
     // A wrong magic says more than "truncated", so check it first when the
     // magic is all there.
     if bytes.len() >= 4 {
@@ -126,17 +150,28 @@ pub(crate) fn decode_header_full(bytes: &[u8]) -> Result<(Compression, bool), Co
             actual: flags,
         });
     }
-    Ok((codec, flags & FLAG_ENCRYPTED != 0))
+    let digest = if flags & FLAG_BLAKE3 != 0 {
+        DigestAlgorithm::Blake3
+    } else {
+        DigestAlgorithm::Sha256
+    };
+    Ok((
+        codec,
+        HeaderFlags {
+            encrypted: flags & FLAG_ENCRYPTED != 0,
+            digest,
+        },
+    ))
 }
 
 /// The v1 trailer.
-pub(crate) fn encode_trailer(original_len: u64, sha256: &[u8; 32]) -> [u8; TRAILER_LEN] {
+pub(crate) fn encode_trailer(original_len: u64, digest: &[u8; 32]) -> [u8; TRAILER_LEN] {
     let mut t = [0u8; TRAILER_LEN];
     t[0..4].copy_from_slice(&TRAILER_MAGIC.to_le_bytes());
     t[4..8].copy_from_slice(&TRAILER_PAYLOAD_LEN.to_le_bytes());
     t[8..12].copy_from_slice(&TRAILER_TAG);
     t[12..20].copy_from_slice(&original_len.to_le_bytes());
-    t[20..52].copy_from_slice(sha256);
+    t[20..52].copy_from_slice(digest);
     t
 }
 
@@ -144,7 +179,8 @@ pub(crate) fn encode_trailer(original_len: u64, sha256: &[u8; 32]) -> [u8; TRAIL
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Trailer {
     pub original_len: u64,
-    pub sha256: [u8; 32],
+    /// SHA-256 or BLAKE3, as the header's flags say.
+    pub digest: [u8; 32],
 }
 
 /// Checks the framing of a trailer (magic, payload length, tag) and
@@ -173,7 +209,7 @@ pub(crate) fn decode_trailer(bytes: &[u8]) -> Result<Trailer, CodecError> {
     }
     Ok(Trailer {
         original_len: u64::from_le_bytes(bytes[12..20].try_into().expect("eight bytes")),
-        sha256: bytes[20..52].try_into().expect("32 bytes"),
+        digest: bytes[20..52].try_into().expect("32 bytes"),
     })
 }
 
@@ -209,7 +245,7 @@ mod tests {
             parsed,
             Trailer {
                 original_len: 0x0102_0304_0506_0708,
-                sha256: sha
+                digest: sha
             }
         );
     }
@@ -313,7 +349,7 @@ mod tests {
                 matches!(
                     e,
                     CodecError::UnsupportedFlags {
-                        supported: 1,
+                        supported: 3,
                         actual: 0x80
                     }
                 )
@@ -339,11 +375,29 @@ mod tests {
         let h = encode_header_flags(Compression::Zstd, FLAG_ENCRYPTED);
         assert_eq!(h[15], 0x01);
         assert_eq!(&h[..15], &encode_header(Compression::Zstd)[..15]);
-        assert_eq!(decode_header_full(&h).unwrap(), (Compression::Zstd, true));
+        assert_eq!(decode_header_full(&h).unwrap().0, Compression::Zstd);
+        assert!(decode_header_full(&h).unwrap().1.encrypted);
         assert_eq!(
             decode_header_full(&encode_header(Compression::Zstd)).unwrap(),
-            (Compression::Zstd, false)
+            (
+                Compression::Zstd,
+                HeaderFlags {
+                    encrypted: false,
+                    digest: DigestAlgorithm::Sha256
+                }
+            )
         );
+    }
+
+    #[test]
+    fn blake3_flag_is_bit_1() {
+        let flags = HeaderFlags {
+            encrypted: true,
+            digest: DigestAlgorithm::Blake3,
+        };
+        assert_eq!(flags.bits(), 0x03);
+        let h = encode_header_flags(Compression::Lz4, flags.bits());
+        assert_eq!(decode_header_full(&h).unwrap(), (Compression::Lz4, flags));
     }
 
     #[test]
@@ -375,6 +429,6 @@ mod tests {
         // Length and hash are data, not framing: they parse, and the reader
         // compares them.
         assert_eq!(decode_trailer(&with(12, 43)).unwrap().original_len, 43);
-        assert_eq!(decode_trailer(&with(51, 0)).unwrap().sha256[31], 0);
+        assert_eq!(decode_trailer(&with(51, 0)).unwrap().digest[31], 0);
     }
 }

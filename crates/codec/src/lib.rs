@@ -3,8 +3,9 @@
 //! Every object pgark stores (WAL segments, base-backup files, manifests) is
 //! written through this crate: a small versioned **header** records the
 //! format version and the codec, the **body** is the codec's standard
-//! stream, and a **trailer** records the length and SHA-256 of the
-//! *original* bytes. A reader never infers anything from an object's name.
+//! stream, and a **trailer** records the length and digest (SHA-256, or
+//! BLAKE3 when header flag bit 1 is set: [`digest`]) of the *original*
+//! bytes. A reader never infers anything from an object's name.
 //!
 //! The header and trailer are zstd/LZ4 *skippable frames*, so an
 //! unencrypted zstd or LZ4 object decompresses directly with the standard
@@ -24,7 +25,7 @@
 //! | 8  | 5 | tag              | `PGARK` (`50 47 41 52 4B`) |
 //! | 13 | 1 | format version   | `1` |
 //! | 14 | 1 | codec            | `0` none, `1` zstd, `2` lz4, `3` lzma |
-//! | 15 | 1 | flags            | bit 0 = encrypted (see below); other bits must be 0 |
+//! | 15 | 1 | flags            | bit 0 = encrypted (see below); bit 1 = BLAKE3 digest (else SHA-256); other bits must be 0 |
 //!
 //! **Body** — the codec's standard stream, nothing added:
 //!
@@ -43,7 +44,7 @@
 //! | 4  | 4  | payload length  | `44` |
 //! | 8  | 4  | tag             | `PGAT` (`50 47 41 54`) |
 //! | 12 | 8  | original length | u64, bytes before compression |
-//! | 20 | 32 | sha256          | SHA-256 of the original bytes |
+//! | 20 | 32 | digest          | SHA-256 or BLAKE3 of the original bytes |
 //!
 //! The codec stream must end exactly where the trailer begins; skippable
 //! frames are not allowed inside the body.
@@ -70,7 +71,7 @@
 //!   produces a complete object.
 //! * [`ObjectReader`] ([`reader`]): header checked in `new`; body decoded and
 //!   hashed as it streams; `read` returns EOF only after the trailer, the
-//!   length and the SHA-256 all matched. Bytes handed out before EOF are
+//!   length and the digest all matched. Bytes handed out before EOF are
 //!   unverified.
 //! * [`encode_to_vec`] / [`decode_to_vec`]: the same for small in-memory
 //!   objects; `decode_to_vec` returns data only when fully verified.
@@ -84,7 +85,7 @@
 //! encrypted stream (chunked AES-256-GCM, see [`pgark_crypto::stream`])
 //! whose plaintext is exactly what an unencrypted object has after its
 //! header — the codec stream and the 52-byte trailer. So the pipeline is
-//! compress, then encrypt, and the original length and SHA-256 are not
+//! compress, then encrypt, and the original length and digest are not
 //! readable without the key. The stream is bound to the object's name
 //! (its key in the repository) and to the 16-byte header, so a moved
 //! object, a changed codec byte or a cleared flag is detected.
@@ -97,6 +98,7 @@
 //!   [`CodecError::EncryptedObjectNeedsKey`];
 //! * damage to the encrypted stream is [`CodecError::Crypto`].
 
+pub mod digest;
 pub mod error;
 pub mod format;
 pub mod reader;
@@ -105,6 +107,7 @@ pub mod writer;
 
 use std::io::{Read, Write};
 
+pub use digest::{ContentDigest, ContentHasher, DigestAlgorithm};
 pub use error::CodecError;
 pub use pgark_crypto::DataKey;
 pub use reader::ObjectReader;
@@ -121,15 +124,8 @@ pub struct ObjectSummary {
     pub original_len: u64,
     /// Length of the whole stored object: header, body and trailer.
     pub stored_len: u64,
-    /// SHA-256 of the original bytes.
-    pub sha256: [u8; 32],
-}
-
-impl ObjectSummary {
-    /// The SHA-256 as 64 lowercase hex digits (as `sha256sum` prints it).
-    pub fn sha256_hex(&self) -> String {
-        hex::encode(self.sha256)
-    }
+    /// Digest of the original bytes (SHA-256 or BLAKE3).
+    pub digest: ContentDigest,
 }
 
 /// Encodes `data` into a complete stored object in memory.

@@ -53,9 +53,9 @@
 use std::io::{self, BufRead, Read};
 
 use pgark_crypto::{DataKey, DecryptReader};
-use sha2::{Digest, Sha256};
 use zstd::stream::raw::Operation;
 
+use crate::digest::{ContentDigest, ContentHasher};
 use crate::error::CodecError;
 use crate::format::{
     decode_header_full, decode_trailer, le_u32, HEADER_LEN, LZ4_FRAME_MAGIC, MIN_OBJECT_LEN, TRAILER_LEN,
@@ -508,7 +508,7 @@ pub struct ObjectReader<R: Read> {
     codec: Compression,
     encrypted: bool,
     body: Body<R>,
-    hasher: Sha256,
+    hasher: ContentHasher,
     original_len: u64,
     state: State,
 }
@@ -540,7 +540,8 @@ impl<R: Read> ObjectReader<R> {
                 Err(e) => return Err(CodecError::Io(e)),
             }
         }
-        let (codec, encrypted) = decode_header_full(&header[..got])?;
+        let (codec, flags) = decode_header_full(&header[..got])?;
+        let encrypted = flags.encrypted;
         let source = if encrypted {
             let key = key.ok_or(CodecError::EncryptedObjectNeedsKey)?;
             Source::Encrypted(Box::new(
@@ -554,7 +555,7 @@ impl<R: Read> ObjectReader<R> {
             codec,
             encrypted,
             body: Body::new(codec, BodySource::new(source))?,
-            hasher: Sha256::new(),
+            hasher: ContentHasher::new(flags.digest),
             original_len: 0,
             state: State::Reading,
         })
@@ -645,18 +646,24 @@ impl<R: Read> ObjectReader<R> {
                 actual: self.original_len,
             });
         }
-        let sha256: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
-        if trailer.sha256 != sha256 {
+        let algorithm = self.hasher.algorithm();
+        let hasher = std::mem::replace(&mut self.hasher, ContentHasher::new(algorithm));
+        let digest = hasher.finalize();
+        if trailer.digest != digest.bytes {
+            let recorded = ContentDigest {
+                algorithm,
+                bytes: trailer.digest,
+            };
             return Err(CodecError::ChecksumMismatch {
-                expected: hex::encode(trailer.sha256),
-                actual: hex::encode(sha256),
+                expected: recorded.to_string(),
+                actual: digest.to_string(),
             });
         }
         Ok(ObjectSummary {
             codec: self.codec,
             original_len: self.original_len,
             stored_len: self.body.src().stored_len(),
-            sha256,
+            digest,
         })
     }
 

@@ -26,10 +26,10 @@
 use std::io::{self, Write};
 
 use pgark_crypto::{DataKey, EncryptWriter};
-use sha2::{Digest, Sha256};
 
+use crate::digest::{ContentHasher, DigestAlgorithm};
 use crate::error::CodecError;
-use crate::format::{encode_header_flags, encode_trailer, FLAG_ENCRYPTED, HEADER_LEN};
+use crate::format::{encode_header_flags, encode_trailer, HeaderFlags, HEADER_LEN};
 use crate::spec::{Compression, CompressionSpec};
 use crate::ObjectSummary;
 
@@ -198,7 +198,7 @@ pub struct ObjectWriter<W: Write> {
     encoder: Encoder<W>,
     codec: Compression,
     encrypted: bool,
-    hasher: Sha256,
+    hasher: ContentHasher,
     original_len: u64,
     /// Message of the first error; once set the writer refuses further use.
     failed: Option<String>,
@@ -207,7 +207,7 @@ pub struct ObjectWriter<W: Write> {
 impl<W: Write> ObjectWriter<W> {
     /// Validates `spec` and writes the header to `inner`.
     pub fn new(inner: W, spec: CompressionSpec) -> Result<Self, CodecError> {
-        ObjectWriter::start(inner, spec, None)
+        ObjectWriter::with_options(inner, spec, DigestAlgorithm::Sha256, None)
     }
 
     /// An encrypted object, stored under `object_name` (its key in the
@@ -239,14 +239,25 @@ impl<W: Write> ObjectWriter<W> {
         key: &DataKey,
         object_name: &str,
     ) -> Result<Self, CodecError> {
-        ObjectWriter::start(inner, spec, Some((key, object_name)))
+        ObjectWriter::with_options(inner, spec, DigestAlgorithm::Sha256, Some((key, object_name)))
     }
 
-    fn start(inner: W, spec: CompressionSpec, encrypt: Option<(&DataKey, &str)>) -> Result<Self, CodecError> {
+    /// The general constructor: the trailer's digest is `digest` (header
+    /// flag bit 1 for BLAKE3), and `encrypt` is `(data key, object name)`
+    /// for an encrypted object ([`ObjectWriter::new_encrypted`]).
+    pub fn with_options(
+        inner: W,
+        spec: CompressionSpec,
+        digest: DigestAlgorithm,
+        encrypt: Option<(&DataKey, &str)>,
+    ) -> Result<Self, CodecError> {
         let spec = CompressionSpec::new(spec.codec, spec.level)?;
         let mut out = CountingWriter { inner, written: 0 };
-        let flags = if encrypt.is_some() { FLAG_ENCRYPTED } else { 0 };
-        let header = encode_header_flags(spec.codec, flags);
+        let flags = HeaderFlags {
+            encrypted: encrypt.is_some(),
+            digest,
+        };
+        let header = encode_header_flags(spec.codec, flags.bits());
         out.write_all(&header)?;
         debug_assert_eq!(out.written, HEADER_LEN as u64);
         let sink = match encrypt {
@@ -260,7 +271,7 @@ impl<W: Write> ObjectWriter<W> {
             encoder: Encoder::new(sink, &spec)?,
             codec: spec.codec,
             encrypted: encrypt.is_some(),
-            hasher: Sha256::new(),
+            hasher: ContentHasher::new(digest),
             original_len: 0,
             failed: None,
         })
@@ -292,15 +303,15 @@ impl<W: Write> ObjectWriter<W> {
     pub fn finish(mut self) -> Result<(W, ObjectSummary), CodecError> {
         self.check_usable()?;
         let mut sink = self.encoder.finish()?;
-        let sha256: [u8; 32] = self.hasher.finalize().into();
-        sink.write_all(&encode_trailer(self.original_len, &sha256))?;
+        let digest = self.hasher.finalize();
+        sink.write_all(&encode_trailer(self.original_len, &digest.bytes))?;
         let mut out = sink.finish()?;
         out.flush()?;
         let summary = ObjectSummary {
             codec: self.codec,
             original_len: self.original_len,
             stored_len: out.written,
-            sha256,
+            digest,
         };
         Ok((out.inner, summary))
     }

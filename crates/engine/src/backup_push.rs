@@ -17,7 +17,7 @@ use pgark_catalog::{
     wal_key, BackupManifest, BackupName, FileEntry, PartEntry, RepositoryMeta, TablespaceEntry,
     MANIFEST_FORMAT,
 };
-use pgark_codec::{CompressionSpec, ObjectWriter};
+use pgark_codec::{CompressionSpec, DigestAlgorithm, ObjectWriter};
 use pgark_pg::{ArchivedFile, Lsn, SegmentNo, TimelineId, WalSegmentName, WalSegmentSize};
 use pgark_pgclient::{ConnectOptions, Session};
 use pgark_store::{Key, ObjectStore, ObjectStoreExt, PutMode, UploadOptions};
@@ -442,7 +442,8 @@ async fn upload_part(
         ..Default::default()
     };
     let (meta, (mut part, files)) = upload_from(store, &key, upload, move |sink| {
-        let object = crate::pipe::object_writer(sink, spec, data_key.as_ref(), &name)?;
+        let object =
+            crate::pipe::object_writer(sink, spec, DigestAlgorithm::Blake3, data_key.as_ref(), &name)?;
         write_part(index, &files, dirs.as_deref(), object, &*progress)
     })
     .await?;
@@ -516,7 +517,7 @@ fn write_part(
         index,
         original_size: summary.original_len,
         stored_size: 0,
-        sha256: summary.sha256_hex(),
+        digest: summary.digest.to_string(),
     };
     Ok((part, entries))
 }

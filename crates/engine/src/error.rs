@@ -56,7 +56,7 @@ pub enum EngineError {
     },
 
     #[error(
-        "{name} is already archived with different content (archived sha256 {archived}, this file sha256 \
+        "{name} is already archived with different content (archived {archived}, this file \
          {local}); the archive is append-only and was not changed"
     )]
     Conflict {

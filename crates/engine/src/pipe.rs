@@ -6,7 +6,7 @@
 use crate::EngineError;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use pgark_codec::{CompressionSpec, ObjectReader, ObjectSummary, ObjectWriter};
+use pgark_codec::{CompressionSpec, DigestAlgorithm, ObjectReader, ObjectSummary, ObjectWriter};
 use pgark_crypto::DataKey;
 use pgark_store::{put_stream, ByteStream, Key, ObjectMeta, ObjectStore, StoreError, UploadOptions};
 use std::io::{self, Read, Write};
@@ -128,19 +128,17 @@ pub(crate) async fn upload_file(
     .await
 }
 
-/// A new object writer, encrypting under `data_key` (for the object `name`)
-/// when the repository is encrypted.
+/// A new object writer whose trailer records `digest`, encrypting under
+/// `data_key` (for the object `name`) when the repository is encrypted.
 pub(crate) fn object_writer<W: Write>(
     sink: W,
     spec: CompressionSpec,
+    digest: DigestAlgorithm,
     data_key: Option<&DataKey>,
     name: &str,
 ) -> Result<ObjectWriter<W>, EngineError> {
-    match data_key {
-        Some(k) => ObjectWriter::new_encrypted(sink, spec, k, name),
-        None => ObjectWriter::new(sink, spec),
-    }
-    .map_err(|e| EngineError::Internal(e.to_string()))
+    ObjectWriter::with_options(sink, spec, digest, data_key.map(|k| (k, name)))
+        .map_err(|e| EngineError::Internal(e.to_string()))
 }
 
 /// A new verifying reader: with a data key the object must be encrypted
@@ -172,7 +170,7 @@ fn encode_file(
     sink: ChannelWriter,
 ) -> Result<ObjectSummary, EngineError> {
     let mut file = std::fs::File::open(path).map_err(|e| EngineError::local_io("cannot open", path, e))?;
-    let mut writer = object_writer(sink, spec, data_key, name)?;
+    let mut writer = object_writer(sink, spec, DigestAlgorithm::Sha256, data_key, name)?;
     let mut buf = vec![0u8; 256 << 10];
     loop {
         let n = match file.read(&mut buf) {

@@ -28,7 +28,7 @@ pub struct WalFetchOutcome {
     pub file: ArchivedFile,
     pub key: Key,
     pub original_len: u64,
-    pub sha256: String,
+    pub digest: pgark_codec::ContentDigest,
 }
 
 /// Fetches the archived file `name` (as PostgreSQL's `%f`) into `dest`
@@ -65,6 +65,6 @@ pub async fn wal_fetch(
         file,
         key,
         original_len: summary.original_len,
-        sha256: summary.sha256_hex(),
+        digest: summary.digest,
     })
 }

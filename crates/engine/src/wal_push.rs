@@ -9,10 +9,9 @@ use crate::pipe::{upload_file, verify_object};
 use crate::repository::ensure_repository_meta;
 use crate::{EngineError, RetryPolicy};
 use pgark_catalog::{wal_key, RepositoryMeta};
-use pgark_codec::CompressionSpec;
+use pgark_codec::{CompressionSpec, ContentDigest, ContentHasher, DigestAlgorithm};
 use pgark_pg::{validate_segment, ArchivedFile, SegmentInfo, WalSegmentName, XLogLongPageHeader};
 use pgark_store::{Key, ObjectStore, ObjectStoreExt, PutMode, UploadOptions};
-use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,7 +44,8 @@ pub struct WalPushOutcome {
     pub original_len: u64,
     /// Size in the repository (0 when already archived).
     pub stored_len: u64,
-    pub sha256: String,
+    /// Digest of the segment's content (as recorded in the object's trailer).
+    pub digest: ContentDigest,
 }
 
 /// Validates, compresses and stores the WAL file at `path`.
@@ -114,7 +114,7 @@ async fn push_once(
             status: WalPushStatus::Stored,
             original_len: summary.original_len,
             stored_len: meta.size,
-            sha256: summary.sha256_hex(),
+            digest: summary.digest,
         }),
         // Someone archived the same name meanwhile (a retried
         // archive_command racing its predecessor): compare contents.
@@ -242,16 +242,17 @@ async fn compare_with_archived(
 ) -> Result<WalPushOutcome, EngineError> {
     let archived = verify_object(store, key, opts.keys.data_key.as_ref())
         .await?
-        .sha256_hex();
+        .digest;
     let local_path: PathBuf = path.to_path_buf();
-    let (local, len) = tokio::task::spawn_blocking(move || sha256_file(&local_path))
+    let algorithm = archived.algorithm;
+    let (local, len) = tokio::task::spawn_blocking(move || digest_file(&local_path, algorithm))
         .await
         .map_err(|e| EngineError::Internal(format!("checksum task failed: {e}")))??;
     if archived != local {
         return Err(EngineError::Conflict {
             name: file.file_name(),
-            archived,
-            local,
+            archived: archived.to_string(),
+            local: local.to_string(),
         });
     }
     Ok(WalPushOutcome {
@@ -260,13 +261,14 @@ async fn compare_with_archived(
         status: WalPushStatus::AlreadyArchived,
         original_len: len,
         stored_len: 0,
-        sha256: local,
+        digest: local,
     })
 }
 
-fn sha256_file(path: &Path) -> Result<(String, u64), EngineError> {
+/// The digest of a local file by `algorithm`, and its length.
+fn digest_file(path: &Path, algorithm: DigestAlgorithm) -> Result<(ContentDigest, u64), EngineError> {
     let mut f = std::fs::File::open(path).map_err(|e| EngineError::local_io("cannot open", path, e))?;
-    let mut hasher = Sha256::new();
+    let mut hasher = ContentHasher::new(algorithm);
     let mut buf = vec![0u8; 256 << 10];
     let mut len = 0u64;
     loop {
@@ -279,5 +281,5 @@ fn sha256_file(path: &Path) -> Result<(String, u64), EngineError> {
         hasher.update(&buf[..n]);
         len += n as u64;
     }
-    Ok((hex::encode(hasher.finalize()), len))
+    Ok((hasher.finalize(), len))
 }

@@ -40,7 +40,7 @@ async fn push_fetch_round_trip_in_memory() {
     let fetched = wal_fetch(store, name, &dest, &WalFetchOptions::default())
         .await
         .unwrap();
-    assert_eq!(fetched.sha256, out.sha256);
+    assert_eq!(fetched.digest, out.digest);
     assert!(std::fs::read(&dest).unwrap() == std::fs::read(segment()).unwrap());
 }
 

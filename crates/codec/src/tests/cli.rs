@@ -155,7 +155,7 @@ fn header_and_trailer_recipes() {
     let (stored, summary) = encode_to_vec(&data, CompressionSpec::default()).unwrap();
     let file = TempFile::with(&stored);
     let sha = sh(r#"tail -c 32 "$1" | od -An -tx1 | tr -d ' \n'"#, file.path());
-    assert_eq!(String::from_utf8(sha.stdout).unwrap(), summary.sha256_hex());
+    assert_eq!(String::from_utf8(sha.stdout).unwrap(), summary.digest.hex());
     let len = sh(
         r#"tail -c 40 "$1" | head -c 8 | od -An -tu8 --endian=little | tr -d ' \n'"#,
         file.path(),
@@ -172,7 +172,7 @@ fn header_and_trailer_recipes() {
         let sum = sh(r#"sha256sum < "$1" | cut -d' ' -f1"#, restored.path());
         assert_eq!(
             String::from_utf8(sum.stdout).unwrap().trim(),
-            summary.sha256_hex()
+            summary.digest.hex()
         );
     }
 }

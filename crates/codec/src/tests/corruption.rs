@@ -117,6 +117,10 @@ fn damage_table_per_codec() {
             ("flags encrypted", flip(&stored, 15, 0x01), |e| {
                 matches!(e, CodecError::EncryptedObjectNeedsKey)
             }),
+            // The other digest algorithm over the same bytes cannot match.
+            ("flags digest", flip(&stored, 15, 0x02), |e| {
+                matches!(e, CodecError::ChecksumMismatch { .. })
+            }),
             ("flags unknown", flip(&stored, 15, 0x40), |e| {
                 matches!(e, CodecError::UnsupportedFlags { actual: 0x40, .. })
             }),
@@ -155,11 +159,11 @@ fn damage_table_per_codec() {
                 flip(&stored, t + 19, 0x80),
                 |e| matches!(e, CodecError::LengthMismatch { .. }),
             ),
-            ("trailer sha256 first byte", flip(&stored, t + 20, 0x01), |e| {
+            ("trailer digest first byte", flip(&stored, t + 20, 0x01), |e| {
                 matches!(e, CodecError::ChecksumMismatch { expected, actual }
-                    if expected.len() == 64 && actual.len() == 64 && expected != actual)
+                    if expected.len() == 71 && actual.len() == 71 && expected != actual)
             }),
-            ("trailer sha256 last byte", flip(&stored, n - 1, 0x80), |e| {
+            ("trailer digest last byte", flip(&stored, n - 1, 0x80), |e| {
                 matches!(e, CodecError::ChecksumMismatch { .. })
             }),
             // truncation

@@ -62,7 +62,7 @@ fn assert_round_trip(data: &[u8], stored: &[u8], written: &ObjectSummary, decode
     assert_eq!(&read, written);
     assert_eq!(written.original_len, data.len() as u64);
     assert_eq!(written.stored_len, stored.len() as u64);
-    assert_eq!(written.sha256, sha256(data));
+    assert_eq!(written.digest.bytes, sha256(data));
 }
 
 /// An inner reader that hands out at most a few bytes per call, and

@@ -40,8 +40,10 @@ proptest! {
         spec in spec(),
         write_chunk in 1usize..70_000,
         read_buf in 1usize..70_000,
+        blake3 in any::<bool>(),
     ) {
-        let mut w = ObjectWriter::new(Vec::new(), spec).unwrap();
+        let algorithm = if blake3 { crate::DigestAlgorithm::Blake3 } else { crate::DigestAlgorithm::Sha256 };
+        let mut w = ObjectWriter::with_options(Vec::new(), spec, algorithm, None).unwrap();
         for piece in data.chunks(write_chunk) {
             w.write_all(piece).unwrap();
         }
@@ -49,7 +51,10 @@ proptest! {
         prop_assert_eq!(written.codec, spec.codec);
         prop_assert_eq!(written.original_len, data.len() as u64);
         prop_assert_eq!(written.stored_len, stored.len() as u64);
-        prop_assert_eq!(written.sha256, sha256(&data));
+        prop_assert_eq!(written.digest, crate::ContentDigest::of(algorithm, &data));
+        if !blake3 {
+            prop_assert_eq!(written.digest.bytes, sha256(&data));
+        }
 
         let (out, read) = decode_with_buf(&stored[..], read_buf).unwrap();
         prop_assert!(out == data);
@@ -72,7 +77,7 @@ proptest! {
         let stored = [&format::encode_header(codec)[..], &rest].concat();
         if let Ok((out, summary)) = decode_to_vec(&stored) {
             // Only possible if `rest` happens to be a valid body + trailer.
-            prop_assert_eq!(summary.sha256, sha256(&out));
+            prop_assert_eq!(summary.digest.bytes, sha256(&out));
         }
     }
 

@@ -163,11 +163,30 @@ fn point_in_time_recovery(encrypted: bool) {
         cmd.args(["-c", "2", "-T", "8", "-n"]);
         std::thread::spawn(move || run_capture(&mut cmd, None, Duration::from_secs(120)).unwrap())
     };
-    let out = src.pgark(&["backup-push", c.data_dir().to_str().unwrap()]);
+    // Unencrypted: parts of 1 MiB, so that pgbench_accounts (about 26
+    // MiB) is split into pieces across many parts, restored in parallel.
+    let mut push = vec!["backup-push", c.data_dir().to_str().unwrap()];
+    if !encrypted {
+        push.extend_from_slice(&["--part-size", "1"]);
+    }
+    let out = src.pgark(&push);
     assert_code(&out, 0);
     let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(name.starts_with("base_"), "{name}");
     assert!(load.join().unwrap().status.success());
+    if !encrypted {
+        let stored = std::fs::read(src.repo.path().join("backups").join(&name).join("manifest")).unwrap();
+        let (json, _) = pgark_codec::decode_to_vec(&stored).unwrap();
+        let manifest = pgark_catalog::BackupManifest::from_json(&json).unwrap();
+        let split = manifest
+            .files
+            .iter()
+            .find(|f| f.pieces.len() > 20)
+            .expect("a file split into pieces");
+        let parts: std::collections::HashSet<u32> = split.pieces.iter().map(|p| p.part).collect();
+        assert_eq!(parts.len(), split.pieces.len(), "each piece in its own part");
+        restore_by_hand_matches_backup_fetch(&src, &name, &manifest);
+    }
 
     insert_batch(c, "a", 500);
     let sum_time = checksum(c);
@@ -238,6 +257,51 @@ fn point_in_time_recovery(encrypted: bool) {
             );
         }
         check_page_checksums(&restored);
+    }
+}
+
+/// README's recipe (zstd and tar, then `cat` to join pieces) restores the
+/// same bytes as backup-fetch.
+fn restore_by_hand_matches_backup_fetch(src: &Source, name: &str, manifest: &pgark_catalog::BackupManifest) {
+    let dir = scratch_dir("by-hand");
+    let by_hand = dir.path().join("hand");
+    let fetched = dir.path().join("fetched");
+    let recipe = format!(
+        r#"set -eu
+B={backup}; DEST={dest}
+mkdir -m 700 "$DEST"
+for p in "$B"/part_*; do zstd -dc "$p" | tar -x -C "$DEST"; done
+find "$DEST" -name '*.pgark-piece.000000' | while read -r first; do
+  f=${{first%.pgark-piece.000000}}; cat "$f".pgark-piece.* > "$f" && rm "$f".pgark-piece.*
+done"#,
+        backup = shell_quote(&src.repo.path().join("backups").join(name).to_string_lossy()),
+        dest = shell_quote(&by_hand.to_string_lossy()),
+    );
+    let out = run_capture(
+        std::process::Command::new("bash").args(["-c", &recipe]),
+        None,
+        Duration::from_secs(300),
+    )
+    .unwrap();
+    assert!(out.status.success(), "recipe: {}", stderr(&out));
+    pgark_testkit::pg::chown_to_pg_user(dir.path()).unwrap();
+    assert_code(
+        &src.pgark(&["backup-fetch", fetched.to_str().unwrap(), name, "--no-recovery"]),
+        0,
+    );
+    let leftover: Vec<String> = files_below(&by_hand)
+        .into_iter()
+        .filter(|f| f.contains(".pgark-piece."))
+        .collect();
+    assert!(leftover.is_empty(), "pieces left after joining: {leftover:?}");
+    for f in &manifest.files {
+        let a = std::fs::read(by_hand.join(&f.path)).unwrap_or_else(|e| panic!("{}: {e}", f.path));
+        let b = std::fs::read(fetched.join(&f.path)).unwrap();
+        assert!(
+            a == b,
+            "{} differs between the hand restore and backup-fetch",
+            f.path
+        );
     }
 }
 

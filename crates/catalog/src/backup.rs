@@ -16,8 +16,18 @@ use serde::{Deserialize, Serialize};
 
 /// Prefix under which backups live.
 pub const BACKUPS_PREFIX: &str = "backups/";
-/// Manifest format this pgark writes and reads.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// Manifest format this pgark writes and reads. 2: files may be split
+/// into pieces ([`FileEntry::pieces`]), part digests name their algorithm.
+pub const MANIFEST_FORMAT: u32 = 2;
+/// What a piece's tar entry name adds to its file's path.
+pub const PIECE_SUFFIX: &str = ".pgark-piece.";
+
+/// The tar entry name of piece `number` (0-based) of the file at `path`:
+/// `<path>.pgark-piece.<6 digits>`, so that a shell glob lists the pieces
+/// in order and `cat` joins them.
+pub fn piece_entry_name(path: &str, number: usize) -> String {
+    format!("{path}{PIECE_SUFFIX}{number:06}")
+}
 const MANIFEST_FILE: &str = "manifest";
 
 /// A backup's name: `base_<start WAL segment>_<start time>`, e.g.
@@ -107,8 +117,30 @@ pub struct FileEntry {
     /// Cheap enough to compute on every byte at memory speed; each part's
     /// digest (in its object trailer) covers the same bytes strongly.
     pub crc32c: String,
-    /// The data part holding the file (1-based).
+    /// The data part holding the file (1-based); for a file split into
+    /// pieces, the part of its first piece.
     pub part: u32,
+    /// A file larger than a part is split into pieces, stored in
+    /// different parts as the tar entries [`piece_entry_name`] so that they
+    /// are compressed and restored in parallel; in offset order, covering
+    /// the file exactly. Empty: the file is one tar entry under its own
+    /// path in `part`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pieces: Vec<PieceEntry>,
+}
+
+/// One piece of a file split across parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PieceEntry {
+    /// The data part holding the piece (1-based).
+    pub part: u32,
+    /// Where the piece starts in the file.
+    pub offset: u64,
+    /// Its length.
+    pub size: u64,
+    /// CRC-32C of the piece, 8 hex digits. The file's own `crc32c` is the
+    /// CRC-32C of the pieces joined (CRC-32C combines without re-reading).
+    pub crc32c: String,
 }
 
 /// A directory to recreate, even when empty (pg_wal, pg_stat_tmp, ...).
@@ -204,11 +236,33 @@ impl BackupManifest {
         let m: BackupManifest =
             serde_json::from_slice(bytes).map_err(|source| CatalogError::Decode { what, source })?;
         let parts = m.parts.len() as u32;
-        if let Some(f) = m.files.iter().find(|f| f.part == 0 || f.part > parts) {
+        let bad_part = |p: u32| p == 0 || p > parts;
+        if let Some(f) = m.files.iter().find(|f| bad_part(f.part)) {
             return Err(CatalogError::Inconsistent {
                 what,
                 detail: format!("{} names part {} of {parts}", f.path, f.part),
             });
+        }
+        for f in m.files.iter().filter(|f| !f.pieces.is_empty()) {
+            let mut next = 0u64;
+            for p in &f.pieces {
+                if bad_part(p.part) || p.offset != next || p.size == 0 {
+                    return Err(CatalogError::Inconsistent {
+                        what,
+                        detail: format!(
+                            "{}: piece at offset {} ({} bytes, part {}) does not follow the previous one",
+                            f.path, p.offset, p.size, p.part
+                        ),
+                    });
+                }
+                next += p.size;
+            }
+            if next != f.size {
+                return Err(CatalogError::Inconsistent {
+                    what,
+                    detail: format!("{}: pieces cover {next} of {} bytes", f.path, f.size),
+                });
+            }
         }
         Ok(m)
     }
@@ -249,5 +303,96 @@ mod tests {
         );
         assert_eq!(BackupName::from_manifest_key(&a.manifest_key()), Some(a.clone()));
         assert_eq!(BackupName::from_manifest_key(&a.part_key(1)), None);
+    }
+
+    fn manifest(files: Vec<FileEntry>) -> BackupManifest {
+        let t = DateTime::parse_from_rfc3339("2026-11-22T03:15:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        BackupManifest {
+            format: MANIFEST_FORMAT,
+            name: BackupName::new("000000010000000000000002", t),
+            tool_version: "0".into(),
+            system_identifier: 1,
+            pg_version_num: 170000,
+            timeline: 1,
+            start_lsn: "0/2000028".into(),
+            stop_lsn: "0/2000100".into(),
+            start_wal_segment: "000000010000000000000002".into(),
+            stop_wal_segment: "000000010000000000000002".into(),
+            wal_segment_size: 16 << 20,
+            backup_from: "primary".into(),
+            started_at: t,
+            finished_at: t,
+            original_size: 0,
+            stored_size: 0,
+            compression: "zstd".into(),
+            backup_label: String::new(),
+            tablespace_map: String::new(),
+            tablespaces: vec![],
+            parts: (1..=3)
+                .map(|index| PartEntry {
+                    index,
+                    original_size: 0,
+                    stored_size: 0,
+                    digest: String::new(),
+                })
+                .collect(),
+            directories: vec![],
+            files,
+        }
+    }
+
+    fn split_file(pieces: &[(u32, u64, u64)], size: u64) -> FileEntry {
+        FileEntry {
+            path: "base/5/16396".into(),
+            size,
+            mode: 0o600,
+            mtime: 0,
+            crc32c: "00000000".into(),
+            part: pieces[0].0,
+            pieces: pieces
+                .iter()
+                .map(|&(part, offset, size)| PieceEntry {
+                    part,
+                    offset,
+                    size,
+                    crc32c: "00000000".into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn pieces_must_cover_their_file_in_order() {
+        let good = manifest(vec![split_file(&[(2, 0, 10), (1, 10, 5)], 15)]);
+        assert_eq!(BackupManifest::from_json(&good.to_json()).unwrap(), good);
+        for (what, bad) in [
+            ("gap", split_file(&[(2, 0, 10), (1, 11, 4)], 15)),
+            ("short", split_file(&[(2, 0, 10)], 15)),
+            ("long", split_file(&[(2, 0, 10), (1, 10, 6)], 15)),
+            ("empty piece", split_file(&[(2, 0, 15), (1, 15, 0)], 15)),
+            ("no such part", split_file(&[(2, 0, 10), (4, 10, 5)], 15)),
+        ] {
+            let m = manifest(vec![bad]);
+            assert!(
+                matches!(
+                    BackupManifest::from_json(&m.to_json()),
+                    Err(CatalogError::Inconsistent { .. })
+                ),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn format_1_manifests_still_read() {
+        let mut m = manifest(vec![]);
+        m.format = 1;
+        let json = String::from_utf8(m.to_json())
+            .unwrap()
+            .replace("\"digest\"", "\"sha256\"");
+        assert!(json.contains("\"sha256\""));
+        assert_eq!(BackupManifest::from_json(json.as_bytes()).unwrap(), m);
     }
 }

@@ -12,7 +12,7 @@ use crate::pipe::{decode_object, ChannelReader};
 use crate::EngineError;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use pgark_catalog::{BackupManifest, BackupName, FileEntry};
+use pgark_catalog::{piece_entry_name, BackupManifest, BackupName, FileEntry};
 use pgark_codec::ObjectReader;
 use pgark_store::{Key, ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
@@ -142,17 +142,7 @@ async fn restore_into(
         std::os::unix::fs::symlink(location, &link)
             .map_err(|e| EngineError::local_io("cannot create symlink", &link, e))?;
     }
-    let plan = Arc::new(Plan {
-        dest: opts.dest.clone(),
-        locations: locations.clone(),
-        expected: manifest
-            .files
-            .iter()
-            .map(|f| (f.path.clone(), f.clone()))
-            .collect(),
-        restored: Mutex::new(Vec::new()),
-        progress: opts.progress.clone(),
-    });
+    let plan = Arc::new(Plan::new(opts, locations, &manifest));
     if let Some(p) = &plan.progress {
         p.start(manifest.original_size);
     }
@@ -391,12 +381,39 @@ fn remove_contents(dir: &Path) -> Result<(), EngineError> {
 struct Plan {
     dest: PathBuf,
     locations: HashMap<u32, PathBuf>,
-    expected: HashMap<String, FileEntry>,
+    /// Tar entry name -> the file it restores, and which piece of it.
+    expected: HashMap<String, (Arc<FileEntry>, Option<usize>)>,
+    /// Pieces not yet restored, per split file.
+    pieces_left: Mutex<HashMap<String, usize>>,
     restored: Mutex<Vec<String>>,
     progress: Option<Arc<dyn crate::ProgressSink>>,
 }
 
 impl Plan {
+    fn new(opts: &BackupFetchOptions, locations: &HashMap<u32, PathBuf>, manifest: &BackupManifest) -> Plan {
+        let mut expected = HashMap::new();
+        let mut pieces_left = HashMap::new();
+        for f in &manifest.files {
+            let f = Arc::new(f.clone());
+            if f.pieces.is_empty() {
+                expected.insert(f.path.clone(), (f, None));
+                continue;
+            }
+            pieces_left.insert(f.path.clone(), f.pieces.len());
+            for number in 0..f.pieces.len() {
+                expected.insert(piece_entry_name(&f.path, number), (f.clone(), Some(number)));
+            }
+        }
+        Plan {
+            dest: opts.dest.clone(),
+            locations: locations.clone(),
+            expected,
+            pieces_left: Mutex::new(pieces_left),
+            restored: Mutex::new(Vec::new()),
+            progress: opts.progress.clone(),
+        }
+    }
+
     /// Where a backup path lands: tablespace files in their location.
     fn target(&self, rel: &str, key: &Key) -> Result<PathBuf, EngineError> {
         let bad = || EngineError::Integrity {
@@ -455,65 +472,28 @@ fn extract(key: &Key, reader: &mut ObjectReader<ChannelReader>, plan: &Plan) -> 
                     .map_err(|e| EngineError::local_io("cannot chmod", &target, e))?;
             }
             tar::EntryType::Regular => {
-                let expected = plan
+                let (expected, piece) = plan
                     .expected
                     .get(&rel)
                     .ok_or_else(|| integrity(key, format!("{rel} is not in the manifest")))?;
+                let target = plan.target(&expected.path, key)?;
                 if let Some(parent) = target.parent() {
                     std::fs::create_dir_all(parent)
                         .map_err(|e| EngineError::local_io("cannot create", parent, e))?;
                 }
-                // pg_control is what makes the directory startable: it is
-                // written aside and renamed into place only once verified.
-                let final_target = target;
-                let target = if rel == "global/pg_control" {
-                    final_target.with_file_name("pg_control.pgark-tmp")
-                } else {
-                    final_target.clone()
+                let len = match piece {
+                    None => {
+                        let len = restore_file(key, &mut entry, expected, &target, &mut buf)?;
+                        plan.restored.lock().expect("lock").push(expected.path.clone());
+                        len
+                    }
+                    Some(number) => {
+                        restore_piece(key, &mut entry, expected, *number, &target, &mut buf, plan)?
+                    }
                 };
-                let mut out = std::fs::File::create(&target)
-                    .map_err(|e| EngineError::local_io("cannot create", &target, e))?;
-                let mut crc = 0u32;
-                let mut len = 0u64;
-                loop {
-                    let n = entry.read(&mut buf).map_err(|e| read_error(key, e))?;
-                    if n == 0 {
-                        break;
-                    }
-                    crc = crc32c::crc32c_append(crc, &buf[..n]);
-                    out.write_all(&buf[..n])
-                        .map_err(|e| EngineError::local_io("cannot write", &target, e))?;
-                    len += n as u64;
-                }
-                let crc = format!("{crc:08x}");
-                if len != expected.size || crc != expected.crc32c {
-                    if target != final_target {
-                        let _ = std::fs::remove_file(&target);
-                    }
-                    return Err(integrity(
-                        key,
-                        format!(
-                            "{rel}: restored {len} bytes with CRC-32C {crc}, manifest says {} bytes with CRC-32C {}",
-                            expected.size, expected.crc32c
-                        ),
-                    ));
-                }
-                out.set_permissions(std::fs::Permissions::from_mode(expected.mode))
-                    .map_err(|e| EngineError::local_io("cannot chmod", &target, e))?;
-                let mtime = std::time::UNIX_EPOCH
-                    + std::time::Duration::from_secs(u64::try_from(expected.mtime).unwrap_or(0));
-                out.set_modified(mtime)
-                    .map_err(|e| EngineError::local_io("cannot set mtime", &target, e))?;
-                if target != final_target {
-                    out.sync_all()
-                        .map_err(|e| EngineError::local_io("cannot fsync", &target, e))?;
-                    std::fs::rename(&target, &final_target)
-                        .map_err(|e| EngineError::local_io("cannot rename into", &final_target, e))?;
-                }
                 if let Some(p) = &plan.progress {
                     p.advance(len);
                 }
-                plan.restored.lock().expect("lock").push(rel);
             }
             other => {
                 return Err(integrity(
@@ -526,6 +506,143 @@ fn extract(key: &Key, reader: &mut ObjectReader<ChannelReader>, plan: &Plan) -> 
     // Read to the end so the object's trailer (length, checksum) is verified.
     std::io::copy(archive.into_inner(), &mut std::io::sink()).map_err(|e| read_error(key, e))?;
     Ok(())
+}
+
+/// Restores one whole file from its tar entry: written, checked against
+/// the manifest (size, CRC-32C), given its mode and mtime. pg_control is
+/// written aside and renamed into place only once verified, since it is
+/// what makes the directory startable.
+fn restore_file(
+    key: &Key,
+    entry: &mut impl Read,
+    expected: &FileEntry,
+    final_target: &Path,
+    buf: &mut [u8],
+) -> Result<u64, EngineError> {
+    let rel = &expected.path;
+    let target = if rel == "global/pg_control" {
+        final_target.with_file_name("pg_control.pgark-tmp")
+    } else {
+        final_target.to_path_buf()
+    };
+    let mut out =
+        std::fs::File::create(&target).map_err(|e| EngineError::local_io("cannot create", &target, e))?;
+    let mut crc = 0u32;
+    let mut len = 0u64;
+    loop {
+        let n = entry.read(buf).map_err(|e| read_error(key, e))?;
+        if n == 0 {
+            break;
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        out.write_all(&buf[..n])
+            .map_err(|e| EngineError::local_io("cannot write", &target, e))?;
+        len += n as u64;
+    }
+    let crc = format!("{crc:08x}");
+    if len != expected.size || crc != expected.crc32c {
+        if target != final_target {
+            let _ = std::fs::remove_file(&target);
+        }
+        return Err(integrity(
+            key,
+            format!(
+                "{rel}: restored {len} bytes with CRC-32C {crc}, manifest says {} bytes with CRC-32C {}",
+                expected.size, expected.crc32c
+            ),
+        ));
+    }
+    finish_file(&out, &target, expected)?;
+    if target != final_target {
+        out.sync_all()
+            .map_err(|e| EngineError::local_io("cannot fsync", &target, e))?;
+        std::fs::rename(&target, final_target)
+            .map_err(|e| EngineError::local_io("cannot rename into", final_target, e))?;
+    }
+    Ok(len)
+}
+
+/// Restores piece `number` of a split file at its offset (other pieces may
+/// be written at the same time by other workers); the worker that writes
+/// the last piece gives the file its mode and mtime and counts it restored.
+fn restore_piece(
+    key: &Key,
+    entry: &mut impl Read,
+    expected: &FileEntry,
+    number: usize,
+    target: &Path,
+    buf: &mut [u8],
+    plan: &Plan,
+) -> Result<u64, EngineError> {
+    use std::os::unix::fs::FileExt;
+    let rel = &expected.path;
+    let piece = &expected.pieces[number];
+    if rel == "global/pg_control" {
+        return Err(integrity(key, format!("{rel} is split into pieces")));
+    }
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(target)
+        .map_err(|e| EngineError::local_io("cannot create", target, e))?;
+    let mut crc = 0u32;
+    let mut len = 0u64;
+    loop {
+        let n = entry.read(buf).map_err(|e| read_error(key, e))?;
+        if n == 0 {
+            break;
+        }
+        if len + n as u64 > piece.size {
+            return Err(integrity(
+                key,
+                format!(
+                    "{rel}: piece {number} is longer than the manifest's {} bytes",
+                    piece.size
+                ),
+            ));
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        out.write_all_at(&buf[..n], piece.offset + len)
+            .map_err(|e| EngineError::local_io("cannot write", target, e))?;
+        len += n as u64;
+    }
+    let crc = format!("{crc:08x}");
+    if len != piece.size || crc != piece.crc32c {
+        return Err(integrity(
+            key,
+            format!(
+                "{rel}: piece {number} at offset {}: restored {len} bytes with CRC-32C {crc}, manifest says {} \
+                 bytes with CRC-32C {}",
+                piece.offset, piece.size, piece.crc32c
+            ),
+        ));
+    }
+    let last = {
+        let mut left = plan.pieces_left.lock().expect("lock");
+        match left.get_mut(rel.as_str()) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                *n == 0
+            }
+            _ => return Err(integrity(key, format!("{rel}: piece {number} appears twice"))),
+        }
+    };
+    if last {
+        finish_file(&out, target, expected)?;
+        plan.restored.lock().expect("lock").push(rel.clone());
+    }
+    Ok(len)
+}
+
+/// Gives a completely written file its mode and mtime, and counts it.
+fn finish_file(out: &std::fs::File, target: &Path, expected: &FileEntry) -> Result<(), EngineError> {
+    out.set_permissions(std::fs::Permissions::from_mode(expected.mode))
+        .map_err(|e| EngineError::local_io("cannot chmod", target, e))?;
+    let mtime =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(expected.mtime).unwrap_or(0));
+    out.set_modified(mtime)
+        .map_err(|e| EngineError::local_io("cannot set mtime", target, e))
 }
 
 fn read_error(key: &Key, e: std::io::Error) -> EngineError {

@@ -14,14 +14,14 @@ use crate::{EngineError, RetryPolicy};
 use chrono::Utc;
 use futures::StreamExt;
 use pgark_catalog::{
-    wal_key, BackupManifest, BackupName, FileEntry, PartEntry, RepositoryMeta, TablespaceEntry,
+    wal_key, BackupManifest, BackupName, FileEntry, PartEntry, PieceEntry, RepositoryMeta, TablespaceEntry,
     MANIFEST_FORMAT,
 };
 use pgark_codec::{CompressionSpec, DigestAlgorithm, ObjectWriter};
 use pgark_pg::{ArchivedFile, Lsn, SegmentNo, TimelineId, WalSegmentName, WalSegmentSize};
 use pgark_pgclient::{ConnectOptions, Session};
 use pgark_store::{Key, ObjectStore, ObjectStoreExt, PutMode, UploadOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,8 +37,8 @@ pub struct BackupPushOptions {
     /// Parts compressed and uploaded at once. Peak memory is about
     /// `concurrency x (4 MiB channel + upload part size)`.
     pub concurrency: usize,
-    /// Files are grouped into parts of about this many bytes (a file is
-    /// never split, so a part holding one large file can be larger).
+    /// Files are grouped into parts of about this many bytes; a larger
+    /// file is split into pieces of this size, stored in different parts.
     pub part_size: u64,
     /// How long to wait after the stop call for the backup's last WAL
     /// segment to reach the repository; `None` skips the wait (the backup
@@ -343,30 +343,103 @@ struct Copied {
     dirs: Vec<pgark_catalog::DirEntry>,
 }
 
-/// Groups files into parts, uploads them `concurrency` at a time, then
-/// pg_control alone in the last part.
+/// What one tar entry of a part holds: a whole file, or a piece of a file
+/// larger than a part.
+#[derive(Debug, Clone)]
+struct WorkItem {
+    file: Arc<ScannedFile>,
+    piece: Option<Piece>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    /// 0-based, in offset order.
+    number: usize,
+    offset: u64,
+    len: u64,
+}
+
+impl WorkItem {
+    fn len(&self) -> u64 {
+        self.piece.map_or(self.file.size, |p| p.len)
+    }
+
+    fn offset(&self) -> u64 {
+        self.piece.map_or(0, |p| p.offset)
+    }
+
+    /// The tar entry name: the file's path, or its piece name.
+    fn entry_name(&self) -> String {
+        match self.piece {
+            None => self.file.rel.clone(),
+            Some(p) => pgark_catalog::piece_entry_name(&self.file.rel, p.number),
+        }
+    }
+}
+
+/// What writing one work item produced.
+#[derive(Debug)]
+struct Copied1 {
+    item: WorkItem,
+    crc32c: u32,
+    part: u32,
+}
+
+/// Splits files larger than `piece_size` into pieces of that size (the
+/// last one shorter), so that one large file is compressed, uploaded and
+/// restored by several workers at once. Nothing is split when a file's own
+/// name looks like a piece (its entry name could collide).
+fn work_items(files: Vec<ScannedFile>, piece_size: u64) -> Vec<WorkItem> {
+    let piece_size = piece_size.max(1);
+    let split = !files.iter().any(|f| f.rel.contains(pgark_catalog::PIECE_SUFFIX));
+    let mut items = Vec::with_capacity(files.len());
+    for f in files {
+        let file = Arc::new(f);
+        if !split || file.size <= piece_size {
+            items.push(WorkItem { file, piece: None });
+            continue;
+        }
+        let mut offset = 0;
+        let mut number = 0;
+        while offset < file.size {
+            let len = piece_size.min(file.size - offset);
+            items.push(WorkItem {
+                file: file.clone(),
+                piece: Some(Piece { number, offset, len }),
+            });
+            offset += len;
+            number += 1;
+        }
+    }
+    items
+}
+
+/// Groups files (and pieces of large files) into parts, uploads them
+/// `concurrency` at a time, then pg_control alone in the last part.
 async fn copy_files(
     store: &Arc<dyn ObjectStore>,
     name: &BackupName,
     scanned: Scan,
     opts: &BackupPushOptions,
 ) -> Result<Copied, EngineError> {
-    let Scan {
-        mut files,
-        dirs,
-        control,
-    } = scanned;
-    // Largest first: the biggest files (1 GiB relation segments) start at
-    // once and the small ones fill the gaps, so no worker idles at the end
-    // while another still compresses a large part alone.
-    files.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.rel.cmp(&b.rel)));
+    let Scan { files, dirs, control } = scanned;
+    let mut items = work_items(files, opts.part_size);
+    // Largest first: the biggest items start at once and the small ones
+    // fill the gaps, so no worker idles at the end while another still
+    // compresses a large part alone.
+    items.sort_by(|a, b| {
+        b.len()
+            .cmp(&a.len())
+            .then_with(|| a.file.rel.cmp(&b.file.rel))
+            .then_with(|| a.offset().cmp(&b.offset()))
+    });
     let control = control.ok_or_else(|| EngineError::Internal("global/pg_control vanished".into()))?;
-    let mut groups: Vec<Vec<ScannedFile>> = Vec::new();
-    let mut current: Vec<ScannedFile> = Vec::new();
+    let mut groups: Vec<Vec<WorkItem>> = Vec::new();
+    let mut current: Vec<WorkItem> = Vec::new();
     let mut current_size = 0u64;
-    for f in files {
-        current_size += f.size;
-        current.push(f);
+    for item in items {
+        current_size += item.len();
+        current.push(item);
         if current_size >= opts.part_size {
             groups.push(std::mem::take(&mut current));
             current_size = 0;
@@ -375,7 +448,7 @@ async fn copy_files(
     if !current.is_empty() || groups.is_empty() {
         groups.push(current);
     }
-    let total: u64 = groups.iter().flatten().map(|f| f.size).sum::<u64>() + control.size;
+    let total: u64 = groups.iter().flatten().map(WorkItem::len).sum::<u64>() + control.size;
     let progress: Arc<dyn ProgressSink> = opts.progress.clone().unwrap_or_else(|| Arc::new(NoProgress));
     progress.start(total);
     let _finish = FinishOnDrop(progress.clone());
@@ -394,46 +467,90 @@ async fn copy_files(
         async move { upload_part(&*store, key, index, group, dirs, opts, progress).await }
     }))
     .buffer_unordered(opts.concurrency.max(1));
-    let results: Vec<Result<(PartEntry, Vec<FileEntry>), EngineError>> = uploads.collect().await;
+    let results: Vec<Result<(PartEntry, Vec<Copied1>), EngineError>> = uploads.collect().await;
     let mut parts = Vec::new();
-    let mut entries = Vec::new();
+    let mut copied = Vec::new();
     for r in results {
-        let (part, files) = r?;
+        let (part, items) = r?;
         parts.push(part);
-        entries.extend(files);
+        copied.extend(items);
     }
     // pg_control last: a restore that has it has everything else.
     let index = parts.len() as u32 + 1;
-    let (part, files) = upload_part(
+    let control_item = WorkItem {
+        file: Arc::new(control),
+        piece: None,
+    };
+    let (part, items) = upload_part(
         &**store,
         name.part_key(index),
         index,
-        vec![control],
+        vec![control_item],
         None,
         opts,
         progress.clone(),
     )
     .await?;
     parts.push(part);
-    entries.extend(files);
+    copied.extend(items);
     parts.sort_by_key(|p| p.index);
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Copied {
         parts,
-        files: entries,
+        files: file_entries(copied),
         dirs,
     })
+}
+
+/// The manifest's file entries from what the parts hold: pieces are put
+/// back in order under their file, whose CRC-32C is combined from theirs.
+fn file_entries(mut copied: Vec<Copied1>) -> Vec<FileEntry> {
+    copied.sort_by(|a, b| {
+        a.item
+            .file
+            .rel
+            .cmp(&b.item.file.rel)
+            .then_with(|| a.item.offset().cmp(&b.item.offset()))
+    });
+    let mut entries: Vec<FileEntry> = Vec::new();
+    for c in copied {
+        let f = &c.item.file;
+        let piece = c.item.piece.map(|p| PieceEntry {
+            part: c.part,
+            offset: p.offset,
+            size: p.len,
+            crc32c: format!("{:08x}", c.crc32c),
+        });
+        match entries.last_mut() {
+            Some(last) if last.path == f.rel && piece.is_some() => {
+                let prev = u32::from_str_radix(&last.crc32c, 16).expect("written above");
+                let len = usize::try_from(c.item.len()).expect("a piece fits in memory addresses");
+                let crc = crc32c::crc32c_combine(prev, c.crc32c, len);
+                last.crc32c = format!("{crc:08x}");
+                last.pieces.extend(piece);
+            }
+            _ => entries.push(FileEntry {
+                path: f.rel.clone(),
+                size: f.size,
+                mode: f.mode,
+                mtime: f.mtime,
+                crc32c: format!("{:08x}", c.crc32c),
+                part: c.part,
+                pieces: piece.into_iter().collect(),
+            }),
+        }
+    }
+    entries
 }
 
 async fn upload_part(
     store: &dyn ObjectStore,
     key: Key,
     index: u32,
-    files: Vec<ScannedFile>,
+    items: Vec<WorkItem>,
     dirs: Option<Arc<Vec<pgark_catalog::DirEntry>>>,
     opts: &BackupPushOptions,
     progress: Arc<dyn ProgressSink>,
-) -> Result<(PartEntry, Vec<FileEntry>), EngineError> {
+) -> Result<(PartEntry, Vec<Copied1>), EngineError> {
     let spec = opts.compression;
     let data_key = opts.keys.data_key.clone();
     let name = key.as_str().to_string();
@@ -441,25 +558,25 @@ async fn upload_part(
         mode: PutMode::Create,
         ..Default::default()
     };
-    let (meta, (mut part, files)) = upload_from(store, &key, upload, move |sink| {
+    let (meta, (mut part, items)) = upload_from(store, &key, upload, move |sink| {
         let object =
             crate::pipe::object_writer(sink, spec, DigestAlgorithm::Blake3, data_key.as_ref(), &name)?;
-        write_part(index, &files, dirs.as_deref(), object, &*progress)
+        write_part(index, items, dirs.as_deref(), object, &*progress)
     })
     .await?;
     part.stored_size = meta.size;
-    Ok((part, files))
+    Ok((part, items))
 }
 
-/// Writes one part: a tar stream of `files` (and `dirs` first), encoded as
+/// Writes one part: a tar stream of `items` (and `dirs` first), encoded as
 /// a pgark object, into the channel.
 fn write_part(
     index: u32,
-    files: &[ScannedFile],
+    items: Vec<WorkItem>,
     dirs: Option<&Vec<pgark_catalog::DirEntry>>,
     object: ObjectWriter<ChannelWriter>,
     progress: &dyn ProgressSink,
-) -> Result<(PartEntry, Vec<FileEntry>), EngineError> {
+) -> Result<(PartEntry, Vec<Copied1>), EngineError> {
     let mut tar = tar::Builder::new(object);
     tar.mode(tar::HeaderMode::Complete);
     let broken = |e: std::io::Error| EngineError::Internal(format!("writing backup part {index}: {e}"));
@@ -472,39 +589,53 @@ fn write_part(
         tar.append_data(&mut h, &d.path, std::io::empty())
             .map_err(broken)?;
     }
-    let mut entries = Vec::with_capacity(files.len());
-    for f in files {
-        let file = match std::fs::File::open(&f.abs) {
+    let mut copied = Vec::with_capacity(items.len());
+    for item in items {
+        let f = &item.file;
+        let mut file = match std::fs::File::open(&f.abs) {
             Ok(file) => file,
             // Dropped relations vanish during an online backup: WAL replay
-            // removes them anyway.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // removes them anyway, so a whole file is left out. A piece is
+            // stored as zeros instead: the manifest already promised the
+            // file's size, and some of its pieces may be in other parts.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && item.piece.is_none() => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!("{} vanished while being copied: the rest is zeros", f.rel);
+                let mut h = entry_header(f, item.len());
+                let mut zeros = ExactReader::zeros(&f.abs, item.len());
+                tar.append_data(&mut h, item.entry_name(), &mut zeros)
+                    .map_err(broken)?;
+                progress.advance(item.len());
+                copied.push(Copied1 {
+                    crc32c: zeros.crc,
+                    item,
+                    part: index,
+                });
+                continue;
+            }
             Err(e) => return Err(EngineError::local_io("cannot open", &f.abs, e)),
         };
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mode(f.mode);
-        h.set_size(f.size);
-        h.set_mtime(u64::try_from(f.mtime).unwrap_or(0));
+        if item.offset() > 0 {
+            file.seek(SeekFrom::Start(item.offset()))
+                .map_err(|e| EngineError::local_io("cannot seek", &f.abs, e))?;
+        }
+        let mut h = entry_header(f, item.len());
         let mut reader = ExactReader {
-            file,
+            file: Some(file),
             path: &f.abs,
-            remaining: f.size,
+            remaining: item.len(),
             crc: 0,
             error: None,
         };
-        let res = tar.append_data(&mut h, &f.rel, &mut reader);
+        let res = tar.append_data(&mut h, item.entry_name(), &mut reader);
         if let Some(e) = reader.error.take() {
             return Err(e);
         }
         res.map_err(broken)?;
-        progress.advance(f.size);
-        entries.push(FileEntry {
-            path: f.rel.clone(),
-            size: f.size,
-            mode: f.mode,
-            mtime: f.mtime,
-            crc32c: format!("{:08x}", reader.crc),
+        progress.advance(item.len());
+        copied.push(Copied1 {
+            crc32c: reader.crc,
+            item,
             part: index,
         });
     }
@@ -519,7 +650,16 @@ fn write_part(
         stored_size: 0,
         digest: summary.digest.to_string(),
     };
-    Ok((part, entries))
+    Ok((part, copied))
+}
+
+fn entry_header(f: &ScannedFile, len: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(f.mode);
+    h.set_size(len);
+    h.set_mtime(u64::try_from(f.mtime).unwrap_or(0));
+    h
 }
 
 /// Yields exactly `remaining` bytes of a file that may change while it is
@@ -527,11 +667,24 @@ fn write_part(
 /// replay, and a file that shrank is padded with zeros, as pg_basebackup
 /// does. Checksums what it yields (CRC-32C).
 struct ExactReader<'a> {
-    file: std::fs::File,
+    /// `None`: the file is gone; yields zeros.
+    file: Option<std::fs::File>,
     path: &'a Path,
     remaining: u64,
     crc: u32,
     error: Option<EngineError>,
+}
+
+impl<'a> ExactReader<'a> {
+    fn zeros(path: &'a Path, len: u64) -> Self {
+        ExactReader {
+            file: None,
+            path,
+            remaining: len,
+            crc: 0,
+            error: None,
+        }
+    }
 }
 
 impl Read for ExactReader<'_> {
@@ -542,8 +695,14 @@ impl Read for ExactReader<'_> {
         let want = buf
             .len()
             .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let Some(file) = self.file.as_mut() else {
+            buf[..want].fill(0);
+            self.crc = crc32c::crc32c_append(self.crc, &buf[..want]);
+            self.remaining -= want as u64;
+            return Ok(want);
+        };
         let n = loop {
-            match self.file.read(&mut buf[..want]) {
+            match file.read(&mut buf[..want]) {
                 Ok(0) => {
                     buf[..want].fill(0);
                     break want;
@@ -560,5 +719,81 @@ impl Read for ExactReader<'_> {
         self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
         self.remaining -= n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(rel: &str, size: u64) -> ScannedFile {
+        ScannedFile {
+            rel: rel.into(),
+            abs: PathBuf::from("/nonexistent").join(rel),
+            size,
+            mode: 0o600,
+            mtime: 1,
+        }
+    }
+
+    #[test]
+    fn large_files_are_split_into_pieces_that_cover_them() {
+        let items = work_items(vec![file("a", 10), file("b", 25), file("c", 20)], 10);
+        let layout: Vec<(String, u64, u64)> = items
+            .iter()
+            .map(|i| (i.entry_name(), i.offset(), i.len()))
+            .collect();
+        assert_eq!(
+            layout,
+            [
+                ("a".to_string(), 0, 10),
+                ("b.pgark-piece.000000".to_string(), 0, 10),
+                ("b.pgark-piece.000001".to_string(), 10, 10),
+                ("b.pgark-piece.000002".to_string(), 20, 5),
+                ("c.pgark-piece.000000".to_string(), 0, 10),
+                ("c.pgark-piece.000001".to_string(), 10, 10),
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_is_split_when_a_name_looks_like_a_piece() {
+        let items = work_items(vec![file("b", 25), file("x.pgark-piece.000000", 1)], 10);
+        assert!(items.iter().all(|i| i.piece.is_none()));
+    }
+
+    #[test]
+    fn pieces_are_joined_in_order_with_the_combined_crc() {
+        let data: Vec<u8> = (0..25u32).map(|i| (i * 37 % 256) as u8).collect();
+        let items = work_items(vec![file("b", 25), file("a", 3)], 10);
+        // Finished out of order, in different parts.
+        let mut copied: Vec<Copied1> = items
+            .into_iter()
+            .enumerate()
+            .map(|(n, item)| {
+                let crc32c = if item.file.rel == "a" {
+                    crc32c::crc32c(&data[..3])
+                } else {
+                    let off = item.offset() as usize;
+                    crc32c::crc32c(&data[off..off + item.len() as usize])
+                };
+                Copied1 {
+                    item,
+                    crc32c,
+                    part: n as u32 + 1,
+                }
+            })
+            .collect();
+        copied.reverse();
+        let entries = file_entries(copied);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].path, "a");
+        assert!(entries[0].pieces.is_empty());
+        let b = &entries[1];
+        assert_eq!(b.crc32c, format!("{:08x}", crc32c::crc32c(&data)));
+        assert_eq!(b.part, b.pieces[0].part);
+        let offsets: Vec<u64> = b.pieces.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, [0, 10, 20]);
+        assert_eq!(b.pieces.iter().map(|p| p.size).sum::<u64>(), 25);
     }
 }

@@ -13,7 +13,8 @@ pub struct BackupListArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Add stop LSN and segment, timeline, source, compression, file and part counts.
+    /// Add stop LSN and segment, timeline, source, compression, file and part counts, full or
+    /// delta (and its parent), and pages that failed their data checksum.
     #[arg(long)]
     pub detail: bool,
 }
@@ -41,6 +42,15 @@ fn summary(m: &BackupManifest, detail: bool) -> serde_json::Value {
             "parts": m.parts.len(),
             "tablespaces": m.tablespaces.len(),
             "tool_version": m.tool_version,
+            "type": if m.is_delta() { "delta" } else { "full" },
+            "parent": m.parent.as_ref().map(|p| p.as_str()),
+            "delta_depth": m.delta_depth,
+            "data_checksums": m.data_checksums,
+            "corrupt_pages": m
+                .corrupt_pages
+                .iter()
+                .map(|c| json!({"path": c.path, "blocks": c.blocks}))
+                .collect::<Vec<_>>(),
         });
         if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
             o.extend(e.clone());
@@ -64,8 +74,8 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
     );
     if args.detail {
         header += &format!(
-            " {:<12} {:<24} {:>3} {:<8} {:<5} {:>6}",
-            "stop_lsn", "stop_wal_segment", "tli", "from", "codec", "files"
+            " {:<12} {:<24} {:>3} {:<8} {:<5} {:>6} {:<7} {:<46} {:>7}",
+            "stop_lsn", "stop_wal_segment", "tli", "from", "codec", "files", "type", "parent", "corrupt"
         );
     }
     println!("{header}");
@@ -83,16 +93,25 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
         );
         if args.detail {
             line += &format!(
-                " {:<12} {:<24} {:>3} {:<8} {:<5} {:>6}",
+                " {:<12} {:<24} {:>3} {:<8} {:<5} {:>6} {:<7} {:<46} {:>7}",
                 m.stop_lsn,
                 m.stop_wal_segment,
                 m.timeline,
                 m.backup_from,
                 m.compression,
-                m.files.len()
+                m.files.len(),
+                if m.is_delta() { "delta" } else { "full" },
+                m.parent.as_ref().map_or("-", |p| p.as_str()),
+                m.corrupt_pages.iter().map(|c| c.blocks.len()).sum::<usize>()
             );
         }
         println!("{line}");
+        if args.detail {
+            for c in &m.corrupt_pages {
+                let blocks: Vec<String> = c.blocks.iter().map(u32::to_string).collect();
+                println!("  corrupt pages in {}: block(s) {}", c.path, blocks.join(", "));
+            }
+        }
     }
     Ok(())
 }

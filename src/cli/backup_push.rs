@@ -1,6 +1,6 @@
 use crate::config::Settings;
 use clap::Args;
-use pgark_engine::BackupPushOptions;
+use pgark_engine::{BackupPushOptions, DeltaFrom, DeltaOptions};
 use pgark_pgclient::ConnectOptions;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,14 +31,42 @@ pub struct BackupPushArgs {
     /// Parts compressed and uploaded at once [default: number of CPUs].
     #[arg(long, env = "PGARK_CONCURRENCY", value_name = "N")]
     pub concurrency: Option<usize>,
-    /// Target size of one stored part, in MiB (a file is never split) [default: 64].
+    /// Target size of one stored part, in MiB; larger files are split into pieces of this
+    /// size [default: 64].
     #[arg(long, env = "PGARK_PART_SIZE", value_name = "MIB")]
     pub part_size: Option<u64>,
     /// Seconds to wait for the backup's last WAL segment to be archived; 0 skips the wait
     /// and the archive_mode check [default: 300].
     #[arg(long, env = "PGARK_ARCHIVE_TIMEOUT", value_name = "SECONDS")]
     pub archive_timeout: Option<u64>,
+    /// Take a delta backup: only the pages changed since the parent backup started (see
+    /// --delta-from). Falls back to a full backup, saying why, when there is no suitable
+    /// parent or the chain would exceed --delta-max-steps. Also implied by setting
+    /// --delta-max-steps / PGARK_DELTA_MAX_STEPS (unless --full).
+    #[arg(long, env = "PGARK_DELTA", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub delta: Option<bool>,
+    /// Take a full backup even when PGARK_DELTA_MAX_STEPS is set.
+    #[arg(long, env = "PGARK_FULL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub full: Option<bool>,
+    /// The parent of a delta: LATEST (the newest backup), LATEST_FULL or a backup name
+    /// [default: LATEST].
+    #[arg(long, env = "PGARK_DELTA_FROM", value_name = "LATEST|LATEST_FULL|NAME")]
+    pub delta_from: Option<String>,
+    /// The longest chain of deltas after a full backup; the next backup is full
+    /// [default: 6].
+    #[arg(long, env = "PGARK_DELTA_MAX_STEPS", value_name = "N")]
+    pub delta_max_steps: Option<u32>,
+    /// Exit with status 5 when data pages fail their checksum (the backup is still
+    /// complete and listed; the pages are named in its manifest).
+    #[arg(long, env = "PGARK_FAIL_ON_CORRUPT_PAGES", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub fail_on_corrupt_pages: Option<bool>,
 }
+
+/// Default of --delta-max-steps.
+const DEFAULT_DELTA_MAX_STEPS: u32 = 6;
 
 pub async fn run(args: BackupPushArgs, settings: &Settings) -> anyhow::Result<()> {
     let file = &settings.file;
@@ -70,10 +98,47 @@ pub async fn run(args: BackupPushArgs, settings: &Settings) -> anyhow::Result<()
         Some(s) => Some(Duration::from_secs(s)),
         None => opts.archive_timeout,
     };
+    let max_steps = args.delta_max_steps.or(file.delta_max_steps);
+    let full = args.full.or(file.full).unwrap_or(false);
+    let delta = args
+        .delta
+        .or(file.delta)
+        .unwrap_or(max_steps.is_some_and(|n| n > 0) && !full);
+    if delta && full {
+        return Err(crate::config::ConfigError::Invalid {
+            name: "delta",
+            message: "--delta and --full contradict each other".into(),
+        }
+        .into());
+    }
+    if delta {
+        let from = match args.delta_from.or(file.delta_from.clone()) {
+            Some(s) => s
+                .parse::<DeltaFrom>()
+                .map_err(|message| crate::config::ConfigError::Invalid {
+                    name: "delta-from",
+                    message,
+                })?,
+            None => DeltaFrom::Latest,
+        };
+        opts.delta = Some(DeltaOptions {
+            from,
+            max_steps: max_steps.unwrap_or(DEFAULT_DELTA_MAX_STEPS),
+        });
+    }
+    let fail_on_corrupt = args
+        .fail_on_corrupt_pages
+        .or(file.fail_on_corrupt_pages)
+        .unwrap_or(false);
     opts.retry = settings.retry;
     opts.keys = crate::encryption::open_keys(&*store, settings, true).await?;
     opts.progress = Some(crate::progress::for_stderr("backup-push"));
     let manifest = pgark_engine::backup_push(store, &opts).await?;
     println!("{}", manifest.name);
+    if fail_on_corrupt {
+        if let Some(e) = pgark_engine::EngineError::corrupt_pages(&manifest) {
+            return Err(e.into());
+        }
+    }
     Ok(())
 }

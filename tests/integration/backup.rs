@@ -29,10 +29,10 @@ fn insert_batch(cluster: &PgCluster, batch: &str, n: u32) {
         .unwrap();
 }
 
-struct Source {
-    bin: PathBuf,
-    repo: tempfile::TempDir,
-    cluster: PgCluster,
+pub struct Source {
+    pub bin: PathBuf,
+    pub repo: tempfile::TempDir,
+    pub cluster: PgCluster,
     /// With encryption: the key file (readable by the server's user) and
     /// the scratch directory holding it.
     key: Option<(PathBuf, tempfile::TempDir)>,
@@ -40,7 +40,7 @@ struct Source {
 
 impl Source {
     /// pgark as the unprivileged user, with the repository's key if any.
-    fn pgark(&self, args: &[&str]) -> Output {
+    pub fn pgark(&self, args: &[&str]) -> Output {
         let mut cmd = pgark_command(&self.bin, &self.cluster, self.repo.path());
         if let Some((key, _)) = &self.key {
             cmd.env("PGARK_ENCRYPTION_KEY_FILE", key);
@@ -50,7 +50,7 @@ impl Source {
     }
 }
 
-fn archiving_source() -> Source {
+pub fn archiving_source() -> Source {
     archiving_source_with(false)
 }
 
@@ -90,7 +90,7 @@ fn archiving_source_with(encrypted: bool) -> Source {
 
 /// Restores `name` with extra backup-fetch flags, starts it, waits for
 /// recovery to end, and returns the running cluster.
-fn restore_and_start(src: &Source, name: &str, flags: &[&str]) -> (tempfile::TempDir, PgCluster) {
+pub fn restore_and_start(src: &Source, name: &str, flags: &[&str]) -> (tempfile::TempDir, PgCluster) {
     let dir = scratch_dir("restore");
     let dest = dir.path().join("data");
     let mut args = vec!["backup-fetch", dest.to_str().unwrap(), name];
@@ -127,7 +127,7 @@ pub fn verify_backup(install: &PgInstall, dest: &Path) {
 }
 
 /// pg_checksums --check on a cleanly stopped restored cluster.
-fn check_page_checksums(cluster: &PgCluster) {
+pub fn check_page_checksums(cluster: &PgCluster) {
     cluster.stop().unwrap();
     let mut cmd = cluster.install().command("pg_checksums");
     cmd.arg("--check").arg("-D").arg(cluster.data_dir());

@@ -6,6 +6,7 @@ mod backup;
 mod backup_faults;
 mod backup_topology;
 mod common;
+mod delta;
 mod encryption;
 mod s3;
 mod versions;

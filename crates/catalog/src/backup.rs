@@ -28,6 +28,12 @@ pub const PIECE_SUFFIX: &str = ".pgark-piece.";
 pub fn piece_entry_name(path: &str, number: usize) -> String {
     format!("{path}{PIECE_SUFFIX}{number:06}")
 }
+
+/// The tar entry name of the increment of the file at `path` in a delta
+/// backup (see `pgark-delta`'s format).
+pub fn delta_entry_name(path: &str) -> String {
+    format!("{path}.pgark-delta")
+}
 const MANIFEST_FILE: &str = "manifest";
 
 /// A backup's name: `base_<start WAL segment>_<start time>`, e.g.
@@ -115,7 +121,9 @@ pub struct FileEntry {
     pub mtime: i64,
     /// CRC-32C of the stored content, 8 hex digits (the value, big-endian).
     /// Cheap enough to compute on every byte at memory speed; each part's
-    /// digest (in its object trailer) covers the same bytes strongly.
+    /// digest (in its object trailer) covers the same bytes strongly. For a
+    /// delta entry: of the file as the delta's scan read it (its kept pages
+    /// are read again to be stored, so a restore does not compare with it).
     pub crc32c: String,
     /// The data part holding the file (1-based); for a file split into
     /// pieces, the part of its first piece.
@@ -127,6 +135,50 @@ pub struct FileEntry {
     /// path in `part`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pieces: Vec<PieceEntry>,
+    /// In a delta backup, a relation file diffed against the parent's copy:
+    /// its pages changed since the parent started, as an increment (the
+    /// tar entry [`delta_entry_name`] in `part`), or nothing at all when
+    /// no page changed (`part` is then 0). `None`: the whole content is in
+    /// this backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaEntry>,
+}
+
+impl FileEntry {
+    /// Whether this backup holds any bytes of the file (a delta entry of
+    /// an unchanged file holds none).
+    pub fn has_content(&self) -> bool {
+        self.delta.as_ref().is_none_or(|d| !d.unchanged)
+    }
+}
+
+/// How a delta backup stores a relation file (see [`FileEntry::delta`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaEntry {
+    /// No page changed and the size is the parent's: nothing is stored,
+    /// the file is the parent's.
+    #[serde(default)]
+    pub unchanged: bool,
+    /// The file's size in blocks when it was read.
+    pub blocks: u32,
+    /// The size of the parent's copy, in blocks.
+    pub parent_blocks: u32,
+    /// Pages the increment stores.
+    pub stored_pages: u32,
+    /// Size of the increment (the tar entry).
+    pub size: u64,
+    /// CRC-32C of the increment, 8 hex digits.
+    pub crc32c: String,
+}
+
+/// Pages whose data checksum failed when read twice (corrupt on disk),
+/// per file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorruptPages {
+    pub path: String,
+    /// Block numbers within the file (as pg_basebackup and pg_checksums
+    /// report them).
+    pub blocks: Vec<u32>,
 }
 
 /// One piece of a file split across parts.
@@ -203,12 +255,40 @@ pub struct BackupManifest {
     pub backup_label: String,
     pub tablespace_map: String,
     pub tablespaces: Vec<TablespaceEntry>,
+    /// The backup this one is a delta of; `None` for a full backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<BackupName>,
+    /// Deltas between this backup and its full backup: 0 for a full one.
+    #[serde(default)]
+    pub delta_depth: u32,
+    /// The parent's start LSN, from which changed pages were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_since_lsn: Option<String>,
+    /// The cluster has data checksums (pg_control), so every page read
+    /// was verified.
+    #[serde(default)]
+    pub data_checksums: bool,
+    /// BLCKSZ of the cluster.
+    #[serde(default = "default_block_size")]
+    pub block_size: u32,
+    /// Pages found corrupt (checksum failed twice with the same bytes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub corrupt_pages: Vec<CorruptPages>,
     pub parts: Vec<PartEntry>,
     pub directories: Vec<DirEntry>,
     pub files: Vec<FileEntry>,
 }
 
+fn default_block_size() -> u32 {
+    8192
+}
+
 impl BackupManifest {
+    /// Whether this is a delta backup (it has a parent).
+    pub fn is_delta(&self) -> bool {
+        self.parent.is_some()
+    }
+
     pub fn pg_major(&self) -> u32 {
         self.pg_version_num / 10000
     }
@@ -237,7 +317,13 @@ impl BackupManifest {
             serde_json::from_slice(bytes).map_err(|source| CatalogError::Decode { what, source })?;
         let parts = m.parts.len() as u32;
         let bad_part = |p: u32| p == 0 || p > parts;
-        if let Some(f) = m.files.iter().find(|f| bad_part(f.part)) {
+        if let Some(f) = m.files.iter().find(|f| {
+            if f.has_content() {
+                bad_part(f.part)
+            } else {
+                f.part != 0 || !f.pieces.is_empty()
+            }
+        }) {
             return Err(CatalogError::Inconsistent {
                 what,
                 detail: format!("{} names part {} of {parts}", f.path, f.part),
@@ -263,6 +349,14 @@ impl BackupManifest {
                     detail: format!("{}: pieces cover {next} of {} bytes", f.path, f.size),
                 });
             }
+        }
+        if m.parent.is_none() != (m.delta_depth == 0)
+            || (m.parent.is_none() && m.files.iter().any(|f| f.delta.is_some()))
+        {
+            return Err(CatalogError::Inconsistent {
+                what,
+                detail: "delta entries, parent and delta depth disagree".into(),
+            });
         }
         Ok(m)
     }
@@ -330,6 +424,12 @@ mod tests {
             backup_label: String::new(),
             tablespace_map: String::new(),
             tablespaces: vec![],
+            parent: None,
+            delta_depth: 0,
+            delta_since_lsn: None,
+            data_checksums: true,
+            block_size: 8192,
+            corrupt_pages: vec![],
             parts: (1..=3)
                 .map(|index| PartEntry {
                     index,
@@ -360,6 +460,7 @@ mod tests {
                     crc32c: "00000000".into(),
                 })
                 .collect(),
+            delta: None,
         }
     }
 
@@ -389,6 +490,7 @@ mod tests {
     fn format_1_manifests_still_read() {
         let mut m = manifest(vec![]);
         m.format = 1;
+        m.data_checksums = false;
         let json = String::from_utf8(m.to_json())
             .unwrap()
             .replace("\"digest\"", "\"sha256\"");

@@ -22,8 +22,8 @@ mod error;
 mod repository;
 
 pub use backup::{
-    piece_entry_name, BackupManifest, BackupName, DirEntry, FileEntry, PartEntry, PieceEntry,
-    TablespaceEntry, BACKUPS_PREFIX, MANIFEST_FORMAT, PIECE_SUFFIX,
+    delta_entry_name, piece_entry_name, BackupManifest, BackupName, CorruptPages, DeltaEntry, DirEntry,
+    FileEntry, PartEntry, PieceEntry, TablespaceEntry, BACKUPS_PREFIX, MANIFEST_FORMAT, PIECE_SUFFIX,
 };
 pub use error::CatalogError;
 pub use repository::{RepositoryMeta, REPOSITORY_FORMAT};

@@ -20,6 +20,7 @@
 //!   others skip it.
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use pgark_pg::Lsn;
 
@@ -203,6 +204,21 @@ impl ChainRestore {
         Ok(written)
     }
 
+    /// Ends the increments: what the base still has to fill, as a value several threads
+    /// can use at once, for a base that comes in pieces ([`BaseFill`]).
+    pub fn into_base_fill(self) -> BaseFill {
+        BaseFill {
+            block_size: self.block_size,
+            base_blocks: self.expected_blocks,
+            limit: self.limit,
+            written: self.written,
+            from_base: (0..bitmap_words(self.stats.blocks as usize))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            stats: self.stats,
+        }
+    }
+
     fn base_mismatch(&self, found: u64) -> DeltaError {
         DeltaError::BaseSizeMismatch {
             found,
@@ -229,6 +245,95 @@ impl ChainRestore {
     fn mark(&mut self, block: u32) {
         self.written[block as usize / 64] |= 1 << (block % 64);
         self.remaining -= 1;
+    }
+}
+
+/// The base step of a [`ChainRestore`] ([`ChainRestore::into_base_fill`]) for a base
+/// stored in pieces (ranges of whole blocks), applied in any order, from several threads
+/// at once: each piece writes the blocks of its range that no increment wrote, and
+/// [`BaseFill::finish`] checks that the pieces covered the base exactly and that every
+/// block of the result was written exactly once.
+#[derive(Debug)]
+pub struct BaseFill {
+    block_size: BlockSize,
+    base_blocks: u32,
+    limit: u32,
+    /// Blocks written from increments (read-only here).
+    written: Vec<u64>,
+    /// Blocks of the base seen (written or not), one bit each.
+    from_base: Vec<AtomicU64>,
+    stats: RestoreStats,
+}
+
+impl BaseFill {
+    /// The size, in blocks, the base must have (the oldest increment's parent size).
+    pub fn base_blocks(&self) -> u32 {
+        self.base_blocks
+    }
+
+    /// The result's size in blocks.
+    pub fn blocks(&self) -> u32 {
+        self.stats.blocks
+    }
+
+    /// Applies the piece of the base that starts at block `first_block`: reads it to its
+    /// end and writes through `target(block, page)` the blocks the increments did not.
+    /// Returns the pages written.
+    pub fn apply_range<R, T>(&self, first_block: u32, mut data: R, target: &mut T) -> Result<u32, DeltaError>
+    where
+        R: Read,
+        T: FnMut(u32, &[u8]) -> io::Result<()>,
+    {
+        let bs = self.block_size.bytes();
+        let mut page = vec![0u8; bs];
+        let mut block = u64::from(first_block);
+        let mut written = 0;
+        loop {
+            let n = read_full(&mut data, &mut page)?;
+            if n == 0 {
+                break;
+            }
+            if n < bs || block >= u64::from(self.base_blocks) {
+                let found = block * bs as u64 + n as u64 + drain(&mut data)?;
+                return Err(DeltaError::BaseSizeMismatch {
+                    found,
+                    expected_blocks: self.base_blocks,
+                    block_size: self.block_size.get(),
+                });
+            }
+            let b = block as u32;
+            let bit = 1u64 << (b % 64);
+            if b < self.stats.blocks {
+                if self.from_base[b as usize / 64].fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+                    return Err(DeltaError::BaseOverlap { block: b });
+                }
+                if b < self.limit && !bit_is_set(&self.written, b as usize) {
+                    target(b, &page)?;
+                    written += 1;
+                }
+            }
+            block += 1;
+        }
+        Ok(written)
+    }
+
+    /// Checks that every block of the result was written (by an increment or the base)
+    /// and returns where the pages came from.
+    pub fn finish(self) -> Result<RestoreStats, DeltaError> {
+        let mut stats = self.stats;
+        for b in 0..stats.blocks {
+            let i = b as usize;
+            let from_increment = bit_is_set(&self.written, i);
+            let from_base =
+                b < self.limit && self.from_base[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0;
+            if !from_increment && !from_base {
+                return Err(DeltaError::ChainGap { block: b });
+            }
+            if !from_increment {
+                stats.from_base += 1;
+            }
+        }
+        Ok(stats)
     }
 }
 

@@ -178,6 +178,13 @@ pub enum DeltaError {
         block_size: u32,
     },
 
+    /// Two pieces of the base both hold a block.
+    #[error("block {block} of the base arrived twice")]
+    BaseOverlap {
+        /// The block.
+        block: u32,
+    },
+
     /// After the whole chain, a block of the result has no source.
     #[error("block {block} has no source in the chain")]
     ChainGap {

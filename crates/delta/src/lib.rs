@@ -87,7 +87,7 @@ mod proptests;
 #[cfg(test)]
 mod testpages;
 
-pub use apply::{merge_chain, seek_target, ChainRestore, RestoreStats};
+pub use apply::{merge_chain, seek_target, BaseFill, ChainRestore, RestoreStats};
 pub use block::BlockSize;
 pub use error::DeltaError;
 pub use files::{delta_relation_file, first_block_no, is_delta_file};

@@ -190,6 +190,40 @@ fn restore_newest_first(c: &Case, base: &[u8], increments: &[Vec<u8>]) -> Result
     Ok(out)
 }
 
+/// Newest first, with the base in pieces of `piece_blocks` blocks applied in reverse
+/// order through [`BaseFill`](crate::apply::BaseFill).
+fn restore_with_base_pieces(
+    c: &Case,
+    base: &[u8],
+    increments: &[Vec<u8>],
+    piece_blocks: usize,
+) -> Result<Vec<u8>, DeltaError> {
+    let bs = c.block_size as usize;
+    let newest = IncrementReader::new(&increments[increments.len() - 1][..])?;
+    let mut restore = ChainRestore::new(newest.header());
+    let mut out = vec![0xA5u8; restore.blocks() as usize * bs];
+    let mut writes: HashMap<u32, u32> = HashMap::new();
+    let mut target = |block: u32, page: &[u8]| {
+        *writes.entry(block).or_default() += 1;
+        out[block as usize * bs..][..bs].copy_from_slice(page);
+        Ok(())
+    };
+    for inc in increments.iter().rev() {
+        let mut r = IncrementReader::new(&inc[..])?;
+        restore.apply_increment(&mut r, &mut target)?;
+    }
+    let fill = restore.into_base_fill();
+    let pieces: Vec<(usize, &[u8])> = base.chunks(piece_blocks * bs).enumerate().collect();
+    for (k, piece) in pieces.into_iter().rev() {
+        fill.apply_range((k * piece_blocks) as u32, piece, &mut target)?;
+    }
+    let stats = fill.finish()?;
+    assert_eq!(stats.from_base + stats.from_increments, u64::from(stats.blocks));
+    assert_eq!(writes.len(), stats.blocks as usize);
+    assert!(writes.values().all(|&n| n == 1), "a page written twice");
+    Ok(out)
+}
+
 fn restore_merged(base: &[u8], increments: &[Vec<u8>]) -> Result<Vec<u8>, DeltaError> {
     let mut readers = increments
         .iter()
@@ -232,6 +266,10 @@ proptest! {
         prop_assert!(a == newest, "newest-first restore differs");
         let b = restore_merged(&base, &increments).unwrap();
         prop_assert!(b == newest, "merged restore differs");
+        for piece_blocks in [1, 3] {
+            let p = restore_with_base_pieces(&c, &base, &increments, piece_blocks).unwrap();
+            prop_assert!(p == newest, "restore with the base in pieces of {} blocks differs", piece_blocks);
+        }
         // Any suffix of the chain restores from the matching version as its base.
         for from in 1..increments.len() {
             let base = versions[from].concat();

@@ -95,13 +95,23 @@ pub async fn backup_fetch(
     let manifest = select_backup(&*store, opts).await?;
     let locations = tablespace_locations(&manifest, &opts.tablespace_map);
     if opts.dry_run {
-        for part in &manifest.parts {
-            let key = manifest.name.part_key(part.index);
-            if !store.exists(&key).await? {
-                return Err(EngineError::NotFound {
-                    what: format!("part {} of backup {}", part.index, manifest.name),
-                    key: key.to_string(),
-                });
+        // Every part the restore would read, of this backup and of the
+        // parents a delta needs.
+        let chain = load_chain(&*store, manifest.clone(), &opts.keys).await?;
+        let plan = Plan::new(opts, &locations, &chain)?;
+        for (level, backup) in chain.iter().enumerate() {
+            let mut parts = plan.levels[level].parts.clone();
+            if level == 0 {
+                parts.extend(backup.parts.iter().map(|p| p.index));
+            }
+            for index in parts {
+                let key = backup.name.part_key(index);
+                if !store.exists(&key).await? {
+                    return Err(EngineError::NotFound {
+                        what: format!("part {index} of backup {}", backup.name),
+                        key: key.to_string(),
+                    });
+                }
             }
         }
         return Ok(outcome(manifest, true));
@@ -142,35 +152,49 @@ async fn restore_into(
         std::os::unix::fs::symlink(location, &link)
             .map_err(|e| EngineError::local_io("cannot create symlink", &link, e))?;
     }
-    let plan = Arc::new(Plan::new(opts, locations, &manifest));
+    let chain = load_chain(&*store, manifest.clone(), &opts.keys).await?;
+    let plan = Arc::new(Plan::new(opts, locations, &chain)?.open_chain_files()?);
     if let Some(p) = &plan.progress {
         p.start(manifest.original_size);
     }
-    let (last, rest) = manifest
+    let last_index = manifest
         .parts
-        .split_last()
-        .ok_or_else(|| EngineError::Internal("backup has no parts".into()))?;
+        .last()
+        .ok_or_else(|| EngineError::Internal("backup has no parts".into()))?
+        .index;
+    // Newest backup first: each page is written once, by the newest backup
+    // of the chain that has it.
+    for (level, backup) in chain.iter().enumerate() {
+        plan.start_level(level)?;
+        let parts: Vec<u32> = plan.levels[level]
+            .parts
+            .iter()
+            .copied()
+            .filter(|&i| level > 0 || i != last_index)
+            .collect();
+        let results: Vec<Result<(), EngineError>> = futures::stream::iter(parts.into_iter().map(|index| {
+            let plan = plan.clone();
+            let key = backup.name.part_key(index);
+            let store = store.clone();
+            let name = &backup.name;
+            async move {
+                decode_object(
+                    &*store,
+                    &key.clone(),
+                    opts.keys.data_key.as_ref(),
+                    move |reader| extract(&key, reader, &plan, level),
+                )
+                .await
+                .map_err(|e| missing_part(e, name, index))
+            }
+        }))
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect()
+        .await;
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        plan.end_level(level)?;
+    }
     let name = manifest.name.clone();
-    let results: Vec<Result<(), EngineError>> = futures::stream::iter(rest.iter().map(|p| {
-        let plan = plan.clone();
-        let key = name.part_key(p.index);
-        let store = store.clone();
-        let name = &name;
-        async move {
-            decode_object(
-                &*store,
-                &key.clone(),
-                opts.keys.data_key.as_ref(),
-                move |reader| extract(&key, reader, &plan),
-            )
-            .await
-            .map_err(|e| missing_part(e, name, p.index))
-        }
-    }))
-    .buffer_unordered(opts.concurrency.max(1))
-    .collect()
-    .await;
-    results.into_iter().collect::<Result<Vec<()>, _>>()?;
 
     write_text(&opts.dest.join("backup_label"), &manifest.backup_label)?;
     if !manifest.tablespace_map.is_empty() {
@@ -189,7 +213,8 @@ async fn restore_into(
             Err(e) => return Err(EngineError::local_io("cannot remove", &path, e)),
         }
     }
-    write_pg_manifest(&opts.dest, &manifest)?;
+    let crcs = plan.crc_override.lock().expect("lock").clone();
+    write_pg_manifest(&opts.dest, &manifest, &crcs)?;
     std::fs::create_dir_all(opts.dest.join("pg_wal/archive_status"))
         .map_err(|e| EngineError::local_io("cannot create", opts.dest.join("pg_wal/archive_status"), e))?;
     if let Some(recovery) = &opts.recovery {
@@ -198,16 +223,16 @@ async fn restore_into(
     sync_filesystems(&opts.dest, locations.values())?;
 
     // pg_control last: until it is in place, the directory cannot start.
-    let key = name.part_key(last.index);
+    let key = name.part_key(last_index);
     let plan_last = plan.clone();
     decode_object(
         &*store,
         &key.clone(),
         opts.keys.data_key.as_ref(),
-        move |reader| extract(&key, reader, &plan_last),
+        move |reader| extract(&key, reader, &plan_last, 0),
     )
     .await
-    .map_err(|e| missing_part(e, &name, last.index))?;
+    .map_err(|e| missing_part(e, &name, last_index))?;
     let restored = plan.restored.lock().expect("lock").len();
     if restored != manifest.files.len() {
         let have: std::collections::HashSet<String> =
@@ -378,40 +403,370 @@ fn remove_contents(dir: &Path) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// What a restore does with one file of the target backup.
+struct FilePlan {
+    /// The target backup's entry: path, size, mode, mtime.
+    target: FileEntry,
+    /// The entry holding the full copy the file is rebuilt from (the
+    /// target's own entry unless the file is a delta).
+    base: FileEntry,
+    /// The chain level (0 = the target backup) of `base`.
+    base_level: usize,
+    /// Levels holding an increment of the file, newest first.
+    increments: Vec<usize>,
+}
+
+/// What a tar entry of a part is for.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    /// A directory (of the target backup).
+    Dir,
+    /// The whole file `.0`, as it is.
+    Whole(usize),
+    /// Piece `.1` of file `.0`.
+    Piece(usize, usize),
+    /// The increment of file `.0`.
+    Increment(usize),
+    /// The base of file `.0` (rebuilt from increments and this).
+    BaseWhole(usize),
+    /// Piece `.1` of the base of file `.0`.
+    BasePiece(usize, usize),
+    /// An entry of this backup the restore does not need.
+    Skip,
+}
+
+/// Per backup of the chain: what its tar entries are for, and which of
+/// its parts hold anything needed.
+#[derive(Default)]
+struct LevelPlan {
+    actions: HashMap<String, Action>,
+    parts: std::collections::BTreeSet<u32>,
+}
+
+/// The restore of a file rebuilt from a chain.
+enum ChainState {
+    /// Applying increments, newest first (`None` until the first).
+    Increments(Option<pgark_delta::ChainRestore>),
+    /// Filling from the base, possibly in pieces at once.
+    Base(Arc<pgark_delta::BaseFill>),
+    Done,
+}
+
+struct ChainFile {
+    file: std::fs::File,
+    path: PathBuf,
+    state: Mutex<ChainState>,
+}
+
 struct Plan {
     dest: PathBuf,
     locations: HashMap<u32, PathBuf>,
-    /// Tar entry name -> the file it restores, and which piece of it.
-    expected: HashMap<String, (Arc<FileEntry>, Option<usize>)>,
-    /// Pieces not yet restored, per split file.
-    pieces_left: Mutex<HashMap<String, usize>>,
+    files: Vec<FilePlan>,
+    levels: Vec<LevelPlan>,
+    /// Files rebuilt from increments, by file index.
+    chains: HashMap<usize, ChainFile>,
+    /// Pieces not yet restored, per file restored whole from pieces.
+    pieces_left: Mutex<HashMap<usize, usize>>,
     restored: Mutex<Vec<String>>,
+    /// CRC-32C of files rebuilt from a chain, as rebuilt, for the
+    /// backup_manifest (see [`Plan::end_level`]).
+    crc_override: Mutex<HashMap<String, String>>,
+    block_size: pgark_delta::BlockSize,
     progress: Option<Arc<dyn crate::ProgressSink>>,
 }
 
+/// Loads the parents of `target`, newest first, down to its full backup.
+async fn load_chain(
+    store: &dyn ObjectStore,
+    target: BackupManifest,
+    keys: &crate::RepoKeys,
+) -> Result<Vec<BackupManifest>, EngineError> {
+    let mut chain = vec![target];
+    while let Some(parent) = chain.last().and_then(|m| m.parent.clone()) {
+        let child = chain.last().expect("not empty");
+        let m = load_manifest(store, &parent, keys).await.map_err(|e| match e {
+            EngineError::NotFound { key, .. } => EngineError::NotFound {
+                what: format!("backup {parent}, the parent of delta backup {}", child.name),
+                key,
+            },
+            other => other,
+        })?;
+        if m.system_identifier != child.system_identifier
+            || m.delta_depth + 1 != child.delta_depth
+            || chain.len() > 10_000
+        {
+            return Err(EngineError::Integrity {
+                key: parent.manifest_key().to_string(),
+                source: pgark_codec::CodecError::Io(std::io::Error::other(format!(
+                    "backup {parent} does not fit as the parent of {} (system identifier or delta depth)",
+                    child.name
+                ))),
+            });
+        }
+        chain.push(m);
+    }
+    Ok(chain)
+}
+
 impl Plan {
-    fn new(opts: &BackupFetchOptions, locations: &HashMap<u32, PathBuf>, manifest: &BackupManifest) -> Plan {
-        let mut expected = HashMap::new();
-        let mut pieces_left = HashMap::new();
-        for f in &manifest.files {
-            let f = Arc::new(f.clone());
-            if f.pieces.is_empty() {
-                expected.insert(f.path.clone(), (f, None));
-                continue;
+    fn new(
+        opts: &BackupFetchOptions,
+        locations: &HashMap<u32, PathBuf>,
+        chain: &[BackupManifest],
+    ) -> Result<Plan, EngineError> {
+        let target = &chain[0];
+        let block_size = pgark_delta::BlockSize::new(target.block_size)
+            .map_err(|e| EngineError::Internal(format!("backup {}: {e}", target.name)))?;
+        let indexes: Vec<HashMap<&str, &FileEntry>> = chain
+            .iter()
+            .map(|m| m.files.iter().map(|f| (f.path.as_str(), f)).collect())
+            .collect();
+        let broken = |m: &BackupManifest, msg: String| EngineError::Integrity {
+            key: m.name.manifest_key().to_string(),
+            source: pgark_codec::CodecError::Io(std::io::Error::other(msg)),
+        };
+        let mut files = Vec::with_capacity(target.files.len());
+        for f in &target.files {
+            let mut increments = Vec::new();
+            let mut level = 0;
+            let base = loop {
+                let e = indexes[level].get(f.path.as_str()).ok_or_else(|| {
+                    broken(
+                        &chain[level],
+                        format!(
+                            "{} is a delta in {} but is missing here",
+                            f.path,
+                            chain[level - 1].name
+                        ),
+                    )
+                })?;
+                match &e.delta {
+                    None => break (*e).clone(),
+                    Some(d) if !d.unchanged => increments.push(level),
+                    Some(_) => {}
+                }
+                level += 1;
+                if level == chain.len() {
+                    return Err(broken(
+                        &chain[level - 1],
+                        format!("{}: no full copy in the chain", f.path),
+                    ));
+                }
+            };
+            if increments.is_empty() && base.size != f.size {
+                return Err(broken(
+                    &chain[level],
+                    format!(
+                        "{}: unchanged since this backup, but {} bytes here and {} in {}",
+                        f.path, base.size, f.size, target.name
+                    ),
+                ));
             }
-            pieces_left.insert(f.path.clone(), f.pieces.len());
-            for number in 0..f.pieces.len() {
-                expected.insert(piece_entry_name(&f.path, number), (f.clone(), Some(number)));
+            files.push(FilePlan {
+                target: f.clone(),
+                base,
+                base_level: level,
+                increments,
+            });
+        }
+        let mut levels: Vec<LevelPlan> = (0..chain.len()).map(|_| LevelPlan::default()).collect();
+        for (level, m) in chain.iter().enumerate() {
+            let actions = &mut levels[level].actions;
+            for f in &m.files {
+                if !f.has_content() {
+                    continue;
+                }
+                if f.delta.is_some() {
+                    actions.insert(pgark_catalog::delta_entry_name(&f.path), Action::Skip);
+                } else if f.pieces.is_empty() {
+                    actions.insert(f.path.clone(), Action::Skip);
+                } else {
+                    for n in 0..f.pieces.len() {
+                        actions.insert(piece_entry_name(&f.path, n), Action::Skip);
+                    }
+                }
+            }
+            if level == 0 {
+                for d in &m.directories {
+                    actions.insert(d.path.clone(), Action::Dir);
+                }
             }
         }
-        Plan {
+        let mut pieces_left = HashMap::new();
+        for (i, fp) in files.iter().enumerate() {
+            let chained = !fp.increments.is_empty();
+            for &level in &fp.increments {
+                let e = indexes[level][fp.target.path.as_str()];
+                levels[level]
+                    .actions
+                    .insert(pgark_catalog::delta_entry_name(&e.path), Action::Increment(i));
+                levels[level].parts.insert(e.part);
+            }
+            let lp = &mut levels[fp.base_level];
+            if fp.base.pieces.is_empty() {
+                let action = if chained {
+                    Action::BaseWhole(i)
+                } else {
+                    Action::Whole(i)
+                };
+                lp.actions.insert(fp.base.path.clone(), action);
+                lp.parts.insert(fp.base.part);
+            } else {
+                if !chained {
+                    pieces_left.insert(i, fp.base.pieces.len());
+                }
+                for (n, p) in fp.base.pieces.iter().enumerate() {
+                    let action = if chained {
+                        Action::BasePiece(i, n)
+                    } else {
+                        Action::Piece(i, n)
+                    };
+                    lp.actions.insert(piece_entry_name(&fp.base.path, n), action);
+                    lp.parts.insert(p.part);
+                }
+            }
+        }
+        // The directories are in the target's first part.
+        if let Some(first) = target.parts.first() {
+            levels[0].parts.insert(first.index);
+        }
+        let plan = Plan {
             dest: opts.dest.clone(),
             locations: locations.clone(),
-            expected,
+            files,
+            levels,
+            chains: HashMap::new(),
             pieces_left: Mutex::new(pieces_left),
             restored: Mutex::new(Vec::new()),
+            crc_override: Mutex::new(HashMap::new()),
+            block_size,
             progress: opts.progress.clone(),
+        };
+        Ok(plan)
+    }
+
+    /// Creates the files rebuilt from chains, empty.
+    fn open_chain_files(mut self) -> Result<Plan, EngineError> {
+        let key = Key::new("backups").expect("a valid key");
+        for (i, fp) in self.files.iter().enumerate() {
+            if fp.increments.is_empty() {
+                continue;
+            }
+            let path = self.target(&fp.target.path, &key)?;
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| EngineError::local_io("cannot create", parent, e))?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(|e| EngineError::local_io("cannot create", &path, e))?;
+            self.chains.insert(
+                i,
+                ChainFile {
+                    file,
+                    path,
+                    state: Mutex::new(ChainState::Increments(None)),
+                },
+            );
         }
+        Ok(self)
+    }
+
+    /// Before the parts of `level`: files whose base is at this level stop
+    /// taking increments and start taking their base.
+    fn start_level(&self, level: usize) -> Result<(), EngineError> {
+        for (i, c) in &self.chains {
+            if self.files[*i].base_level != level {
+                continue;
+            }
+            let mut state = c.state.lock().expect("lock");
+            let ChainState::Increments(restore) = std::mem::replace(&mut *state, ChainState::Done) else {
+                return Err(EngineError::Internal(format!(
+                    "{}: chain state out of order",
+                    c.path.display()
+                )));
+            };
+            let restore = restore.ok_or_else(|| {
+                EngineError::Internal(format!(
+                    "{}: no increment was applied before its base",
+                    c.path.display()
+                ))
+            })?;
+            let fill = restore.into_base_fill();
+            let expected = u64::from(fill.base_blocks()) * u64::from(self.block_size.get());
+            if self.files[*i].base.size != expected {
+                return Err(EngineError::Integrity {
+                    key: self.files[*i].base.path.clone(),
+                    source: pgark_codec::CodecError::Io(std::io::Error::other(format!(
+                        "the base copy has {} bytes, the chain needs {expected}",
+                        self.files[*i].base.size
+                    ))),
+                });
+            }
+            *state = ChainState::Base(Arc::new(fill));
+        }
+        Ok(())
+    }
+
+    /// After the parts of `level`: files whose base was at this level are
+    /// complete: that every block was written exactly once is checked, the
+    /// file is read back for its CRC-32C (for the backup_manifest: it is
+    /// not compared with the CRC-32C the delta backup computed while
+    /// scanning, because the kept pages are read a second time to be
+    /// stored, and a page written in between is stored in its newer
+    /// version, which WAL replay makes right either way; each piece of the
+    /// chain was verified on its own), and given its mode and mtime.
+    fn end_level(&self, level: usize) -> Result<(), EngineError> {
+        for (i, c) in &self.chains {
+            let fp = &self.files[*i];
+            if fp.base_level != level {
+                continue;
+            }
+            let state = std::mem::replace(&mut *c.state.lock().expect("lock"), ChainState::Done);
+            let ChainState::Base(fill) = state else {
+                return Err(EngineError::Internal(format!(
+                    "{}: chain state out of order",
+                    c.path.display()
+                )));
+            };
+            let fill = Arc::try_unwrap(fill)
+                .map_err(|_| EngineError::Internal(format!("{}: base still in use", c.path.display())))?;
+            let blocks = fill.blocks();
+            fill.finish().map_err(|e| EngineError::Integrity {
+                key: fp.target.path.clone(),
+                source: pgark_codec::CodecError::Io(std::io::Error::other(e.to_string())),
+            })?;
+            let len = u64::from(blocks) * u64::from(self.block_size.get());
+            c.file
+                .set_len(len)
+                .map_err(|e| EngineError::local_io("cannot truncate", &c.path, e))?;
+            let crc = crc_of_file(&c.file, &c.path, len)?;
+            let crc = format!("{crc:08x}");
+            if len != fp.target.size {
+                return Err(EngineError::Integrity {
+                    key: fp.target.path.clone(),
+                    source: pgark_codec::CodecError::Io(std::io::Error::other(format!(
+                        "rebuilt from the chain: {len} bytes, the backup read {} bytes",
+                        fp.target.size
+                    ))),
+                });
+            }
+            start_writeback(&c.file, 0, len);
+            finish_file(&c.file, &c.path, &fp.target)?;
+            self.crc_override
+                .lock()
+                .expect("lock")
+                .insert(fp.target.path.clone(), crc);
+            self.restored.lock().expect("lock").push(fp.target.path.clone());
+            if let Some(p) = &self.progress {
+                p.advance(len);
+            }
+        }
+        Ok(())
     }
 
     /// Where a backup path lands: tablespace files in their location.
@@ -448,7 +803,12 @@ fn integrity(key: &Key, msg: String) -> EngineError {
 }
 
 /// Extracts one part's tar stream, checking each file against the manifest.
-fn extract(key: &Key, reader: &mut ObjectReader<ChannelReader>, plan: &Plan) -> Result<(), EngineError> {
+fn extract(
+    key: &Key,
+    reader: &mut ObjectReader<ChannelReader>,
+    plan: &Plan,
+    level: usize,
+) -> Result<(), EngineError> {
     let mut archive = tar::Archive::new(reader);
     let entries = archive
         .entries()
@@ -465,6 +825,11 @@ fn extract(key: &Key, reader: &mut ObjectReader<ChannelReader>, plan: &Plan) -> 
         let target = plan.target(&rel, key)?;
         match entry.header().entry_type() {
             tar::EntryType::Directory => {
+                match plan.levels[level].actions.get(&rel) {
+                    Some(Action::Dir) => {}
+                    Some(_) | None if level > 0 => continue,
+                    _ => return Err(integrity(key, format!("directory {rel} is not in the manifest"))),
+                }
                 std::fs::create_dir_all(&target)
                     .map_err(|e| EngineError::local_io("cannot create", &target, e))?;
                 let mode = entry.header().mode().unwrap_or(0o700);
@@ -472,23 +837,35 @@ fn extract(key: &Key, reader: &mut ObjectReader<ChannelReader>, plan: &Plan) -> 
                     .map_err(|e| EngineError::local_io("cannot chmod", &target, e))?;
             }
             tar::EntryType::Regular => {
-                let (expected, piece) = plan
-                    .expected
+                let action = *plan.levels[level]
+                    .actions
                     .get(&rel)
                     .ok_or_else(|| integrity(key, format!("{rel} is not in the manifest")))?;
-                let target = plan.target(&expected.path, key)?;
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| EngineError::local_io("cannot create", parent, e))?;
-                }
-                let len = match piece {
-                    None => {
-                        let len = restore_file(key, &mut entry, expected, &target, &mut buf)?;
+                let len = match action {
+                    Action::Dir => {
+                        return Err(integrity(key, format!("{rel} is a directory in the manifest")))
+                    }
+                    Action::Skip => continue,
+                    Action::Whole(i) => {
+                        let fp = &plan.files[i];
+                        let expected = restored_entry(fp);
+                        let target = plan.target(&expected.path, key)?;
+                        create_parent(&target)?;
+                        let len = restore_file(key, &mut entry, &expected, &target, &mut buf)?;
                         plan.restored.lock().expect("lock").push(expected.path.clone());
                         len
                     }
-                    Some(number) => {
-                        restore_piece(key, &mut entry, expected, *number, &target, &mut buf, plan)?
+                    Action::Piece(i, number) => {
+                        let expected = restored_entry(&plan.files[i]);
+                        let target = plan.target(&expected.path, key)?;
+                        create_parent(&target)?;
+                        restore_piece(key, &mut entry, &expected, i, number, &target, &mut buf, plan)?
+                    }
+                    Action::Increment(i) => apply_increment(key, &mut entry, plan, i)?,
+                    Action::BaseWhole(i) => apply_base(key, &mut entry, plan, i, 0)?,
+                    Action::BasePiece(i, number) => {
+                        let offset = plan.files[i].base.pieces[number].offset;
+                        apply_base(key, &mut entry, plan, i, offset)?
                     }
                 };
                 if let Some(p) = &plan.progress {
@@ -566,10 +943,12 @@ fn restore_file(
 /// Restores piece `number` of a split file at its offset (other pieces may
 /// be written at the same time by other workers); the worker that writes
 /// the last piece gives the file its mode and mtime and counts it restored.
+#[allow(clippy::too_many_arguments)]
 fn restore_piece(
     key: &Key,
     entry: &mut impl Read,
     expected: &FileEntry,
+    index: usize,
     number: usize,
     target: &Path,
     buf: &mut [u8],
@@ -622,7 +1001,7 @@ fn restore_piece(
     start_writeback(&out, piece.offset, len);
     let last = {
         let mut left = plan.pieces_left.lock().expect("lock");
-        match left.get_mut(rel.as_str()) {
+        match left.get_mut(&index) {
             Some(n) if *n > 0 => {
                 *n -= 1;
                 *n == 0
@@ -668,6 +1047,142 @@ fn finish_file(out: &std::fs::File, target: &Path, expected: &FileEntry) -> Resu
         .map_err(|e| EngineError::local_io("cannot set mtime", target, e))
 }
 
+/// The entry a file is restored with as it is: its full copy (in the
+/// target backup, or in an older one when no delta since changed it) under
+/// the target's path, mode and mtime.
+fn restored_entry(fp: &FilePlan) -> FileEntry {
+    FileEntry {
+        path: fp.target.path.clone(),
+        mode: fp.target.mode,
+        mtime: fp.target.mtime,
+        ..fp.base.clone()
+    }
+}
+
+fn create_parent(target: &Path) -> Result<(), EngineError> {
+    match target.parent() {
+        Some(parent) => {
+            std::fs::create_dir_all(parent).map_err(|e| EngineError::local_io("cannot create", parent, e))
+        }
+        None => Ok(()),
+    }
+}
+
+fn delta_error(key: &Key, path: &str, e: pgark_delta::DeltaError) -> EngineError {
+    match e {
+        pgark_delta::DeltaError::Io(e) => read_error(key, e),
+        e => integrity(key, format!("{path}: {e}")),
+    }
+}
+
+/// Applies the increment of file `i` (newest first, see [`Plan`]).
+fn apply_increment(key: &Key, entry: &mut impl Read, plan: &Plan, i: usize) -> Result<u64, EngineError> {
+    use std::os::unix::fs::FileExt;
+    let path = &plan.files[i].target.path;
+    let c = plan
+        .chains
+        .get(&i)
+        .ok_or_else(|| EngineError::Internal(format!("{path}: no chain")))?;
+    let mut state = c.state.lock().expect("lock");
+    let ChainState::Increments(restore) = &mut *state else {
+        return Err(EngineError::Internal(format!(
+            "{path}: an increment after its base"
+        )));
+    };
+    let mut reader = pgark_delta::IncrementReader::new(std::io::BufReader::with_capacity(256 << 10, entry))
+        .map_err(|e| delta_error(key, path, e))?;
+    let restore = restore.get_or_insert_with(|| pgark_delta::ChainRestore::new(reader.header()));
+    let bs = u64::from(plan.block_size.get());
+    let mut write = |block: u32, page: &[u8]| c.file.write_all_at(page, u64::from(block) * bs);
+    restore
+        .apply_increment(&mut reader, &mut write)
+        .map_err(|e| delta_error(key, path, e))?;
+    Ok(0)
+}
+
+/// Applies the base of file `i` (whole, or the piece at `offset`): the
+/// blocks no increment wrote. Checks the piece's CRC-32C.
+fn apply_base(
+    key: &Key,
+    entry: &mut impl Read,
+    plan: &Plan,
+    i: usize,
+    offset: u64,
+) -> Result<u64, EngineError> {
+    use std::os::unix::fs::FileExt;
+    let fp = &plan.files[i];
+    let path = &fp.target.path;
+    let c = plan
+        .chains
+        .get(&i)
+        .ok_or_else(|| EngineError::Internal(format!("{path}: no chain")))?;
+    let fill = match &*c.state.lock().expect("lock") {
+        ChainState::Base(fill) => fill.clone(),
+        _ => {
+            return Err(EngineError::Internal(format!(
+                "{path}: a base before its increments"
+            )))
+        }
+    };
+    let (size, crc) = match fp.base.pieces.iter().find(|p| p.offset == offset) {
+        Some(p) => (p.size, p.crc32c.as_str()),
+        None => (fp.base.size, fp.base.crc32c.as_str()),
+    };
+    let bs = u64::from(plan.block_size.get());
+    let mut write = |block: u32, page: &[u8]| c.file.write_all_at(page, u64::from(block) * bs);
+    let mut counted = CrcReader {
+        inner: entry,
+        crc: 0,
+        len: 0,
+    };
+    fill.apply_range((offset / bs) as u32, &mut counted, &mut write)
+        .map_err(|e| delta_error(key, path, e))?;
+    let got = format!("{:08x}", counted.crc);
+    if counted.len != size || got != crc {
+        return Err(integrity(
+            key,
+            format!(
+                "{path}: base copy at offset {offset}: {} bytes with CRC-32C {got}, manifest says {size} bytes \
+                 with CRC-32C {crc}",
+                counted.len
+            ),
+        ));
+    }
+    Ok(0)
+}
+
+/// Counts and checksums what passes through.
+struct CrcReader<R> {
+    inner: R,
+    crc: u32,
+    len: u64,
+}
+
+impl<R: Read> Read for CrcReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
+/// CRC-32C of the first `len` bytes of `file`.
+fn crc_of_file(file: &std::fs::File, path: &Path, len: u64) -> Result<u32, EngineError> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut crc = 0u32;
+    let mut at = 0u64;
+    while at < len {
+        let want = buf.len().min((len - at) as usize);
+        file.read_exact_at(&mut buf[..want], at)
+            .map_err(|e| EngineError::local_io("cannot read back", path, e))?;
+        crc = crc32c::crc32c_append(crc, &buf[..want]);
+        at += want as u64;
+    }
+    Ok(crc)
+}
+
 fn read_error(key: &Key, e: std::io::Error) -> EngineError {
     crate::pipe::classify_read_error(key, e)
 }
@@ -683,7 +1198,11 @@ fn write_text(path: &Path, text: &str) -> Result<(), EngineError> {
 /// Writes `backup_manifest` in PostgreSQL's own format, so that
 /// `pg_verifybackup -n DEST` can check the restored files independently
 /// (WAL is not in the directory: recovery fetches it from the archive).
-fn write_pg_manifest(dest: &Path, manifest: &BackupManifest) -> Result<(), EngineError> {
+fn write_pg_manifest(
+    dest: &Path,
+    manifest: &BackupManifest,
+    crcs: &HashMap<String, String>,
+) -> Result<(), EngineError> {
     use pgark_pg::{BackupManifestWriter, ChecksumAlgorithm, FileChecksum, ManifestVersion, WalRange};
     let bad = |what: String| EngineError::Internal(format!("backup_manifest: {what}"));
     let mut writer = BackupManifestWriter::new(ManifestVersion::for_pg_major(
@@ -699,7 +1218,8 @@ fn write_pg_manifest(dest: &Path, manifest: &BackupManifest) -> Result<(), Engin
         written.push(("tablespace_map", map_text.as_str()));
     }
     for f in &manifest.files {
-        let crc = u32::from_str_radix(&f.crc32c, 16).map_err(|e| bad(format!("{}: {e}", f.path)))?;
+        let crc = crcs.get(&f.path).unwrap_or(&f.crc32c);
+        let crc = u32::from_str_radix(crc, 16).map_err(|e| bad(format!("{}: {e}", f.path)))?;
         let sum = FileChecksum::crc32c(crc);
         writer
             .add_file(f.path.as_bytes(), f.size, f.mtime, Some(&sum))

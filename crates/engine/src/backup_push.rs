@@ -7,6 +7,7 @@
 //! the manifest last. A failure at any point leaves no manifest, so the
 //! backup does not exist for any command; its orphaned parts are inert.
 
+use crate::delta_push::{self, DeltaOptions, IncrementSource, NewBackup, Parent, ScanSpec};
 use crate::pipe::{upload_from, ChannelWriter};
 use crate::repository::ensure_repository_meta;
 use crate::scan::{scan, Scan, ScannedFile};
@@ -14,14 +15,17 @@ use crate::{EngineError, RetryPolicy};
 use chrono::Utc;
 use futures::StreamExt;
 use pgark_catalog::{
-    wal_key, BackupManifest, BackupName, FileEntry, PartEntry, PieceEntry, RepositoryMeta, TablespaceEntry,
-    MANIFEST_FORMAT,
+    delta_entry_name, wal_key, BackupManifest, BackupName, CorruptPages, DeltaEntry, FileEntry, PartEntry,
+    PieceEntry, RepositoryMeta, TablespaceEntry, MANIFEST_FORMAT,
 };
 use pgark_codec::{CompressionSpec, DigestAlgorithm, ObjectWriter};
-use pgark_pg::{ArchivedFile, Lsn, SegmentNo, TimelineId, WalSegmentName, WalSegmentSize};
+use pgark_delta::BlockSize;
+use pgark_pg::layout::is_paged_relation_file;
+use pgark_pg::{ArchivedFile, ControlFile, Lsn, SegmentNo, TimelineId, WalSegmentName, WalSegmentSize};
 use pgark_pgclient::{ConnectOptions, Session};
 use pgark_store::{Key, ObjectStore, ObjectStoreExt, PutMode, UploadOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +53,9 @@ pub struct BackupPushOptions {
     pub progress: Option<Arc<dyn ProgressSink>>,
     /// The repository's data key when it is encrypted.
     pub keys: crate::RepoKeys,
+    /// Take a delta of a parent backup (falls back to a full backup, saying
+    /// why, when no suitable parent exists).
+    pub delta: Option<DeltaOptions>,
 }
 
 /// Receives progress of a long copy (a terminal bar, log lines).
@@ -74,6 +81,7 @@ impl BackupPushOptions {
             retry: RetryPolicy::default(),
             progress: None,
             keys: crate::RepoKeys::none(),
+            delta: None,
         }
     }
 }
@@ -84,7 +92,8 @@ pub async fn backup_push(
     opts: &BackupPushOptions,
 ) -> Result<BackupManifest, EngineError> {
     let pgdata = check_pgdata(&opts.pgdata)?;
-    let control_sysid = read_control_system_identifier(&pgdata)?;
+    let control = read_control_file(&pgdata)?;
+    let control_sysid = control.system_identifier;
     let session = Session::connect(&opts.connect).await?;
     let server_sysid = session.system_identifier().await?;
     if server_sysid != control_sysid {
@@ -147,10 +156,56 @@ pub async fn backup_push(
         .map(|t| (t.oid, PathBuf::from(&t.location)))
         .collect();
     let pgdata_for_scan = pgdata.clone();
+    let block_size = BlockSize::new(control.blcksz).map_err(|e| EngineError::Rejected {
+        path: pgdata.join("global/pg_control"),
+        reason: e.to_string(),
+    })?;
+    let parent = match &opts.delta {
+        None => None,
+        Some(req) => {
+            let all = crate::manifest_io::list_backups(&*store, &opts.keys).await?;
+            let new = NewBackup {
+                system_identifier: server_sysid,
+                timeline,
+                start_lsn,
+                block_size: control.blcksz,
+            };
+            let history = |tli: TimelineId| {
+                std::fs::read_to_string(pgdata.join("pg_wal").join(format!("{:08X}.history", tli.0))).ok()
+            };
+            match delta_push::choose_parent(all, req, new, history) {
+                Ok(parent) => {
+                    tracing::info!(
+                        "backup {name} is a delta of {} (pages changed since {})",
+                        parent.manifest.name,
+                        parent.since
+                    );
+                    Some(parent)
+                }
+                Err(why) => {
+                    tracing::warn!("taking a full backup instead of a delta: {why}");
+                    None
+                }
+            }
+        }
+    };
+    let ctx = Arc::new(PartContext {
+        block_size,
+        relseg_size: control.relseg_size,
+        data_checksums: control.data_checksums(),
+        since: parent.as_ref().map_or(Lsn(0), |p| p.since),
+    });
     let scanned = tokio::task::spawn_blocking(move || scan(&pgdata_for_scan, &ts_dirs))
         .await
         .map_err(|e| EngineError::Internal(format!("scan task failed: {e}")))??;
-    let copied = copy_files(&store, &name, scanned, opts).await?;
+    let copied = copy_files(&store, &name, scanned, opts, &ctx, parent.as_ref()).await?;
+    for c in &copied.corrupt_pages {
+        tracing::warn!(
+            "data page checksum failure in {}: block(s) {} (read twice with the same bytes: corrupt on disk)",
+            c.path,
+            c.blocks.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+        );
+    }
 
     let stop = session.backup_stop().await?;
     let end_timeline = session.checkpoint_timeline().await.unwrap_or(timeline);
@@ -207,6 +262,12 @@ pub async fn backup_push(
                 location: t.location,
             })
             .collect(),
+        parent: parent.as_ref().map(|p| p.manifest.name.clone()),
+        delta_depth: parent.as_ref().map_or(0, |p| p.manifest.delta_depth + 1),
+        delta_since_lsn: parent.as_ref().map(|p| p.since.to_string()),
+        data_checksums: ctx.data_checksums,
+        block_size: control.blcksz,
+        corrupt_pages: copied.corrupt_pages,
         parts: copied.parts,
         directories: copied.dirs,
         files: copied.files,
@@ -244,14 +305,24 @@ fn check_pgdata(pgdata: &Path) -> Result<PathBuf, EngineError> {
     Ok(canonical)
 }
 
-/// pg_control starts with the system identifier in every version.
-fn read_control_system_identifier(pgdata: &Path) -> Result<u64, EngineError> {
+/// Reads and checks pg_control (system identifier, BLCKSZ, RELSEG_SIZE,
+/// data checksums). The server rewrites it in place, in one sector, so a
+/// read that fails its CRC is tried again a few times.
+fn read_control_file(pgdata: &Path) -> Result<ControlFile, EngineError> {
     let path = pgdata.join("global/pg_control");
-    let mut buf = [0u8; 8];
-    std::fs::File::open(&path)
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .map_err(|e| EngineError::local_io("cannot read", &path, e))?;
-    Ok(u64::from_le_bytes(buf))
+    let mut last = None;
+    for _ in 0..5 {
+        let bytes = std::fs::read(&path).map_err(|e| EngineError::local_io("cannot read", &path, e))?;
+        match ControlFile::parse(&bytes) {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(EngineError::Rejected {
+        path,
+        reason: format!("pg_control cannot be read: {}", last.expect("tried")),
+    })
 }
 
 async fn check_archiving(session: &Session) -> Result<(), EngineError> {
@@ -341,6 +412,7 @@ struct Copied {
     parts: Vec<PartEntry>,
     files: Vec<FileEntry>,
     dirs: Vec<pgark_catalog::DirEntry>,
+    corrupt_pages: Vec<CorruptPages>,
 }
 
 /// What one tar entry of a part holds: a whole file, or a piece of a file
@@ -349,6 +421,9 @@ struct Copied {
 struct WorkItem {
     file: Arc<ScannedFile>,
     piece: Option<Piece>,
+    /// In a delta backup, for a relation file the parent has: the parent's
+    /// size in blocks; the file is stored as an increment.
+    parent_blocks: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -383,20 +458,36 @@ struct Copied1 {
     item: WorkItem,
     crc32c: u32,
     part: u32,
+    /// Corrupt blocks found (in the file).
+    corrupt: Vec<u32>,
+    /// How a delta backup stored the file.
+    delta: Option<DeltaEntry>,
 }
 
 /// Splits files larger than `piece_size` into pieces of that size (the
 /// last one shorter), so that one large file is compressed, uploaded and
 /// restored by several workers at once. Nothing is split when a file's own
-/// name looks like a piece (its entry name could collide).
-fn work_items(files: Vec<ScannedFile>, piece_size: u64) -> Vec<WorkItem> {
+/// name looks like a piece (its entry name could collide). In a delta
+/// backup, relation files the parent has become increments (never split).
+fn work_items(
+    files: Vec<ScannedFile>,
+    piece_size: u64,
+    parent: Option<(&Parent, BlockSize)>,
+) -> Vec<WorkItem> {
     let piece_size = piece_size.max(1);
     let split = !files.iter().any(|f| f.rel.contains(pgark_catalog::PIECE_SUFFIX));
     let mut items = Vec::with_capacity(files.len());
     for f in files {
+        let parent_blocks = parent
+            .filter(|_| pgark_delta::is_delta_file(&f.rel))
+            .and_then(|(p, bs)| p.blocks_of(&f.rel, bs));
         let file = Arc::new(f);
-        if !split || file.size <= piece_size {
-            items.push(WorkItem { file, piece: None });
+        if parent_blocks.is_some() || !split || file.size <= piece_size {
+            items.push(WorkItem {
+                file,
+                piece: None,
+                parent_blocks,
+            });
             continue;
         }
         let mut offset = 0;
@@ -406,6 +497,7 @@ fn work_items(files: Vec<ScannedFile>, piece_size: u64) -> Vec<WorkItem> {
             items.push(WorkItem {
                 file: file.clone(),
                 piece: Some(Piece { number, offset, len }),
+                parent_blocks: None,
             });
             offset += len;
             number += 1;
@@ -421,9 +513,11 @@ async fn copy_files(
     name: &BackupName,
     scanned: Scan,
     opts: &BackupPushOptions,
+    ctx: &Arc<PartContext>,
+    parent: Option<&Parent>,
 ) -> Result<Copied, EngineError> {
     let Scan { files, dirs, control } = scanned;
-    let mut items = work_items(files, opts.part_size);
+    let mut items = work_items(files, opts.part_size, parent.map(|p| (p, ctx.block_size)));
     // Largest first: the biggest items start at once and the small ones
     // fill the gaps, so no worker idles at the end while another still
     // compresses a large part alone.
@@ -464,7 +558,8 @@ async fn copy_files(
         };
         let progress = progress.clone();
         let store = store.clone();
-        async move { upload_part(&*store, key, index, group, dirs, opts, progress).await }
+        let ctx = ctx.clone();
+        async move { upload_part(&*store, key, index, group, dirs, opts, ctx, progress).await }
     }))
     .buffer_unordered(opts.concurrency.max(1));
     let results: Vec<Result<(PartEntry, Vec<Copied1>), EngineError>> = uploads.collect().await;
@@ -480,6 +575,7 @@ async fn copy_files(
     let control_item = WorkItem {
         file: Arc::new(control),
         piece: None,
+        parent_blocks: None,
     };
     let (part, items) = upload_part(
         &**store,
@@ -488,22 +584,26 @@ async fn copy_files(
         vec![control_item],
         None,
         opts,
+        ctx.clone(),
         progress.clone(),
     )
     .await?;
     parts.push(part);
     copied.extend(items);
     parts.sort_by_key(|p| p.index);
+    let (files, corrupt_pages) = file_entries(copied);
     Ok(Copied {
         parts,
-        files: file_entries(copied),
+        files,
         dirs,
+        corrupt_pages,
     })
 }
 
 /// The manifest's file entries from what the parts hold: pieces are put
-/// back in order under their file, whose CRC-32C is combined from theirs.
-fn file_entries(mut copied: Vec<Copied1>) -> Vec<FileEntry> {
+/// back in order under their file, whose CRC-32C is combined from theirs;
+/// and the corrupt pages found, per file.
+fn file_entries(mut copied: Vec<Copied1>) -> (Vec<FileEntry>, Vec<CorruptPages>) {
     copied.sort_by(|a, b| {
         a.item
             .file
@@ -512,8 +612,18 @@ fn file_entries(mut copied: Vec<Copied1>) -> Vec<FileEntry> {
             .then_with(|| a.item.offset().cmp(&b.item.offset()))
     });
     let mut entries: Vec<FileEntry> = Vec::new();
+    let mut corrupt: Vec<CorruptPages> = Vec::new();
     for c in copied {
         let f = &c.item.file;
+        if !c.corrupt.is_empty() {
+            match corrupt.last_mut() {
+                Some(last) if last.path == f.rel => last.blocks.extend(&c.corrupt),
+                _ => corrupt.push(CorruptPages {
+                    path: f.rel.clone(),
+                    blocks: c.corrupt.clone(),
+                }),
+            }
+        }
         let piece = c.item.piece.map(|p| PieceEntry {
             part: c.part,
             offset: p.offset,
@@ -534,14 +644,20 @@ fn file_entries(mut copied: Vec<Copied1>) -> Vec<FileEntry> {
                 mode: f.mode,
                 mtime: f.mtime,
                 crc32c: format!("{:08x}", c.crc32c),
-                part: c.part,
+                part: if c.delta.as_ref().is_some_and(|d| d.unchanged) {
+                    0
+                } else {
+                    c.part
+                },
                 pieces: piece.into_iter().collect(),
+                delta: c.delta,
             }),
         }
     }
-    entries
+    (entries, corrupt)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn upload_part(
     store: &dyn ObjectStore,
     key: Key,
@@ -549,6 +665,7 @@ async fn upload_part(
     items: Vec<WorkItem>,
     dirs: Option<Arc<Vec<pgark_catalog::DirEntry>>>,
     opts: &BackupPushOptions,
+    ctx: Arc<PartContext>,
     progress: Arc<dyn ProgressSink>,
 ) -> Result<(PartEntry, Vec<Copied1>), EngineError> {
     let spec = opts.compression;
@@ -561,7 +678,7 @@ async fn upload_part(
     let (meta, (mut part, items)) = upload_from(store, &key, upload, move |sink| {
         let object =
             crate::pipe::object_writer(sink, spec, DigestAlgorithm::Blake3, data_key.as_ref(), &name)?;
-        write_part(index, items, dirs.as_deref(), object, &*progress)
+        write_part(index, items, dirs.as_deref(), object, &ctx, &*progress)
     })
     .await?;
     part.stored_size = meta.size;
@@ -575,9 +692,13 @@ fn write_part(
     items: Vec<WorkItem>,
     dirs: Option<&Vec<pgark_catalog::DirEntry>>,
     object: ObjectWriter<ChannelWriter>,
+    ctx: &PartContext,
     progress: &dyn ProgressSink,
 ) -> Result<(PartEntry, Vec<Copied1>), EngineError> {
-    let mut tar = tar::Builder::new(object);
+    // Buffered, so that the codec and its digest get large slices (BLAKE3
+    // hashes 16 KiB and more with all SIMD lanes; zstd prefers large input)
+    // and io::copy reads files straight into the buffer.
+    let mut tar = tar::Builder::new(std::io::BufWriter::with_capacity(256 << 10, object));
     tar.mode(tar::HeaderMode::Complete);
     let broken = |e: std::io::Error| EngineError::Internal(format!("writing backup part {index}: {e}"));
     for d in dirs.into_iter().flatten() {
@@ -589,41 +710,77 @@ fn write_part(
         tar.append_data(&mut h, &d.path, std::io::empty())
             .map_err(broken)?;
     }
+    let mut buf = Vec::new();
     let mut copied = Vec::with_capacity(items.len());
     for item in items {
-        let f = &item.file;
-        let mut file = match std::fs::File::open(&f.abs) {
-            Ok(file) => file,
+        let f = item.file.clone();
+        let file = match std::fs::File::open(&f.abs) {
+            Ok(file) => Some(file),
             // Dropped relations vanish during an online backup: WAL replay
             // removes them anyway, so a whole file is left out. A piece is
-            // stored as zeros instead: the manifest already promised the
-            // file's size, and some of its pieces may be in other parts.
+            // stored as zeros instead: some of its file's pieces may already
+            // be in other parts.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && item.piece.is_none() => continue,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::debug!("{} vanished while being copied: the rest is zeros", f.rel);
-                let mut h = entry_header(f, item.len());
-                let mut zeros = ExactReader::zeros(&f.abs, item.len());
-                tar.append_data(&mut h, item.entry_name(), &mut zeros)
-                    .map_err(broken)?;
-                progress.advance(item.len());
-                copied.push(Copied1 {
-                    crc32c: zeros.crc,
-                    item,
-                    part: index,
-                });
-                continue;
+                None
             }
             Err(e) => return Err(EngineError::local_io("cannot open", &f.abs, e)),
         };
-        if item.offset() > 0 {
-            file.seek(SeekFrom::Start(item.offset()))
-                .map_err(|e| EngineError::local_io("cannot seek", &f.abs, e))?;
+        if let (Some(file), Some(parent_blocks)) = (&file, item.parent_blocks) {
+            let spec = ScanSpec {
+                block_size: ctx.block_size,
+                since: ctx.since,
+                parent_blocks,
+                verify_checksums: ctx.data_checksums,
+                first_block_no: ctx.first_block_no(&f.rel),
+            };
+            let scanned = delta_push::scan_file(file, &f.abs, f.size, spec, &mut buf)?;
+            let mut delta = DeltaEntry {
+                unchanged: scanned.unchanged(),
+                blocks: scanned.header.blocks,
+                parent_blocks,
+                stored_pages: scanned.stored.len() as u32,
+                size: 0,
+                crc32c: String::new(),
+            };
+            if !delta.unchanged {
+                let len = scanned.increment_len();
+                let mut h = entry_header(&f, len);
+                let mut source = IncrementSource::new(file, &f.abs, &scanned)?;
+                let res = tar.append_data(&mut h, delta_entry_name(&f.rel), &mut source);
+                if let Some(e) = source.error.take() {
+                    return Err(e);
+                }
+                res.map_err(broken)?;
+                delta.size = len;
+                delta.crc32c = format!("{:08x}", source.crc);
+            }
+            progress.advance(item.len());
+            copied.push(Copied1 {
+                crc32c: scanned.crc32c,
+                corrupt: scanned.corrupt,
+                delta: Some(delta),
+                item,
+                part: index,
+            });
+            continue;
         }
-        let mut h = entry_header(f, item.len());
-        let mut reader = ExactReader {
-            file: Some(file),
+        let verify = (ctx.data_checksums && is_paged_relation_file(&f.rel) && file.is_some())
+            .then_some(ctx.block_size)
+            .filter(|bs| item.offset() % u64::from(bs.get()) == 0);
+        let mut h = entry_header(&f, item.len());
+        let mut reader = FileSource {
+            file: file.as_ref(),
             path: &f.abs,
+            offset: item.offset(),
             remaining: item.len(),
+            buf: &mut buf,
+            start: 0,
+            end: 0,
+            verify,
+            first_block_no: ctx.first_block_no(&f.rel),
+            corrupt: Vec::new(),
             crc: 0,
             error: None,
         };
@@ -633,13 +790,20 @@ fn write_part(
         }
         res.map_err(broken)?;
         progress.advance(item.len());
+        let (crc32c, corrupt) = (reader.crc, std::mem::take(&mut reader.corrupt));
         copied.push(Copied1 {
-            crc32c: reader.crc,
+            crc32c,
+            corrupt,
+            delta: None,
             item,
             part: index,
         });
     }
-    let object = tar.into_inner().map_err(broken)?;
+    let object = tar
+        .into_inner()
+        .map_err(broken)?
+        .into_inner()
+        .map_err(|e| broken(e.into_error()))?;
     let (mut sink, summary) = object
         .finish()
         .map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -662,62 +826,118 @@ fn entry_header(f: &ScannedFile, len: u64) -> tar::Header {
     h
 }
 
-/// Yields exactly `remaining` bytes of a file that may change while it is
-/// read (an online backup): bytes past the starting size are left for WAL
-/// replay, and a file that shrank is padded with zeros, as pg_basebackup
-/// does. Checksums what it yields (CRC-32C).
-struct ExactReader<'a> {
-    /// `None`: the file is gone; yields zeros.
-    file: Option<std::fs::File>,
+/// What every part's writer needs to know about the cluster and the
+/// backup.
+#[derive(Debug, Clone)]
+pub(crate) struct PartContext {
+    pub block_size: BlockSize,
+    pub relseg_size: u32,
+    pub data_checksums: bool,
+    /// The parent's start LSN in a delta backup.
+    pub since: Lsn,
+}
+
+impl PartContext {
+    /// The absolute block number of the first block of `rel` (segment
+    /// number x RELSEG_SIZE), for data checksums; 0 for other files.
+    fn first_block_no(&self, rel: &str) -> u32 {
+        pgark_pg::layout::RelationFilePath::parse(rel)
+            .map_or(0, |p| p.file.segno.saturating_mul(self.relseg_size))
+    }
+}
+
+/// Yields exactly `remaining` bytes of a file from `offset`, a file that
+/// may change while it is read (an online backup): bytes past the starting
+/// size are left for WAL replay, and a file that shrank (or vanished:
+/// `file` is `None`) is padded with zeros, as pg_basebackup does. Reads in
+/// 1 MiB buffers; with `verify`, checks the data checksum of every page
+/// (re-reading a page that fails: a changed page was a torn read, stored
+/// as re-read; the same bytes again are a corrupt page, reported). Checksums
+/// what it yields (CRC-32C).
+struct FileSource<'a> {
+    file: Option<&'a std::fs::File>,
     path: &'a Path,
+    offset: u64,
     remaining: u64,
+    buf: &'a mut Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The block size, when pages are verified.
+    verify: Option<BlockSize>,
+    first_block_no: u32,
+    /// Corrupt blocks (in the file).
+    corrupt: Vec<u32>,
     crc: u32,
     error: Option<EngineError>,
 }
 
-impl<'a> ExactReader<'a> {
-    fn zeros(path: &'a Path, len: u64) -> Self {
-        ExactReader {
-            file: None,
-            path,
-            remaining: len,
-            crc: 0,
-            error: None,
+impl FileSource<'_> {
+    fn fill(&mut self) -> Result<(), EngineError> {
+        const CHUNK: usize = 1 << 20;
+        if self.buf.len() < CHUNK {
+            self.buf.resize(CHUNK, 0);
         }
+        let want = CHUNK.min(usize::try_from(self.remaining).unwrap_or(CHUNK));
+        let data = &mut self.buf[..want];
+        match self.file {
+            Some(file) => delta_push::read_full_at(file, self.path, data, self.offset)?,
+            None => data.fill(0),
+        }
+        if let (Some(bs), Some(file)) = (self.verify, self.file) {
+            let bsz = bs.bytes();
+            let mut scratch = vec![0u8; bsz];
+            for (i, page) in data.chunks_exact_mut(bsz).enumerate() {
+                let at = self.offset + (i * bsz) as u64;
+                let block = (at / bsz as u64) as u32;
+                let blkno = self.first_block_no.wrapping_add(block);
+                let verdict = pgark_delta::verify_page(page, blkno, &mut scratch, |s| {
+                    let mut got = 0;
+                    while got < s.len() {
+                        match file.read_at(&mut s[got..], at + got as u64) {
+                            Ok(0) => return Ok(false),
+                            Ok(n) => got += n,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(true)
+                })
+                .map_err(|e| EngineError::local_io("cannot read", self.path, e))?;
+                match verdict {
+                    pgark_delta::Verification::Valid => {}
+                    pgark_delta::Verification::Torn { replaced } => {
+                        if replaced {
+                            page.copy_from_slice(&scratch);
+                        }
+                    }
+                    pgark_delta::Verification::Corrupt { .. } => self.corrupt.push(block),
+                }
+            }
+        }
+        self.crc = crc32c::crc32c_append(self.crc, data);
+        self.offset += want as u64;
+        self.remaining -= want as u64;
+        self.start = 0;
+        self.end = want;
+        Ok(())
     }
 }
 
-impl Read for ExactReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.remaining == 0 {
-            return Ok(0);
-        }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-        let Some(file) = self.file.as_mut() else {
-            buf[..want].fill(0);
-            self.crc = crc32c::crc32c_append(self.crc, &buf[..want]);
-            self.remaining -= want as u64;
-            return Ok(want);
-        };
-        let n = loop {
-            match file.read(&mut buf[..want]) {
-                Ok(0) => {
-                    buf[..want].fill(0);
-                    break want;
-                }
-                Ok(n) => break n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let msg = e.to_string();
-                    self.error = Some(EngineError::local_io("cannot read", self.path, e));
-                    return Err(std::io::Error::other(msg));
-                }
+impl Read for FileSource<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.start == self.end {
+            if self.remaining == 0 {
+                return Ok(0);
             }
-        };
-        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
-        self.remaining -= n as u64;
+            if let Err(e) = self.fill() {
+                let msg = e.to_string();
+                self.error = Some(e);
+                return Err(std::io::Error::other(msg));
+            }
+        }
+        let n = out.len().min(self.end - self.start);
+        out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
         Ok(n)
     }
 }
@@ -738,7 +958,7 @@ mod tests {
 
     #[test]
     fn large_files_are_split_into_pieces_that_cover_them() {
-        let items = work_items(vec![file("a", 10), file("b", 25), file("c", 20)], 10);
+        let items = work_items(vec![file("a", 10), file("b", 25), file("c", 20)], 10, None);
         let layout: Vec<(String, u64, u64)> = items
             .iter()
             .map(|i| (i.entry_name(), i.offset(), i.len()))
@@ -758,14 +978,14 @@ mod tests {
 
     #[test]
     fn nothing_is_split_when_a_name_looks_like_a_piece() {
-        let items = work_items(vec![file("b", 25), file("x.pgark-piece.000000", 1)], 10);
+        let items = work_items(vec![file("b", 25), file("x.pgark-piece.000000", 1)], 10, None);
         assert!(items.iter().all(|i| i.piece.is_none()));
     }
 
     #[test]
     fn pieces_are_joined_in_order_with_the_combined_crc() {
         let data: Vec<u8> = (0..25u32).map(|i| (i * 37 % 256) as u8).collect();
-        let items = work_items(vec![file("b", 25), file("a", 3)], 10);
+        let items = work_items(vec![file("b", 25), file("a", 3)], 10, None);
         // Finished out of order, in different parts.
         let mut copied: Vec<Copied1> = items
             .into_iter()
@@ -781,11 +1001,14 @@ mod tests {
                     item,
                     crc32c,
                     part: n as u32 + 1,
+                    corrupt: vec![],
+                    delta: None,
                 }
             })
             .collect();
         copied.reverse();
-        let entries = file_entries(copied);
+        let (entries, corrupt) = file_entries(copied);
+        assert!(corrupt.is_empty());
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].path, "a");
         assert!(entries[0].pieces.is_empty());

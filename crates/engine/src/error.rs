@@ -110,6 +110,19 @@ pub enum EngineError {
         waited: std::time::Duration,
     },
 
+    /// The backup completed, but pages failed their data checksum (with
+    /// `--fail-on-corrupt-pages`).
+    #[error(
+        "backup {backup} is complete, but {pages} data page(s) in {files} file(s) failed their checksum \
+         (first: {first}); see `pgark backup-list --detail`"
+    )]
+    CorruptPages {
+        backup: String,
+        pages: usize,
+        files: usize,
+        first: String,
+    },
+
     #[error("internal error: {0}")]
     Internal(String),
 
@@ -123,6 +136,22 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// The error `--fail-on-corrupt-pages` reports for a completed backup
+    /// that found corrupt pages; `None` when it found none.
+    pub fn corrupt_pages(manifest: &pgark_catalog::BackupManifest) -> Option<EngineError> {
+        let first = manifest.corrupt_pages.first()?;
+        Some(EngineError::CorruptPages {
+            backup: manifest.name.to_string(),
+            pages: manifest.corrupt_pages.iter().map(|c| c.blocks.len()).sum(),
+            files: manifest.corrupt_pages.len(),
+            first: format!(
+                "{} block {}",
+                first.path,
+                first.blocks.first().copied().unwrap_or(0)
+            ),
+        })
+    }
+
     pub fn class(&self) -> ErrorClass {
         match self {
             EngineError::NotFound { .. } => ErrorClass::NotFound,
@@ -130,7 +159,9 @@ impl EngineError {
             | EngineError::Rejected { .. }
             | EngineError::WrongCluster { .. } => ErrorClass::Rejected,
             EngineError::Conflict { .. } => ErrorClass::Conflict,
-            EngineError::Integrity { .. } | EngineError::Catalog { .. } => ErrorClass::Integrity,
+            EngineError::Integrity { .. }
+            | EngineError::Catalog { .. }
+            | EngineError::CorruptPages { .. } => ErrorClass::Integrity,
             EngineError::Store { .. } => ErrorClass::Storage,
             EngineError::LocalIo { .. } => ErrorClass::LocalIo,
             EngineError::PgClient { .. } | EngineError::Postgres { .. } | EngineError::ArchiveWait { .. } => {

@@ -8,6 +8,7 @@
 
 mod backup_fetch;
 mod backup_push;
+mod delta_push;
 mod error;
 mod keys;
 mod manifest_io;
@@ -23,6 +24,7 @@ pub use backup_fetch::{
     RecoveryTarget,
 };
 pub use backup_push::{backup_push, BackupPushOptions, ProgressSink};
+pub use delta_push::{DeltaFrom, DeltaOptions};
 pub use error::{EngineError, ErrorClass};
 pub use keys::RepoKeys;
 pub use manifest_io::{list_backups, load_manifest};

@@ -16,14 +16,24 @@ use std::path::{Path, PathBuf};
 /// backup that finished before the target is used.
 #[derive(Debug, Clone, Args)]
 pub struct BackupFetchArgs {
-    /// Directory to restore into; must be empty or missing unless --force.
+    /// Directory to restore into; must be empty or missing unless --force or --delta.
     pub dest: PathBuf,
     /// Backup name (see backup-list) or LATEST.
     #[arg(default_value = "LATEST")]
     pub name: String,
     /// Empty a non-empty DEST (and tablespace directories) first.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "delta")]
     pub force: bool,
+    /// Restore into an existing data directory (a failed primary, a stale replica): files
+    /// that already match the backup (size and CRC-32C) are kept, the others rewritten,
+    /// anything not in the backup removed, pg_control removed first and restored last.
+    /// PostgreSQL must be stopped.
+    #[arg(long)]
+    pub delta: bool,
+    /// With --delta: keep a file whose size and mtime match the backup's without reading
+    /// it (faster; trusts that a changed file has a changed mtime).
+    #[arg(long, requires = "delta")]
+    pub delta_by_timestamp: bool,
     /// Check that every object of the backup exists and say what would be restored; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -188,6 +198,8 @@ pub async fn run(args: BackupFetchArgs, settings: &Settings, config: Option<&Pat
         tablespace_map: parse_tablespace_map(&args.tablespace_map)?,
         recovery,
         dry_run: args.dry_run,
+        delta: args.delta,
+        delta_by_timestamp: args.delta_by_timestamp,
         progress: Some(crate::progress::for_stderr("backup-fetch")),
         keys,
     };

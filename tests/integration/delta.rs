@@ -271,3 +271,97 @@ fn corrupt_pages_are_reported_with_their_block() {
     let out = src.pgark(&args);
     assert_code(&out, 5);
 }
+
+/// `backup-fetch --delta` onto a copy of the cluster that went on after the
+/// backup (a stale replica), and onto a directory that does not exist.
+#[test]
+fn delta_restore_onto_a_modified_cluster_and_an_empty_directory() {
+    let src = archiving_source();
+    let c = &src.cluster;
+    c.pgbench(&["-i", "-s", "2", "-q"]).unwrap();
+    c.psql("insert into t (batch) select 'a' from generate_series(1, 1000)")
+        .unwrap();
+    let (full, _) = push(&src, &[]);
+    c.pgbench(&["-c", "1", "-t", "300", "-n"]).unwrap();
+    c.psql("create table grown (id int primary key, v text); insert into grown select g, 'x' from generate_series(1, 3000) g")
+        .unwrap();
+    let (delta, _) = push(&src, &["--delta"]);
+    assert_eq!(
+        manifest(&src, &delta).parent.as_ref().map(|p| p.as_str()),
+        Some(full.as_str())
+    );
+    let want = digest(c);
+    c.psql("select pg_create_restore_point('after_delta')").unwrap();
+    archive_current_wal(c);
+    let recover = ["--target-name", "after_delta", "--target-action", "promote"];
+
+    // A restore of the delta that then lives on: writes, DDL, a stray file.
+    let (dir, stale) = restore_and_start(&src, &delta, &recover);
+    assert_eq!(digest(&stale), want);
+    stale.pgbench(&["-c", "1", "-t", "300", "-n"]).unwrap();
+    stale
+        .psql("create table only_here (id int); insert into only_here select generate_series(1, 5000); drop table grown")
+        .unwrap();
+    let dest = stale.data_dir().to_path_buf();
+    let dest_s = dest.to_str().unwrap().to_string();
+
+    // Refused while the server runs.
+    let mut args = vec!["backup-fetch", dest_s.as_str(), delta.as_str(), "--delta"];
+    args.extend_from_slice(&recover);
+    let out = src.pgark(&args);
+    assert_code(&out, 3);
+    assert!(stderr(&out).contains("postmaster.pid"), "{}", stderr(&out));
+
+    stale.stop().unwrap();
+    std::fs::write(dest.join("base/stray-file"), b"not PostgreSQL's").unwrap();
+    pgark_testkit::pg::chown_to_pg_user(&dest.join("base/stray-file")).unwrap();
+    let mut logged = args.clone();
+    logged.extend_from_slice(&["--log-level", "info"]);
+    let out = src.pgark(&logged);
+    assert_code(&out, 0);
+    let log = stderr(&out);
+    assert!(log.contains("files already match the backup"), "{log}");
+    assert!(!dest.join("base/stray-file").exists());
+    crate::backup::verify_backup(c.install(), &dest);
+    let back = start_restored(c.install(), &dest);
+    assert_eq!(
+        digest(&back),
+        want,
+        "delta restore onto the modified cluster\n{}",
+        back.log_tail(30)
+    );
+    assert_eq!(
+        back.psql("select count(*) from pg_class where relname = 'only_here'")
+            .unwrap(),
+        "0"
+    );
+    check_page_checksums(&back);
+    drop(dir);
+
+    // Onto a directory that does not exist yet, and then again onto the
+    // result, by timestamp: everything but pg_control is kept.
+    let scratch = pgark_testkit::pg::scratch_dir("delta-empty");
+    let fresh = scratch.path().join("data");
+    let fresh_s = fresh.to_str().unwrap().to_string();
+    let mut args = vec!["backup-fetch", fresh_s.as_str(), delta.as_str(), "--delta"];
+    args.extend_from_slice(&recover);
+    assert_code(&src.pgark(&args), 0);
+    let mut again = args.clone();
+    again.extend_from_slice(&["--delta-by-timestamp", "--log-level", "info"]);
+    let out = src.pgark(&again);
+    assert_code(&out, 0);
+    // pg_control is removed first, postgresql.auto.conf got the first
+    // restore's recovery settings: everything else is kept.
+    let files = manifest(&src, &delta).files.len();
+    let log = stderr(&out);
+    let kept: usize = log
+        .split("delta restore: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(kept, files - 2, "{log}");
+    let restored = start_restored(c.install(), &fresh);
+    assert_eq!(digest(&restored), want);
+    check_page_checksums(&restored);
+}

@@ -72,6 +72,12 @@ pub struct BackupFetchOptions {
     pub recovery: Option<RecoveryOptions>,
     /// Check that every object exists and report, writing nothing.
     pub dry_run: bool,
+    /// Restore into an existing data directory, keeping the files whose
+    /// content already matches the backup (see `delta_restore`).
+    pub delta: bool,
+    /// With `delta`: a file whose size and mtime match the backup's is
+    /// kept without reading it.
+    pub delta_by_timestamp: bool,
     /// Told how many bytes will be restored and how many are done.
     pub progress: Option<Arc<dyn crate::ProgressSink>>,
     /// The repository's data key when it is encrypted.
@@ -116,6 +122,11 @@ pub async fn backup_fetch(
         }
         return Ok(outcome(manifest, true));
     }
+    if opts.delta {
+        // A failed delta restore leaves the directory without pg_control
+        // (it cannot start); running the same delta restore again finishes it.
+        return restore_into(store, opts, manifest, &locations).await;
+    }
     prepare_dir(&opts.dest, opts.force, "destination")?;
     for location in locations.values() {
         prepare_dir(location, opts.force, "tablespace directory")?;
@@ -145,15 +156,23 @@ async fn restore_into(
     manifest: BackupManifest,
     locations: &HashMap<u32, PathBuf>,
 ) -> Result<BackupFetchOutcome, EngineError> {
+    let chain = load_chain(&*store, manifest.clone(), &opts.keys).await?;
+    let mut plan = Plan::new(opts, locations, &chain)?;
+    if opts.delta {
+        let kept = crate::delta_restore::reconcile(opts, locations, &manifest, &plan).await?;
+        plan.keep(&kept);
+    }
     for (oid, location) in locations {
         let link = opts.dest.join("pg_tblspc").join(oid.to_string());
         std::fs::create_dir_all(opts.dest.join("pg_tblspc"))
             .map_err(|e| EngineError::local_io("cannot create", &link, e))?;
+        if std::fs::read_link(&link).ok().as_deref() == Some(location.as_path()) {
+            continue;
+        }
         std::os::unix::fs::symlink(location, &link)
             .map_err(|e| EngineError::local_io("cannot create symlink", &link, e))?;
     }
-    let chain = load_chain(&*store, manifest.clone(), &opts.keys).await?;
-    let plan = Arc::new(Plan::new(opts, locations, &chain)?.open_chain_files()?);
+    let plan = Arc::new(plan.open_chain_files()?);
     if let Some(p) = &plan.progress {
         p.start(manifest.original_size);
     }
@@ -414,6 +433,8 @@ struct FilePlan {
     base_level: usize,
     /// Levels holding an increment of the file, newest first.
     increments: Vec<usize>,
+    /// The parts (level, part index) its restore reads.
+    needs: Vec<(usize, u32)>,
 }
 
 /// What a tar entry of a part is for.
@@ -458,11 +479,13 @@ struct ChainFile {
     state: Mutex<ChainState>,
 }
 
-struct Plan {
+pub(crate) struct Plan {
     dest: PathBuf,
     locations: HashMap<u32, PathBuf>,
     files: Vec<FilePlan>,
     levels: Vec<LevelPlan>,
+    /// The target's part holding the directories.
+    dirs_part: Option<u32>,
     /// Files rebuilt from increments, by file index.
     chains: HashMap<usize, ChainFile>,
     /// Pieces not yet restored, per file restored whole from pieces.
@@ -567,6 +590,7 @@ impl Plan {
                 base,
                 base_level: level,
                 increments,
+                needs: Vec::new(),
             });
         }
         let mut levels: Vec<LevelPlan> = (0..chain.len()).map(|_| LevelPlan::default()).collect();
@@ -593,7 +617,7 @@ impl Plan {
             }
         }
         let mut pieces_left = HashMap::new();
-        for (i, fp) in files.iter().enumerate() {
+        for (i, fp) in files.iter_mut().enumerate() {
             let chained = !fp.increments.is_empty();
             for &level in &fp.increments {
                 let e = indexes[level][fp.target.path.as_str()];
@@ -601,6 +625,7 @@ impl Plan {
                     .actions
                     .insert(pgark_catalog::delta_entry_name(&e.path), Action::Increment(i));
                 levels[level].parts.insert(e.part);
+                fp.needs.push((level, e.part));
             }
             let lp = &mut levels[fp.base_level];
             if fp.base.pieces.is_empty() {
@@ -611,6 +636,7 @@ impl Plan {
                 };
                 lp.actions.insert(fp.base.path.clone(), action);
                 lp.parts.insert(fp.base.part);
+                fp.needs.push((fp.base_level, fp.base.part));
             } else {
                 if !chained {
                     pieces_left.insert(i, fp.base.pieces.len());
@@ -623,18 +649,21 @@ impl Plan {
                     };
                     lp.actions.insert(piece_entry_name(&fp.base.path, n), action);
                     lp.parts.insert(p.part);
+                    fp.needs.push((fp.base_level, p.part));
                 }
             }
         }
         // The directories are in the target's first part.
-        if let Some(first) = target.parts.first() {
-            levels[0].parts.insert(first.index);
+        let dirs_part = target.parts.first().map(|p| p.index);
+        if let Some(first) = dirs_part {
+            levels[0].parts.insert(first);
         }
         let plan = Plan {
             dest: opts.dest.clone(),
             locations: locations.clone(),
             files,
             levels,
+            dirs_part,
             chains: HashMap::new(),
             pieces_left: Mutex::new(pieces_left),
             restored: Mutex::new(Vec::new()),
@@ -643,6 +672,68 @@ impl Plan {
             progress: opts.progress.clone(),
         };
         Ok(plan)
+    }
+
+    /// The files of the target backup (index, and the entry a file already
+    /// in place must match), for a delta restore's comparison.
+    pub(crate) fn targets(&self) -> impl Iterator<Item = (usize, FileEntry)> + '_ {
+        self.files.iter().enumerate().map(|(i, fp)| {
+            // A rebuilt file is compared with what the delta backup read.
+            let entry = if fp.increments.is_empty() {
+                restored_entry(fp)
+            } else {
+                fp.target.clone()
+            };
+            (i, entry)
+        })
+    }
+
+    /// Where a file of the backup lands (tablespace files in their
+    /// location).
+    pub(crate) fn local_path(&self, rel: &str) -> Result<PathBuf, EngineError> {
+        self.target(rel, &Key::new("backups").expect("a valid key"))
+    }
+
+    /// Leaves the files `kept` (already right in the destination) out of
+    /// the restore: their entries are skipped, and parts that hold nothing
+    /// else needed are not read.
+    fn keep(&mut self, kept: &std::collections::HashSet<usize>) {
+        for level in &mut self.levels {
+            for action in level.actions.values_mut() {
+                let file = match *action {
+                    Action::Whole(i)
+                    | Action::Piece(i, _)
+                    | Action::Increment(i)
+                    | Action::BaseWhole(i)
+                    | Action::BasePiece(i, _) => i,
+                    Action::Dir | Action::Skip => continue,
+                };
+                if kept.contains(&file) {
+                    *action = Action::Skip;
+                }
+            }
+            level.parts.clear();
+        }
+        if let Some(first) = self.dirs_part {
+            self.levels[0].parts.insert(first);
+        }
+        for (i, fp) in self.files.iter_mut().enumerate() {
+            if kept.contains(&i) {
+                fp.increments.clear();
+                continue;
+            }
+            for &(level, part) in &fp.needs {
+                self.levels[level].parts.insert(part);
+            }
+        }
+        self.restored
+            .lock()
+            .expect("lock")
+            .extend(kept.iter().map(|&i| self.files[i].target.path.clone()));
+        self.pieces_left
+            .lock()
+            .expect("lock")
+            .retain(|i, _| !kept.contains(i));
     }
 
     /// Creates the files rebuilt from chains, empty.
@@ -1038,7 +1129,11 @@ fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
 }
 
 /// Gives a completely written file its mode and mtime, and counts it.
-fn finish_file(out: &std::fs::File, target: &Path, expected: &FileEntry) -> Result<(), EngineError> {
+pub(crate) fn finish_file(
+    out: &std::fs::File,
+    target: &Path,
+    expected: &FileEntry,
+) -> Result<(), EngineError> {
     out.set_permissions(std::fs::Permissions::from_mode(expected.mode))
         .map_err(|e| EngineError::local_io("cannot chmod", target, e))?;
     let mtime =
@@ -1094,9 +1189,10 @@ fn apply_increment(key: &Key, entry: &mut impl Read, plan: &Plan, i: usize) -> R
     let restore = restore.get_or_insert_with(|| pgark_delta::ChainRestore::new(reader.header()));
     let bs = u64::from(plan.block_size.get());
     let mut write = |block: u32, page: &[u8]| c.file.write_all_at(page, u64::from(block) * bs);
-    restore
+    let written = restore
         .apply_increment(&mut reader, &mut write)
         .map_err(|e| delta_error(key, path, e))?;
+    tracing::debug!("{path}: {written} pages from the increment in {key}");
     Ok(0)
 }
 
@@ -1135,8 +1231,10 @@ fn apply_base(
         crc: 0,
         len: 0,
     };
-    fill.apply_range((offset / bs) as u32, &mut counted, &mut write)
+    let written = fill
+        .apply_range((offset / bs) as u32, &mut counted, &mut write)
         .map_err(|e| delta_error(key, path, e))?;
+    tracing::debug!("{path}: {written} pages from the base at offset {offset} in {key}");
     let got = format!("{:08x}", counted.crc);
     if counted.len != size || got != crc {
         return Err(integrity(

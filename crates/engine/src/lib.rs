@@ -9,6 +9,7 @@
 mod backup_fetch;
 mod backup_push;
 mod delta_push;
+mod delta_restore;
 mod error;
 mod keys;
 mod manifest_io;

@@ -36,7 +36,7 @@
 #      Every tool runs as postgres under /usr/bin/time; the 1-minute load
 #      average is recorded before every timed command.
 #   4. Unless ANALYSIS=0: where pgark's time goes. The part layout of its
-#      backup (a file is never split), pgark backup-push with --concurrency
+#      backup (files larger than a part are split into pieces), pgark backup-push with --concurrency
 #      1 / default / 4 and --compression-level 1 (alternated, $RUNS rounds),
 #      backup-fetch with --concurrency 1 / default, the phases of one push
 #      (from --log-level info, time-stamped), peak RSS of a push with
@@ -339,7 +339,7 @@ ANALYSIS_TXT=$RES/analysis.txt
 : >"$ANALYSIS_TXT"
 if [ "$ANALYSIS" = 1 ]; then
   {
-    echo "parts of pgark's last backup-push (a file is never split across parts):"
+    echo "parts of pgark's last backup-push (files larger than a part are split into pieces):"
     zstd -dc "$MANIFEST" | jq -r '
       (.original_size) as $t | .parts[] |
       "  part \(.index): \(.original_size / 1048576 * 10 | floor / 10) MiB original (\(100 * .original_size / $t | floor)% of the backup), stored \(.stored_size / 1048576 * 10 | floor / 10) MiB"'

@@ -210,6 +210,9 @@ async fn restore_into(
         .buffer_unordered(opts.concurrency.max(1))
         .collect()
         .await;
+        // Every part in flight is let finish before a failure is returned:
+        // their writer threads cannot be cancelled, and the cleanup of a
+        // failed restore must not race them.
         results.into_iter().collect::<Result<Vec<()>, _>>()?;
         plan.end_level(level)?;
     }

@@ -13,7 +13,7 @@ use crate::repository::ensure_repository_meta;
 use crate::scan::{scan, Scan, ScannedFile};
 use crate::{EngineError, RetryPolicy};
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use pgark_catalog::{
     delta_entry_name, wal_key, BackupManifest, BackupName, CorruptPages, DeltaEntry, FileEntry, PartEntry,
     PieceEntry, RepositoryMeta, TablespaceEntry, MANIFEST_FORMAT,
@@ -272,7 +272,26 @@ pub async fn backup_push(
         directories: copied.dirs,
         files: copied.files,
     };
-    crate::manifest_io::put_manifest(&*store, &manifest, &opts.keys).await?;
+    // A retried create-only put that meets its own earlier, completed
+    // attempt ("already exists") is checked to be this very manifest.
+    opts.retry
+        .run("write of the manifest", || async {
+            match crate::manifest_io::put_manifest(&*store, &manifest, &opts.keys).await {
+                Err(EngineError::Store { source })
+                    if source.kind() == pgark_store::ErrorKind::AlreadyExists =>
+                {
+                    let stored =
+                        crate::manifest_io::load_manifest(&*store, &manifest.name, &opts.keys).await?;
+                    if stored == manifest {
+                        Ok(())
+                    } else {
+                        Err(EngineError::Store { source })
+                    }
+                }
+                other => other,
+            }
+        })
+        .await?;
     tracing::info!(
         "backup {name} complete: {} files, {} bytes stored as {} bytes",
         manifest.files.len(),
@@ -559,14 +578,35 @@ async fn copy_files(
         let progress = progress.clone();
         let store = store.clone();
         let ctx = ctx.clone();
-        async move { upload_part(&*store, key, index, group, dirs, opts, ctx, progress).await }
+        // A part that meets a transient repository failure is written again
+        // from the start (its files are read again: an online backup's
+        // copy may come from any moment between start and stop); nothing
+        // of a failed attempt remains (create-only puts complete whole or
+        // not at all).
+        async move {
+            opts.retry
+                .run(&format!("upload of {key}"), || {
+                    upload_part(
+                        &*store,
+                        key.clone(),
+                        index,
+                        group.clone(),
+                        dirs.clone(),
+                        opts,
+                        ctx.clone(),
+                        progress.clone(),
+                    )
+                })
+                .await
+        }
     }))
     .buffer_unordered(opts.concurrency.max(1));
-    let results: Vec<Result<(PartEntry, Vec<Copied1>), EngineError>> = uploads.collect().await;
+    // The first failure stops the copy: parts in flight are dropped (their
+    // uploads aborted), none is started after it.
+    let results: Vec<(PartEntry, Vec<Copied1>)> = uploads.try_collect().await?;
     let mut parts = Vec::new();
     let mut copied = Vec::new();
-    for r in results {
-        let (part, items) = r?;
+    for (part, items) in results {
         parts.push(part);
         copied.extend(items);
     }
@@ -577,17 +617,21 @@ async fn copy_files(
         piece: None,
         parent_blocks: None,
     };
-    let (part, items) = upload_part(
-        &**store,
-        name.part_key(index),
-        index,
-        vec![control_item],
-        None,
-        opts,
-        ctx.clone(),
-        progress.clone(),
-    )
-    .await?;
+    let (part, items) = opts
+        .retry
+        .run("upload of pg_control", || {
+            upload_part(
+                &**store,
+                name.part_key(index),
+                index,
+                vec![control_item.clone()],
+                None,
+                opts,
+                ctx.clone(),
+                progress.clone(),
+            )
+        })
+        .await?;
     parts.push(part);
     copied.extend(items);
     parts.sort_by_key(|p| p.index);

@@ -18,8 +18,14 @@
 //!   retrying, or it is permanent ([`StoreError::is_not_found`],
 //!   [`StoreError::is_transient`]).
 
+#[cfg(feature = "azure")]
+mod azure;
 mod error;
 mod fs;
+#[cfg(feature = "gcs")]
+mod gcs;
+#[cfg(feature = "http")]
+mod http;
 mod key;
 mod memory;
 #[cfg(feature = "s3")]
@@ -40,7 +46,44 @@ pub mod aws {
     pub use aws_credential_types as credential_types;
     pub use aws_sdk_s3 as s3;
 }
+#[cfg(feature = "azure")]
+pub use azure::{account_sas, AccountSas, AzureCredentials, AzureOptions, AzureStore};
+#[cfg(feature = "gcs")]
+pub use gcs::{GcsCredentials, GcsOptions, GcsStore};
 pub use upload::{put_stream, UploadOptions};
+
+/// The Blob service REST API version the Azure backend speaks.
+#[cfg(feature = "azure")]
+pub fn azure_api_version() -> &'static str {
+    azure::API_VERSION
+}
+#[cfg(feature = "http")]
+pub use http::{HttpTimeouts, RetryOptions};
+
+/// The prefix part of a `scheme://bucket/prefix` URL as stored: empty, or
+/// a valid key followed by `/`.
+#[cfg(feature = "http")]
+fn http_prefix(url: &str, prefix: &str) -> std::result::Result<String, String> {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        return Ok(String::new());
+    }
+    // The prefix must form valid keys with what follows it.
+    Key::new(prefix).map_err(|e| format!("{url:?}: invalid prefix: {}", e.reason))?;
+    Ok(format!("{prefix}/"))
+}
+
+/// An endpoint URL checked to be `http(s)://host...`, without a trailing
+/// `/`; the error says what is wrong with it.
+#[cfg(feature = "http")]
+fn check_endpoint(endpoint: &str) -> std::result::Result<String, String> {
+    let scheme_ok = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+    let host = endpoint.split_once("://").map_or("", |(_, rest)| rest);
+    if !scheme_ok || host.is_empty() || host.starts_with('/') {
+        return Err(format!("{endpoint:?} is not an http:// or https:// URL"));
+    }
+    Ok(endpoint.trim_end_matches('/').to_owned())
+}
 
 use async_trait::async_trait;
 use bytes::Bytes;

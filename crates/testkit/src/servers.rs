@@ -1,10 +1,14 @@
 //! Object-store servers for tests, run on 127.0.0.1 and stopped when
-//! dropped: [`MotoServer`], moto's S3 server.
+//! dropped: [`MotoServer`], moto's S3 server; [`FakeGcsServer`],
+//! fake-gcs-server for Google Cloud Storage; [`Azurite`], Microsoft's
+//! Azure Storage emulator.
 //!
-//! `.ci/install-deps.sh` installs moto into a virtual environment under
-//! `/opt/pgark-test/moto`. A test that cannot start the server fails,
-//! unless `PGARK_TEST_SKIP_S3=1` is set, in which case it prints why and
-//! skips ([`moto_or_skip`]).
+//! `.ci/install-deps.sh` installs them under `/opt/pgark-test` (moto and
+//! fake-gcs-server into Python virtual environments, Azurite with npm). A
+//! test that cannot start its server fails, unless the server's skip
+//! variable is set to 1 (`PGARK_TEST_SKIP_S3`, `PGARK_TEST_SKIP_GCS`,
+//! `PGARK_TEST_SKIP_AZURE`), in which case it prints why and skips
+//! ([`moto_or_skip`], [`fake_gcs_or_skip`], [`azurite_or_skip`]).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -238,4 +242,403 @@ pub fn moto_or_skip(test: &str) -> Option<MotoServer> {
              (.ci/install-deps.sh installs it; set {SKIP_S3_VAR}=1 to skip the S3 tests instead)"
         ),
     }
+}
+
+// ---------------------------------------------------------------------------
+// Shared helpers
+// ---------------------------------------------------------------------------
+
+/// Sends one plain HTTP/1.1 request to 127.0.0.1:`port`; returns the status
+/// and the response body.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, String), String> {
+    let addr = format!("127.0.0.1:{port}");
+    let mut stream = TcpStream::connect_timeout(&addr.parse().expect("an address"), Duration::from_secs(5))
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    stream.set_write_timeout(Some(Duration::from_secs(30))).ok();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut request = request.into_bytes();
+    request.extend_from_slice(body);
+    stream
+        .write_all(&request)
+        .map_err(|e| format!("cannot send a request to {addr}: {e}"))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| format!("cannot read the response of {addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| format!("{addr} sent no HTTP response: {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    Ok((status, body))
+}
+
+/// A server program started by a test, with its output in a scratch
+/// directory; killed when dropped.
+struct Spawned {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    name: &'static str,
+}
+
+impl Spawned {
+    /// Runs `program` (with arguments made from the port and the scratch
+    /// directory) on a free port and waits until `ready` says it answers.
+    fn start(
+        name: &'static str,
+        program: &Path,
+        args: impl Fn(u16, &Path) -> Vec<String>,
+        ready: impl Fn(u16) -> bool,
+        timeout: Duration,
+    ) -> Result<Spawned, String> {
+        let mut last_err = String::new();
+        for _ in 0..3 {
+            let port = crate::pg::free_port().map_err(|e| e.to_string())?;
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("pgark-{name}-"))
+                .tempdir()
+                .map_err(|e| format!("cannot make a directory for {name}: {e}"))?;
+            let log_path = dir.path().join("server.log");
+            let log = std::fs::File::create(&log_path)
+                .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+            let log2 = log
+                .try_clone()
+                .map_err(|e| format!("cannot duplicate a file handle: {e}"))?;
+            let child = Command::new(program)
+                .args(args(port, dir.path()))
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log2)
+                .spawn()
+                .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+            let mut server = Spawned {
+                child,
+                port,
+                dir,
+                name,
+            };
+            let deadline = Instant::now() + timeout;
+            loop {
+                if let Ok(Some(status)) = server.child.try_wait() {
+                    let log = server.log();
+                    last_err = format!("{} exited ({status}) before answering:\n{log}", program.display());
+                    break;
+                }
+                if ready(port) {
+                    return Ok(server);
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "{} did not answer on 127.0.0.1:{port} within {timeout:?}:\n{}",
+                        program.display(),
+                        server.log()
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            // Exited early: perhaps the port was taken meanwhile; try another.
+        }
+        Err(last_err)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl std::fmt::Debug for Spawned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(self.name)
+            .field("port", &self.port)
+            .field("pid", &self.child.id())
+            .finish()
+    }
+}
+
+/// `$var`, else `default` if it exists, else `name` on PATH.
+fn find_program(var: &str, default: &str, name: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(var) {
+        return Some(PathBuf::from(p));
+    }
+    let default = Path::new(default);
+    if default.is_file() {
+        return Some(default.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Starts a server with `start`, or, if that fails and `skip_var=1`, prints
+/// why and returns `None`.
+fn start_or_skip<T>(
+    test: &str,
+    what: &str,
+    skip_var: &str,
+    start: impl FnOnce() -> Result<T, String>,
+) -> Option<T> {
+    match start() {
+        Ok(server) => Some(server),
+        Err(e) if std::env::var(skip_var).is_ok_and(|v| v == "1") => {
+            eprintln!("note: skipping {test}: {what} cannot be started ({skip_var}=1): {e}");
+            None
+        }
+        Err(e) => panic!(
+            "{test}: {what} cannot be started: {e}\n\
+             (.ci/install-deps.sh installs it; set {skip_var}=1 to skip these tests instead)"
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// fake-gcs-server
+// ---------------------------------------------------------------------------
+
+/// Where `.ci/install-deps.sh` links fake-gcs-server's binary.
+pub const FAKE_GCS_SERVER_DEFAULT: &str = "/opt/pgark-test/fake-gcs/bin/fake-gcs-server";
+
+/// Set to 1 to skip the GCS tests where fake-gcs-server cannot be started.
+pub const SKIP_GCS_VAR: &str = "PGARK_TEST_SKIP_GCS";
+
+/// fake-gcs-server on 127.0.0.1 (plain HTTP, objects in memory), killed
+/// when dropped.
+///
+/// It speaks the GCS JSON API, accepts any credentials (or none), and does
+/// not check preconditions on uploads: `ifGenerationMatch=0` is ignored, so
+/// create-only puts overwrite there (real GCS refuses them with 412).
+#[derive(Debug)]
+pub struct FakeGcsServer {
+    server: Spawned,
+}
+
+impl FakeGcsServer {
+    pub fn start() -> Result<FakeGcsServer, String> {
+        let program = find_program(
+            "PGARK_FAKE_GCS_SERVER",
+            FAKE_GCS_SERVER_DEFAULT,
+            "fake-gcs-server",
+        )
+        .ok_or_else(|| {
+            format!(
+                "fake-gcs-server is not installed (no {FAKE_GCS_SERVER_DEFAULT}, none on PATH, \
+                     PGARK_FAKE_GCS_SERVER unset); run .ci/install-deps.sh"
+            )
+        })?;
+        let server = Spawned::start(
+            "fake-gcs-server",
+            &program,
+            |port, dir| {
+                let url = format!("http://127.0.0.1:{port}");
+                [
+                    "-scheme",
+                    "http",
+                    "-host",
+                    "127.0.0.1",
+                    "-port",
+                    &port.to_string(),
+                    "-backend",
+                    "memory",
+                    "-external-url",
+                    &url,
+                    "-public-host",
+                    &format!("127.0.0.1:{port}"),
+                    "-log-level",
+                    "warn",
+                    "-filesystem-root",
+                    &dir.join("storage").to_string_lossy(),
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+            },
+            |port| matches!(http_request(port, "GET", "/storage/v1/b", &[], b""), Ok((200, _))),
+            Duration::from_secs(30),
+        )?;
+        Ok(FakeGcsServer { server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.port
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.server.port)
+    }
+
+    pub fn log(&self) -> String {
+        self.server.log()
+    }
+
+    pub fn create_bucket(&self, bucket: &str) -> Result<(), String> {
+        let body = format!("{{\"name\":\"{bucket}\"}}");
+        match http_request(
+            self.port(),
+            "POST",
+            "/storage/v1/b",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )? {
+            (200, _) => Ok(()),
+            (status, body) => Err(format!("creating bucket {bucket} failed: HTTP {status}: {body}")),
+        }
+    }
+
+    /// Sends one request to the server.
+    pub fn request(&self, method: &str, path: &str, body: &[u8]) -> Result<(u16, String), String> {
+        http_request(self.port(), method, path, &[], body)
+    }
+}
+
+/// Starts fake-gcs-server for the test `test`, or skips (see
+/// [`SKIP_GCS_VAR`]).
+pub fn fake_gcs_or_skip(test: &str) -> Option<FakeGcsServer> {
+    start_or_skip(test, "fake-gcs-server", SKIP_GCS_VAR, FakeGcsServer::start)
+}
+
+// ---------------------------------------------------------------------------
+// Azurite
+// ---------------------------------------------------------------------------
+
+/// Where `.ci/install-deps.sh` installs Azurite's blob service.
+pub const AZURITE_DEFAULT: &str = "/opt/pgark-test/azurite/node_modules/.bin/azurite-blob";
+
+/// Set to 1 to skip the Azure tests where Azurite cannot be started.
+pub const SKIP_AZURE_VAR: &str = "PGARK_TEST_SKIP_AZURE";
+
+/// Azurite's well-known development account and its key (public, from
+/// Azurite's documentation).
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Azurite's blob service on 127.0.0.1 (objects in memory), killed when
+/// dropped. It checks Shared Key and SAS signatures like Azure does.
+#[derive(Debug)]
+pub struct Azurite {
+    server: Spawned,
+}
+
+impl Azurite {
+    pub fn start() -> Result<Azurite, String> {
+        let program = find_program("PGARK_AZURITE", AZURITE_DEFAULT, "azurite-blob").ok_or_else(|| {
+            format!(
+                "Azurite is not installed (no {AZURITE_DEFAULT}, no azurite-blob on PATH, PGARK_AZURITE \
+                 unset); run .ci/install-deps.sh"
+            )
+        })?;
+        let server = Spawned::start(
+            "azurite",
+            &program,
+            // In memory, so nothing is written (the working directory is
+            // the scratch directory all the same).
+            |port, _dir| {
+                [
+                    "--blobHost",
+                    "127.0.0.1",
+                    "--blobPort",
+                    &port.to_string(),
+                    "--inMemoryPersistence",
+                    "--skipApiVersionCheck",
+                    "--disableProductStyleUrl",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+            },
+            // Any HTTP answer (an unauthenticated request is refused).
+            |port| http_request(port, "GET", &format!("/{AZURITE_ACCOUNT}?comp=list"), &[], b"").is_ok(),
+            Duration::from_secs(60),
+        )?;
+        Ok(Azurite { server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.port
+    }
+
+    /// `http://127.0.0.1:<port>/devstoreaccount1`, the account's blob
+    /// endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.server.port)
+    }
+
+    pub fn log(&self) -> String {
+        self.server.log()
+    }
+
+    /// Sends one request, authorised by an account SAS made with the
+    /// well-known key (`path` may have a query already).
+    pub fn request(&self, method: &str, path: &str, body: &[u8]) -> Result<(u16, String), String> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let path = format!("{path}{sep}{}", Self::sas("rwdlac", AZURITE_KEY));
+        http_request(
+            self.port(),
+            method,
+            &path,
+            &[("x-ms-version", pgark_store::azure_api_version())],
+            body,
+        )
+    }
+
+    /// An account SAS for the development account signed with `key`,
+    /// valid for a day.
+    pub fn sas(permissions: &str, key: &str) -> String {
+        let sas = pgark_store::AccountSas {
+            account: AZURITE_ACCOUNT,
+            permissions,
+            services: "b",
+            resource_types: "sco",
+            start: "2020-01-01T00:00:00Z",
+            expiry: "2099-01-01T00:00:00Z",
+            protocol: "https,http",
+            version: pgark_store::azure_api_version(),
+        };
+        pgark_store::account_sas(&sas, key).expect("a base64 key")
+    }
+
+    pub fn create_container(&self, container: &str) -> Result<(), String> {
+        match self.request(
+            "PUT",
+            &format!("/{AZURITE_ACCOUNT}/{container}?restype=container"),
+            b"",
+        )? {
+            (201, _) => Ok(()),
+            (status, body) => Err(format!(
+                "creating container {container} failed: HTTP {status}: {body}"
+            )),
+        }
+    }
+}
+
+/// Starts Azurite for the test `test`, or skips (see [`SKIP_AZURE_VAR`]).
+pub fn azurite_or_skip(test: &str) -> Option<Azurite> {
+    start_or_skip(test, "Azurite", SKIP_AZURE_VAR, Azurite::start)
 }

@@ -1,0 +1,417 @@
+//! The HTTP client shared by the backends that speak a documented REST API
+//! themselves (Google Cloud Storage's JSON API, Azure Blob Storage): time
+//! limits on every request, retries of transient failures with exponential
+//! backoff and jitter bounded by a total time, and response bodies streamed
+//! with a length check.
+//!
+//! What is transient is decided here once: no response at all (connection
+//! refused or reset, DNS failure, a time limit hit) and the statuses 408,
+//! 429 and 5xx. Everything else is handed back to the backend, which knows
+//! what a 404 or 412 means for its API.
+
+use crate::{ByteStream, ErrorKind, Operation, StoreError};
+use bytes::Bytes;
+use futures::StreamExt;
+use rand::Rng;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// Time limits of every request of the REST backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    /// Establishing a connection (TCP and TLS).
+    pub connect: Duration,
+    /// From the start of one attempt until the response headers arrived;
+    /// an upload's request body is sent within it.
+    pub first_byte: Duration,
+    /// Longest time a response body may stay silent before the read fails.
+    pub idle: Duration,
+}
+
+impl Default for HttpTimeouts {
+    fn default() -> Self {
+        HttpTimeouts {
+            connect: Duration::from_secs(10),
+            first_byte: Duration::from_secs(300),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How transient failures of one request are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryOptions {
+    /// Attempts per request (1 = no retry).
+    pub attempts: u32,
+    /// No new attempt starts later than this after the first one.
+    pub total: Duration,
+    /// Backoff before the second attempt; doubled for each further one (up
+    /// to 16 s), with full jitter.
+    pub base_backoff: Duration,
+}
+
+impl Default for RetryOptions {
+    fn default() -> Self {
+        RetryOptions {
+            attempts: 4,
+            total: Duration::from_secs(120),
+            base_backoff: Duration::from_millis(250),
+        }
+    }
+}
+
+impl RetryOptions {
+    /// The pause before attempt `attempt + 1` (`attempt` >= 1).
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .base_backoff
+            .saturating_mul(1 << (attempt - 1).min(6))
+            .min(Duration::from_secs(16));
+        let millis = ceiling.as_millis() as u64;
+        Duration::from_millis(rand::thread_rng().gen_range(millis / 2..=millis.max(1)))
+    }
+}
+
+/// Whether a status is worth another attempt.
+pub(crate) fn is_transient_status(status: u16) -> bool {
+    status == 408 || status == 429 || status >= 500
+}
+
+/// A request that got no (usable) response.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// No response within the time limit.
+    TimedOut { limit: Duration, what: &'static str },
+    /// Connection or protocol failure.
+    Transport(reqwest::Error),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::TimedOut { limit, what } => write!(f, "no {what} within {limit:?}"),
+            SendError::Transport(e) => f.write_str(&error_chain(e)),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// A reqwest client with the time limits and retry policy of one store.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpClient {
+    client: reqwest::Client,
+    pub(crate) timeouts: HttpTimeouts,
+    pub(crate) retry: RetryOptions,
+}
+
+impl HttpClient {
+    pub(crate) fn new(timeouts: HttpTimeouts, retry: RetryOptions) -> Result<HttpClient, String> {
+        // rustls needs a process-wide provider when it is built without
+        // one; ring, as for the S3 backend. Fails harmlessly if another
+        // part of the program installed one first.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .read_timeout(timeouts.idle)
+            // 308 is GCS's "resume incomplete", not a redirect to follow.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("pgark/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot make an HTTP client: {}", error_chain(&e)))?;
+        Ok(HttpClient {
+            client,
+            timeouts,
+            retry,
+        })
+    }
+
+    pub(crate) fn inner(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends the request `make` builds (once per attempt), retrying
+    /// transient failures. Returns the first response with a status that is
+    /// not transient, or the last one once the attempts or the total time
+    /// are used up; an error only if the last attempt got no response.
+    pub(crate) async fn send(
+        &self,
+        make: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, SendError> {
+        let started = Instant::now();
+        let mut attempt = 1;
+        loop {
+            let result = self.send_once(make()).await;
+            let retry = match &result {
+                Ok(resp) => is_transient_status(resp.status().as_u16()),
+                Err(_) => true,
+            };
+            if !retry || attempt >= self.retry.attempts {
+                return result;
+            }
+            let pause = match &result {
+                Ok(resp) => retry_after(resp).unwrap_or_else(|| self.retry.backoff(attempt)),
+                Err(_) => self.retry.backoff(attempt),
+            };
+            if started.elapsed() + pause > self.retry.total {
+                return result;
+            }
+            tokio::time::sleep(pause).await;
+            attempt += 1;
+        }
+    }
+
+    /// One attempt, within the first-byte time limit.
+    pub(crate) async fn send_once(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, SendError> {
+        let limit = self.timeouts.first_byte;
+        match tokio::time::timeout(limit, req.send()).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_timeout() => Err(SendError::TimedOut {
+                limit: self.timeouts.connect.min(limit),
+                what: "connection or response",
+            }),
+            Ok(Err(e)) => Err(SendError::Transport(e)),
+            Err(_) => Err(SendError::TimedOut {
+                limit,
+                what: "response",
+            }),
+        }
+    }
+}
+
+/// A `Retry-After` in seconds, capped at a minute.
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let secs: u64 = resp
+        .headers()
+        .get("retry-after")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs.min(60)))
+}
+
+/// The body of a response that is not a success, for error messages (at
+/// most 2 KiB, never failing).
+pub(crate) async fn error_body(resp: reqwest::Response) -> String {
+    let text = match tokio::time::timeout(Duration::from_secs(10), resp.bytes()).await {
+        Ok(Ok(b)) => String::from_utf8_lossy(&b[..b.len().min(2048)]).into_owned(),
+        _ => String::new(),
+    };
+    text.trim().to_owned()
+}
+
+/// Streams `resp`'s body, failing (transiently) if it ends before `size`
+/// bytes or goes on after them.
+pub(crate) fn body_stream(
+    resp: reqwest::Response,
+    size: u64,
+    store: String,
+    key: String,
+    api: &'static str,
+) -> ByteStream {
+    struct ReadState {
+        body: futures::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+        read: u64,
+        done: bool,
+    }
+    let state = ReadState {
+        body: resp.bytes_stream().boxed(),
+        read: 0,
+        done: false,
+    };
+    futures::stream::unfold(state, move |mut st| {
+        let store = store.clone();
+        let key = key.clone();
+        async move {
+            if st.done {
+                return None;
+            }
+            let fail = |message: String| {
+                StoreError::new(ErrorKind::Transient, Operation::Read, &store, &key, message)
+            };
+            match st.body.next().await {
+                Some(Ok(chunk)) => {
+                    st.read += chunk.len() as u64;
+                    if st.read > size {
+                        st.done = true;
+                        let e = fail(format!("the {api} response body is longer than its {size} bytes"));
+                        return Some((Err(e), st));
+                    }
+                    Some((Ok(chunk), st))
+                }
+                Some(Err(err)) => {
+                    st.done = true;
+                    let e = fail(format!(
+                        "reading the {api} response failed after {} of {size} bytes: {}",
+                        st.read,
+                        error_chain(&err)
+                    ))
+                    .with_source(err);
+                    Some((Err(e), st))
+                }
+                None if st.read < size => {
+                    st.done = true;
+                    let e = fail(format!(
+                        "the {api} response ended after {} of {size} bytes",
+                        st.read
+                    ));
+                    Some((Err(e), st))
+                }
+                None => None,
+            }
+        }
+    })
+    .filter(|item| futures::future::ready(!matches!(item, Ok(chunk) if chunk.is_empty())))
+    .boxed()
+}
+
+/// `err` and its causes, `: `-separated, each said once.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut source = Some(err);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (for
+/// one path segment or query value).
+pub(crate) fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Like [`encode_component`] but keeping `/`, for object paths.
+pub(crate) fn encode_path(s: &str) -> String {
+    s.split('/').map(encode_component).collect::<Vec<_>>().join("/")
+}
+
+/// A list of byte chunks held for an upload, cut at any byte offset
+/// without copying.
+#[derive(Debug, Default)]
+pub(crate) struct Chunks {
+    parts: std::collections::VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Chunks {
+    pub(crate) fn push(&mut self, data: Bytes) {
+        if !data.is_empty() {
+            self.len += data.len();
+            self.parts.push_back(data);
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Removes and returns the first `n` bytes (`n <= len`).
+    pub(crate) fn take(&mut self, n: usize) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut left = n.min(self.len);
+        while left > 0 {
+            let Some(mut front) = self.parts.pop_front() else {
+                break;
+            };
+            if front.len() > left {
+                let head = front.split_to(left);
+                self.parts.push_front(front);
+                out.push(head);
+                left = 0;
+            } else {
+                left -= front.len();
+                out.push(front);
+            }
+        }
+        self.len -= n.min(self.len) - left;
+        out
+    }
+}
+
+/// `chunks` without their first `skip` bytes.
+pub(crate) fn skip_bytes(chunks: &[Bytes], mut skip: usize) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    for c in chunks {
+        if skip >= c.len() {
+            skip -= c.len();
+        } else {
+            out.push(c.slice(skip..));
+            skip = 0;
+        }
+    }
+    out
+}
+
+/// A request body of `chunks`, re-made for every attempt without copying.
+pub(crate) fn body_of(chunks: &[Bytes]) -> reqwest::Body {
+    if chunks.len() == 1 {
+        return reqwest::Body::from(chunks[0].clone());
+    }
+    let owned: Vec<Result<Bytes, std::io::Error>> = chunks.iter().cloned().map(Ok).collect();
+    reqwest::Body::wrap_stream(futures::stream::iter(owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_cut_without_losing_bytes() {
+        let mut c = Chunks::default();
+        c.push(Bytes::from_static(b"abc"));
+        c.push(Bytes::new());
+        c.push(Bytes::from_static(b"defgh"));
+        assert_eq!(c.len(), 8);
+        let joined = |v: Vec<Bytes>| v.iter().flat_map(|b| b.iter().copied()).collect::<Vec<u8>>();
+        assert_eq!(joined(c.take(4)), b"abcd");
+        assert_eq!(c.len(), 4);
+        assert_eq!(joined(c.take(0)), b"");
+        assert_eq!(joined(c.take(4)), b"efgh");
+        assert_eq!(c.len(), 0);
+        let parts = [Bytes::from_static(b"ab"), Bytes::from_static(b"cde")];
+        assert_eq!(joined(skip_bytes(&parts, 0)), b"abcde");
+        assert_eq!(joined(skip_bytes(&parts, 2)), b"cde");
+        assert_eq!(joined(skip_bytes(&parts, 3)), b"de");
+        assert_eq!(joined(skip_bytes(&parts, 5)), b"");
+    }
+
+    #[test]
+    fn encoding() {
+        assert_eq!(encode_component("a/b c+d~e"), "a%2Fb%20c%2Bd~e");
+        assert_eq!(encode_path("a/b c/ü"), "a/b%20c/%C3%BC");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_bounded() {
+        let r = RetryOptions::default();
+        for attempt in 1..20 {
+            let b = r.backoff(attempt);
+            assert!(b <= Duration::from_secs(16), "{attempt}: {b:?}");
+        }
+        assert!(r.backoff(1) <= Duration::from_millis(250));
+        for s in [408, 429, 500, 503] {
+            assert!(is_transient_status(s));
+        }
+        for s in [400, 401, 403, 404, 409, 412] {
+            assert!(!is_transient_status(s));
+        }
+    }
+}

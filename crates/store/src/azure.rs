@@ -19,7 +19,11 @@
 //! ([`AzureCredentials::SasToken`], `AZURE_STORAGE_SAS_TOKEN`), or an
 //! account SAS that pgark signs itself from the account key
 //! ([`AzureCredentials::AccessKey`], `AZURE_STORAGE_ACCESS_KEY`) with
-//! [`account_sas`], a fresh one valid for an hour for every request.
+//! [`account_sas`], a fresh one valid for an hour for every request; or
+//! with Microsoft Entra ID bearer tokens ([`AzureCredentials::EntraId`])
+//! from the official `azure_identity` crate (the maintained
+//! `azure_storage_blob` crate has no account-key authorisation; its REST
+//! calls are the documented ones sent here).
 //!
 //! # Guarantees and how they are kept
 //!
@@ -57,6 +61,7 @@ use crate::{
     Result, RetryOptions, StoreError,
 };
 use async_trait::async_trait;
+use azure_core::credentials::TokenCredential;
 use base64::Engine as _;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
@@ -67,6 +72,13 @@ use std::sync::Arc;
 /// The Blob service REST API version requests are made with (and SAS are
 /// signed for).
 pub const API_VERSION: &str = "2021-08-06";
+
+/// The OAuth scope of Entra ID tokens for blob storage.
+const ENTRA_SCOPE: &str = "https://storage.azure.com/.default";
+
+/// How long one Entra ID credential may take to give its first token
+/// (probing a managed identity endpoint that is not there, say).
+const ENTRA_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Azure's largest number of blocks in one blob.
 const MAX_BLOCKS: usize = 50_000;
@@ -81,6 +93,13 @@ pub enum AzureCredentials {
     /// allowing read, write, delete, list, add and create on the container's
     /// blobs.
     SasToken(String),
+    /// Microsoft Entra ID tokens (`azure_identity`) from the first of:
+    /// workload identity (`AZURE_FEDERATED_TOKEN_FILE` with
+    /// `AZURE_CLIENT_ID` and `AZURE_TENANT_ID`: AKS), managed identity
+    /// (Azure VMs, App Service, Container Apps, Arc; `AZURE_CLIENT_ID` picks
+    /// a user-assigned one), the Azure CLI or Azure Developer CLI login. The
+    /// identity needs the role "Storage Blob Data Contributor".
+    EntraId,
 }
 
 impl fmt::Debug for AzureCredentials {
@@ -88,6 +107,7 @@ impl fmt::Debug for AzureCredentials {
         f.write_str(match self {
             AzureCredentials::AccessKey(_) => "AccessKey(..)",
             AzureCredentials::SasToken(_) => "SasToken(..)",
+            AzureCredentials::EntraId => "EntraId",
         })
     }
 }
@@ -227,6 +247,9 @@ struct Inner {
     /// `<endpoint>/<container>`.
     container_url: String,
     http: HttpClient,
+    /// The Entra ID credential that gave a token, and its name; or why none
+    /// did.
+    entra: tokio::sync::OnceCell<Result<(Arc<dyn TokenCredential>, &'static str), String>>,
 }
 
 impl AzureStore {
@@ -264,6 +287,7 @@ impl AzureStore {
                     )));
                 }
             }
+            AzureCredentials::EntraId => {}
         }
         if opts.retry.attempts == 0 {
             return Err(invalid("attempts per request must be at least 1".into()));
@@ -277,6 +301,7 @@ impl AzureStore {
                 container_url: format!("{endpoint}/{}", opts.container),
                 url,
                 http,
+                entra: tokio::sync::OnceCell::new(),
                 opts,
             }),
         })
@@ -294,9 +319,10 @@ impl AzureStore {
         format!("{}{}", self.inner.opts.prefix, escape_name(key.as_str()))
     }
 
-    /// The SAS query string for one request.
+    /// The SAS query string for one request (empty with Entra ID).
     fn sas(&self) -> String {
         match &self.inner.opts.credentials {
+            AzureCredentials::EntraId => String::new(),
             AzureCredentials::SasToken(t) => t.trim().trim_start_matches('?').to_owned(),
             AzureCredentials::AccessKey(key) => {
                 let now = chrono::Utc::now();
@@ -325,13 +351,71 @@ impl AzureStore {
 
     /// `<container url>/<blob>?<query>&<sas>`.
     fn blob_url(&self, key: &Key, query: &str) -> String {
-        let sep = if query.is_empty() { "" } else { "&" };
-        format!(
-            "{}/{}?{query}{sep}{}",
-            self.inner.container_url,
-            encode_path(&self.blob_name(key)),
-            self.sas()
+        with_query(
+            format!(
+                "{}/{}",
+                self.inner.container_url,
+                encode_path(&self.blob_name(key))
+            ),
+            &[query, &self.sas()],
         )
+    }
+
+    /// Where the credentials come from, for messages.
+    fn credentials_source(&self) -> String {
+        match (&self.inner.opts.credentials, self.inner.entra.get()) {
+            (AzureCredentials::EntraId, Some(Ok((_, name)))) => format!("Entra ID ({name})"),
+            _ => self.inner.opts.credentials_source.clone(),
+        }
+    }
+
+    /// The `Authorization` header with Entra ID, else `None` (the SAS is
+    /// in the URL).
+    async fn authorization(
+        &self,
+        op: Operation,
+        target: &(dyn fmt::Display + Sync),
+    ) -> Result<Option<String>> {
+        if self.inner.opts.credentials != AzureCredentials::EntraId {
+            return Ok(None);
+        }
+        let chosen = self.inner.entra.get_or_init(|| choose_entra_credential()).await;
+        let (credential, name) = match chosen {
+            Ok(c) => c,
+            Err(why) => {
+                return Err(StoreError::new(
+                    ErrorKind::Permanent,
+                    op,
+                    self,
+                    target,
+                    format!(
+                        "no Azure credentials for container {:?} in account {:?}: no account key \
+                         (AZURE_STORAGE_ACCESS_KEY), no SAS token (AZURE_STORAGE_SAS_TOKEN), and no \
+                         Entra ID identity: {why}",
+                        self.container(),
+                        self.inner.opts.account
+                    ),
+                ))
+            }
+        };
+        let limit = self.inner.http.timeouts.first_byte;
+        match tokio::time::timeout(limit, credential.get_token(&[ENTRA_SCOPE], None)).await {
+            Ok(Ok(token)) => Ok(Some(format!("Bearer {}", token.token.secret()))),
+            Ok(Err(e)) => Err(StoreError::new(
+                ErrorKind::Transient,
+                op,
+                self,
+                target,
+                format!("getting an Entra ID token ({name}) failed: {e}"),
+            )),
+            Err(_) => Err(StoreError::new(
+                ErrorKind::Transient,
+                op,
+                self,
+                target,
+                format!("no Entra ID token ({name}) within {limit:?}"),
+            )),
+        }
     }
 
     fn endpoint_note(&self) -> String {
@@ -348,9 +432,16 @@ impl AzureStore {
         target: &(dyn fmt::Display + Sync),
         make: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response> {
+        let auth = self.authorization(op, target).await?;
         self.inner
             .http
-            .send(|| make().header("x-ms-version", API_VERSION))
+            .send(|| {
+                let req = make().header("x-ms-version", API_VERSION);
+                match &auth {
+                    Some(a) => req.header("authorization", a),
+                    None => req,
+                }
+            })
             .await
             .map_err(|e| self.send_error(op, api, target, e))
     }
@@ -397,7 +488,7 @@ impl AzureStore {
             (c, m) => format!(", {c}: {m}"),
         };
         let container = self.container();
-        let source = &self.inner.opts.credentials_source;
+        let source = &self.credentials_source();
         let (kind, message) = match (status, code.as_str()) {
             (404, "BlobNotFound") => (ErrorKind::NotFound, "no such object".to_owned()),
             (404, _) => (
@@ -454,6 +545,63 @@ impl AzureStore {
         }
         Err(self.status_error(Operation::Put, "Put Blob", key, resp).await)
     }
+}
+
+/// `url` with the non-empty `parts` as its query.
+fn with_query(mut url: String, parts: &[&str]) -> String {
+    let mut sep = '?';
+    for p in parts.iter().filter(|p| !p.is_empty()) {
+        url.push(sep);
+        url.push_str(p);
+        sep = '&';
+    }
+    url
+}
+
+/// Tries the Entra ID credentials in order (see
+/// [`AzureCredentials::EntraId`]) and keeps the first that gives a token.
+async fn choose_entra_credential() -> Result<(Arc<dyn TokenCredential>, &'static str), String> {
+    let mut failures = Vec::new();
+    let mut candidates: Vec<(&'static str, azure_core::Result<Arc<dyn TokenCredential>>)> = Vec::new();
+    if std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").is_some() {
+        candidates.push((
+            "workload identity",
+            azure_identity::WorkloadIdentityCredential::new(None).map(|c| c as Arc<dyn TokenCredential>),
+        ));
+    }
+    let managed = match std::env::var("AZURE_CLIENT_ID") {
+        Ok(id) if !id.is_empty() => azure_identity::ManagedIdentityCredential::new(Some(
+            azure_identity::ManagedIdentityCredentialOptions {
+                user_assigned_id: Some(azure_identity::UserAssignedId::ClientId(id)),
+                ..Default::default()
+            },
+        )),
+        _ => azure_identity::ManagedIdentityCredential::new(None),
+    };
+    candidates.push(("managed identity", managed.map(|c| c as Arc<dyn TokenCredential>)));
+    candidates.push((
+        "Azure CLI",
+        azure_identity::DeveloperToolsCredential::new(None).map(|c| c as Arc<dyn TokenCredential>),
+    ));
+    for (name, made) in candidates {
+        let credential = match made {
+            Ok(c) => c,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        match tokio::time::timeout(ENTRA_PROBE_TIMEOUT, credential.get_token(&[ENTRA_SCOPE], None)).await {
+            Ok(Ok(_)) => return Ok((credential, name)),
+            Ok(Err(e)) => failures.push(format!("{name}: {}", first_line(&e.to_string()))),
+            Err(_) => failures.push(format!("{name}: no answer within {ENTRA_PROBE_TIMEOUT:?}")),
+        }
+    }
+    Err(failures.join("; "))
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or_default()
 }
 
 /// A key as a blob name: Azure reads `\\` in blob names as `/`, so it is
@@ -612,7 +760,14 @@ impl ObjectStore for AzureStore {
                 key: key.clone(),
                 size,
             },
-            stream: crate::http::body_stream(resp, size, self.to_string(), key.to_string(), "Get Blob"),
+            stream: crate::http::body_stream(
+                resp,
+                size,
+                self.inner.http.timeouts.idle,
+                self.to_string(),
+                key.to_string(),
+                "Get Blob",
+            ),
         })
     }
 
@@ -653,16 +808,14 @@ impl ObjectStore for AzureStore {
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
         loop {
-            let mut url = format!(
-                "{}?restype=container&comp=list&maxresults=5000&prefix={}",
-                self.inner.container_url,
+            let mut query = format!(
+                "restype=container&comp=list&maxresults=5000&prefix={}",
                 encode_component(&full_prefix)
             );
             if let Some(m) = &marker {
-                url.push_str(&format!("&marker={}", encode_component(m)));
+                query.push_str(&format!("&marker={}", encode_component(m)));
             }
-            url.push('&');
-            url.push_str(&self.sas());
+            let url = with_query(self.inner.container_url.clone(), &[&query, &self.sas()]);
             let resp = self
                 .send(Operation::List, "List Blobs", &prefix, || http.get(&url))
                 .await?;
@@ -672,10 +825,10 @@ impl ObjectStore for AzureStore {
                     .await);
             }
             let bad = |m: String| StoreError::new(ErrorKind::Transient, Operation::List, self, prefix, m);
-            let body = resp
-                .text()
+            let body = crate::http::read_body(resp, self.inner.http.timeouts.idle)
                 .await
                 .map_err(|e| bad(format!("reading the List Blobs response failed: {e}")))?;
+            let body = String::from_utf8_lossy(&body);
             if !body.contains("<EnumerationResults") {
                 return Err(bad("the List Blobs response is not an enumeration".into()));
             }

@@ -600,7 +600,14 @@ impl ObjectStore for GcsStore {
                 key: key.clone(),
                 size,
             },
-            stream: crate::http::body_stream(resp, size, self.to_string(), key.to_string(), "objects.get"),
+            stream: crate::http::body_stream(
+                resp,
+                size,
+                self.inner.http.timeouts.idle,
+                self.to_string(),
+                key.to_string(),
+                "objects.get",
+            ),
         })
     }
 
@@ -626,8 +633,7 @@ impl ObjectStore for GcsStore {
         }
         self.seen_bucket();
         let bad = |m: String| StoreError::new(ErrorKind::Transient, Operation::Head, self, key, m);
-        let body = resp
-            .bytes()
+        let body = crate::http::read_body(resp, self.inner.http.timeouts.idle)
             .await
             .map_err(|e| bad(format!("reading the objects.get response failed: {e}")))?;
         let obj: ObjectResource = serde_json::from_slice(&body)
@@ -668,8 +674,7 @@ impl ObjectStore for GcsStore {
             }
             self.seen_bucket();
             let bad = |m: String| StoreError::new(ErrorKind::Transient, Operation::List, self, prefix, m);
-            let body = resp
-                .bytes()
+            let body = crate::http::read_body(resp, self.inner.http.timeouts.idle)
                 .await
                 .map_err(|e| bad(format!("reading the objects.list response failed: {e}")))?;
             let page: ObjectList = serde_json::from_slice(&body)

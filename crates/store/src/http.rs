@@ -111,9 +111,11 @@ impl HttpClient {
         // one; ring, as for the S3 backend. Fails harmlessly if another
         // part of the program installed one first.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // No reqwest read timeout: its timer also runs while a request
+        // body is sent, so a large part would fail after `idle`; the idle
+        // limit is kept on response bodies here instead.
         let client = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
-            .read_timeout(timeouts.idle)
             // 308 is GCS's "resume incomplete", not a redirect to follow.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("pgark/", env!("CARGO_PKG_VERSION")))
@@ -205,11 +207,21 @@ pub(crate) async fn error_body(resp: reqwest::Response) -> String {
     text.trim().to_owned()
 }
 
+/// A small response body (JSON, XML) read whole within `idle`.
+pub(crate) async fn read_body(resp: reqwest::Response, idle: Duration) -> Result<Bytes, String> {
+    match tokio::time::timeout(idle, resp.bytes()).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => Err(error_chain(&e)),
+        Err(_) => Err(format!("the response body stalled for {idle:?}")),
+    }
+}
+
 /// Streams `resp`'s body, failing (transiently) if it ends before `size`
-/// bytes or goes on after them.
+/// bytes or goes on after them, or stays silent for `idle`.
 pub(crate) fn body_stream(
     resp: reqwest::Response,
     size: u64,
+    idle: Duration,
     store: String,
     key: String,
     api: &'static str,
@@ -234,7 +246,18 @@ pub(crate) fn body_stream(
             let fail = |message: String| {
                 StoreError::new(ErrorKind::Transient, Operation::Read, &store, &key, message)
             };
-            match st.body.next().await {
+            let next = match tokio::time::timeout(idle, st.body.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    st.done = true;
+                    let e = fail(format!(
+                        "the {api} response stalled for {idle:?} after {} of {size} bytes",
+                        st.read
+                    ));
+                    return Some((Err(e), st));
+                }
+            };
+            match next {
                 Some(Ok(chunk)) => {
                     st.read += chunk.len() as u64;
                     if st.read > size {

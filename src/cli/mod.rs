@@ -145,6 +145,34 @@ pub struct GlobalArgs {
     /// (for S3-compatible stores that reject the SDK's checksums) [default: when-supported].
     #[arg(long, global = true, env = "PGARK_S3_CHECKSUM", value_name = "MODE")]
     pub s3_checksum: Option<String>,
+
+    /// GCS: base URL of the JSON API, for emulators (http://127.0.0.1:4443) [default:
+    /// STORAGE_EMULATOR_HOST, else Google Cloud Storage].
+    #[arg(long, global = true, env = "PGARK_GCS_ENDPOINT", value_name = "URL")]
+    pub gcs_endpoint: Option<String>,
+
+    /// GCS: send requests without credentials, for emulators [default: true with
+    /// STORAGE_EMULATOR_HOST, else false: application default credentials].
+    #[arg(
+        long,
+        global = true,
+        env = "PGARK_GCS_NO_AUTH",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub gcs_no_auth: Option<bool>,
+
+    /// Azure: the storage account [default: AZURE_STORAGE_ACCOUNT].
+    #[arg(long, global = true, env = "PGARK_AZURE_ACCOUNT", value_name = "NAME")]
+    pub azure_account: Option<String>,
+
+    /// Azure: the account's blob endpoint, for Azurite (http://127.0.0.1:10000/devstoreaccount1)
+    /// or other clouds [default: https://ACCOUNT.blob.core.windows.net].
+    #[arg(long, global = true, env = "PGARK_AZURE_ENDPOINT", value_name = "URL")]
+    pub azure_endpoint: Option<String>,
 }
 
 fn parse_compression(s: &str) -> Result<Compression, String> {

@@ -2,12 +2,14 @@
 //! driven from outside, against fixtures and against real PostgreSQL
 //! servers started by `pgark_testkit::pg`.
 
+mod azure;
 mod backup;
 mod backup_faults;
 mod backup_topology;
 mod common;
 mod delta;
 mod encryption;
+mod gcs;
 mod s3;
 mod versions;
 mod wal_archive;

@@ -78,12 +78,12 @@ fn pgark_s3(args: &[String]) -> Output {
     run_capture(&mut cmd, None, Duration::from_secs(300)).expect("pgark runs")
 }
 
-fn with(mut flags: Vec<String>, more: &[&str]) -> Vec<String> {
+pub(crate) fn with(mut flags: Vec<String>, more: &[&str]) -> Vec<String> {
     flags.extend(more.iter().map(|s| s.to_string()));
     flags
 }
 
-fn wal_fixtures() -> Vec<PathBuf> {
+pub(crate) fn wal_fixtures() -> Vec<PathBuf> {
     let mut files = fixture_files("wal", is_segment_name);
     files.extend(fixture_files("wal", |n| {
         n.ends_with(".history") || n.ends_with(".backup") || n.ends_with(".partial")
@@ -397,7 +397,7 @@ impl S3Source {
     }
 }
 
-fn checksum(cluster: &PgCluster) -> String {
+pub(crate) fn checksum(cluster: &PgCluster) -> String {
     cluster
         .psql("select count(*) || ':' || md5(coalesce(string_agg(id || batch, ',' order by id), '')) from t")
         .unwrap()
@@ -405,7 +405,7 @@ fn checksum(cluster: &PgCluster) -> String {
 
 /// The value of `restore_command` in the restored directory's
 /// postgresql.auto.conf.
-fn written_restore_command(data_dir: &Path) -> String {
+pub(crate) fn written_restore_command(data_dir: &Path) -> String {
     let conf = std::fs::read_to_string(data_dir.join("postgresql.auto.conf")).unwrap();
     let line = conf
         .lines()
@@ -421,7 +421,7 @@ fn written_restore_command(data_dir: &Path) -> String {
 }
 
 /// Replaces `restore_command` in postgresql.auto.conf.
-fn rewrite_restore_command(data_dir: &Path, command: &str) {
+pub(crate) fn rewrite_restore_command(data_dir: &Path, command: &str) {
     let path = data_dir.join("postgresql.auto.conf");
     let conf = std::fs::read_to_string(&path).unwrap();
     let mut out: Vec<String> = conf

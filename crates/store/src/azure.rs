@@ -593,15 +593,20 @@ async fn choose_entra_credential() -> Result<(Arc<dyn TokenCredential>, &'static
         };
         match tokio::time::timeout(ENTRA_PROBE_TIMEOUT, credential.get_token(&[ENTRA_SCOPE], None)).await {
             Ok(Ok(_)) => return Ok((credential, name)),
-            Ok(Err(e)) => failures.push(format!("{name}: {}", first_line(&e.to_string()))),
+            Ok(Err(e)) => failures.push(format!("{name}: {}", one_line(&e.to_string()))),
             Err(_) => failures.push(format!("{name}: no answer within {ENTRA_PROBE_TIMEOUT:?}")),
         }
     }
     Err(failures.join("; "))
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or_default()
+/// `s` on one line, at most 400 characters.
+fn one_line(s: &str) -> String {
+    let joined = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match joined.char_indices().nth(400) {
+        Some((i, _)) => format!("{}...", &joined[..i]),
+        None => joined,
+    }
 }
 
 /// A key as a blob name: Azure reads `\\` in blob names as `/`, so it is
@@ -1123,6 +1128,104 @@ mod tests {
             assert_eq!(unescape_name(name), key);
         }
         assert_eq!(unescape_name("100%"), "100%");
+    }
+
+    fn response(status: u16, code: Option<&str>, body: &str) -> reqwest::Response {
+        let mut b = http::Response::builder().status(status);
+        if let Some(code) = code {
+            b = b.header("x-ms-error-code", code);
+        }
+        reqwest::Response::from(b.body(body.to_owned()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn statuses_are_classified() {
+        let mut o = AzureOptions::from_url(
+            "azure://backups/repo",
+            "acct",
+            AzureCredentials::AccessKey(DEV_KEY.into()),
+        )
+        .unwrap();
+        o.credentials_source = "AZURE_STORAGE_ACCESS_KEY".into();
+        let store = AzureStore::new(o).unwrap();
+        let k = Key::new("wal/x").unwrap();
+        let auth_failed =
+            "<?xml version=\"1.0\"?><Error><Code>AuthenticationFailed</Code><Message>Server failed to \
+                           authenticate the request.\nRequestId:1</Message></Error>";
+        let cases: &[(u16, Option<&str>, &str, ErrorKind, &[&str])] = &[
+            (
+                404,
+                Some("BlobNotFound"),
+                "",
+                ErrorKind::NotFound,
+                &["no such object"],
+            ),
+            (
+                404,
+                Some("ContainerNotFound"),
+                "",
+                ErrorKind::Permanent,
+                &["\"backups\" does not exist in account \"acct\""],
+            ),
+            (
+                409,
+                Some("BlobAlreadyExists"),
+                "",
+                ErrorKind::AlreadyExists,
+                &["already exists"],
+            ),
+            (
+                412,
+                Some("ConditionNotMet"),
+                "",
+                ErrorKind::AlreadyExists,
+                &["already exists"],
+            ),
+            (
+                403,
+                Some("AuthenticationFailed"),
+                auth_failed,
+                ErrorKind::Permanent,
+                &[
+                    "Put Blob: access to container \"backups\" denied",
+                    "HTTP 403, AuthenticationFailed: Server failed to authenticate the request.",
+                    "credentials from AZURE_STORAGE_ACCESS_KEY",
+                ],
+            ),
+            (
+                503,
+                Some("ServerBusy"),
+                "",
+                ErrorKind::Transient,
+                &["HTTP 503, ServerBusy"],
+            ),
+            (
+                500,
+                Some("OperationTimedOut"),
+                "",
+                ErrorKind::Transient,
+                &["OperationTimedOut"],
+            ),
+            (
+                409,
+                Some("LeaseIdMissing"),
+                "",
+                ErrorKind::Permanent,
+                &["HTTP 409, LeaseIdMissing"],
+            ),
+        ];
+        for (status, code, body, kind, needles) in cases {
+            let e = store
+                .status_error(Operation::Put, "Put Blob", &k, response(*status, *code, body))
+                .await;
+            assert_eq!(e.kind(), *kind, "{status} {code:?}: {e}");
+            let msg = e.to_string();
+            assert!(msg.contains("put wal/x in azure://backups/repo"), "{msg}");
+            for needle in *needles {
+                assert!(msg.contains(needle), "{status}: {needle:?} missing in {msg}");
+            }
+            assert!(!msg.contains(DEV_KEY), "{msg}");
+        }
     }
 
     #[test]

@@ -307,7 +307,9 @@ impl GcsStore {
                         self,
                         target,
                         format!(
-                            "getting an access token for bucket {:?} failed: {}; credentials from {}",
+                            "getting an access token for bucket {:?} failed: {}; credentials from {} (set \
+                             GOOGLE_APPLICATION_CREDENTIALS, run on Google Cloud with a service account, or \
+                             use --gcs-no-auth for an emulator)",
                             self.bucket(),
                             crate::http::error_chain(&e),
                             self.credentials_source()
@@ -1042,6 +1044,83 @@ mod tests {
             .starts_with("http://127.0.0.1:4443/storage/v1/b/"));
         o.retry.attempts = 0;
         assert!(GcsStore::new(o).is_err());
+    }
+
+    fn response(status: u16, body: &str) -> reqwest::Response {
+        reqwest::Response::from(
+            http::Response::builder()
+                .status(status)
+                .body(body.to_owned())
+                .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn statuses_are_classified() {
+        let store = GcsStore::new(GcsOptions::from_url("gs://my-bucket/repo").unwrap()).unwrap();
+        let k = Key::new("wal/x").unwrap();
+        let denied =
+            r#"{"error":{"code":403,"message":"sa@p.iam does not have storage.objects.create access"}}"#;
+        let cases: &[(u16, &str, ErrorKind, &[&str])] = &[
+            (
+                403,
+                denied,
+                ErrorKind::Permanent,
+                &[
+                    "objects.insert",
+                    "\"my-bucket\" denied",
+                    "HTTP 403",
+                    "storage.objects.create",
+                    "credentials from",
+                ],
+            ),
+            (
+                401,
+                "",
+                ErrorKind::Permanent,
+                &["denied (HTTP 401)", "credentials from"],
+            ),
+            (
+                404,
+                "Not Found",
+                ErrorKind::Permanent,
+                &["\"my-bucket\" does not exist"],
+            ),
+            (412, "", ErrorKind::AlreadyExists, &["already exists"]),
+            (429, "", ErrorKind::Transient, &["HTTP 429"]),
+            (
+                503,
+                "backend error",
+                ErrorKind::Transient,
+                &["HTTP 503, backend error"],
+            ),
+            (
+                400,
+                "bad name",
+                ErrorKind::Permanent,
+                &["HTTP 400, bad name", "credentials from"],
+            ),
+        ];
+        for (status, body, kind, needles) in cases {
+            let e = store
+                .status_error(Operation::Put, "objects.insert", &k, response(*status, body))
+                .await;
+            assert_eq!(e.kind(), *kind, "{status}: {e}");
+            let msg = e.to_string();
+            assert!(msg.contains("put wal/x in gs://my-bucket/repo"), "{msg}");
+            for needle in *needles {
+                assert!(msg.contains(needle), "{status}: {needle:?} missing in {msg}");
+            }
+        }
+        let anonymous = GcsStore::new(GcsOptions {
+            credentials: GcsCredentials::Anonymous,
+            ..GcsOptions::from_url("gs://my-bucket").unwrap()
+        })
+        .unwrap();
+        let e = anonymous
+            .status_error(Operation::Get, "objects.get", &k, response(401, ""))
+            .await;
+        assert!(e.to_string().contains("anonymous requests"), "{e}");
     }
 
     #[test]

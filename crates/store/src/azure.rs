@@ -129,6 +129,8 @@ pub struct AzureOptions {
     pub credentials_source: String,
     pub timeouts: HttpTimeouts,
     pub retry: RetryOptions,
+    /// Blobs asked for per `List Blobs` page (Azure allows up to 5000).
+    pub list_page_size: u32,
 }
 
 impl AzureOptions {
@@ -168,6 +170,7 @@ impl AzureOptions {
             credentials_source: "the store's options".into(),
             timeouts: HttpTimeouts::default(),
             retry: RetryOptions::default(),
+            list_page_size: 5000,
         })
     }
 }
@@ -249,7 +252,7 @@ struct Inner {
     http: HttpClient,
     /// The Entra ID credential that gave a token, and its name; or why none
     /// did.
-    entra: tokio::sync::OnceCell<Result<(Arc<dyn TokenCredential>, &'static str), String>>,
+    entra: tokio::sync::OnceCell<Result<EntraCredential, String>>,
 }
 
 impl AzureStore {
@@ -379,7 +382,7 @@ impl AzureStore {
         if self.inner.opts.credentials != AzureCredentials::EntraId {
             return Ok(None);
         }
-        let chosen = self.inner.entra.get_or_init(|| choose_entra_credential()).await;
+        let chosen = self.inner.entra.get_or_init(choose_entra_credential).await;
         let (credential, name) = match chosen {
             Ok(c) => c,
             Err(why) => {
@@ -558,9 +561,12 @@ fn with_query(mut url: String, parts: &[&str]) -> String {
     url
 }
 
+/// An Entra ID credential that gave a token, and the name of its kind.
+type EntraCredential = (Arc<dyn TokenCredential>, &'static str);
+
 /// Tries the Entra ID credentials in order (see
 /// [`AzureCredentials::EntraId`]) and keeps the first that gives a token.
-async fn choose_entra_credential() -> Result<(Arc<dyn TokenCredential>, &'static str), String> {
+async fn choose_entra_credential() -> Result<EntraCredential, String> {
     let mut failures = Vec::new();
     let mut candidates: Vec<(&'static str, azure_core::Result<Arc<dyn TokenCredential>>)> = Vec::new();
     if std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").is_some() {
@@ -622,12 +628,12 @@ fn unescape_name(name: &str) -> String {
     while let Some(i) = rest.find('%') {
         out.push_str(&rest[..i]);
         let after = &rest[i..];
-        if after.starts_with("%25") {
+        if let Some(r) = after.strip_prefix("%25") {
             out.push('%');
-            rest = &after[3..];
-        } else if after.starts_with("%5C") || after.starts_with("%5c") {
+            rest = r;
+        } else if let Some(r) = after.strip_prefix("%5C").or_else(|| after.strip_prefix("%5c")) {
             out.push('\\');
-            rest = &after[3..];
+            rest = r;
         } else {
             out.push('%');
             rest = &after[1..];
@@ -814,7 +820,8 @@ impl ObjectStore for AzureStore {
         let mut marker: Option<String> = None;
         loop {
             let mut query = format!(
-                "restype=container&comp=list&maxresults=5000&prefix={}",
+                "restype=container&comp=list&maxresults={}&prefix={}",
+                self.inner.opts.list_page_size.clamp(1, 5000),
                 encode_component(&full_prefix)
             );
             if let Some(m) = &marker {
@@ -1152,7 +1159,9 @@ mod tests {
         let auth_failed =
             "<?xml version=\"1.0\"?><Error><Code>AuthenticationFailed</Code><Message>Server failed to \
                            authenticate the request.\nRequestId:1</Message></Error>";
-        let cases: &[(u16, Option<&str>, &str, ErrorKind, &[&str])] = &[
+        // Status, x-ms-error-code, body, expected kind, message parts.
+        type Case<'a> = (u16, Option<&'a str>, &'a str, ErrorKind, &'a [&'a str]);
+        let cases: &[Case] = &[
             (
                 404,
                 Some("BlobNotFound"),

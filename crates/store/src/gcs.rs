@@ -113,6 +113,8 @@ pub struct GcsOptions {
     pub credentials: GcsCredentials,
     pub timeouts: HttpTimeouts,
     pub retry: RetryOptions,
+    /// Objects asked for per `objects.list` page (GCS allows up to 1000).
+    pub list_page_size: u32,
 }
 
 impl GcsOptions {
@@ -140,6 +142,7 @@ impl GcsOptions {
             credentials: GcsCredentials::Default,
             timeouts: HttpTimeouts::default(),
             retry: RetryOptions::default(),
+            list_page_size: 1000,
         })
     }
 }
@@ -653,10 +656,11 @@ impl ObjectStore for GcsStore {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let full_prefix = format!("{}{prefix}", self.inner.opts.prefix);
         let base = format!(
-            "{}/storage/v1/b/{}/o?prefix={}&maxResults=1000&fields=items(name,size),nextPageToken",
+            "{}/storage/v1/b/{}/o?prefix={}&maxResults={}&fields=items(name,size),nextPageToken",
             self.inner.endpoint,
             encode_component(self.bucket()),
-            encode_component(&full_prefix)
+            encode_component(&full_prefix),
+            self.inner.opts.list_page_size.clamp(1, 1000)
         );
         let http = self.inner.http.inner();
         let mut out = Vec::new();

@@ -322,18 +322,21 @@ pub(crate) fn encode_component(s: &str) -> String {
 }
 
 /// Like [`encode_component`] but keeping `/`, for object paths.
+#[cfg_attr(not(feature = "azure"), allow(dead_code))]
 pub(crate) fn encode_path(s: &str) -> String {
     s.split('/').map(encode_component).collect::<Vec<_>>().join("/")
 }
 
 /// A list of byte chunks held for an upload, cut at any byte offset
 /// without copying.
+#[cfg_attr(not(feature = "gcs"), allow(dead_code))]
 #[derive(Debug, Default)]
 pub(crate) struct Chunks {
     parts: std::collections::VecDeque<Bytes>,
     len: usize,
 }
 
+#[cfg_attr(not(feature = "gcs"), allow(dead_code))]
 impl Chunks {
     pub(crate) fn push(&mut self, data: Bytes) {
         if !data.is_empty() {
@@ -370,6 +373,7 @@ impl Chunks {
 }
 
 /// `chunks` without their first `skip` bytes.
+#[cfg_attr(not(feature = "gcs"), allow(dead_code))]
 pub(crate) fn skip_bytes(chunks: &[Bytes], mut skip: usize) -> Vec<Bytes> {
     let mut out = Vec::new();
     for c in chunks {

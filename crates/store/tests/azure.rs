@@ -33,6 +33,8 @@ fn options(endpoint: &str, url: &str, credentials: AzureCredentials) -> AzureOpt
         first_byte: Duration::from_secs(60),
         idle: Duration::from_secs(20),
     };
+    // Small pages, so that listing many keys pages.
+    o.list_page_size = 100;
     o
 }
 

@@ -667,10 +667,12 @@ impl<R: Read> ObjectReader<R> {
         })
     }
 
+    /// Remembers the failure (later reads repeat a copy of it) and returns
+    /// the original, so that an error of the underlying reader keeps its
+    /// type (a repository failure stays one, and is not taken for damage).
     fn fail(&mut self, err: CodecError) -> io::Error {
-        let copy = err.duplicate();
-        self.state = State::Failed(err);
-        copy.into_io()
+        self.state = State::Failed(err.duplicate());
+        err.into_io()
     }
 }
 

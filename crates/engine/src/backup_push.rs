@@ -499,6 +499,8 @@ fn work_items(
     for f in files {
         let parent_blocks = parent
             .filter(|_| pgark_delta::is_delta_file(&f.rel))
+            // A file caught mid-extension (not whole pages) is copied whole.
+            .filter(|(_, bs)| f.size % u64::from(bs.get()) == 0)
             .and_then(|(p, bs)| p.blocks_of(&f.rel, bs));
         let file = Arc::new(f);
         if parent_blocks.is_some() || !split || file.size <= piece_size {

@@ -128,3 +128,53 @@ async fn missing_file_is_not_found() {
     .unwrap_err();
     assert_eq!(err.class(), ErrorClass::NotFound);
 }
+
+/// Downloads cut short in the middle (a connection reset) and a slow
+/// repository answering "503 SlowDown": wal-fetch starts over and gets the
+/// segment intact, or, when every attempt is cut, fails as a repository
+/// failure leaving nothing at the destination; wal-push waits out the delay.
+#[tokio::test(flavor = "multi_thread")]
+async fn downloads_cut_short_and_slow_repositories() {
+    let inner: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    let slow = Arc::new(
+        FaultyStore::new(inner.clone(), ErrorKind::Transient, &[Operation::Put], 1)
+            .with_delay(Duration::from_millis(30))
+            .with_message("503 SlowDown: please reduce your request rate"),
+    );
+    let opts = WalPushOptions {
+        retry: quick_retry(3),
+        ..Default::default()
+    };
+    let pushed = wal_push(slow.clone(), &segment(), &opts).await.unwrap();
+    assert_eq!(slow.injected.load(Ordering::SeqCst), 1);
+
+    let name = "000000010000000000000004";
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("RECOVERYXLOG");
+    let fetch = WalFetchOptions {
+        retry: quick_retry(4),
+        ..Default::default()
+    };
+    // The first two downloads break after 1000 bytes; the third is whole.
+    let cut = Arc::new(
+        FaultyStore::new(inner.clone(), ErrorKind::Transient, &[Operation::Get], 2).cut_gets_after(1000),
+    );
+    let fetched = wal_fetch(cut.clone(), name, &dest, &fetch).await.unwrap();
+    assert_eq!(cut.injected.load(Ordering::SeqCst), 2);
+    assert_eq!(fetched.digest, pushed.digest);
+    assert!(std::fs::read(&dest).unwrap() == std::fs::read(segment()).unwrap());
+
+    // Every download breaks: a storage failure, DEST untouched, no temp file.
+    std::fs::remove_file(&dest).unwrap();
+    let always = Arc::new(
+        FaultyStore::new(inner, ErrorKind::Transient, &[Operation::Get], u32::MAX).cut_gets_after(4096),
+    );
+    let err = wal_fetch(always.clone(), name, &dest, &fetch).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Storage, "{err}");
+    assert_eq!(always.injected.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
+}

@@ -208,6 +208,7 @@ pub async fn run(args: BackupFetchArgs, settings: &Settings, config: Option<&Pat
         delta: args.delta,
         delta_by_timestamp: args.delta_by_timestamp,
         progress: Some(crate::progress::for_stderr("backup-fetch")),
+        retry: settings.retry,
         keys,
     };
     let out = pgark_engine::backup_fetch(store, &opts).await?;

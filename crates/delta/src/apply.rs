@@ -118,6 +118,10 @@ impl ChainRestore {
     /// Applies the next increment, newest first: writes through `target(block, page)` each
     /// of its pages that no newer increment had, reads the rest through to the checked
     /// trailer, and returns the number of pages written.
+    ///
+    /// A call that fails (a read broken off halfway, say) leaves the restore ready to
+    /// take the same increment again from its start: the pages it wrote are kept (they
+    /// hold this increment's version) and the others are written then.
     pub fn apply_increment<R, T>(
         &mut self,
         inc: &mut IncrementReader<R>,
@@ -154,13 +158,14 @@ impl ChainRestore {
                 inc.read_page(&mut self.page)?;
                 target(block, &self.page)?;
                 self.mark(block);
+                // Counted as written, so that a failed call's pages stay counted.
+                self.stats.from_increments += 1;
                 written += 1;
             } else {
                 inc.skip_page()?;
                 self.stats.superseded += 1;
             }
         }
-        self.stats.from_increments += u64::from(written);
         self.limit = self.limit.min(h.parent_blocks);
         self.expected_blocks = h.parent_blocks;
         self.newer_since = Some(h.since);
@@ -279,7 +284,35 @@ impl BaseFill {
     /// Applies the piece of the base that starts at block `first_block`: reads it to its
     /// end and writes through `target(block, page)` the blocks the increments did not.
     /// Returns the pages written.
-    pub fn apply_range<R, T>(&self, first_block: u32, mut data: R, target: &mut T) -> Result<u32, DeltaError>
+    ///
+    /// A call that fails (a read broken off halfway, say) forgets the blocks it saw, so
+    /// the same piece can be applied again from its start; the pages it already wrote
+    /// are written again with the same content.
+    pub fn apply_range<R, T>(&self, first_block: u32, data: R, target: &mut T) -> Result<u32, DeltaError>
+    where
+        R: Read,
+        T: FnMut(u32, &[u8]) -> io::Result<()>,
+    {
+        let mut seen_end = first_block;
+        let result = self.apply_range_inner(first_block, data, target, &mut seen_end);
+        if result.is_err() {
+            for b in first_block..seen_end.min(self.stats.blocks) {
+                let bit = 1u64 << (b % 64);
+                self.from_base[b as usize / 64].fetch_and(!bit, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    /// [`BaseFill::apply_range`]; `seen_end` ends past the last block whose bit this call
+    /// set.
+    fn apply_range_inner<R, T>(
+        &self,
+        first_block: u32,
+        mut data: R,
+        target: &mut T,
+        seen_end: &mut u32,
+    ) -> Result<u32, DeltaError>
     where
         R: Read,
         T: FnMut(u32, &[u8]) -> io::Result<()>,
@@ -307,6 +340,7 @@ impl BaseFill {
                 if self.from_base[b as usize / 64].fetch_or(bit, Ordering::Relaxed) & bit != 0 {
                     return Err(DeltaError::BaseOverlap { block: b });
                 }
+                *seen_end = b + 1;
                 if b < self.limit && !bit_is_set(&self.written, b as usize) {
                     target(b, &page)?;
                     written += 1;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::io::Read;
 
 use pgark_pg::Lsn;
 use proptest::prelude::*;
@@ -224,6 +225,72 @@ fn restore_with_base_pieces(
     Ok(out)
 }
 
+/// A stream that breaks off (a connection reset) after `left` bytes.
+struct BrokenAfter<'a> {
+    data: &'a [u8],
+    left: usize,
+}
+
+impl Read for BrokenAfter<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut"));
+        }
+        let n = buf.len().min(self.left).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+/// As [`restore_with_base_pieces`], but every increment and every piece of the base is
+/// first read through a stream that breaks off after `cut` per mille of its bytes, then
+/// applied again whole, as a download that is retried: the result is the same.
+fn restore_after_broken_reads(
+    c: &Case,
+    base: &[u8],
+    increments: &[Vec<u8>],
+    piece_blocks: usize,
+    cut: usize,
+) -> Result<Vec<u8>, DeltaError> {
+    let bs = c.block_size as usize;
+    let newest = IncrementReader::new(&increments[increments.len() - 1][..])?;
+    let mut restore = ChainRestore::new(newest.header());
+    let mut out = vec![0xA5u8; restore.blocks() as usize * bs];
+    let mut target = |block: u32, page: &[u8]| {
+        out[block as usize * bs..][..bs].copy_from_slice(page);
+        Ok(())
+    };
+    let broken = |data: &[u8]| data.len() * cut / 1000;
+    for inc in increments.iter().rev() {
+        let first = IncrementReader::new(BrokenAfter {
+            data: inc,
+            left: broken(inc),
+        })
+        .and_then(|mut r| restore.apply_increment(&mut r, &mut target));
+        if first.is_err() {
+            let mut r = IncrementReader::new(&inc[..])?;
+            restore.apply_increment(&mut r, &mut target)?;
+        }
+    }
+    let fill = restore.into_base_fill();
+    let pieces: Vec<(usize, &[u8])> = base.chunks(piece_blocks * bs).enumerate().collect();
+    for (k, piece) in pieces.into_iter().rev() {
+        let first_block = (k * piece_blocks) as u32;
+        let data = BrokenAfter {
+            data: piece,
+            left: broken(piece),
+        };
+        if fill.apply_range(first_block, data, &mut target).is_err() {
+            fill.apply_range(first_block, piece, &mut target)?;
+        }
+    }
+    let stats = fill.finish()?;
+    assert_eq!(stats.from_base + stats.from_increments, u64::from(stats.blocks));
+    Ok(out)
+}
+
 fn restore_merged(base: &[u8], increments: &[Vec<u8>]) -> Result<Vec<u8>, DeltaError> {
     let mut readers = increments
         .iter()
@@ -269,6 +336,10 @@ proptest! {
         for piece_blocks in [1, 3] {
             let p = restore_with_base_pieces(&c, &base, &increments, piece_blocks).unwrap();
             prop_assert!(p == newest, "restore with the base in pieces of {} blocks differs", piece_blocks);
+        }
+        for cut in [0, 1, 500, 999] {
+            let p = restore_after_broken_reads(&c, &base, &increments, 2, cut).unwrap();
+            prop_assert!(p == newest, "restore after reads broken at {} per mille differs", cut);
         }
         // Any suffix of the chain restores from the matching version as its base.
         for from in 1..increments.len() {

@@ -82,6 +82,10 @@ pub struct BackupFetchOptions {
     pub progress: Option<Arc<dyn crate::ProgressSink>>,
     /// The repository's data key when it is encrypted.
     pub keys: crate::RepoKeys,
+    /// How a part whose download fails on a transient error (a connection
+    /// reset halfway, throttling) is read again: from its start, skipping
+    /// the entries already restored.
+    pub retry: crate::RetryPolicy,
 }
 
 /// What a restore did (or would do, for a dry run).
@@ -98,12 +102,20 @@ pub async fn backup_fetch(
     store: Arc<dyn ObjectStore>,
     opts: &BackupFetchOptions,
 ) -> Result<BackupFetchOutcome, EngineError> {
-    let manifest = select_backup(&*store, opts).await?;
+    let manifest = opts
+        .retry
+        .run("reading the backup's manifest", || select_backup(&*store, opts))
+        .await?;
     let locations = tablespace_locations(&manifest, &opts.tablespace_map);
     if opts.dry_run {
         // Every part the restore would read, of this backup and of the
         // parents a delta needs.
-        let chain = load_chain(&*store, manifest.clone(), &opts.keys).await?;
+        let chain = opts
+            .retry
+            .run("reading the parents' manifests", || {
+                load_chain(&*store, manifest.clone(), &opts.keys)
+            })
+            .await?;
         let plan = Plan::new(opts, &locations, &chain)?;
         for (level, backup) in chain.iter().enumerate() {
             let mut parts = plan.levels[level].parts.clone();
@@ -156,7 +168,12 @@ async fn restore_into(
     manifest: BackupManifest,
     locations: &HashMap<u32, PathBuf>,
 ) -> Result<BackupFetchOutcome, EngineError> {
-    let chain = load_chain(&*store, manifest.clone(), &opts.keys).await?;
+    let chain = opts
+        .retry
+        .run("reading the parents' manifests", || {
+            load_chain(&*store, manifest.clone(), &opts.keys)
+        })
+        .await?;
     let mut plan = Plan::new(opts, locations, &chain)?;
     if opts.delta {
         let kept = crate::delta_restore::reconcile(opts, locations, &manifest, &plan).await?;
@@ -191,22 +208,11 @@ async fn restore_into(
             .copied()
             .filter(|&i| level > 0 || i != last_index)
             .collect();
-        let results: Vec<Result<(), EngineError>> = futures::stream::iter(parts.into_iter().map(|index| {
-            let plan = plan.clone();
-            let key = backup.name.part_key(index);
-            let store = store.clone();
-            let name = &backup.name;
-            async move {
-                decode_object(
-                    &*store,
-                    &key.clone(),
-                    opts.keys.data_key.as_ref(),
-                    move |reader| extract(&key, reader, &plan, level),
-                )
-                .await
-                .map_err(|e| missing_part(e, name, index))
-            }
-        }))
+        let results: Vec<Result<(), EngineError>> = futures::stream::iter(
+            parts
+                .into_iter()
+                .map(|index| restore_part(&store, opts, &plan, &backup.name, index, level)),
+        )
         .buffer_unordered(opts.concurrency.max(1))
         .collect()
         .await;
@@ -245,16 +251,7 @@ async fn restore_into(
     sync_filesystems(&opts.dest, locations.values())?;
 
     // pg_control last: until it is in place, the directory cannot start.
-    let key = name.part_key(last_index);
-    let plan_last = plan.clone();
-    decode_object(
-        &*store,
-        &key.clone(),
-        opts.keys.data_key.as_ref(),
-        move |reader| extract(&key, reader, &plan_last, 0),
-    )
-    .await
-    .map_err(|e| missing_part(e, &name, last_index))?;
+    restore_part(&store, opts, &plan, &name, last_index, 0).await?;
     let restored = plan.restored.lock().expect("lock").len();
     if restored != manifest.files.len() {
         let have: std::collections::HashSet<String> =
@@ -277,6 +274,41 @@ async fn restore_into(
     }
     tracing::info!("restored backup {} into {}", manifest.name, opts.dest.display());
     Ok(outcome(manifest, false))
+}
+
+/// Downloads part `index` of `name` (chain level `level`) and extracts it.
+///
+/// A transient failure (the download broken off halfway, throttling) reads
+/// the part again from its start, as `opts.retry` allows: the entries
+/// restored before the failure are skipped, and the entry it interrupted is
+/// restored again from its beginning, which gives the same result (whole
+/// files and pieces are rewritten; increments and bases keep the pages they
+/// wrote and write the rest, see `pgark_delta`'s restore contracts).
+async fn restore_part(
+    store: &Arc<dyn ObjectStore>,
+    opts: &BackupFetchOptions,
+    plan: &Arc<Plan>,
+    name: &BackupName,
+    index: u32,
+    level: usize,
+) -> Result<(), EngineError> {
+    let key = name.part_key(index);
+    let done: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+    opts.retry
+        .run(&format!("restore of part {index} of backup {name}"), || {
+            let (key, plan, done) = (key.clone(), plan.clone(), done.clone());
+            async move {
+                decode_object(
+                    &**store,
+                    &key.clone(),
+                    opts.keys.data_key.as_ref(),
+                    move |reader| extract(&key, reader, &plan, level, &done),
+                )
+                .await
+            }
+        })
+        .await
+        .map_err(|e| missing_part(e, name, index))
 }
 
 /// A part that is not in the repository: the backup is incomplete, which
@@ -897,11 +929,14 @@ fn integrity(key: &Key, msg: String) -> EngineError {
 }
 
 /// Extracts one part's tar stream, checking each file against the manifest.
+/// Entries in `done` (restored by an earlier attempt at this part) are
+/// skipped; each entry restored is added to it.
 fn extract(
     key: &Key,
     reader: &mut ObjectReader<ChannelReader>,
     plan: &Plan,
     level: usize,
+    done: &Mutex<std::collections::HashSet<String>>,
 ) -> Result<(), EngineError> {
     let mut archive = tar::Archive::new(reader);
     let entries = archive
@@ -916,6 +951,9 @@ fn extract(
             .to_string_lossy()
             .into_owned();
         let rel = rel.trim_end_matches('/').to_string();
+        if done.lock().expect("lock").contains(&rel) {
+            continue;
+        }
         let target = plan.target(&rel, key)?;
         match entry.header().entry_type() {
             tar::EntryType::Directory => {
@@ -973,6 +1011,7 @@ fn extract(
                 ))
             }
         }
+        done.lock().expect("lock").insert(rel);
     }
     // Read to the end so the object's trailer (length, checksum) is verified.
     std::io::copy(archive.into_inner(), &mut std::io::sink()).map_err(|e| read_error(key, e))?;

@@ -64,19 +64,7 @@ async fn transient_faults_are_ridden_out_and_the_backup_restores() {
     let listed = list_backups(&*local, &RepoKeys::none()).await.unwrap();
     assert_eq!(listed.len(), 1);
     let dest = dir.path().join("restore");
-    let fetch = BackupFetchOptions {
-        dest: dest.clone(),
-        backup: BackupSelector::Latest,
-        force: false,
-        concurrency: 2,
-        tablespace_map: Default::default(),
-        recovery: None,
-        dry_run: false,
-        delta: false,
-        delta_by_timestamp: false,
-        progress: None,
-        keys: RepoKeys::none(),
-    };
+    let fetch = fetch_options(dest.clone(), RetryPolicy::none());
     let out = backup_fetch(local, &fetch).await.expect("restore");
     assert_eq!(out.files, manifest.files.len());
     assert!(dest.join("global/pg_control").is_file());
@@ -108,6 +96,142 @@ async fn permanent_faults_fail_the_backup_and_leave_no_manifest() {
         faulty.injected.load(Ordering::SeqCst)
     );
     assert!(list_backups(&*local, &RepoKeys::none()).await.unwrap().is_empty());
+}
+
+fn fetch_options(dest: std::path::PathBuf, retry: RetryPolicy) -> BackupFetchOptions {
+    BackupFetchOptions {
+        dest,
+        backup: BackupSelector::Latest,
+        force: false,
+        concurrency: 2,
+        tablespace_map: Default::default(),
+        recovery: None,
+        dry_run: false,
+        delta: false,
+        delta_by_timestamp: false,
+        progress: None,
+        keys: RepoKeys::none(),
+        retry,
+    }
+}
+
+/// Every regular file under `dir`, by relative path, with its content.
+fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn downloads_broken_off_halfway_are_read_again_and_restore_the_same_files() {
+    let c = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let local: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().join("repo")).unwrap());
+    // A full backup whose table file is larger than a part (stored in
+    // pieces), then a delta of it: the restore reads whole files, pieces,
+    // an increment and a base in pieces.
+    let mut opts = options(&c);
+    backup_push(local.clone(), &opts).await.expect("full backup");
+    c.psql("update t set v = md5(v) where id % 7 = 0; insert into t select g, md5(g::text) from generate_series(20001, 30000) g; checkpoint")
+        .unwrap();
+    opts.delta = Some(pgark_engine::DeltaOptions {
+        from: pgark_engine::DeltaFrom::Latest,
+        max_steps: 3,
+    });
+    let delta = backup_push(local.clone(), &opts).await.expect("delta backup");
+    assert!(delta.parent.is_some(), "the second backup is a delta");
+    assert!(
+        delta
+            .files
+            .iter()
+            .any(|f| f.delta.as_ref().is_some_and(|d| !d.unchanged)),
+        "the delta stores an increment"
+    );
+
+    let clean = dir.path().join("clean");
+    let quick = RetryPolicy {
+        attempts: 20,
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(20),
+    };
+    backup_fetch(local.clone(), &fetch_options(clean.clone(), quick))
+        .await
+        .expect("restore without faults");
+    let expected = tree(&clean);
+
+    // Downloads that end with a connection reset after a few bytes, after
+    // some entries, in the middle of a large one; of parts only, and of
+    // manifests too. The parent's parts (the base, in pieces) are read
+    // after the delta's, so one run breaks only those.
+    let parent_parts = format!("{}/part_", delta.parent.as_ref().unwrap());
+    let runs = [
+        (3_000, "/part_"),
+        (60_000, "/part_"),
+        (400_000, "/part_"),
+        (200_000, parent_parts.as_str()),
+        (60_000, "/"),
+    ];
+    for (n, (cut, only)) in runs.into_iter().enumerate() {
+        let faulty = Arc::new(
+            FaultyStore::new(local.clone(), ErrorKind::Transient, &[Operation::Get], 12)
+                .with_message("connection reset by peer")
+                .cut_gets_after(cut)
+                .only_keys_containing(only),
+        );
+        let dest = dir.path().join(format!("run-{n}"));
+        let store: Arc<dyn ObjectStore> = faulty.clone();
+        let out = backup_fetch(store, &fetch_options(dest.clone(), quick))
+            .await
+            .unwrap_or_else(|e| panic!("restore with downloads cut after {cut} bytes: {e}"));
+        assert_eq!(faulty.injected.load(Ordering::SeqCst), 12, "cut after {cut}");
+        assert_eq!(out.files, delta.files.len());
+        let got = tree(&dest);
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            expected.keys().collect::<Vec<_>>(),
+            "cut after {cut}"
+        );
+        for (path, content) in &expected {
+            if path == "backup_manifest" {
+                // Holds backup_label's mtime, the time of the restore.
+                continue;
+            }
+            assert!(
+                &got[path] == content,
+                "{path} differs after downloads cut after {cut} bytes"
+            );
+        }
+    }
+
+    // The same breaks with no retries left: the restore fails as a
+    // repository failure and leaves the destination empty.
+    let faulty = Arc::new(
+        FaultyStore::new(local.clone(), ErrorKind::Transient, &[Operation::Get], u32::MAX)
+            .only_keys_containing("/part_")
+            .cut_gets_after(60_000),
+    );
+    let dest = dir.path().join("gives-up");
+    let store: Arc<dyn ObjectStore> = faulty;
+    let err = backup_fetch(store, &fetch_options(dest.clone(), quick))
+        .await
+        .expect_err("every download breaks");
+    assert_eq!(err.class(), ErrorClass::Storage, "{err}");
+    assert!(
+        !dest.exists() || std::fs::read_dir(&dest).unwrap().next().is_none(),
+        "the failed restore left files behind"
+    );
 }
 
 /// Takes one good backup first, so that repository.json exists and the

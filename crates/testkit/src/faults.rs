@@ -28,6 +28,8 @@ pub struct FaultyStore {
     delay: std::time::Duration,
     message: String,
     cut_after: Option<u64>,
+    /// Only keys (or list prefixes) containing this fail.
+    only: Option<String>,
     /// Calls that failed (or, for cut gets, streams that were cut) so far.
     pub injected: AtomicU32,
 }
@@ -47,8 +49,16 @@ impl FaultyStore {
             delay: std::time::Duration::ZERO,
             message: "injected fault".into(),
             cut_after: None,
+            only: None,
             injected: AtomicU32::new(0),
         }
+    }
+
+    /// Only calls on keys (or list prefixes) containing `part` fail; the
+    /// others pass through and do not count.
+    pub fn only_keys_containing(mut self, part: &str) -> FaultyStore {
+        self.only = Some(part.into());
+        self
     }
 
     /// Every call first waits `delay`.
@@ -78,7 +88,7 @@ impl FaultyStore {
     }
 
     fn check(&self, op: Operation, target: &str) -> Result<(), StoreError> {
-        if !self.ops.contains(&op) {
+        if !self.ops.contains(&op) || self.only.as_ref().is_some_and(|p| !target.contains(p.as_str())) {
             return Ok(());
         }
         let left = self

@@ -31,6 +31,7 @@ pub struct FileConfig {
     pub compression_level: Option<i32>,
     pub log_level: Option<String>,
     pub retry_attempts: Option<u32>,
+    pub command_timeout: Option<TimeoutValue>,
     pub abort_on_error: Option<bool>,
     pub pgdata: Option<std::path::PathBuf>,
     pub pg_conn: Option<String>,
@@ -59,6 +60,54 @@ pub struct FileConfig {
     pub azure_endpoint: Option<String>,
 }
 
+/// A time limit in the configuration file: seconds, or text as for the
+/// flag (`"10m"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TimeoutValue {
+    Seconds(u64),
+    Text(String),
+}
+
+/// Parses a time limit: whole seconds (`600`), or numbers with units
+/// `d`, `h`, `m`, `s` (`10m`, `1h30m`); `0`, `off` or `none` mean no limit
+/// (a zero duration).
+pub fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim().to_ascii_lowercase();
+    if t == "off" || t == "none" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let invalid = || format!("{text:?} is not a duration such as 600, 90s, 10m, 2h or 1h30m (0 for none)");
+    let mut secs: u64 = 0;
+    let mut number = String::new();
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            'd' => 86_400,
+            'h' => 3_600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(invalid()),
+        };
+        let n: u64 = number.parse().map_err(|_| invalid())?;
+        secs = n
+            .checked_mul(unit)
+            .and_then(|v| secs.checked_add(v))
+            .ok_or_else(invalid)?;
+        number.clear();
+    }
+    if !number.is_empty() || t.is_empty() {
+        return Err(invalid());
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -79,6 +128,13 @@ pub struct Settings {
     pub compression: CompressionSpec,
     pub log_level: String,
     pub retry: RetryPolicy,
+    /// `--command-timeout` when given (zero: no limit); else the command's
+    /// default applies.
+    pub command_timeout: Option<std::time::Duration>,
+    /// When the command must be over, and the limit it came from; set by
+    /// `cli::run` once the command is known. Every repository call ends by
+    /// it.
+    pub deadline: Option<(std::time::Instant, std::time::Duration)>,
     pub abort_on_error: bool,
     /// Where the encryption key comes from (never the key itself).
     pub encryption: crate::encryption::KeySources,
@@ -393,6 +449,16 @@ impl Settings {
                 message: "must be at least 1".into(),
             });
         }
+        let command_timeout = match (&args.command_timeout, &file.command_timeout) {
+            (Some(text), _) | (None, Some(TimeoutValue::Text(text))) => {
+                Some(parse_timeout(text).map_err(|message| ConfigError::Invalid {
+                    name: "command-timeout",
+                    message,
+                })?)
+            }
+            (None, Some(TimeoutValue::Seconds(secs))) => Some(std::time::Duration::from_secs(*secs)),
+            (None, None) => None,
+        };
         let abort_on_error = args.abort_on_error.or(file.abort_on_error).unwrap_or(false);
         let env = |name: &str| std::env::var(name).ok();
         let s3 = S3Settings::merge(args, &file, &env)?;
@@ -406,6 +472,8 @@ impl Settings {
                 attempts,
                 ..RetryPolicy::default()
             },
+            command_timeout,
+            deadline: None,
             abort_on_error,
             encryption: crate::encryption::KeySources::new(
                 args.encryption_key_file
@@ -477,6 +545,44 @@ mod tests {
         assert!(bad(&["--compression", "lz4", "--compression-level", "3"], "").contains("compression-level"));
         assert!(bad(&[], "log_level = 'loud'").contains("log-level"));
         assert!(bad(&[], "retry_attempts = 0").contains("retry-attempts"));
+        assert!(bad(&["--command-timeout", "10 minutes"], "").contains("command-timeout"));
+        assert!(bad(&[], "command_timeout = '5x'").contains("command-timeout"));
+    }
+
+    #[test]
+    fn command_timeouts() {
+        use std::time::Duration;
+        for (text, secs) in [
+            ("600", 600),
+            ("90s", 90),
+            ("10m", 600),
+            ("1h30m", 5400),
+            ("2d", 172_800),
+            ("0", 0),
+            ("off", 0),
+            (" 5M ", 300),
+        ] {
+            assert_eq!(parse_timeout(text), Ok(Duration::from_secs(secs)), "{text}");
+        }
+        for text in ["", "m", "10x", "1.5h", "-1", "10m5", "99999999999999999999d"] {
+            assert!(parse_timeout(text).is_err(), "{text}");
+        }
+        let s = Settings::merge(&args(&[]), file("command_timeout = 120")).unwrap();
+        assert_eq!(s.command_timeout, Some(Duration::from_secs(120)));
+        let s = Settings::merge(
+            &args(&["--command-timeout", "1m"]),
+            file("command_timeout = '2h'"),
+        )
+        .unwrap();
+        assert_eq!(s.command_timeout, Some(Duration::from_secs(60)));
+        let s = Settings::merge(&args(&[]), file("command_timeout = '2h'")).unwrap();
+        assert_eq!(s.command_timeout, Some(Duration::from_secs(7200)));
+        assert_eq!(
+            Settings::merge(&args(&[]), FileConfig::default())
+                .unwrap()
+                .command_timeout,
+            None
+        );
     }
 
     #[test]

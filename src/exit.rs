@@ -33,6 +33,9 @@ pub enum Exit {
     Postgres = 8,
     /// Anything else: a bug.
     Internal = 9,
+    /// The command did not finish within its time limit
+    /// (`--command-timeout`).
+    TimedOut = 10,
 }
 
 /// With `--abort-on-error`, failures other than "not found" exit with
@@ -56,6 +59,7 @@ impl Exit {
             ErrorClass::LocalIo => Exit::LocalIo,
             ErrorClass::Postgres => Exit::Postgres,
             ErrorClass::Configuration => Exit::Usage,
+            ErrorClass::TimedOut => Exit::TimedOut,
             _ => Exit::Internal,
         }
     }
@@ -88,10 +92,13 @@ impl Failure {
             .or_else(|| error.downcast_ref::<Quiet>().map(|q| &q.0));
         let exit = match engine {
             Some(e) => Exit::for_class(e.class()),
-            None if error.downcast_ref::<crate::config::ConfigError>().is_some() => Exit::Usage,
-            None if error.downcast_ref::<pgark_store::StoreError>().is_some() => Exit::Storage,
-            None if error.downcast_ref::<pgark_catalog::CatalogError>().is_some() => Exit::Usage,
-            None => Exit::Internal,
+            None => match error.downcast_ref::<pgark_store::StoreError>() {
+                Some(e) if e.kind() == pgark_store::ErrorKind::DeadlineExceeded => Exit::TimedOut,
+                Some(_) => Exit::Storage,
+                None if error.downcast_ref::<crate::config::ConfigError>().is_some() => Exit::Usage,
+                None if error.downcast_ref::<pgark_catalog::CatalogError>().is_some() => Exit::Usage,
+                None => Exit::Internal,
+            },
         };
         Failure {
             exit,
@@ -146,6 +153,7 @@ mod tests {
             (Exit::LocalIo, 7, 135),
             (Exit::Postgres, 8, 136),
             (Exit::Internal, 9, 137),
+            (Exit::TimedOut, 10, 138),
         ];
         for (exit, normal, abort) in table {
             assert_eq!(exit.code(false), normal, "{exit:?}");

@@ -10,7 +10,22 @@ use std::sync::Arc;
 /// (`s3://bucket/prefix`, with the `--s3-*` options), a GCS bucket and
 /// prefix (`gs://bucket/prefix`, `--gcs-*`) or an Azure container and
 /// prefix (`azure://container/prefix`, `--azure-*`).
+///
+/// With a command deadline (`--command-timeout`), every call of the
+/// returned store ends by it ([`pgark_store::DeadlineStore`]).
 pub fn open(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let store = open_backend(settings)?;
+    Ok(match settings.deadline {
+        Some((at, limit)) => Arc::new(pgark_store::DeadlineStore::new(
+            store,
+            tokio::time::Instant::from_std(at),
+            limit,
+        )),
+        None => store,
+    })
+}
+
+fn open_backend(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectStore>> {
     let url = settings.repo()?;
     if url.starts_with("s3://") {
         return open_s3(url, &settings.s3);

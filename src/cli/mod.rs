@@ -13,6 +13,7 @@ use crate::exit::Failure;
 use clap::{Args, Parser, Subcommand};
 use pgark_codec::Compression;
 use std::path::PathBuf;
+use std::time::Duration;
 
 const AFTER_HELP: &str = "\
 Every option is also an environment variable PGARK_<NAME> (--compression-level is \
@@ -67,6 +68,13 @@ pub struct GlobalArgs {
     /// Attempts per repository operation when failures are transient [default: 5].
     #[arg(long, global = true, env = "PGARK_RETRY_ATTEMPTS", value_name = "N")]
     pub retry_attempts: Option<u32>,
+
+    /// Time limit of the whole command: 600, 90s, 10m, 2h, 1h30m; 0 for none [default: 10m for
+    /// wal-push, wal-fetch and backup-list; none for backup-push, backup-fetch and key rotate].
+    /// Past it, every repository call fails and the command exits 10, leaving what any failure
+    /// leaves (see README).
+    #[arg(long, global = true, env = "PGARK_COMMAND_TIMEOUT", value_name = "DURATION")]
+    pub command_timeout: Option<String>,
 
     /// Exit with 128 + code on failures other than "not found", so that PostgreSQL aborts
     /// recovery instead of ending it early (see README) [default: false].
@@ -203,8 +211,57 @@ impl Command {
     }
 }
 
-/// Runs one subcommand; the error carries its exit code.
+impl Command {
+    /// The time limit when `--command-timeout` is not given: the commands
+    /// PostgreSQL and scripts wait on are bounded; the copies of a whole
+    /// cluster, whose length grows with it, are not (each of their requests
+    /// is).
+    pub fn default_timeout(&self) -> Duration {
+        match self {
+            Command::WalPush(_) | Command::WalFetch(_) | Command::BackupList(_) => Duration::from_secs(600),
+            Command::BackupPush(_) | Command::BackupFetch(_) | Command::Key(_) => Duration::ZERO,
+        }
+    }
+}
+
+/// How long after its deadline a command is ended even if it is waiting on
+/// something other than the repository (PostgreSQL, say): its repository
+/// calls fail at the deadline and it normally ends at once, through its
+/// ordinary failure path.
+const DEADLINE_GRACE: Duration = Duration::from_secs(30);
+
+/// Runs one subcommand within its time limit; the error carries its exit
+/// code.
 pub async fn run(
+    command: Command,
+    settings: &Settings,
+    config: Option<&std::path::Path>,
+) -> Result<(), Failure> {
+    let limit = settings
+        .command_timeout
+        .unwrap_or_else(|| command.default_timeout());
+    if limit.is_zero() {
+        return run_command(command, settings, config).await;
+    }
+    let mut bounded = settings.clone();
+    bounded.deadline = Some((std::time::Instant::now() + limit, limit));
+    match tokio::time::timeout(limit + DEADLINE_GRACE, run_command(command, &bounded, config)).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure {
+            exit: crate::exit::Exit::TimedOut,
+            abort_on_error: settings.abort_on_error,
+            quiet: false,
+            error: anyhow::anyhow!(
+                "the command's time limit of {} ran out (--command-timeout), and it did not end within \
+                 {} after that",
+                pgark_store::format_duration(limit),
+                pgark_store::format_duration(DEADLINE_GRACE)
+            ),
+        }),
+    }
+}
+
+async fn run_command(
     command: Command,
     settings: &Settings,
     config: Option<&std::path::Path>,

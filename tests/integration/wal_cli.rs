@@ -250,6 +250,86 @@ fn unwritable_repository_is_a_storage_error() {
     assert!(stderr(&out).contains("plainfile"), "{}", stderr(&out));
 }
 
+/// An S3 repository whose endpoint accepts connections and never answers:
+/// each request would wait minutes for its first byte, the command's time
+/// limit ends it first, with exit 10 and nothing left behind.
+#[test]
+fn a_silent_repository_ends_at_the_command_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let work = tempfile::tempdir().unwrap();
+    let silent = |args: &[&str]| {
+        let started = std::time::Instant::now();
+        let out = pgark()
+            .args(["--repo", "s3://bucket/repo", "--s3-endpoint", &endpoint])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .args(args)
+            .output()
+            .expect("pgark runs");
+        // Generous: the point is that it ends, long before the 300 s a
+        // request may wait for its first byte.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(100),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+        out
+    };
+
+    let seg = segments()[0].clone();
+    let out = silent(&["--command-timeout", "2s", "wal-push", seg.to_str().unwrap()]);
+    assert_code(&out, 10);
+    assert!(stderr(&out).contains("time limit of 2s"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--command-timeout"), "{}", stderr(&out));
+
+    let dest = work.path().join("RECOVERYXLOG");
+    let out = silent(&[
+        "--command-timeout",
+        "1s",
+        "wal-fetch",
+        "000000010000000000000001",
+        dest.to_str().unwrap(),
+    ]);
+    assert_code(&out, 10);
+    let left: Vec<_> = std::fs::read_dir(work.path()).unwrap().collect();
+    assert!(left.is_empty(), "wal-fetch left {left:?}");
+    // In abort mode, PostgreSQL must stop recovery rather than end it.
+    let out = silent(&[
+        "--command-timeout=1s",
+        "--abort-on-error",
+        "wal-fetch",
+        "000000010000000000000001",
+        dest.to_str().unwrap(),
+    ]);
+    assert_code(&out, 138);
+
+    let out = pgark()
+        .args([
+            "--repo",
+            "s3://bucket/repo",
+            "--s3-endpoint",
+            &endpoint,
+            "backup-list",
+        ])
+        .env("PGARK_COMMAND_TIMEOUT", "1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert_code(&out, 10);
+    assert!(stderr(&out).contains("time limit of 1s"), "{}", stderr(&out));
+
+    let out = silent(&["--command-timeout", "ten", "backup-list"]);
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("command-timeout"), "{}", stderr(&out));
+    drop(listener);
+}
+
 #[test]
 fn configuration_errors_exit_2() {
     let seg = segments()[0].clone();

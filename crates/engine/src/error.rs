@@ -29,6 +29,8 @@ pub enum ErrorClass {
     /// The key given does not fit the repository: missing, wrong, or given
     /// for an unencrypted repository; or a key source that cannot be read.
     Configuration,
+    /// The command's time limit ran out.
+    TimedOut,
 }
 
 /// Why a command failed. Every variant names the object or file involved.
@@ -162,6 +164,9 @@ impl EngineError {
             EngineError::Integrity { .. }
             | EngineError::Catalog { .. }
             | EngineError::CorruptPages { .. } => ErrorClass::Integrity,
+            EngineError::Store { source } if source.kind() == pgark_store::ErrorKind::DeadlineExceeded => {
+                ErrorClass::TimedOut
+            }
             EngineError::Store { .. } => ErrorClass::Storage,
             EngineError::LocalIo { .. } => ErrorClass::LocalIo,
             EngineError::PgClient { .. } | EngineError::Postgres { .. } | EngineError::ArchiveWait { .. } => {
@@ -169,6 +174,11 @@ impl EngineError {
             }
             EngineError::Internal(_) => ErrorClass::Internal,
             EngineError::Key { source } => match source {
+                pgark_crypto::CryptoError::Store(s)
+                    if s.kind() == pgark_store::ErrorKind::DeadlineExceeded =>
+                {
+                    ErrorClass::TimedOut
+                }
                 pgark_crypto::CryptoError::Store(_) => ErrorClass::Storage,
                 pgark_crypto::CryptoError::Io(_) => ErrorClass::LocalIo,
                 e if e.is_integrity() => ErrorClass::Integrity,

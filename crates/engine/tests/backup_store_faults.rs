@@ -215,6 +215,30 @@ async fn downloads_broken_off_halfway_are_read_again_and_restore_the_same_files(
         }
     }
 
+    // A repository so slow that the command's time limit runs out in the
+    // middle of the restore: it fails as timed out (not retried) and leaves
+    // the destination empty.
+    let slow = Arc::new(
+        FaultyStore::new(local.clone(), ErrorKind::Transient, &[Operation::Get], 0)
+            .with_delay(Duration::from_millis(400)),
+    );
+    let limit = Duration::from_millis(2500);
+    let store: Arc<dyn ObjectStore> = Arc::new(pgark_store::DeadlineStore::new(
+        slow,
+        tokio::time::Instant::now() + limit,
+        limit,
+    ));
+    let dest = dir.path().join("too-slow");
+    let err = backup_fetch(store, &fetch_options(dest.clone(), quick))
+        .await
+        .expect_err("the time limit runs out");
+    assert_eq!(err.class(), ErrorClass::TimedOut, "{err}");
+    // The restore had begun (the directory was made) and was undone.
+    assert!(
+        std::fs::read_dir(&dest).unwrap().next().is_none(),
+        "the timed-out restore left files behind"
+    );
+
     // The same breaks with no retries left: the restore fails as a
     // repository failure and leaves the destination empty.
     let faulty = Arc::new(

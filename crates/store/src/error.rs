@@ -13,6 +13,9 @@ pub enum ErrorKind {
     /// Retrying will not help: permissions, bad credentials, bad requests,
     /// full disks, corrupt local state.
     Permanent,
+    /// The command's time limit ran out (see [`crate::DeadlineStore`]); not
+    /// retried.
+    DeadlineExceeded,
 }
 
 /// The store operation that failed.

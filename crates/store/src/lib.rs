@@ -20,6 +20,7 @@
 
 #[cfg(feature = "azure")]
 mod azure;
+mod deadline;
 mod error;
 mod fs;
 #[cfg(feature = "gcs")]
@@ -32,6 +33,7 @@ mod memory;
 mod s3;
 mod upload;
 
+pub use deadline::{format_duration, DeadlineStore};
 pub use error::{ErrorKind, Operation, StoreError};
 pub use fs::LocalStore;
 pub use key::{Key, KeyError};

@@ -6,7 +6,8 @@
 # tests run PostgreSQL as when they run as root, and the server programs of
 # further PostgreSQL major versions for the tests in
 # tests/integration/versions.rs (see "Extra PostgreSQL majors" below),
-# moto's S3 server for the S3 tests (see "moto" below), fake-gcs-server for
+# moto's S3 server for the S3 tests (see "moto" below), s3s-fs (an S3 server
+# that checks signatures, built with cargo), fake-gcs-server for
 # the GCS tests and Azurite for the Azure tests (see their sections below).
 #
 # Idempotent: what is already there is left alone, and `apt-get update` only
@@ -157,6 +158,47 @@ install_moto() {
     printf '%s\n' "$MOTO_SPEC" | as_root tee "$MOTO_VENV/.pip-spec" >/dev/null
     as_root chmod -R go+rX "$MOTO_VENV"
     have_moto || die "$MOTO_SPEC was installed but $MOTO_VENV/bin/moto_server does not work"
+}
+
+# --- s3s-fs (S3 tests that check signatures) --------------------------------
+#
+# crates/store/tests/s3.rs also runs the S3 backend against s3s-fs (crate
+# s3s-fs, an S3 server over a directory), which checks every request's
+# signature, unlike moto. It is built from the registry with the machine's
+# cargo into $S3S_FS_ROOT/bin/s3s-fs (a few minutes on 2 cores), where
+# crates/testkit/src/servers.rs finds it. PGARK_S3S_FS_VERSION overrides the
+# version ("" installs nothing).
+S3S_FS_ROOT=$EXTRA_PG_ROOT/s3s-fs
+S3S_FS_VERSION=${PGARK_S3S_FS_VERSION-0.14.1}
+
+have_s3s_fs() {
+    [ -x "$S3S_FS_ROOT/bin/s3s-fs" ] || return 1
+    [ "$(cat "$S3S_FS_ROOT/.version" 2>/dev/null)" = "$S3S_FS_VERSION" ] || return 1
+    "$S3S_FS_ROOT/bin/s3s-fs" --version >/dev/null 2>&1
+}
+
+install_s3s_fs() {
+    local log build
+    log=$(mktemp)
+    build=$(mktemp -d)
+    command -v cargo >/dev/null 2>&1 || die "cargo is needed to build s3s-fs"
+    say "building s3s-fs $S3S_FS_VERSION into $S3S_FS_ROOT"
+    as_root mkdir -p "$EXTRA_PG_ROOT"
+    as_root chmod 755 "$EXTRA_PG_ROOT"
+    as_root rm -rf "$S3S_FS_ROOT"
+    # --locked: the versions its own lock file names.
+    if ! CARGO_TARGET_DIR=$build cargo install --quiet --locked --features binary \
+        --version "$S3S_FS_VERSION" --root "$build/root" s3s-fs >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -rf "$log" "$build"
+        die "building s3s-fs $S3S_FS_VERSION failed"
+    fi
+    as_root mkdir -p "$S3S_FS_ROOT/bin"
+    as_root cp "$build/root/bin/s3s-fs" "$S3S_FS_ROOT/bin/s3s-fs"
+    rm -rf "$log" "$build"
+    printf '%s\n' "$S3S_FS_VERSION" | as_root tee "$S3S_FS_ROOT/.version" >/dev/null
+    as_root chmod -R go+rX "$S3S_FS_ROOT"
+    have_s3s_fs || die "s3s-fs $S3S_FS_VERSION was built but $S3S_FS_ROOT/bin/s3s-fs does not run"
 }
 
 # --- fake-gcs-server (GCS tests) --------------------------------------------
@@ -336,6 +378,14 @@ elif have_moto; then
     say "moto ($MOTO_SPEC) already in $MOTO_VENV"
 else
     install_moto
+fi
+
+if [ -z "$S3S_FS_VERSION" ]; then
+    say "s3s-fs not wanted (PGARK_S3S_FS_VERSION is empty)"
+elif have_s3s_fs; then
+    say "s3s-fs $S3S_FS_VERSION already in $S3S_FS_ROOT"
+else
+    install_s3s_fs
 fi
 
 # --- fake-gcs-server and Azurite (see above) ---------------------------------

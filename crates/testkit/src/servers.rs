@@ -1,10 +1,12 @@
 //! Object-store servers for tests, run on 127.0.0.1 and stopped when
-//! dropped: [`MotoServer`], moto's S3 server; [`FakeGcsServer`],
+//! dropped: [`MotoServer`], moto's S3 server; [`S3sFsServer`], an S3
+//! server that checks request signatures; [`FakeGcsServer`],
 //! fake-gcs-server for Google Cloud Storage; [`Azurite`], Microsoft's
 //! Azure Storage emulator.
 //!
 //! `.ci/install-deps.sh` installs them under `/opt/pgark-test` (moto and
-//! fake-gcs-server into Python virtual environments, Azurite with npm). A
+//! fake-gcs-server into Python virtual environments, s3s-fs with cargo,
+//! Azurite with npm). A
 //! test that cannot start its server fails, unless the server's skip
 //! variable is set to 1 (`PGARK_TEST_SKIP_S3`, `PGARK_TEST_SKIP_GCS`,
 //! `PGARK_TEST_SKIP_AZURE`), in which case it prints why and skips
@@ -641,4 +643,88 @@ impl Azurite {
 /// Starts Azurite for the test `test`, or skips (see [`SKIP_AZURE_VAR`]).
 pub fn azurite_or_skip(test: &str) -> Option<Azurite> {
     start_or_skip(test, "Azurite", SKIP_AZURE_VAR, Azurite::start)
+}
+
+// ---------------------------------------------------------------------------
+// s3s-fs
+// ---------------------------------------------------------------------------
+
+/// Where `.ci/install-deps.sh` installs s3s-fs.
+pub const S3S_FS_DEFAULT: &str = "/opt/pgark-test/s3s-fs/bin/s3s-fs";
+
+/// The key pair s3s-fs is started with: it checks every request's
+/// signature against them.
+pub const S3S_ACCESS_KEY_ID: &str = "pgark-test-access-key";
+pub const S3S_SECRET_ACCESS_KEY: &str = "pgark-test-secret-key";
+
+/// s3s-fs (crate s3s-fs, an S3 server over a directory) on 127.0.0.1,
+/// killed when dropped. Unlike moto, it checks every request's AWS
+/// Signature Version 4 (headers and payload hash, chunked uploads
+/// included) against [`S3S_ACCESS_KEY_ID`] / [`S3S_SECRET_ACCESS_KEY`], so
+/// a request signed wrongly is refused as real S3 would refuse it. A bucket
+/// is a directory under its root.
+#[derive(Debug)]
+pub struct S3sFsServer {
+    server: Spawned,
+}
+
+impl S3sFsServer {
+    pub fn start() -> Result<S3sFsServer, String> {
+        let program = find_program("PGARK_S3S_FS", S3S_FS_DEFAULT, "s3s-fs").ok_or_else(|| {
+            format!(
+                "s3s-fs is not installed (no {S3S_FS_DEFAULT}, none on PATH, PGARK_S3S_FS unset); \
+                 run .ci/install-deps.sh"
+            )
+        })?;
+        let server = Spawned::start(
+            "s3s-fs",
+            &program,
+            |port, dir| {
+                let root = dir.join("data");
+                let _ = std::fs::create_dir_all(&root);
+                [
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--access-key",
+                    S3S_ACCESS_KEY_ID,
+                    "--secret-key",
+                    S3S_SECRET_ACCESS_KEY,
+                    &root.to_string_lossy(),
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+            },
+            // Any HTTP answer (an unsigned request is refused) means it runs.
+            |port| http_request(port, "GET", "/", &[], b"").is_ok(),
+            Duration::from_secs(30),
+        )?;
+        Ok(S3sFsServer { server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.port
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.server.port)
+    }
+
+    pub fn log(&self) -> String {
+        self.server.log()
+    }
+
+    /// Makes bucket `bucket` (a directory under the server's root).
+    pub fn create_bucket(&self, bucket: &str) -> Result<(), String> {
+        let dir = self.server.dir.path().join("data").join(bucket);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))
+    }
+}
+
+/// Starts s3s-fs for the test `test`, or skips (see [`SKIP_S3_VAR`]).
+pub fn s3s_fs_or_skip(test: &str) -> Option<S3sFsServer> {
+    start_or_skip(test, "s3s-fs", SKIP_S3_VAR, S3sFsServer::start)
 }

@@ -3,7 +3,8 @@
 //! with a signed account SAS and with a given SAS token, prefix layout,
 //! large block uploads, and clear, prompt errors for a missing container,
 //! a wrong key, a token without the needed permissions and unreachable
-//! endpoints.
+//! endpoints; and, against local servers that accept connections and then
+//! fall silent, prompt transient errors (first-byte and idle limits).
 //!
 //! Needs Azurite (`.ci/install-deps.sh` installs it); with
 //! `PGARK_TEST_SKIP_AZURE=1` the tests skip where it cannot be started.
@@ -15,6 +16,7 @@ use pgark_store::{
     ObjectStoreExt, Operation, PutMode, RetryOptions, UploadOptions,
 };
 use pgark_testkit::servers::{azurite_or_skip, Azurite, AZURITE_ACCOUNT, AZURITE_KEY};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -294,4 +296,108 @@ async fn entra_id_without_an_identity_is_a_clear_permanent_error() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// A local server that accepts connections and answers each request read
+/// with `answer` (nothing if empty), then holds the connection open. Stops
+/// after a minute or when the returned flag is set; the thread returns how
+/// many connections it accepted.
+fn holding_server(answer: &'static [u8]) -> (u16, Arc<AtomicBool>, std::thread::JoinHandle<usize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let mut held = Vec::new();
+            listener.set_nonblocking(true).unwrap();
+            let until = Instant::now() + Duration::from_secs(60);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        if !answer.is_empty() {
+                            conn.set_nonblocking(false).unwrap();
+                            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                            let mut request = Vec::new();
+                            let mut buf = [0u8; 4096];
+                            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                                match conn.read(&mut buf) {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                                }
+                            }
+                            let _ = conn.write_all(answer);
+                            let _ = conn.flush();
+                        }
+                        held.push(conn);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            held.len()
+        }
+    });
+    (port, stop, accepted)
+}
+
+/// A server that accepts connections and never answers: the first-byte
+/// limit ends each attempt, and the error is transient.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_endpoint_times_out() {
+    let (port, stop, accepted) = holding_server(b"");
+    let mut o = options(
+        &format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"),
+        "azure://container/repo",
+        key_credentials(),
+    );
+    o.retry.attempts = 2;
+    o.timeouts.first_byte = Duration::from_secs(1);
+    let store = AzureStore::new(o).unwrap();
+    let started = Instant::now();
+    let err = store.list("").await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("List Blobs") && msg.contains("no response within"),
+        "{msg}"
+    );
+    assert!(!msg.contains("sig=") || msg.contains("sig=REDACTED"), "{msg}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    stop.store(true, Ordering::Relaxed);
+    assert!(accepted.join().unwrap() >= 2);
+}
+
+/// A download whose body stops coming: the idle limit ends the read with a
+/// transient error rather than a short object or a hang.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_download_fails_promptly() {
+    let (port, stop, accepted) = holding_server(
+        b"HTTP/1.1 206 Partial Content\r\nContent-Length: 100\r\nContent-Range: bytes 0-99/100\r\n\
+          Content-Type: application/octet-stream\r\nETag: \"x\"\r\n\r\n0123456789",
+    );
+    let mut o = options(
+        &format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"),
+        "azure://container/repo",
+        key_credentials(),
+    );
+    o.timeouts.idle = Duration::from_secs(1);
+    let store = AzureStore::new(o).unwrap();
+    let started = Instant::now();
+    let got = store.get(&key("wal/x")).await.unwrap();
+    assert_eq!(got.meta.size, 100);
+    let err = store.get_bytes(&key("wal/x")).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    assert_eq!(err.operation(), Operation::Read, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("after 10 of 100 bytes") && msg.contains("stalled"),
+        "{msg}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    drop(got);
+    stop.store(true, Ordering::Relaxed);
+    accepted.join().unwrap();
 }

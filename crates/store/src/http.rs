@@ -1,5 +1,6 @@
 //! The HTTP client shared by the backends that speak a documented REST API
-//! themselves (Google Cloud Storage's JSON API, Azure Blob Storage): time
+//! themselves (Google Cloud Storage's JSON API where the
+//! `google-cloud-storage` crate does not reach, Azure Blob Storage): time
 //! limits on every request, retries of transient failures with exponential
 //! backoff and jitter bounded by a total time, and response bodies streamed
 //! with a length check.
@@ -372,22 +373,8 @@ impl Chunks {
     }
 }
 
-/// `chunks` without their first `skip` bytes.
-#[cfg_attr(not(feature = "gcs"), allow(dead_code))]
-pub(crate) fn skip_bytes(chunks: &[Bytes], mut skip: usize) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    for c in chunks {
-        if skip >= c.len() {
-            skip -= c.len();
-        } else {
-            out.push(c.slice(skip..));
-            skip = 0;
-        }
-    }
-    out
-}
-
 /// A request body of `chunks`, re-made for every attempt without copying.
+#[cfg_attr(not(feature = "azure"), allow(dead_code))]
 pub(crate) fn body_of(chunks: &[Bytes]) -> reqwest::Body {
     if chunks.len() == 1 {
         return reqwest::Body::from(chunks[0].clone());
@@ -413,11 +400,6 @@ mod tests {
         assert_eq!(joined(c.take(0)), b"");
         assert_eq!(joined(c.take(4)), b"efgh");
         assert_eq!(c.len(), 0);
-        let parts = [Bytes::from_static(b"ab"), Bytes::from_static(b"cde")];
-        assert_eq!(joined(skip_bytes(&parts, 0)), b"abcde");
-        assert_eq!(joined(skip_bytes(&parts, 2)), b"cde");
-        assert_eq!(joined(skip_bytes(&parts, 3)), b"de");
-        assert_eq!(joined(skip_bytes(&parts, 5)), b"");
     }
 
     #[test]

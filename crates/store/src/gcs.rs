@@ -55,7 +55,10 @@
 //!   object would be created (`412 Precondition Failed`, reported as
 //!   [`ErrorKind::AlreadyExists`]); of racing create-only puts exactly one
 //!   wins. Single-request puts are multipart (`uploadType=multipart`)
-//!   uploads. A create-only resumable upload also looks for the object just
+//!   uploads carrying their CRC32C in the metadata part, which GCS checks
+//!   (left to the crate, the checksum would travel in a third part, which
+//!   fake-gcs-server stores as part of the object). A create-only
+//!   resumable upload also looks for the object just
 //!   before its last request: fake-gcs-server, the emulator the tests use,
 //!   checks the precondition on multipart uploads but ignores it on
 //!   resumable ones, where only that look (not atomic) protects it.
@@ -76,6 +79,9 @@
 //! - **Reads** stream the object; the crate checks the CRC32C of a whole
 //!   read and resumes an interrupted one from its offset, and a stream that
 //!   ends before the object's size is an error here, never a short object.
+//!   The crate takes the size from `x-goog-stored-content-length`, which
+//!   fake-gcs-server does not send; a size of 0 is therefore checked with
+//!   `objects.get` (same generation) before the read goes on.
 //!
 //! # Errors
 //!

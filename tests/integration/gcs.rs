@@ -1,5 +1,6 @@
 //! The `pgark` binary against a GCS repository on fake-gcs-server
-//! (127.0.0.1, started and stopped by each test): WAL archiving of the
+//! (127.0.0.1, on port 80 when it can: see
+//! `pgark_testkit::servers::FakeGcsServer`): WAL archiving of the
 //! fixture segments, settings from flags, PGARK_* variables,
 //! STORAGE_EMULATOR_HOST and the configuration file, clear failures without
 //! credentials or bucket, and a base backup of a real cluster restored from

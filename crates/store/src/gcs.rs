@@ -8,44 +8,80 @@
 //! whole bucket. Objects whose names are not valid [`Key`]s are ignored by
 //! `list`.
 //!
-//! # Why the JSON API and not the `google-cloud-storage` crate
+//! # Two ways to the same bucket
 //!
-//! Requests follow the documented GCS JSON API, sent with reqwest; only the
-//! credentials come from Google's own crate (`google-cloud-auth`). The
-//! official `google-cloud-storage` crate (1.x) was examined and not used:
-//! listing and deleting objects exist only in its `StorageControl` client,
-//! whose transport is gRPC (`gaxi::grpc::Client`), which the local
-//! emulator (fake-gcs-server) does not speak; it builds its gRPC stack
-//! (tonic, prost, generated protos) even for the HTTP-only calls; and its
-//! resumable uploads lose the port of a non-default endpoint, so they fail
-//! against an emulator unless it listens on port 80. Using it for reads
-//! and single-request uploads only would have meant two clients with two
-//! retry and error policies for one bucket.
+//! Objects are read and written with Google's `google-cloud-storage` crate
+//! (its `Storage` client: `read_object`, `write_object`), which sends them
+//! over the GCS JSON API's media, multipart and resumable endpoints. What
+//! that client cannot do over HTTP is sent here as documented GCS JSON API
+//! requests through the shared reqwest client of [`crate::http`]:
+//! `objects.list`, `objects.delete`, `objects.get` for metadata (`head`)
+//! and `buckets.get` (is the bucket there after a 404?). In
+//! `google-cloud-storage` 1.21 those calls exist only in the
+//! `StorageControl` client, whose transport is gRPC, which the local
+//! emulator (fake-gcs-server) does not speak. Both paths share one set of
+//! credentials from `google-cloud-auth` (one token cache), one bucket check
+//! and one error vocabulary.
+//!
+//! Time limits: the crate's HTTP calls have retry and backoff policies but
+//! no per-attempt timeout (the `Storage` builder offers none; its read and
+//! upload retry loops ignore the remaining time, see "TODO(#2044)" in its
+//! `perform_upload/unbuffered.rs`) and its reqwest client has no connect
+//! timeout. Each call into the crate is therefore bounded here as a whole
+//! (see [`GcsStore::call_limit`]), each chunk of a streamed read by the idle
+//! limit, and the crate's policies are set from [`RetryOptions`]: transient
+//! failures only (408, 429, 5xx, I/O and connection errors), at most
+//! `attempts` attempts, none started after `total`, exponential backoff from
+//! `base_backoff`.
+//!
+//! The crate sends every request with a `Host` header without the port of
+//! an endpoint override (`gaxi::host::header` keeps only the host name).
+//! Real GCS does not mind; fake-gcs-server 1.54 builds the session URI of a
+//! resumable upload from `Host` rather than from its `-external-url` (asked
+//! on port 45111 with `Host: 127.0.0.1` it answers `Location:
+//! http://127.0.0.1/upload/storage/v1/b/…&upload_id=…`), so the crate then
+//! sends the upload's data to port 80. With an emulator, multipart uploads
+//! therefore work only on the scheme's default port: the tests run
+//! fake-gcs-server on port 80, and errors of resumable uploads through an
+//! endpoint with another port say why. No builder option of the crate sets
+//! `Host` (custom headers cannot override it).
 //!
 //! # Guarantees and how they are kept
 //!
 //! - **Atomic puts.** A GCS object appears only once its upload (single
 //!   request, or the last request of a resumable upload) has completed.
-//! - **Create-only puts** send `ifGenerationMatch=0`, which GCS checks
-//!   atomically when the object would be created (`412 Precondition
-//!   Failed`, reported as [`ErrorKind::AlreadyExists`]); of racing
-//!   create-only puts exactly one wins. Single-request puts are multipart
-//!   (`uploadType=multipart`) uploads. A create-only resumable upload also
-//!   looks for the object just before its last request: fake-gcs-server,
-//!   the emulator the tests use, checks the precondition on multipart
-//!   uploads but ignores it on resumable ones, where only that look (not
-//!   atomic) protects it.
-//! - **Multipart uploads** are resumable uploads: each part is sent as soon
-//!   as it arrives, cut to GCS's 256 KiB granularity (the remainder waits
-//!   for the next part), so an upload holds at most one part and 256 KiB in
-//!   memory. A chunk whose request fails transiently is re-sent from memory
-//!   from the offset GCS reports as persisted. Abort deletes the upload
-//!   session; an unfinished session is discarded by GCS after a week. An
-//!   object that fits in one part is sent with a single request instead.
+//! - **Create-only puts** send `ifGenerationMatch=0`
+//!   (`set_if_generation_match(0)`), which GCS checks atomically when the
+//!   object would be created (`412 Precondition Failed`, reported as
+//!   [`ErrorKind::AlreadyExists`]); of racing create-only puts exactly one
+//!   wins. Single-request puts are multipart (`uploadType=multipart`)
+//!   uploads carrying their CRC32C in the metadata part, which GCS checks
+//!   (left to the crate, the checksum would travel in a third part, which
+//!   fake-gcs-server stores as part of the object). A create-only
+//!   resumable upload also looks for the object just
+//!   before its last request: fake-gcs-server, the emulator the tests use,
+//!   checks the precondition on multipart uploads but ignores it on
+//!   resumable ones, where only that look (not atomic) protects it.
+//! - **Multipart uploads** are resumable uploads fed part by part: the
+//!   chunk size is the first part's size cut to GCS's 256 KiB granularity;
+//!   each `put_part` hands the crate its whole chunks and returns once GCS
+//!   has persisted them, the remainder waits for the next part, so an
+//!   upload holds about one part in memory. A chunk whose request fails
+//!   transiently is re-sent by the crate from its buffer from the offset
+//!   GCS reports. An object that fits in one part is sent with a single
+//!   request instead. Abort and drop stop the upload without finishing it;
+//!   the crate does not expose the session URI to cancel, so GCS discards
+//!   the unfinished session after a week (it is never visible).
+//!   fake-gcs-server finishes a resumable upload when its status is
+//!   queried, which the crate does only after a failed chunk.
 //! - **Deletes** are idempotent (a 404 from a delete is success once the
 //!   bucket is known to exist).
-//! - **Reads** stream the response body; a body that ends before its
-//!   `Content-Length` is an error, never a short object.
+//! - **Reads** stream the object; the crate checks the CRC32C of a whole
+//!   read and resumes an interrupted one from its offset, and a stream that
+//!   ends before the object's size is an error here, never a short object.
+//!   The crate takes the size from `x-goog-stored-content-length`, which
+//!   fake-gcs-server does not send; a size of 0 is therefore checked with
+//!   `objects.get` (same generation) before the read goes on.
 //!
 //! # Errors
 //!
@@ -60,23 +96,30 @@
 //!
 //! # Requests
 //!
-//! Every request has the time limits of [`HttpTimeouts`] and is retried per
-//! [`RetryOptions`] (exponential backoff with jitter, bounded attempts and
-//! total time); what still fails after that is reported as transient so
-//! that callers may retry the whole operation.
+//! Every JSON API request has the time limits of [`HttpTimeouts`] and is
+//! retried per [`RetryOptions`] (exponential backoff with jitter, bounded
+//! attempts and total time); what still fails after that is reported as
+//! transient so that callers may retry the whole operation.
 
-use crate::http::{body_of, encode_component, error_body, skip_bytes, Chunks, HttpClient, SendError};
+use crate::http::{encode_component, error_body, Chunks, HttpClient, SendError};
 use crate::{
     ErrorKind, GetResult, HttpTimeouts, Key, MultipartUpload, ObjectMeta, ObjectStore, Operation, PutMode,
     Result, RetryOptions, StoreError,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
+use google_cloud_auth::credentials::{AccessTokenCredentials, Credentials};
+use google_cloud_gax::retry_policy::RetryPolicyExt;
+use google_cloud_storage::client::Storage;
+use google_cloud_storage::read_resume_policy::{ReadResumePolicyExt, Recommended};
+use google_cloud_storage::streaming_source::{Seek, SizeHint, StreamingSource};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::sync::OnceCell;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, OnceCell};
 
 /// The GCS JSON API endpoint.
 pub const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
@@ -161,7 +204,9 @@ struct Inner {
     url: String,
     endpoint: String,
     http: HttpClient,
-    credentials: OnceCell<Result<Option<google_cloud_auth::credentials::AccessTokenCredentials>, String>>,
+    credentials: OnceCell<Result<Option<AccessTokenCredentials>, String>>,
+    /// The `google-cloud-storage` client, made on first use.
+    client: OnceCell<Storage>,
     /// The bucket answered a request: a 404 is a missing object.
     bucket_seen: AtomicBool,
 }
@@ -194,6 +239,7 @@ impl GcsStore {
                 endpoint,
                 http,
                 credentials: OnceCell::new(),
+                client: OnceCell::new(),
                 bucket_seen: AtomicBool::new(false),
                 opts,
             }),
@@ -223,17 +269,9 @@ impl GcsStore {
         )
     }
 
-    fn upload_url(&self, upload_type: &str, key: &Key, mode: PutMode) -> String {
-        let mut url = format!(
-            "{}/upload/storage/v1/b/{}/o?uploadType={upload_type}&name={}",
-            self.inner.endpoint,
-            encode_component(self.bucket()),
-            encode_component(&self.object_name(key))
-        );
-        if mode == PutMode::Create {
-            url.push_str("&ifGenerationMatch=0");
-        }
-        url
+    /// The bucket as the `google-cloud-storage` crate names it.
+    fn bucket_path(&self) -> String {
+        format!("projects/_/buckets/{}", self.bucket())
     }
 
     /// Where the credentials come from, for messages.
@@ -277,6 +315,9 @@ impl GcsStore {
                     GcsCredentials::Anonymous => Ok(None),
                     GcsCredentials::Default => google_cloud_auth::credentials::Builder::default()
                         .with_scopes([SCOPE])
+                        // Known, so that making the storage client does not
+                        // ask the metadata server for it.
+                        .with_universe_domain("googleapis.com")
                         .build_access_token_credentials()
                         .map(Some)
                         .map_err(|e| crate::http::error_chain(&e)),
@@ -390,9 +431,16 @@ impl GcsStore {
         resp: reqwest::Response,
     ) -> StoreError {
         let status = resp.status().as_u16();
-        let detail = gcs_message(&error_body(resp).await);
+        let body = error_body(resp).await;
+        let (kind, message) = self.status_message(api, status, &body);
+        StoreError::new(kind, op, self, target, message)
+    }
+
+    /// What an HTTP status (with its body) from `api` means.
+    fn status_message(&self, api: &str, status: u16, body: &str) -> (ErrorKind, String) {
+        let detail = gcs_message(body);
         let bucket = self.bucket();
-        let (kind, message) = match status {
+        match status {
             404 => (
                 ErrorKind::Permanent,
                 format!("{api}: bucket {bucket:?} does not exist{}", self.endpoint_note()),
@@ -420,8 +468,182 @@ impl GcsStore {
                     self.credentials_source()
                 ),
             ),
+        }
+    }
+
+    /// The `google-cloud-storage` client, made on first use with the
+    /// credentials of the JSON API requests (after checking that they give
+    /// a token, so that credential failures read the same on both paths).
+    async fn client(&self, op: Operation, target: &(dyn fmt::Display + Sync)) -> Result<Storage> {
+        self.authorization(op, target).await?;
+        let limit = self.call_limit();
+        let client = self
+            .inner
+            .client
+            .get_or_try_init(|| async {
+                let credentials: Credentials = match self.inner.credentials.get() {
+                    Some(Ok(Some(c))) => c.clone().into(),
+                    _ => google_cloud_auth::credentials::anonymous::Builder::new().build(),
+                };
+                let retry = self.inner.http.retry;
+                let backoff = google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder::new()
+                    .with_initial_delay(retry.base_backoff)
+                    .with_maximum_delay(Duration::from_secs(16))
+                    .with_scaling(2.0)
+                    .clamp();
+                let build = Storage::builder()
+                    .with_endpoint(self.inner.endpoint.clone())
+                    .with_credentials(credentials)
+                    // Transient failures only, as in `crate::http`.
+                    .with_retry_policy(
+                        google_cloud_storage::retry_policy::RetryableErrors
+                            .with_attempt_limit(retry.attempts)
+                            .with_time_limit(retry.total),
+                    )
+                    .with_backoff_policy(backoff)
+                    .with_read_resume_policy(Recommended.with_attempt_limit(retry.attempts))
+                    .build();
+                let failed = |kind, detail: String| {
+                    StoreError::new(
+                        kind,
+                        op,
+                        self,
+                        target,
+                        format!(
+                            "cannot make a storage client for bucket {:?}: {detail}; credentials from {}",
+                            self.bucket(),
+                            self.credentials_source()
+                        ),
+                    )
+                };
+                match tokio::time::timeout(limit, build).await {
+                    Ok(Ok(c)) => Ok(c),
+                    Ok(Err(e)) => Err(failed(ErrorKind::Permanent, crate::http::error_chain(&e))),
+                    Err(_) => Err(failed(
+                        ErrorKind::Transient,
+                        format!("no client within {limit:?}"),
+                    )),
+                }
+            })
+            .await?;
+        Ok(client.clone())
+    }
+
+    /// How long one call into the `google-cloud-storage` crate (a read's
+    /// response, a single-request upload, one chunk of a resumable upload,
+    /// retries included) may take: every attempt its first-byte limit
+    /// (which includes connecting, as in [`crate::http`]) plus the largest
+    /// backoffs, and no more than a last attempt started at the end of the
+    /// total retry time. The crate has no per-attempt limit of its own, so
+    /// an attempt that hangs uses up the whole call.
+    fn call_limit(&self) -> Duration {
+        let retry = self.inner.http.retry;
+        let attempt = self.inner.http.timeouts.first_byte;
+        let mut every = attempt;
+        for a in 1..retry.attempts.max(1) {
+            let ceiling = retry
+                .base_backoff
+                .saturating_mul(1 << (a - 1).min(6))
+                .min(Duration::from_secs(16));
+            every += ceiling + attempt;
+        }
+        every.min(retry.total + attempt)
+    }
+
+    /// The error for a call into the crate that took more than `limit`.
+    fn too_slow(
+        &self,
+        op: Operation,
+        api: &str,
+        target: &(dyn fmt::Display + Sync),
+        limit: Duration,
+    ) -> StoreError {
+        StoreError::new(
+            ErrorKind::Transient,
+            op,
+            self,
+            target,
+            format!(
+                "{api} on bucket {:?} failed: no response within {limit:?}{}{}",
+                self.bucket(),
+                self.endpoint_note(),
+                self.hint_for(api)
+            ),
+        )
+    }
+
+    /// The error for a failed call into the `google-cloud-storage` crate
+    /// (callers handle the 404 and 412 they expect first).
+    fn crate_error(
+        &self,
+        op: Operation,
+        api: &str,
+        target: &(dyn fmt::Display + Sync),
+        err: google_cloud_storage::Error,
+    ) -> StoreError {
+        let cause = root_cause(&err);
+        if let Some(status) = cause.http_status_code() {
+            let body = cause
+                .http_payload()
+                .map(|b| String::from_utf8_lossy(&b[..b.len().min(2048)]).trim().to_owned())
+                .unwrap_or_default();
+            let (kind, message) = self.status_message(api, status, &body);
+            return StoreError::new(kind, op, self, target, message).with_source(err);
+        }
+        let detail = crate::http::error_chain(&err);
+        if cause.is_authentication() {
+            let transient = std::error::Error::source(cause)
+                .and_then(|s| s.downcast_ref::<google_cloud_gax::error::CredentialsError>())
+                .is_some_and(|c| c.is_transient());
+            let kind = if transient {
+                ErrorKind::Transient
+            } else {
+                ErrorKind::Permanent
+            };
+            return StoreError::new(
+                kind,
+                op,
+                self,
+                target,
+                format!(
+                    "getting an access token for bucket {:?} failed: {detail}; credentials from {}",
+                    self.bucket(),
+                    self.credentials_source()
+                ),
+            )
+            .with_source(err);
+        }
+        // A request the crate could not even build is a bug or a bad
+        // option, not a passing failure; everything else (no response,
+        // a cut connection, an unreadable or mismatching response) is
+        // worth another try.
+        let kind = if cause.is_binding() {
+            ErrorKind::Permanent
+        } else {
+            ErrorKind::Transient
         };
-        StoreError::new(kind, op, self, target, message)
+        StoreError::new(
+            kind,
+            op,
+            self,
+            target,
+            format!(
+                "{api} on bucket {:?} failed: {detail}{}{}",
+                self.bucket(),
+                self.endpoint_note(),
+                self.hint_for(api)
+            ),
+        )
+        .with_source(err)
+    }
+
+    /// [`GcsStore::port_hint`] for the calls of resumable uploads.
+    fn hint_for(&self, api: &str) -> &'static str {
+        if api.contains("resumable") {
+            self.port_hint()
+        } else {
+            ""
+        }
     }
 
     /// After a 404: is the bucket there at all? Asked once; afterwards a 404
@@ -455,45 +677,130 @@ impl GcsStore {
     /// Sends `chunks` as one multipart upload (metadata and data in one
     /// request: fake-gcs-server checks `ifGenerationMatch` on these, not on
     /// plain media uploads).
-    async fn put_chunks(&self, key: &Key, chunks: &[Bytes], mode: PutMode) -> Result<ObjectMeta> {
-        let size: usize = chunks.iter().map(Bytes::len).sum();
-        let url = self.upload_url("multipart", key, mode);
-        let boundary = format!("pgark-{:032x}", rand::random::<u128>());
-        let metadata = serde_json::json!({ "name": self.object_name(key) });
-        let head = Bytes::from(format!(
-            "--{boundary}\r\ncontent-type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n\
-             --{boundary}\r\ncontent-type: application/octet-stream\r\n\r\n"
-        ));
-        let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
-        let mut body = Vec::with_capacity(chunks.len() + 2);
-        body.push(head);
-        body.extend(chunks.iter().cloned());
-        body.push(tail);
-        let length: usize = body.iter().map(Bytes::len).sum();
-        let content_type = format!("multipart/related; boundary={boundary}");
-        let http = self.inner.http.inner();
-        let resp = self
-            .send(Operation::Put, "objects.insert", key, || {
-                http.post(&url)
-                    .header("content-type", &content_type)
-                    .header("content-length", length)
-                    .body(body_of(&body))
-            })
-            .await?;
-        match resp.status().as_u16() {
-            200 | 201 => {
+    async fn put_chunks(&self, key: &Key, chunks: Vec<Bytes>, mode: PutMode) -> Result<ObjectMeta> {
+        let size: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        // Given up front, the checksum travels in the metadata part, which
+        // GCS checks; computed while sending, the crate would add a third
+        // part that fake-gcs-server stores as part of the object.
+        let crc = chunks.iter().fold(0, |crc, c| crc32c::crc32c_append(crc, c));
+        let client = self.client(Operation::Put, key).await?;
+        let mut write = client
+            .write_object(
+                self.bucket_path(),
+                self.object_name(key),
+                PartsSource::new(chunks),
+            )
+            .set_content_type("application/octet-stream")
+            .with_known_crc32c(crc)
+            // Never a resumable upload: the data is all here.
+            .with_resumable_upload_threshold(usize::MAX)
+            // An overwrite with the same name and bytes is safe to repeat.
+            .with_idempotency(true);
+        if mode == PutMode::Create {
+            write = write.set_if_generation_match(0);
+        }
+        let limit = self.call_limit();
+        match tokio::time::timeout(limit, write.send_unbuffered()).await {
+            Err(_) => Err(self.too_slow(Operation::Put, "objects.insert", key, limit)),
+            Ok(Ok(_)) => {
                 self.seen_bucket();
                 Ok(ObjectMeta {
                     key: key.clone(),
-                    size: size as u64,
+                    size,
                 })
             }
-            412 => Err(exists(self, Operation::Put, key)),
-            _ => Err(self
-                .status_error(Operation::Put, "objects.insert", key, resp)
-                .await),
+            Ok(Err(e)) => Err(self.write_error(Operation::Put, "objects.insert", key, e).await),
         }
     }
+
+    /// The error for a failed upload: 412 is "already exists", a 404 a
+    /// missing bucket.
+    async fn write_error(
+        &self,
+        op: Operation,
+        api: &str,
+        key: &Key,
+        err: google_cloud_storage::Error,
+    ) -> StoreError {
+        match root_cause(&err).http_status_code() {
+            Some(412) => exists(self, op, key),
+            Some(404) => match self.check_bucket_after_404(op, key).await {
+                Err(e) => e,
+                Ok(()) => self.crate_error(op, api, key, err),
+            },
+            _ => self.crate_error(op, api, key, err),
+        }
+    }
+}
+
+impl GcsStore {
+    /// The size and generation of `key` (`objects.get` for metadata).
+    async fn object_resource(&self, op: Operation, key: &Key) -> Result<(u64, Option<i64>)> {
+        let url = format!("{}?fields=name,size,generation", self.object_url(key));
+        let http = self.inner.http.inner();
+        let resp = self.send(op, "objects.get", key, || http.get(&url)).await?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 => {
+                self.check_bucket_after_404(op, key).await?;
+                return Err(StoreError::new(
+                    ErrorKind::NotFound,
+                    op,
+                    self,
+                    key,
+                    "no such object",
+                ));
+            }
+            _ => return Err(self.status_error(op, "objects.get", key, resp).await),
+        }
+        self.seen_bucket();
+        let bad = |m: String| StoreError::new(ErrorKind::Transient, op, self, key, m);
+        let body = crate::http::read_body(resp, self.inner.http.timeouts.idle)
+            .await
+            .map_err(|e| bad(format!("reading the objects.get response failed: {e}")))?;
+        let obj: ObjectResource = serde_json::from_slice(&body)
+            .map_err(|e| bad(format!("the objects.get response is not an object resource: {e}")))?;
+        let size = obj
+            .size
+            .parse()
+            .map_err(|_| bad(format!("objects.get: size {:?} is not a number", obj.size)))?;
+        Ok((size, obj.generation.and_then(|g| g.parse().ok())))
+    }
+
+    /// For errors of resumable uploads through an endpoint with a port of
+    /// its own: why they may fail there.
+    fn port_hint(&self) -> &'static str {
+        let Some(endpoint) = &self.inner.opts.endpoint else {
+            return "";
+        };
+        let (scheme, rest) = endpoint.split_once("://").unwrap_or(("", endpoint));
+        let authority = rest.split('/').next().unwrap_or("");
+        let port = authority
+            .rsplit_once(':')
+            .map(|(_, p)| p)
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let default = if scheme == "https" { "443" } else { "80" };
+        match port {
+            Some(p) if p != default => {
+                "; note: google-cloud-storage sends resumable upload requests with a Host header \
+                 without the endpoint's port, and an emulator that builds upload URLs from Host \
+                 (fake-gcs-server) must then listen on the scheme's default port (80)"
+            }
+            _ => "",
+        }
+    }
+}
+
+/// The error a retry loop gave up on, if `err` wraps it.
+fn root_cause(err: &google_cloud_storage::Error) -> &google_cloud_storage::Error {
+    let mut cause = err;
+    while cause.is_exhausted() {
+        match std::error::Error::source(cause).and_then(|s| s.downcast_ref::<google_cloud_storage::Error>()) {
+            Some(inner) => cause = inner,
+            None => break,
+        }
+    }
+    cause
 }
 
 fn exists(store: &GcsStore, op: Operation, key: &Key) -> StoreError {
@@ -540,6 +847,8 @@ struct ObjectResource {
     name: String,
     /// A decimal string, as the JSON API sends 64-bit numbers.
     size: String,
+    #[serde(default)]
+    generation: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -553,7 +862,7 @@ struct ObjectList {
 #[async_trait]
 impl ObjectStore for GcsStore {
     async fn put(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<ObjectMeta> {
-        self.put_chunks(key, &[data], mode).await
+        self.put_chunks(key, vec![data], mode).await
     }
 
     async fn put_multipart(&self, key: &Key, mode: PutMode) -> Result<Box<dyn MultipartUpload>> {
@@ -562,20 +871,21 @@ impl ObjectStore for GcsStore {
             key: key.clone(),
             mode,
             pending: Chunks::default(),
-            session: None,
-            sent: 0,
+            writer: None,
+            stopped: false,
         }))
     }
 
     async fn get(&self, key: &Key) -> Result<GetResult> {
-        let url = format!("{}?alt=media", self.object_url(key));
-        let http = self.inner.http.inner();
-        let resp = self
-            .send(Operation::Get, "objects.get", key, || http.get(&url))
-            .await?;
-        match resp.status().as_u16() {
-            200 => {}
-            404 => {
+        let client = self.client(Operation::Get, key).await?;
+        let read = client
+            .read_object(self.bucket_path(), self.object_name(key))
+            .send();
+        let limit = self.call_limit();
+        let resp = match tokio::time::timeout(limit, read).await {
+            Err(_) => return Err(self.too_slow(Operation::Get, "objects.get", key, limit)),
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) if root_cause(&e).http_status_code() == Some(404) => {
                 self.check_bucket_after_404(Operation::Get, key).await?;
                 return Err(StoreError::new(
                     ErrorKind::NotFound,
@@ -585,68 +895,44 @@ impl ObjectStore for GcsStore {
                     "no such object",
                 ));
             }
-            _ => return Err(self.status_error(Operation::Get, "objects.get", key, resp).await),
-        }
+            Ok(Err(e)) => return Err(self.crate_error(Operation::Get, "objects.get", key, e)),
+        };
         self.seen_bucket();
-        let size = match resp.content_length() {
-            Some(n) => n,
-            None => {
+        let object = resp.object();
+        let mut size = u64::try_from(object.size).unwrap_or(0);
+        if size == 0 {
+            // The crate takes the size from `x-goog-stored-content-length`,
+            // which fake-gcs-server does not send: ask for the metadata of
+            // the generation being read.
+            let (meta_size, generation) = self.object_resource(Operation::Get, key).await?;
+            if generation.is_some_and(|g| g != object.generation) {
                 return Err(StoreError::new(
                     ErrorKind::Transient,
                     Operation::Get,
                     self,
                     key,
-                    "objects.get response without Content-Length",
-                ))
+                    "the object was replaced while it was opened",
+                ));
             }
-        };
+            size = meta_size;
+        }
         Ok(GetResult {
             meta: ObjectMeta {
                 key: key.clone(),
                 size,
             },
-            stream: crate::http::body_stream(
+            stream: read_stream(
                 resp,
                 size,
                 self.inner.http.timeouts.idle,
                 self.to_string(),
                 key.to_string(),
-                "objects.get",
             ),
         })
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
-        let url = format!("{}?fields=name,size", self.object_url(key));
-        let http = self.inner.http.inner();
-        let resp = self
-            .send(Operation::Head, "objects.get", key, || http.get(&url))
-            .await?;
-        match resp.status().as_u16() {
-            200 => {}
-            404 => {
-                self.check_bucket_after_404(Operation::Head, key).await?;
-                return Err(StoreError::new(
-                    ErrorKind::NotFound,
-                    Operation::Head,
-                    self,
-                    key,
-                    "no such object",
-                ));
-            }
-            _ => return Err(self.status_error(Operation::Head, "objects.get", key, resp).await),
-        }
-        self.seen_bucket();
-        let bad = |m: String| StoreError::new(ErrorKind::Transient, Operation::Head, self, key, m);
-        let body = crate::http::read_body(resp, self.inner.http.timeouts.idle)
-            .await
-            .map_err(|e| bad(format!("reading the objects.get response failed: {e}")))?;
-        let obj: ObjectResource = serde_json::from_slice(&body)
-            .map_err(|e| bad(format!("the objects.get response is not an object resource: {e}")))?;
-        let size = obj
-            .size
-            .parse()
-            .map_err(|_| bad(format!("objects.get: size {:?} is not a number", obj.size)))?;
+        let (size, _) = self.object_resource(Operation::Head, key).await?;
         Ok(ObjectMeta {
             key: key.clone(),
             size,
@@ -725,275 +1011,416 @@ impl ObjectStore for GcsStore {
     }
 }
 
-/// A resumable upload, started when the first full chunk is there.
+/// Streams the object of `resp`, failing (transiently) if it ends before
+/// `size` bytes or goes on after them, or stays silent for `idle`.
+fn read_stream(
+    resp: google_cloud_storage::read_object::ReadObjectResponse,
+    size: u64,
+    idle: Duration,
+    store: String,
+    key: String,
+) -> crate::ByteStream {
+    struct ReadState {
+        body: google_cloud_storage::read_object::ReadObjectResponse,
+        read: u64,
+        done: bool,
+    }
+    let state = ReadState {
+        body: resp,
+        read: 0,
+        done: false,
+    };
+    futures::stream::unfold(state, move |mut st| {
+        let store = store.clone();
+        let key = key.clone();
+        async move {
+            if st.done {
+                return None;
+            }
+            let fail = |message: String| {
+                StoreError::new(ErrorKind::Transient, Operation::Read, &store, &key, message)
+            };
+            let next = match tokio::time::timeout(idle, st.body.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    st.done = true;
+                    let e = fail(format!(
+                        "objects.get stalled for {idle:?} after {} of {size} bytes",
+                        st.read
+                    ));
+                    return Some((Err(e), st));
+                }
+            };
+            match next {
+                Some(Ok(chunk)) => {
+                    st.read += chunk.len() as u64;
+                    if st.read > size {
+                        st.done = true;
+                        let e = fail(format!(
+                            "objects.get returned more than the object's {size} bytes"
+                        ));
+                        return Some((Err(e), st));
+                    }
+                    Some((Ok(chunk), st))
+                }
+                Some(Err(err)) => {
+                    st.done = true;
+                    let e = fail(format!(
+                        "reading with objects.get failed after {} of {size} bytes: {}",
+                        st.read,
+                        crate::http::error_chain(&err)
+                    ))
+                    .with_source(err);
+                    Some((Err(e), st))
+                }
+                None if st.read < size => {
+                    st.done = true;
+                    let e = fail(format!("objects.get ended after {} of {size} bytes", st.read));
+                    Some((Err(e), st))
+                }
+                None => None,
+            }
+        }
+    })
+    .filter(|item| futures::future::ready(!matches!(item, Ok(chunk) if chunk.is_empty())))
+    .boxed()
+}
+
+/// The data of a single-request upload, sent again from `seek`'s offset
+/// for each attempt, without copying.
+struct PartsSource {
+    parts: Vec<Bytes>,
+    queue: std::collections::VecDeque<Bytes>,
+}
+
+impl PartsSource {
+    fn new(parts: Vec<Bytes>) -> PartsSource {
+        PartsSource {
+            queue: parts.iter().cloned().collect(),
+            parts,
+        }
+    }
+}
+
+impl StreamingSource for PartsSource {
+    type Error = std::io::Error;
+
+    async fn next(&mut self) -> Option<std::result::Result<Bytes, Self::Error>> {
+        self.queue.pop_front().map(Ok)
+    }
+
+    async fn size_hint(&self) -> std::result::Result<SizeHint, Self::Error> {
+        Ok(SizeHint::with_exact(
+            self.parts.iter().map(|p| p.len() as u64).sum(),
+        ))
+    }
+}
+
+impl Seek for PartsSource {
+    type Error = std::io::Error;
+
+    async fn seek(&mut self, offset: u64) -> std::result::Result<(), Self::Error> {
+        let mut skip = offset;
+        self.queue.clear();
+        for part in &self.parts {
+            let len = part.len() as u64;
+            if skip >= len {
+                skip -= len;
+            } else {
+                self.queue.push_back(part.slice(skip as usize..));
+                skip = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A multipart upload: a resumable upload of the `google-cloud-storage`
+/// crate, started once the first whole chunk is there, fed through a
+/// [`Feeder`].
 struct GcsUpload {
     store: GcsStore,
     key: Key,
     mode: PutMode,
-    /// Received and not yet sent: less than one chunk granule once a part
-    /// has been handled.
+    /// Received and not yet handed to the crate: less than one chunk once a
+    /// part has been handled.
     pending: Chunks,
-    /// The session URI, once started.
-    session: Option<String>,
-    /// Bytes GCS has persisted.
-    sent: u64,
+    writer: Option<Writer>,
+    /// The resumable upload was started and has stopped: nothing more can
+    /// be added or completed.
+    stopped: bool,
+}
+
+/// A resumable upload running in the crate.
+struct Writer {
+    feed: mpsc::UnboundedSender<Feed>,
+    /// How many times the crate asked its source for the next piece.
+    asked: watch::Receiver<u64>,
+    /// Pieces handed to the crate.
+    handed: u64,
+    /// Bytes handed to the crate.
+    size: u64,
+    /// Bytes per request: a multiple of [`CHUNK_GRANULARITY`].
+    chunk: usize,
+    task: tokio::task::JoinHandle<google_cloud_storage::Result<google_cloud_storage::model::Object>>,
+}
+
+enum Feed {
+    Data(Bytes),
+    End,
+}
+
+/// The data source of a resumable upload: the pieces `put_part` hands
+/// over, then the end that `complete` sends. Dropped without an end, the
+/// upload fails rather than finishing with what it has.
+///
+/// The crate asks for the next piece only when it needs more for its
+/// current chunk, or once the previous chunk has been persisted; with
+/// pieces handed in whole chunks, an ask beyond the last piece handed
+/// means everything so far is stored.
+struct Feeder {
+    feed: mpsc::UnboundedReceiver<Feed>,
+    asked: watch::Sender<u64>,
+    ended: bool,
+}
+
+impl StreamingSource for Feeder {
+    type Error = std::io::Error;
+
+    async fn next(&mut self) -> Option<std::result::Result<Bytes, Self::Error>> {
+        if self.ended {
+            return None;
+        }
+        self.asked.send_modify(|n| *n += 1);
+        match self.feed.recv().await {
+            Some(Feed::Data(data)) => Some(Ok(data)),
+            Some(Feed::End) => {
+                self.ended = true;
+                None
+            }
+            None => Some(Err(std::io::Error::other("the upload was abandoned"))),
+        }
+    }
 }
 
 impl GcsUpload {
-    async fn start(&mut self) -> Result<String> {
-        if let Some(s) = &self.session {
-            return Ok(s.clone());
-        }
-        let store = &self.store;
-        let url = store.upload_url("resumable", &self.key, self.mode);
-        let http = store.inner.http.inner();
-        let resp = store
-            .send(
-                Operation::PutPart,
-                "objects.insert (resumable)",
+    /// Fails if the resumable upload failed earlier (it cannot go on).
+    fn check_running(&self, op: Operation) -> Result<()> {
+        if self.stopped {
+            return Err(StoreError::new(
+                ErrorKind::Transient,
+                op,
+                &self.store,
                 &self.key,
-                || {
-                    http.post(&url)
-                        .header("content-type", "application/json; charset=UTF-8")
-                        .header("x-upload-content-type", "application/octet-stream")
-                        .body("{}")
-                },
-            )
-            .await?;
-        match resp.status().as_u16() {
-            200 | 201 => {}
-            412 => return Err(exists(store, Operation::PutPart, &self.key)),
-            _ => {
-                return Err(store
-                    .status_error(Operation::PutPart, "objects.insert (resumable)", &self.key, resp)
-                    .await)
+                "the resumable upload failed earlier; start the upload again",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts the crate's resumable upload with chunks of `chunk` bytes.
+    async fn start(&mut self, chunk: usize) -> Result<()> {
+        let store = &self.store;
+        let client = store.client(Operation::PutPart, &self.key).await?;
+        let (feed, feed_rx) = mpsc::unbounded_channel();
+        let (asked_tx, asked) = watch::channel(0);
+        let source = Feeder {
+            feed: feed_rx,
+            asked: asked_tx,
+            ended: false,
+        };
+        let mut write = client
+            .write_object(store.bucket_path(), store.object_name(&self.key), source)
+            .set_content_type("application/octet-stream")
+            .with_resumable_upload_threshold(0_usize)
+            .with_resumable_upload_buffer_size(chunk)
+            // Chunks are re-sent from the offset GCS reports, never twice.
+            .with_idempotency(true);
+        if self.mode == PutMode::Create {
+            write = write.set_if_generation_match(0);
+        }
+        let task = tokio::spawn(write.send_buffered());
+        self.writer = Some(Writer {
+            feed,
+            asked,
+            handed: 0,
+            size: 0,
+            chunk,
+            task,
+        });
+        Ok(())
+    }
+
+    /// Hands `data` to the running upload.
+    fn hand(&mut self, data: Vec<Bytes>) {
+        if let Some(w) = &mut self.writer {
+            for piece in data {
+                w.size += piece.len() as u64;
+                w.handed += 1;
+                // A send fails only if the upload ended; `wait` reports why.
+                let _ = w.feed.send(Feed::Data(piece));
             }
         }
-        store.seen_bucket();
-        let location = resp
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .ok_or_else(|| {
+    }
+
+    /// Waits until the crate has stored everything handed to it.
+    async fn wait(&mut self, op: Operation) -> Result<()> {
+        let limit = self.store.call_limit();
+        let Some(w) = &mut self.writer else {
+            return Ok(());
+        };
+        let handed = w.handed;
+        let waited = tokio::time::timeout(limit, w.asked.wait_for(|&asked| asked > handed))
+            .await
+            .map(|r| r.is_ok());
+        match waited {
+            Ok(true) => Ok(()),
+            // The upload ended: it failed.
+            Ok(false) => Err(self.finish(op).await.err().unwrap_or_else(|| {
                 StoreError::new(
                     ErrorKind::Transient,
-                    Operation::PutPart,
-                    store,
+                    op,
+                    &self.store,
                     &self.key,
-                    "the resumable upload was started without a session URI (no Location header)",
+                    "the resumable upload finished before its end was sent",
                 )
-            })?;
-        self.session = Some(location.clone());
-        Ok(location)
-    }
-
-    /// Sends `chunks` at offset `self.sent`; `total` is the object's size if
-    /// these are its last bytes. Re-sends from memory what GCS did not
-    /// persist when a request fails transiently.
-    async fn send_chunk(&mut self, chunks: Vec<Bytes>, total: Option<u64>, op: Operation) -> Result<()> {
-        let session = self.start().await?;
-        let store = self.store.clone();
-        let retry = store.inner.http.retry;
-        let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-        let start = self.sent;
-        let end = start + len;
-        let auth = store.authorization(op, &self.key).await?;
-        let http = store.inner.http.inner();
-        let started = std::time::Instant::now();
-        let mut attempt = 1;
-        loop {
-            let from = self.sent;
-            let rest = skip_bytes(&chunks, (from - start) as usize);
-            let range = match (total, from == end) {
-                (Some(t), true) => format!("bytes */{t}"),
-                (Some(t), false) => format!("bytes {from}-{}/{t}", end - 1),
-                (None, _) => format!("bytes {from}-{}/*", end - 1),
-            };
-            let mut req = http
-                .put(&session)
-                .header("content-range", range)
-                .header("content-length", end - from)
-                .body(body_of(&rest));
-            if let Some(a) = &auth {
-                req = req.header("authorization", a);
-            }
-            let failure = match store.inner.http.send_once(req).await {
-                Ok(resp) => match resp.status().as_u16() {
-                    200 | 201 if total.is_some() => {
-                        self.sent = end;
-                        return Ok(());
-                    }
-                    308 => {
-                        let p = persisted(&resp).unwrap_or(0).clamp(start, end);
-                        if p >= end && total.is_none() {
-                            self.sent = end;
-                            return Ok(());
-                        }
-                        if p > from {
-                            // Not everything was taken: send the rest.
-                            self.sent = p;
-                            continue;
-                        }
-                        StoreError::new(
-                            ErrorKind::Transient,
-                            op,
-                            &store,
-                            &self.key,
-                            format!("the resumable upload took none of the bytes from offset {from}"),
-                        )
-                    }
-                    412 => return Err(exists(&store, op, &self.key)),
-                    s if crate::http::is_transient_status(s) => {
-                        store.status_error(op, "resumable upload", &self.key, resp).await
-                    }
-                    _ => return Err(store.status_error(op, "resumable upload", &self.key, resp).await),
-                },
-                Err(e) => store.send_error(op, "resumable upload", &self.key, e),
-            };
-            if attempt >= retry.attempts || started.elapsed() > retry.total {
-                return Err(failure);
-            }
-            tokio::time::sleep(retry.backoff(attempt)).await;
-            attempt += 1;
-            // Ask how far GCS got before sending again.
-            let query = || {
-                let req = http
-                    .put(&session)
-                    .header("content-range", "bytes */*")
-                    .header("content-length", 0);
-                match &auth {
-                    Some(a) => req.header("authorization", a),
-                    None => req,
-                }
-            };
-            let resp = store
-                .inner
-                .http
-                .send(query)
-                .await
-                .map_err(|e| store.send_error(op, "resumable upload status", &self.key, e))?;
-            match resp.status().as_u16() {
-                308 => self.sent = persisted(&resp).unwrap_or(0).clamp(start, end),
-                200 | 201 if total.is_some() => {
-                    self.sent = end;
-                    return Ok(());
-                }
-                _ => {
-                    return Err(store
-                        .status_error(op, "resumable upload status", &self.key, resp)
-                        .await)
-                }
+            })),
+            Err(_) => {
+                self.stop();
+                Err(self.store.too_slow(op, "resumable upload", &self.key, limit))
             }
         }
     }
-}
 
-/// The number of bytes persisted, from a 308's `Range: bytes=0-N`.
-fn persisted(resp: &reqwest::Response) -> Option<u64> {
-    let range = resp.headers().get("range")?.to_str().ok()?;
-    let last: u64 = range.trim().strip_prefix("bytes=0-")?.parse().ok()?;
-    Some(last + 1)
+    /// The result of the crate's upload, once it ended.
+    async fn finish(&mut self, op: Operation) -> Result<google_cloud_storage::model::Object> {
+        self.stopped = true;
+        let Some(w) = self.writer.take() else {
+            return Err(StoreError::new(
+                ErrorKind::Permanent,
+                op,
+                &self.store,
+                &self.key,
+                "the upload is not running",
+            ));
+        };
+        let limit = self.store.call_limit();
+        let mut task = w.task;
+        match tokio::time::timeout(limit, &mut task).await {
+            Ok(Ok(Ok(object))) => {
+                self.store.seen_bucket();
+                Ok(object)
+            }
+            Ok(Ok(Err(e))) => Err(self
+                .store
+                .write_error(op, "objects.insert (resumable)", &self.key, e)
+                .await),
+            Ok(Err(e)) => Err(StoreError::new(
+                ErrorKind::Transient,
+                op,
+                &self.store,
+                &self.key,
+                format!("the resumable upload stopped: {e}"),
+            )),
+            Err(_) => {
+                task.abort();
+                Err(self.store.too_slow(op, "resumable upload", &self.key, limit))
+            }
+        }
+    }
+
+    /// Stops the upload without finishing it.
+    fn stop(&mut self) {
+        if let Some(w) = self.writer.take() {
+            self.stopped = true;
+            // Aborted before its source can see the channel close: an
+            // abandoned upload is never finished.
+            w.task.abort();
+        }
+    }
 }
 
 #[async_trait]
 impl MultipartUpload for GcsUpload {
     async fn put_part(&mut self, data: Bytes) -> Result<()> {
+        self.check_running(Operation::PutPart)?;
         self.pending.push(data);
-        let ready = self.pending.len() / CHUNK_GRANULARITY * CHUNK_GRANULARITY;
-        if ready == 0 {
-            return Ok(());
+        if self.writer.is_none() {
+            let chunk = self.pending.len() / CHUNK_GRANULARITY * CHUNK_GRANULARITY;
+            if chunk == 0 {
+                return Ok(());
+            }
+            self.start(chunk).await?;
         }
-        let chunks = self.pending.take(ready);
-        self.send_chunk(chunks, None, Operation::PutPart).await
+        let chunk = self.writer.as_ref().map_or(usize::MAX, |w| w.chunk);
+        while self.pending.len() >= chunk {
+            let pieces = self.pending.take(chunk);
+            self.hand(pieces);
+            if let Err(e) = self.wait(Operation::PutPart).await {
+                self.stop();
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     async fn complete(mut self: Box<Self>) -> Result<ObjectMeta> {
+        self.check_running(Operation::Complete)?;
         let rest = self.pending.take(self.pending.len());
-        if self.session.is_none() {
-            return self.store.put_chunks(&self.key, &rest, self.mode).await;
+        if self.writer.is_none() {
+            return self.store.put_chunks(&self.key, rest, self.mode).await;
         }
-        let total = self.sent + rest.iter().map(|c| c.len() as u64).sum::<u64>();
         // GCS checks `ifGenerationMatch=0` atomically when the upload
         // finishes; this look first is for emulators that ignore it there.
         if self.mode == PutMode::Create {
             match self.store.head(&self.key).await {
                 Ok(_) => {
-                    let _ = self.cancel().await;
+                    self.stop();
                     return Err(exists(&self.store, Operation::Complete, &self.key));
                 }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {
-                    let _ = self.cancel().await;
+                    self.stop();
                     return Err(e);
                 }
             }
         }
-        let result = self.send_chunk(rest, Some(total), Operation::Complete).await;
-        match result {
-            Ok(()) => {
-                self.session = None;
-                Ok(ObjectMeta {
-                    key: self.key.clone(),
-                    size: total,
-                })
+        self.hand(rest);
+        let size = match &self.writer {
+            Some(w) => {
+                let _ = w.feed.send(Feed::End);
+                w.size
             }
-            Err(e) => {
-                let _ = self.cancel().await;
-                Err(e)
-            }
+            None => 0,
+        };
+        let object = self.finish(Operation::Complete).await?;
+        if u64::try_from(object.size).ok() != Some(size) {
+            return Err(StoreError::new(
+                ErrorKind::Transient,
+                Operation::Complete,
+                &self.store,
+                &self.key,
+                format!(
+                    "the resumable upload stored {} bytes, not the {size} sent",
+                    object.size
+                ),
+            ));
         }
+        Ok(ObjectMeta {
+            key: self.key.clone(),
+            size,
+        })
     }
 
     async fn abort(mut self: Box<Self>) -> Result<()> {
-        self.cancel().await
-    }
-}
-
-impl GcsUpload {
-    /// Deletes the upload session (GCS answers 499; an unknown or finished
-    /// session 404 or 410).
-    async fn cancel(&mut self) -> Result<()> {
-        let Some(session) = self.session.take() else {
-            return Ok(());
-        };
-        let store = &self.store;
-        let http = store.inner.http.inner();
-        let resp = store
-            .send(Operation::Abort, "resumable upload cancel", &self.key, || {
-                http.delete(&session).header("content-length", 0)
-            })
-            .await?;
-        match resp.status().as_u16() {
-            s if s < 300 || s == 404 || s == 410 || s == 499 => Ok(()),
-            _ => Err(store
-                .status_error(Operation::Abort, "resumable upload cancel", &self.key, resp)
-                .await),
-        }
+        self.stop();
+        Ok(())
     }
 }
 
 impl Drop for GcsUpload {
     fn drop(&mut self) {
-        // An unfinished upload is cancelled in the background, if there is
-        // a runtime to do it on.
-        let Some(session) = self.session.take() else {
-            return;
-        };
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let mut upload = GcsUpload {
-            store: self.store.clone(),
-            key: self.key.clone(),
-            mode: self.mode,
-            pending: Chunks::default(),
-            session: Some(session),
-            sent: self.sent,
-        };
-        handle.spawn(async move {
-            let _ = upload.cancel().await;
-        });
+        self.stop();
     }
 }
 
@@ -1026,12 +1453,7 @@ mod tests {
             store.object_url(&k),
             "https://storage.googleapis.com/storage/v1/b/bucket/o/a%2Fb%2Fwal%2Fx%2By"
         );
-        assert!(store
-            .upload_url("media", &k, PutMode::Create)
-            .ends_with("?uploadType=media&name=a%2Fb%2Fwal%2Fx%2By&ifGenerationMatch=0"));
-        assert!(store
-            .upload_url("resumable", &k, PutMode::Overwrite)
-            .ends_with("?uploadType=resumable&name=a%2Fb%2Fwal%2Fx%2By"));
+        assert_eq!(store.bucket_path(), "projects/_/buckets/bucket");
     }
 
     #[test]
@@ -1048,6 +1470,47 @@ mod tests {
             .starts_with("http://127.0.0.1:4443/storage/v1/b/"));
         o.retry.attempts = 0;
         assert!(GcsStore::new(o).is_err());
+    }
+
+    #[test]
+    fn limits_of_calls_into_the_crate() {
+        let mut o = GcsOptions::from_url("gs://bucket/p").unwrap();
+        // 2 minutes of retries and one more attempt of 300 s.
+        assert_eq!(
+            GcsStore::new(o.clone()).unwrap().call_limit(),
+            Duration::from_secs(420)
+        );
+        o.timeouts.first_byte = Duration::from_secs(1);
+        o.retry.attempts = 2;
+        assert_eq!(
+            GcsStore::new(o.clone()).unwrap().call_limit(),
+            Duration::from_millis(2250)
+        );
+        o.retry.attempts = 1;
+        assert_eq!(GcsStore::new(o).unwrap().call_limit(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn resumable_upload_errors_explain_emulator_ports() {
+        let with = |endpoint: Option<&str>| {
+            let mut o = GcsOptions::from_url("gs://bucket/p").unwrap();
+            o.endpoint = endpoint.map(str::to_owned);
+            GcsStore::new(o).unwrap()
+        };
+        assert!(with(Some("http://127.0.0.1:4443")).port_hint().contains("port"));
+        assert!(with(Some("https://[::1]:8443/")).port_hint().contains("port"));
+        for quiet in [
+            None,
+            Some("http://127.0.0.1:80"),
+            Some("http://127.0.0.1"),
+            Some("https://gcs.example:443"),
+            Some("http://[::1]"),
+        ] {
+            assert_eq!(with(quiet).port_hint(), "", "{quiet:?}");
+        }
+        let store = with(Some("http://127.0.0.1:4443"));
+        assert_eq!(store.hint_for("objects.get"), "");
+        assert!(!store.hint_for("objects.insert (resumable)").is_empty());
     }
 
     fn response(status: u16, body: &str) -> reqwest::Response {

@@ -1,17 +1,16 @@
-//! The HTTP client shared by the backends that speak a documented REST API
-//! themselves (Google Cloud Storage's JSON API, Azure Blob Storage): time
-//! limits on every request, retries of transient failures with exponential
-//! backoff and jitter bounded by a total time, and response bodies streamed
-//! with a length check.
+//! The HTTP client and the limits shared by the GCS and Azure backends:
+//! time limits on every request, retries of transient failures with
+//! exponential backoff and jitter bounded by a total time. The GCS backend
+//! sends its JSON API requests (those the `google-cloud-storage` crate does
+//! not make) through [`HttpClient::send`]; the Azure backend hands the same
+//! reqwest client and limits to the `azure_storage_blob` pipeline.
 //!
 //! What is transient is decided here once: no response at all (connection
 //! refused or reset, DNS failure, a time limit hit) and the statuses 408,
 //! 429 and 5xx. Everything else is handed back to the backend, which knows
 //! what a 404 or 412 means for its API.
 
-use crate::{ByteStream, ErrorKind, Operation, StoreError};
 use bytes::Bytes;
-use futures::StreamExt;
 use rand::Rng;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -216,83 +215,6 @@ pub(crate) async fn read_body(resp: reqwest::Response, idle: Duration) -> Result
     }
 }
 
-/// Streams `resp`'s body, failing (transiently) if it ends before `size`
-/// bytes or goes on after them, or stays silent for `idle`.
-pub(crate) fn body_stream(
-    resp: reqwest::Response,
-    size: u64,
-    idle: Duration,
-    store: String,
-    key: String,
-    api: &'static str,
-) -> ByteStream {
-    struct ReadState {
-        body: futures::stream::BoxStream<'static, reqwest::Result<Bytes>>,
-        read: u64,
-        done: bool,
-    }
-    let state = ReadState {
-        body: resp.bytes_stream().boxed(),
-        read: 0,
-        done: false,
-    };
-    futures::stream::unfold(state, move |mut st| {
-        let store = store.clone();
-        let key = key.clone();
-        async move {
-            if st.done {
-                return None;
-            }
-            let fail = |message: String| {
-                StoreError::new(ErrorKind::Transient, Operation::Read, &store, &key, message)
-            };
-            let next = match tokio::time::timeout(idle, st.body.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    st.done = true;
-                    let e = fail(format!(
-                        "the {api} response stalled for {idle:?} after {} of {size} bytes",
-                        st.read
-                    ));
-                    return Some((Err(e), st));
-                }
-            };
-            match next {
-                Some(Ok(chunk)) => {
-                    st.read += chunk.len() as u64;
-                    if st.read > size {
-                        st.done = true;
-                        let e = fail(format!("the {api} response body is longer than its {size} bytes"));
-                        return Some((Err(e), st));
-                    }
-                    Some((Ok(chunk), st))
-                }
-                Some(Err(err)) => {
-                    st.done = true;
-                    let e = fail(format!(
-                        "reading the {api} response failed after {} of {size} bytes: {}",
-                        st.read,
-                        error_chain(&err)
-                    ))
-                    .with_source(err);
-                    Some((Err(e), st))
-                }
-                None if st.read < size => {
-                    st.done = true;
-                    let e = fail(format!(
-                        "the {api} response ended after {} of {size} bytes",
-                        st.read
-                    ));
-                    Some((Err(e), st))
-                }
-                None => None,
-            }
-        }
-    })
-    .filter(|item| futures::future::ready(!matches!(item, Ok(chunk) if chunk.is_empty())))
-    .boxed()
-}
-
 /// `err` and its causes, `: `-separated, each said once.
 pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
@@ -372,30 +294,6 @@ impl Chunks {
     }
 }
 
-/// `chunks` without their first `skip` bytes.
-#[cfg_attr(not(feature = "gcs"), allow(dead_code))]
-pub(crate) fn skip_bytes(chunks: &[Bytes], mut skip: usize) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    for c in chunks {
-        if skip >= c.len() {
-            skip -= c.len();
-        } else {
-            out.push(c.slice(skip..));
-            skip = 0;
-        }
-    }
-    out
-}
-
-/// A request body of `chunks`, re-made for every attempt without copying.
-pub(crate) fn body_of(chunks: &[Bytes]) -> reqwest::Body {
-    if chunks.len() == 1 {
-        return reqwest::Body::from(chunks[0].clone());
-    }
-    let owned: Vec<Result<Bytes, std::io::Error>> = chunks.iter().cloned().map(Ok).collect();
-    reqwest::Body::wrap_stream(futures::stream::iter(owned))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,11 +311,6 @@ mod tests {
         assert_eq!(joined(c.take(0)), b"");
         assert_eq!(joined(c.take(4)), b"efgh");
         assert_eq!(c.len(), 0);
-        let parts = [Bytes::from_static(b"ab"), Bytes::from_static(b"cde")];
-        assert_eq!(joined(skip_bytes(&parts, 0)), b"abcde");
-        assert_eq!(joined(skip_bytes(&parts, 2)), b"cde");
-        assert_eq!(joined(skip_bytes(&parts, 3)), b"de");
-        assert_eq!(joined(skip_bytes(&parts, 5)), b"");
     }
 
     #[test]

@@ -1,7 +1,12 @@
-//! The GCS backend against fake-gcs-server on 127.0.0.1 (started and
-//! stopped by each test): the conformance suite, prefix layout, large
-//! resumable uploads, and clear, prompt errors for a missing bucket,
-//! unusable credentials and unreachable or silent endpoints.
+//! The GCS backend against fake-gcs-server on 127.0.0.1: the conformance
+//! suite, prefix layout, large resumable uploads, and clear, prompt errors
+//! for a missing bucket, unusable credentials and unreachable or silent
+//! endpoints.
+//!
+//! The server listens on port 80 when the tests run as root, shared by the
+//! tests running at the same time (each uses buckets of its own): the
+//! resumable uploads of google-cloud-storage reach fake-gcs-server only
+//! there (see `pgark_testkit::servers::FakeGcsServer`).
 //!
 //! fake-gcs-server ignores `ifGenerationMatch` on resumable uploads (it
 //! checks it on single-request ones): there, create-only multipart uploads
@@ -229,6 +234,14 @@ async fn an_unreachable_endpoint_is_a_prompt_transient_error() {
     let msg = err.to_string();
     assert!(msg.contains("objects.get") && msg.contains("\"bucket\""), "{msg}");
     assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+    // The same through google-cloud-storage.
+    let err = store.get(&key("x")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("objects.get") && msg.contains(&format!("127.0.0.1:{port}")),
+        "{msg}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "{:?}",
@@ -237,7 +250,9 @@ async fn an_unreachable_endpoint_is_a_prompt_transient_error() {
 }
 
 /// A server that accepts connections and never answers: the first-byte
-/// timeout ends each attempt, and the error is transient.
+/// timeout ends each attempt (the JSON API requests) or the call (reads and
+/// writes through google-cloud-storage, which has no per-attempt limit),
+/// and the error is transient.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_endpoint_times_out() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -268,6 +283,31 @@ async fn a_silent_endpoint_times_out() {
     assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
     assert!(err.to_string().contains("objects.list"), "{err}");
     assert!(took < Duration::from_secs(10), "{took:?}");
+
+    let k = key("wal/x");
+    let mut upload = store.put_multipart(&k, PutMode::Create).await.unwrap();
+    let started = Instant::now();
+    let errors = [
+        (store.get(&k).await.unwrap_err(), "objects.get"),
+        (
+            store
+                .put(&k, Bytes::from_static(b"x"), PutMode::Create)
+                .await
+                .unwrap_err(),
+            "objects.insert",
+        ),
+        (
+            upload.put_part(Bytes::from(vec![0u8; MIB])).await.unwrap_err(),
+            "resumable upload",
+        ),
+    ];
+    let took = started.elapsed();
+    for (err, api) in &errors {
+        assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(api) && msg.contains("no response within"), "{msg}");
+    }
+    assert!(took < Duration::from_secs(20), "{took:?}");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(accepted.join().unwrap() >= 1);
 }

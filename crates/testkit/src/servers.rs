@@ -291,6 +291,14 @@ pub fn http_request(
     Ok((status, body))
 }
 
+/// Why [`Spawned::start_on`] failed: the program exited (perhaps its port
+/// was taken), or anything else.
+enum StartError {
+    Exited(String),
+    Failed(String),
+}
+use StartError::{Exited, Failed};
+
 /// A server program started by a test, with its output in a scratch
 /// directory; killed when dropped.
 struct Spawned {
@@ -313,52 +321,70 @@ impl Spawned {
         let mut last_err = String::new();
         for _ in 0..3 {
             let port = crate::pg::free_port().map_err(|e| e.to_string())?;
-            let dir = tempfile::Builder::new()
-                .prefix(&format!("pgark-{name}-"))
-                .tempdir()
-                .map_err(|e| format!("cannot make a directory for {name}: {e}"))?;
-            let log_path = dir.path().join("server.log");
-            let log = std::fs::File::create(&log_path)
-                .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
-            let log2 = log
-                .try_clone()
-                .map_err(|e| format!("cannot duplicate a file handle: {e}"))?;
-            let child = Command::new(program)
-                .args(args(port, dir.path()))
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log2)
-                .spawn()
-                .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
-            let mut server = Spawned {
-                child,
-                port,
-                dir,
-                name,
-            };
-            let deadline = Instant::now() + timeout;
-            loop {
-                if let Ok(Some(status)) = server.child.try_wait() {
-                    let log = server.log();
-                    last_err = format!("{} exited ({status}) before answering:\n{log}", program.display());
-                    break;
-                }
-                if ready(port) {
-                    return Ok(server);
-                }
-                if Instant::now() > deadline {
-                    return Err(format!(
-                        "{} did not answer on 127.0.0.1:{port} within {timeout:?}:\n{}",
-                        program.display(),
-                        server.log()
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(100));
+            match Spawned::start_on(port, name, program, &args, &ready, timeout) {
+                Ok(server) => return Ok(server),
+                Err(Exited(e)) => last_err = e,
+                Err(Failed(e)) => return Err(e),
             }
             // Exited early: perhaps the port was taken meanwhile; try another.
         }
         Err(last_err)
+    }
+
+    /// Runs `program` on `port` and waits until `ready` says it answers.
+    fn start_on(
+        port: u16,
+        name: &'static str,
+        program: &Path,
+        args: &impl Fn(u16, &Path) -> Vec<String>,
+        ready: &impl Fn(u16) -> bool,
+        timeout: Duration,
+    ) -> Result<Spawned, StartError> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("pgark-{name}-"))
+            .tempdir()
+            .map_err(|e| Failed(format!("cannot make a directory for {name}: {e}")))?;
+        let log_path = dir.path().join("server.log");
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| Failed(format!("cannot create {}: {e}", log_path.display())))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| Failed(format!("cannot duplicate a file handle: {e}")))?;
+        let child = Command::new(program)
+            .args(args(port, dir.path()))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| Failed(format!("cannot run {}: {e}", program.display())))?;
+        let mut server = Spawned {
+            child,
+            port,
+            dir,
+            name,
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let log = server.log();
+                return Err(Exited(format!(
+                    "{} exited ({status}) before answering:\n{log}",
+                    program.display()
+                )));
+            }
+            if ready(port) {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                return Err(Failed(format!(
+                    "{} did not answer on 127.0.0.1:{port} within {timeout:?}:\n{}",
+                    program.display(),
+                    server.log()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn log(&self) -> String {
@@ -430,17 +456,40 @@ pub const FAKE_GCS_SERVER_DEFAULT: &str = "/opt/pgark-test/fake-gcs/bin/fake-gcs
 pub const SKIP_GCS_VAR: &str = "PGARK_TEST_SKIP_GCS";
 
 /// fake-gcs-server on 127.0.0.1 (plain HTTP, objects in memory), killed
-/// when dropped.
+/// when the last handle to it is dropped.
 ///
 /// It speaks the GCS JSON API, accepts any credentials (or none), and does
-/// not check preconditions on uploads: `ifGenerationMatch=0` is ignored, so
-/// create-only puts overwrite there (real GCS refuses them with 412).
-#[derive(Debug)]
+/// not check preconditions on resumable uploads: `ifGenerationMatch=0` is
+/// ignored there (real GCS refuses with 412).
+///
+/// It listens on port 80 when it can (as root), one server shared by the
+/// tests of a process that run at the same time (each with buckets of its
+/// own), else on a free port for each test. The reason: the
+/// `google-cloud-storage` crate sends every request with a `Host` header
+/// without the endpoint's port (`gaxi::host::header` keeps only the host
+/// name), and fake-gcs-server 1.54 builds the session URI of a resumable
+/// upload from `Host`, not from `-external-url`: asked with `Host:
+/// 127.0.0.1` on port 45111 it answers `Location:
+/// http://127.0.0.1/upload/storage/v1/b/…&upload_id=…`, so the crate sends
+/// the upload's data to port 80. On any other port every multipart upload
+/// fails (connection refused, after the crate's retries).
+#[derive(Debug, Clone)]
 pub struct FakeGcsServer {
-    server: Spawned,
+    server: std::sync::Arc<Spawned>,
 }
 
+/// The port-80 server while some test holds it.
+static SHARED_FAKE_GCS: std::sync::Mutex<std::sync::Weak<Spawned>> =
+    std::sync::Mutex::new(std::sync::Weak::new());
+
+/// The port fake-gcs-server must listen on for resumable uploads to work
+/// (see [`FakeGcsServer`]).
+pub const FAKE_GCS_PORT: u16 = 80;
+
 impl FakeGcsServer {
+    /// The shared server on port 80 if this process may listen there (it
+    /// is started if no test holds it), else a server of its own on a free
+    /// port.
     pub fn start() -> Result<FakeGcsServer, String> {
         let program = find_program(
             "PGARK_FAKE_GCS_SERVER",
@@ -453,37 +502,60 @@ impl FakeGcsServer {
                      PGARK_FAKE_GCS_SERVER unset); run .ci/install-deps.sh"
             )
         })?;
-        let server = Spawned::start(
-            "fake-gcs-server",
-            &program,
-            |port, dir| {
-                let url = format!("http://127.0.0.1:{port}");
-                [
-                    "-scheme",
-                    "http",
-                    "-host",
-                    "127.0.0.1",
-                    "-port",
-                    &port.to_string(),
-                    "-backend",
-                    "memory",
-                    "-external-url",
-                    &url,
-                    "-public-host",
-                    &format!("127.0.0.1:{port}"),
-                    "-log-level",
-                    "warn",
-                    "-filesystem-root",
-                    &dir.join("storage").to_string_lossy(),
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-            },
-            |port| matches!(http_request(port, "GET", "/storage/v1/b", &[], b""), Ok((200, _))),
-            Duration::from_secs(30),
-        )?;
-        Ok(FakeGcsServer { server })
+        let args = |port: u16, dir: &Path| -> Vec<String> {
+            let url = format!("http://127.0.0.1:{port}");
+            [
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                &port.to_string(),
+                "-backend",
+                "memory",
+                "-external-url",
+                &url,
+                "-public-host",
+                &format!("127.0.0.1:{port}"),
+                "-log-level",
+                "warn",
+                "-filesystem-root",
+                &dir.join("storage").to_string_lossy(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        };
+        let ready = |port| matches!(http_request(port, "GET", "/storage/v1/b", &[], b""), Ok((200, _)));
+        let timeout = Duration::from_secs(30);
+        let mut shared = SHARED_FAKE_GCS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(server) = shared.upgrade() {
+            return Ok(FakeGcsServer { server });
+        }
+        let why = match std::net::TcpListener::bind(("127.0.0.1", FAKE_GCS_PORT)) {
+            Ok(probe) => {
+                drop(probe);
+                match Spawned::start_on(FAKE_GCS_PORT, "fake-gcs-server", &program, &args, &ready, timeout) {
+                    Ok(server) => {
+                        let server = std::sync::Arc::new(server);
+                        *shared = std::sync::Arc::downgrade(&server);
+                        return Ok(FakeGcsServer { server });
+                    }
+                    Err(Exited(e) | Failed(e)) => e,
+                }
+            }
+            Err(e) => e.to_string(),
+        };
+        drop(shared);
+        eprintln!(
+            "note: fake-gcs-server cannot listen on 127.0.0.1:{FAKE_GCS_PORT} ({}); on another port, \
+             multipart uploads through google-cloud-storage fail",
+            why.lines().next().unwrap_or_default()
+        );
+        let server = Spawned::start("fake-gcs-server", &program, args, ready, timeout)?;
+        Ok(FakeGcsServer {
+            server: std::sync::Arc::new(server),
+        })
     }
 
     pub fn port(&self) -> u16 {

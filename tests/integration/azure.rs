@@ -1,10 +1,10 @@
 //! The `pgark` binary against an Azure repository on Azurite (127.0.0.1,
-//! started and stopped by each test): WAL archiving of the fixture
-//! segments with the account key and with a SAS token, settings from flags,
-//! PGARK_* and AZURE_* variables and the configuration file, clear failures
-//! without credentials, with a wrong key or without container, and a base
-//! backup of a real cluster restored from Azure and recovered with the
-//! restore_command pgark wrote.
+//! started and stopped by each test): WAL archiving of the fixture segments
+//! with the account key and with a SAS token, settings from flags, PGARK_*
+//! and AZURE_* variables and the configuration file, clear failures without
+//! credentials, with a wrong key or without container, and a base backup of
+//! a real cluster restored from Azure and recovered to a restore point
+//! (point-in-time recovery) with the restore_command pgark wrote.
 //!
 //! Needs Azurite (`.ci/install-deps.sh` installs it); with
 //! `PGARK_TEST_SKIP_AZURE=1` the tests skip where it cannot be started.
@@ -375,6 +375,12 @@ fn base_backup_and_restore_through_azure() {
     c.pgbench(&["-c", "2", "-t", "200", "-n"]).unwrap();
     let expected = checksum(c);
     let accounts = c.psql("select sum(abalance) from pgbench_accounts").unwrap();
+    // Point-in-time recovery: a restore point, then changes the restored
+    // cluster must not have.
+    c.psql("select pg_create_restore_point('pgark_pitr')").unwrap();
+    c.psql("insert into t (batch) select 'too late' from generate_series(1, 300)")
+        .unwrap();
+    c.pgbench(&["-c", "1", "-t", "50", "-n"]).unwrap();
     archive_current_wal(c);
 
     let out = src.pgark(&["backup-list", "--json"]);
@@ -384,7 +390,15 @@ fn base_backup_and_restore_through_azure() {
 
     let dir = scratch_dir("azure-restore");
     let dest = dir.path().join("data");
-    let out = src.pgark(&["backup-fetch", dest.to_str().unwrap(), "LATEST"]);
+    let out = src.pgark(&[
+        "backup-fetch",
+        dest.to_str().unwrap(),
+        "LATEST",
+        "--target-name",
+        "pgark_pitr",
+        "--target-action",
+        "promote",
+    ]);
     assert_code(&out, 0);
     crate::backup::verify_backup(c.install(), &dest);
 

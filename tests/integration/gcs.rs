@@ -1,10 +1,11 @@
 //! The `pgark` binary against a GCS repository on fake-gcs-server
 //! (127.0.0.1, on port 80 when it can: see
-//! `pgark_testkit::servers::FakeGcsServer`): WAL archiving of the
-//! fixture segments, settings from flags, PGARK_* variables,
-//! STORAGE_EMULATOR_HOST and the configuration file, clear failures without
-//! credentials or bucket, and a base backup of a real cluster restored from
-//! GCS and recovered with the restore_command pgark wrote.
+//! `pgark_testkit::servers::FakeGcsServer`): WAL archiving of the fixture
+//! segments, settings from flags, PGARK_* variables, STORAGE_EMULATOR_HOST
+//! and the configuration file, clear failures without credentials or
+//! bucket, and a base backup of a real cluster restored from GCS and
+//! recovered to a restore point (point-in-time recovery) with the
+//! restore_command pgark wrote.
 //!
 //! Needs fake-gcs-server (`.ci/install-deps.sh` installs it); with
 //! `PGARK_TEST_SKIP_GCS=1` the tests skip where it cannot be started.
@@ -358,6 +359,12 @@ fn base_backup_and_restore_through_gcs() {
     c.pgbench(&["-c", "2", "-t", "200", "-n"]).unwrap();
     let expected = checksum(c);
     let accounts = c.psql("select sum(abalance) from pgbench_accounts").unwrap();
+    // Point-in-time recovery: a restore point, then changes the restored
+    // cluster must not have.
+    c.psql("select pg_create_restore_point('pgark_pitr')").unwrap();
+    c.psql("insert into t (batch) select 'too late' from generate_series(1, 300)")
+        .unwrap();
+    c.pgbench(&["-c", "1", "-t", "50", "-n"]).unwrap();
     archive_current_wal(c);
 
     let out = src.pgark(&["backup-list", "--json"]);
@@ -367,7 +374,15 @@ fn base_backup_and_restore_through_gcs() {
 
     let dir = scratch_dir("gcs-restore");
     let dest = dir.path().join("data");
-    let out = src.pgark(&["backup-fetch", dest.to_str().unwrap(), "LATEST"]);
+    let out = src.pgark(&[
+        "backup-fetch",
+        dest.to_str().unwrap(),
+        "LATEST",
+        "--target-name",
+        "pgark_pitr",
+        "--target-action",
+        "promote",
+    ]);
     assert_code(&out, 0);
     crate::backup::verify_backup(c.install(), &dest);
 

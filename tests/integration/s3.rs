@@ -3,7 +3,8 @@
 //! fixture segments in both checksum modes, settings from flags, PGARK_*
 //! variables, AWS_* variables and the configuration file, clear failures
 //! without credentials or bucket, and a base backup of a real cluster
-//! restored from S3 and recovered with the restore_command pgark wrote.
+//! restored from S3 and recovered to a restore point (point-in-time
+//! recovery) with the restore_command pgark wrote.
 //!
 //! Needs moto (`.ci/install-deps.sh` installs it); with
 //! `PGARK_TEST_SKIP_S3=1` the tests skip where it cannot be started.
@@ -454,6 +455,12 @@ fn base_backup_and_restore_through_s3() {
     c.pgbench(&["-c", "1", "-t", "100", "-n"]).unwrap();
     let expected = checksum(c);
     let accounts = c.psql("select sum(abalance) from pgbench_accounts").unwrap();
+    // Point-in-time recovery: a restore point, then changes the restored
+    // cluster must not have.
+    c.psql("select pg_create_restore_point('pgark_pitr')").unwrap();
+    c.psql("insert into t (batch) select 'too late' from generate_series(1, 300)")
+        .unwrap();
+    c.pgbench(&["-c", "1", "-t", "50", "-n"]).unwrap();
     archive_current_wal(c);
 
     let out = src.pgark(&["backup-list", "--json"]);
@@ -463,7 +470,15 @@ fn base_backup_and_restore_through_s3() {
 
     let dir = scratch_dir("s3-restore");
     let dest = dir.path().join("data");
-    let out = src.pgark(&["backup-fetch", dest.to_str().unwrap(), "LATEST"]);
+    let out = src.pgark(&[
+        "backup-fetch",
+        dest.to_str().unwrap(),
+        "LATEST",
+        "--target-name",
+        "pgark_pitr",
+        "--target-action",
+        "promote",
+    ]);
     assert_code(&out, 0);
     crate::backup::verify_backup(c.install(), &dest);
 

@@ -84,7 +84,9 @@
 //! credentials came from; 408, 429, 5xx (`ServerBusy`, `OperationTimedOut`),
 //! timeouts and connection failures are transient.
 
-use crate::http::{encode_component, encode_path, error_chain, is_transient_status, HttpClient};
+use crate::http::{
+    encode_component, encode_path, error_chain, is_transient_status, retry_after, HttpClient, Verdict,
+};
 use crate::{
     ErrorKind, GetResult, HttpTimeouts, Key, MultipartUpload, ObjectMeta, ObjectStore, Operation, PutMode,
     Result, RetryOptions, StoreError,
@@ -107,7 +109,7 @@ use sha2::Sha256;
 use std::fmt;
 use std::num::NonZero;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The Blob service REST API version account SAS are signed for (`sv`).
 /// Requests themselves carry the version of the `azure_storage_blob` crate.
@@ -760,47 +762,37 @@ struct RetryPolicy {
 #[async_trait]
 impl Policy for RetryPolicy {
     async fn send(&self, ctx: &Context, request: &mut Request, next: &[Arc<dyn Policy>]) -> PolicyResult {
-        let started = Instant::now();
-        let mut attempt = 1;
+        let mut attempts = self.retry.start();
         loop {
-            if attempt > 1 {
+            if attempts.number() > 1 {
                 request.body_mut().reset().await?;
             }
             let result = next[0].send(ctx, request, &next[1..]).await;
-            let retry = match &result {
-                Ok(resp) => is_transient_status(u16::from(resp.status())),
+            let verdict = match &result {
+                Ok(resp) if is_transient_status(u16::from(resp.status())) => Verdict::Retry {
+                    after: retry_after(
+                        resp.headers()
+                            .get_optional_str(&HeaderName::from_static("retry-after")),
+                    ),
+                },
+                Ok(_) => Verdict::Final,
                 // Not an answer (that is an Ok response here): no
                 // connection, a time limit, a failed read.
-                Err(e) => matches!(
-                    e.kind(),
-                    azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection
-                ),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection
+                    ) =>
+                {
+                    Verdict::Retry { after: None }
+                }
+                Err(_) => Verdict::Final,
             };
-            if !retry || attempt >= self.retry.attempts {
+            if !attempts.again(verdict).await {
                 return result;
             }
-            let pause = match &result {
-                Ok(resp) => retry_after(resp).unwrap_or_else(|| self.retry.backoff(attempt)),
-                Err(_) => self.retry.backoff(attempt),
-            };
-            if started.elapsed() + pause > self.retry.total {
-                return result;
-            }
-            tokio::time::sleep(pause).await;
-            attempt += 1;
         }
     }
-}
-
-/// A `Retry-After` in seconds, capped at a minute.
-fn retry_after(resp: &AsyncRawResponse) -> Option<Duration> {
-    let secs: u64 = resp
-        .headers()
-        .get_optional_str(&HeaderName::from_static("retry-after"))?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(secs.min(60)))
 }
 
 /// An Entra ID credential whose tokens come within a time limit.

@@ -69,6 +69,74 @@ impl RetryOptions {
         let millis = ceiling.as_millis() as u64;
         Duration::from_millis(rand::thread_rng().gen_range(millis / 2..=millis.max(1)))
     }
+
+    /// The attempts of one request, starting now.
+    pub(crate) fn start(&self) -> Attempts {
+        Attempts {
+            retry: *self,
+            started: Instant::now(),
+            number: 1,
+        }
+    }
+}
+
+/// The retry loop of one request, shared by the GCS JSON requests and the
+/// Azure pipeline:
+///
+/// ```text
+/// let mut attempts = retry.start();
+/// loop {
+///     let outcome = send().await;
+///     if !attempts.again(verdict(&outcome)).await {
+///         return outcome;
+///     }
+/// }
+/// ```
+#[derive(Debug)]
+pub(crate) struct Attempts {
+    retry: RetryOptions,
+    started: Instant,
+    number: u32,
+}
+
+impl Attempts {
+    /// The attempt under way, from 1.
+    pub(crate) fn number(&self) -> u32 {
+        self.number
+    }
+
+    /// After an attempt: false if its outcome is final, the attempts are
+    /// used up, or the pause before the next one would end past the total
+    /// time; else waits that pause and returns true.
+    pub(crate) async fn again(&mut self, verdict: Verdict) -> bool {
+        let pause = match verdict {
+            Verdict::Final => return false,
+            Verdict::Retry { after } => after.unwrap_or_else(|| self.retry.backoff(self.number)),
+        };
+        if self.number >= self.retry.attempts || self.started.elapsed() + pause > self.retry.total {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        self.number += 1;
+        true
+    }
+}
+
+/// What an attempt's outcome calls for (see [`Attempts::again`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// A success, or a failure another attempt would not mend.
+    Final,
+    /// A transient failure: try again, after the server's `Retry-After`
+    /// if it gave one, else after the backoff.
+    Retry { after: Option<Duration> },
+}
+
+/// A `Retry-After` header's value in seconds, capped at a minute (an HTTP
+/// date is not honoured: the backoff applies).
+pub(crate) fn retry_after(value: Option<&str>) -> Option<Duration> {
+    let secs: u64 = value?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(60)))
 }
 
 /// Whether a status is worth another attempt.
@@ -139,26 +207,19 @@ impl HttpClient {
         &self,
         make: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, SendError> {
-        let started = Instant::now();
-        let mut attempt = 1;
+        let mut attempts = self.retry.start();
         loop {
             let result = self.send_once(make()).await;
-            let retry = match &result {
-                Ok(resp) => is_transient_status(resp.status().as_u16()),
-                Err(_) => true,
+            let verdict = match &result {
+                Ok(resp) if is_transient_status(resp.status().as_u16()) => Verdict::Retry {
+                    after: retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok())),
+                },
+                Ok(_) => Verdict::Final,
+                Err(_) => Verdict::Retry { after: None },
             };
-            if !retry || attempt >= self.retry.attempts {
+            if !attempts.again(verdict).await {
                 return result;
             }
-            let pause = match &result {
-                Ok(resp) => retry_after(resp).unwrap_or_else(|| self.retry.backoff(attempt)),
-                Err(_) => self.retry.backoff(attempt),
-            };
-            if started.elapsed() + pause > self.retry.total {
-                return result;
-            }
-            tokio::time::sleep(pause).await;
-            attempt += 1;
         }
     }
 
@@ -181,19 +242,6 @@ impl HttpClient {
             }),
         }
     }
-}
-
-/// A `Retry-After` in seconds, capped at a minute.
-fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    let secs: u64 = resp
-        .headers()
-        .get("retry-after")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(secs.min(60)))
 }
 
 /// The body of a response that is not a success, for error messages (at

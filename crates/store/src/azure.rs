@@ -1012,7 +1012,18 @@ impl ObjectStore for AzureStore {
                 key: key.clone(),
                 size,
             },
-            stream: checked_body(resp.body, size, self.clone(), key.clone(), API),
+            stream: crate::body::checked_body(
+                resp.body,
+                crate::body::BodyOf {
+                    store: self.to_string(),
+                    key: key.to_string(),
+                    api: API,
+                    size,
+                    // The transport's idle limit applies.
+                    idle: None,
+                },
+                |e| redact(&error_chain(e)),
+            ),
         })
     }
 
@@ -1088,68 +1099,6 @@ impl ObjectStore for AzureStore {
             }
         }
     }
-}
-
-/// A `Get Blob` response body as a [`crate::ByteStream`]: failing
-/// (transiently) if it ends before `size` bytes or goes on after them.
-fn checked_body<S>(body: S, size: u64, store: AzureStore, key: Key, api: &'static str) -> crate::ByteStream
-where
-    S: futures::Stream<Item = azure_core::Result<Bytes>> + Send + 'static,
-{
-    struct ReadState<S> {
-        body: std::pin::Pin<Box<S>>,
-        read: u64,
-        done: bool,
-    }
-    let state = ReadState {
-        body: Box::pin(body),
-        read: 0,
-        done: false,
-    };
-    futures::stream::unfold(state, move |mut st| {
-        let store = store.clone();
-        let key = key.clone();
-        async move {
-            if st.done {
-                return None;
-            }
-            let fail = |message: String| {
-                StoreError::new(ErrorKind::Transient, Operation::Read, &store, &key, message)
-            };
-            match st.body.next().await {
-                Some(Ok(chunk)) => {
-                    st.read += chunk.len() as u64;
-                    if st.read > size {
-                        st.done = true;
-                        let e = fail(format!("the {api} response body is longer than its {size} bytes"));
-                        return Some((Err(e), st));
-                    }
-                    Some((Ok(chunk), st))
-                }
-                Some(Err(err)) => {
-                    st.done = true;
-                    let e = fail(format!(
-                        "reading the {api} response failed after {} of {size} bytes: {}",
-                        st.read,
-                        redact(&error_chain(&err))
-                    ))
-                    .with_source(err);
-                    Some((Err(e), st))
-                }
-                None if st.read < size => {
-                    st.done = true;
-                    let e = fail(format!(
-                        "the {api} response ended after {} of {size} bytes",
-                        st.read
-                    ));
-                    Some((Err(e), st))
-                }
-                None => None,
-            }
-        }
-    })
-    .filter(|item| futures::future::ready(!matches!(item, Ok(chunk) if chunk.is_empty())))
-    .boxed()
 }
 
 /// A block blob upload: parts staged as blocks, committed by `complete`.

@@ -108,7 +108,6 @@ use crate::{
 };
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
 use google_cloud_auth::credentials::{AccessTokenCredentials, Credentials};
 use google_cloud_gax::retry_policy::RetryPolicyExt;
 use google_cloud_storage::client::Storage;
@@ -921,12 +920,16 @@ impl ObjectStore for GcsStore {
                 key: key.clone(),
                 size,
             },
-            stream: read_stream(
-                resp,
-                size,
-                self.inner.http.timeouts.idle,
-                self.to_string(),
-                key.to_string(),
+            stream: crate::body::checked_body(
+                futures::stream::unfold(resp, |mut r| async move { r.next().await.map(|item| (item, r)) }),
+                crate::body::BodyOf {
+                    store: self.to_string(),
+                    key: key.to_string(),
+                    api: "objects.get",
+                    size,
+                    idle: Some(self.inner.http.timeouts.idle),
+                },
+                |e| crate::http::error_chain(e),
             ),
         })
     }
@@ -1009,81 +1012,6 @@ impl ObjectStore for GcsStore {
                 .await),
         }
     }
-}
-
-/// Streams the object of `resp`, failing (transiently) if it ends before
-/// `size` bytes or goes on after them, or stays silent for `idle`.
-fn read_stream(
-    resp: google_cloud_storage::read_object::ReadObjectResponse,
-    size: u64,
-    idle: Duration,
-    store: String,
-    key: String,
-) -> crate::ByteStream {
-    struct ReadState {
-        body: google_cloud_storage::read_object::ReadObjectResponse,
-        read: u64,
-        done: bool,
-    }
-    let state = ReadState {
-        body: resp,
-        read: 0,
-        done: false,
-    };
-    futures::stream::unfold(state, move |mut st| {
-        let store = store.clone();
-        let key = key.clone();
-        async move {
-            if st.done {
-                return None;
-            }
-            let fail = |message: String| {
-                StoreError::new(ErrorKind::Transient, Operation::Read, &store, &key, message)
-            };
-            let next = match tokio::time::timeout(idle, st.body.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    st.done = true;
-                    let e = fail(format!(
-                        "objects.get stalled for {idle:?} after {} of {size} bytes",
-                        st.read
-                    ));
-                    return Some((Err(e), st));
-                }
-            };
-            match next {
-                Some(Ok(chunk)) => {
-                    st.read += chunk.len() as u64;
-                    if st.read > size {
-                        st.done = true;
-                        let e = fail(format!(
-                            "objects.get returned more than the object's {size} bytes"
-                        ));
-                        return Some((Err(e), st));
-                    }
-                    Some((Ok(chunk), st))
-                }
-                Some(Err(err)) => {
-                    st.done = true;
-                    let e = fail(format!(
-                        "reading with objects.get failed after {} of {size} bytes: {}",
-                        st.read,
-                        crate::http::error_chain(&err)
-                    ))
-                    .with_source(err);
-                    Some((Err(e), st))
-                }
-                None if st.read < size => {
-                    st.done = true;
-                    let e = fail(format!("objects.get ended after {} of {size} bytes", st.read));
-                    Some((Err(e), st))
-                }
-                None => None,
-            }
-        }
-    })
-    .filter(|item| futures::future::ready(!matches!(item, Ok(chunk) if chunk.is_empty())))
-    .boxed()
 }
 
 /// The data of a single-request upload, sent again from `seek`'s offset

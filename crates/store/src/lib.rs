@@ -20,6 +20,8 @@
 
 #[cfg(feature = "azure")]
 mod azure;
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+mod body;
 mod deadline;
 mod error;
 mod fs;

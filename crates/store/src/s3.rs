@@ -61,8 +61,8 @@
 //! may retry the whole operation.
 
 use crate::{
-    ByteStream, ErrorKind, GetResult, Key, MultipartUpload, ObjectMeta, ObjectStore, Operation, PutMode,
-    Result, StoreError,
+    ErrorKind, GetResult, Key, MultipartUpload, ObjectMeta, ObjectStore, Operation, PutMode, Result,
+    StoreError,
 };
 use async_trait::async_trait;
 use aws_sdk_s3::config::{
@@ -75,7 +75,6 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -625,63 +624,21 @@ impl ObjectStore for S3Store {
             .map_err(|e| self.error(Operation::Get, "GetObject", key, e))?;
         self.seen_bucket();
         let size = out.content_length().unwrap_or(0).max(0) as u64;
-        let body = out.body;
-        let store = self.clone();
-        let key_for_stream = key.clone();
-        struct ReadState {
-            body: aws_sdk_s3::primitives::ByteStream,
-            read: u64,
-            done: bool,
-        }
-        let state = ReadState {
-            body,
-            read: 0,
-            done: false,
-        };
-        let stream = futures::stream::unfold(state, move |mut st| {
-            let store = store.clone();
-            let key = key_for_stream.clone();
-            async move {
-                if st.done {
-                    return None;
-                }
-                let fail = |message: String| {
-                    StoreError::new(ErrorKind::Transient, Operation::Read, &store, &key, message)
-                };
-                match st.body.next().await {
-                    Some(Ok(chunk)) => {
-                        st.read += chunk.len() as u64;
-                        if st.read > size {
-                            st.done = true;
-                            let e = fail(format!("the response body is longer than its {size} bytes"));
-                            return Some((Err(e), st));
-                        }
-                        Some((Ok(chunk), st))
-                    }
-                    Some(Err(err)) => {
-                        st.done = true;
-                        let e = fail(format!(
-                            "reading the GetObject response failed after {} of {size} bytes: {}",
-                            st.read,
-                            error_chain(&err)
-                        ))
-                        .with_source(err);
-                        Some((Err(e), st))
-                    }
-                    None if st.read < size => {
-                        st.done = true;
-                        let e = fail(format!(
-                            "the GetObject response ended after {} of {size} bytes",
-                            st.read
-                        ));
-                        Some((Err(e), st))
-                    }
-                    None => None,
-                }
-            }
-        })
-        .filter(|item| futures::future::ready(!matches!(item, Ok(chunk) if chunk.is_empty())));
-        let stream: ByteStream = stream.boxed();
+        let stream = crate::body::checked_body(
+            futures::stream::unfold(
+                out.body,
+                |mut b| async move { b.next().await.map(|item| (item, b)) },
+            ),
+            crate::body::BodyOf {
+                store: self.to_string(),
+                key: key.to_string(),
+                api: "GetObject",
+                size,
+                // The SDK's stalled-stream protection applies.
+                idle: None,
+            },
+            |e| error_chain(e),
+        );
         Ok(GetResult {
             meta: ObjectMeta {
                 key: key.clone(),

@@ -1,7 +1,7 @@
 use crate::config::{ConfigError, Settings};
 use clap::Args;
 use pgark_catalog::BackupName;
-use pgark_engine::{BackupFetchOptions, BackupSelector, RecoveryOptions, RecoveryTarget};
+use pgark_engine::{ArchiveMode, BackupFetchOptions, BackupSelector, RecoveryOptions, RecoveryTarget};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 ///
 /// Downloads, verifies and writes every file in parallel, recreates tablespaces as symlinks
 /// (--tablespace-map OID=PATH to move them), writes backup_label, and restores pg_control last
-/// after everything is flushed to disk. Unless --no-recovery, writes restore_command (this
-/// pgark binary's absolute path, wal-fetch and the same repository settings) and the chosen
-/// recovery target into postgresql.auto.conf, and creates recovery.signal (standby.signal with
-/// --standby). NAME is a backup name or LATEST; with --target-time and LATEST, the newest
-/// backup that finished before the target is used.
+/// after everything is flushed to disk. The backed-up server's recovery settings in
+/// postgresql.auto.conf are commented out; unless --no-recovery, restore_command (this pgark
+/// binary's absolute path, wal-fetch and the same repository settings) and the chosen recovery
+/// target are written there, and recovery.signal (standby.signal with --standby) created.
+/// NAME is a backup name or LATEST: with --target-time, the newest backup the server itself
+/// stopped before the target; with --target-lsn, the newest that stopped at or before it.
+/// Never writes into a directory a running PostgreSQL uses.
 #[derive(Debug, Clone, Args)]
 pub struct BackupFetchArgs {
     /// Directory to restore into; must be empty or missing unless --force or --delta.
@@ -67,9 +69,15 @@ pub struct BackupFetchArgs {
     /// Create standby.signal: the restored server follows the archive as a standby.
     #[arg(long)]
     pub standby: bool,
-    /// Write no recovery settings and no signal file.
+    /// Write no recovery settings and no signal file (the backed-up server's recovery
+    /// settings in postgresql.auto.conf are disabled all the same).
     #[arg(long, conflicts_with_all = ["target", "standby", "target_action", "target_timeline"])]
     pub no_recovery: bool,
+    /// preserve: the restored server archives as the backed-up one did (a restore in its
+    /// place). off: archive_mode = off, for a clone or a test restore, which would otherwise
+    /// archive its own timeline into the same repository.
+    #[arg(long, value_name = "MODE", value_parser = ["preserve", "off"], default_value = "preserve")]
+    pub archive_mode: String,
 }
 
 fn shell_quote(s: &str) -> String {
@@ -204,6 +212,11 @@ pub async fn run(args: BackupFetchArgs, settings: &Settings, config: Option<&Pat
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
         tablespace_map: parse_tablespace_map(&args.tablespace_map)?,
         recovery,
+        archive_mode: if args.archive_mode == "off" {
+            ArchiveMode::Off
+        } else {
+            ArchiveMode::Preserve
+        },
         dry_run: args.dry_run,
         delta: args.delta,
         delta_by_timestamp: args.delta_by_timestamp,
@@ -213,6 +226,7 @@ pub async fn run(args: BackupFetchArgs, settings: &Settings, config: Option<&Pat
     };
     let out = pgark_engine::backup_fetch(store, &opts).await?;
     let m = &out.manifest;
+    eprintln!("pgark backup-fetch: chose {}", out.reason);
     if out.dry_run {
         println!(
             "would restore backup {} ({} files, {} bytes, {} parts; all present) into {}",

@@ -10,6 +10,7 @@ mod common;
 mod delta;
 mod encryption;
 mod gcs;
+mod restore_safety;
 mod s3;
 mod versions;
 mod wal_archive;

@@ -245,8 +245,15 @@ pub struct BackupManifest {
     pub wal_segment_size: u32,
     /// "primary" or "standby".
     pub backup_from: String,
+    /// pgark's clock when the backup began and when it finished.
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
+    /// The server's own clock when `pg_backup_stop` returned (its
+    /// `clock_timestamp()`): the clock of commit timestamps, by which a
+    /// restore to a target time chooses its backup. `None` in backups
+    /// taken before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_stop_time: Option<DateTime<Utc>>,
     /// Sum of file sizes.
     pub original_size: u64,
     /// Sum of stored part sizes.
@@ -418,6 +425,7 @@ mod tests {
             backup_from: "primary".into(),
             started_at: t,
             finished_at: t,
+            server_stop_time: None,
             original_size: 0,
             stored_size: 0,
             compression: "zstd".into(),

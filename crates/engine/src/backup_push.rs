@@ -208,6 +208,9 @@ pub async fn backup_push(
     }
 
     let stop = session.backup_stop().await?;
+    // The server's clock, not ours: restores to a target time compare it
+    // with commit timestamps.
+    let server_stop_time = session.server_time().await?;
     let end_timeline = session.checkpoint_timeline().await.unwrap_or(timeline);
     let label_timeline =
         parse_label_field(&stop.backup_label, "START TIMELINE:").and_then(|s| s.parse::<u32>().ok());
@@ -249,6 +252,7 @@ pub async fn backup_push(
         backup_from: if from_standby { "standby" } else { "primary" }.to_string(),
         started_at,
         finished_at,
+        server_stop_time: Some(server_stop_time),
         original_size,
         stored_size,
         compression: opts.compression.codec.to_string(),

@@ -6,30 +6,31 @@
 //! store. CPU work (compression, hashing) runs on tokio's blocking pool;
 //! I/O stays on the runtime; every queue between them is bounded.
 
-mod backup_fetch;
 mod backup_push;
 mod delta_push;
-mod delta_restore;
 mod error;
 mod keys;
 mod manifest_io;
 mod pipe;
 mod repository;
+mod restore;
 mod retry;
 mod scan;
+mod timelines;
 mod wal_fetch;
 mod wal_push;
 
-pub use backup_fetch::{
-    backup_fetch, parse_target_time, BackupFetchOptions, BackupFetchOutcome, BackupSelector, RecoveryOptions,
-    RecoveryTarget,
-};
 pub use backup_push::{backup_push, BackupPushOptions, ProgressSink};
 pub use delta_push::{DeltaFrom, DeltaOptions};
 pub use error::{EngineError, ErrorClass};
 pub use keys::RepoKeys;
 pub use manifest_io::{list_backups, load_manifest};
 pub use repository::{ensure_repository_meta, load_repository_meta};
+pub use restore::{
+    backup_fetch, parse_target_time, ArchiveMode, BackupFetchOptions, BackupFetchOutcome, BackupSelector,
+    RecoveryOptions, RecoveryTarget,
+};
 pub use retry::RetryPolicy;
+pub use timelines::{diverged_timelines, Divergence};
 pub use wal_fetch::{wal_fetch, WalFetchOptions, WalFetchOutcome};
 pub use wal_push::{wal_push, WalPushOptions, WalPushOutcome, WalPushStatus};

@@ -5,8 +5,8 @@
 //! behind a fault-injecting store.
 
 use pgark_engine::{
-    backup_fetch, backup_push, list_backups, BackupFetchOptions, BackupPushOptions, BackupSelector,
-    ErrorClass, RepoKeys, RetryPolicy,
+    backup_fetch, backup_push, list_backups, ArchiveMode, BackupFetchOptions, BackupPushOptions,
+    BackupSelector, ErrorClass, RepoKeys, RetryPolicy,
 };
 use pgark_pgclient::ConnectOptions;
 use pgark_store::{ErrorKind, LocalStore, ObjectStore, Operation};
@@ -106,6 +106,7 @@ fn fetch_options(dest: std::path::PathBuf, retry: RetryPolicy) -> BackupFetchOpt
         concurrency: 2,
         tablespace_map: Default::default(),
         recovery: None,
+        archive_mode: ArchiveMode::Preserve,
         dry_run: false,
         delta: false,
         delta_by_timestamp: false,

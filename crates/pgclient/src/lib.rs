@@ -369,6 +369,23 @@ impl Session {
         })
     }
 
+    /// The server's own clock, `clock_timestamp()`, in UTC.
+    pub async fn server_time(&self) -> Result<chrono::DateTime<chrono::Utc>> {
+        let row = self
+            .client
+            .query_one(
+                "select (extract(epoch from clock_timestamp()) * 1000000)::int8",
+                &[],
+            )
+            .await
+            .map_err(|e| PgClientError::query("reading the server's clock", e))?;
+        let micros: i64 = row.get(0);
+        chrono::DateTime::from_timestamp_micros(micros).ok_or_else(|| PgClientError::Protocol {
+            what: "server clock",
+            detail: micros.to_string(),
+        })
+    }
+
     pub async fn archiver_status(&self) -> Result<ArchiverStatus> {
         let row = self
             .client

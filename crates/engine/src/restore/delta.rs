@@ -1,19 +1,20 @@
 //! `backup-fetch --delta`: restore into an existing data directory (a
 //! failed primary, a stale replica) by keeping what is already right.
 //!
+//! The guard (stage 3) has checked that the destination is missing, empty
+//! or a data directory of the backup's cluster that no server runs on.
 //! Before anything is downloaded, the destination is reconciled with the
 //! backup, in this order:
 //!
-//! 1. a running server is refused (`postmaster.pid` present);
-//! 2. `global/pg_control` is removed first, so that from here until the
+//! 1. `global/pg_control` is removed first, so that from here until the
 //!    restore ends the directory cannot start (a failed delta restore
 //!    leaves it so; running the same delta restore again finishes it);
-//! 3. everything that is not a file or directory of the backup is removed
+//! 2. everything that is not a file or directory of the backup is removed
 //!    (files, directories, stray links; in the data directory and the
 //!    tablespace locations), as are `backup_label`, `tablespace_map`,
 //!    `backup_manifest` and the recovery signal files, which the restore
-//!    writes anew;
-//! 4. every file of the backup already present is compared, in parallel:
+//!    writes anew (so is a stale `postmaster.pid`; the guard's marker stays);
+//! 3. every file of the backup already present is compared, in parallel:
 //!    same size and same CRC-32C as the backup's copy (read in full) — or,
 //!    with `--delta-by-timestamp`, same size and same mtime, without
 //!    reading it (the fast path: trusts that a file changed in place also
@@ -27,7 +28,9 @@
 //! in a newer version than that read makes the file differ, and it is then
 //! simply restored.
 
-use crate::backup_fetch::{finish_file, BackupFetchOptions, Plan};
+use super::plan::Plan;
+use super::write::finish_file;
+use super::BackupFetchOptions;
 use crate::EngineError;
 use futures::StreamExt;
 use pgark_catalog::{BackupManifest, FileEntry};
@@ -37,7 +40,7 @@ use std::path::{Path, PathBuf};
 
 /// Reconciles the destination with the backup (see the module docs);
 /// returns the files (plan indexes) kept.
-pub(crate) async fn reconcile(
+pub(super) async fn reconcile(
     opts: &BackupFetchOptions,
     locations: &HashMap<u32, PathBuf>,
     manifest: &BackupManifest,
@@ -47,14 +50,6 @@ pub(crate) async fn reconcile(
     std::fs::create_dir_all(dest).map_err(|e| EngineError::local_io("cannot create", dest, e))?;
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| EngineError::local_io("cannot chmod", dest, e))?;
-    if dest.join("postmaster.pid").exists() {
-        return Err(EngineError::Rejected {
-            path: dest.clone(),
-            reason: "postmaster.pid exists: stop PostgreSQL first (or remove the file if the server is \
-                     known to be stopped)"
-                .into(),
-        });
-    }
     for name in ["global/pg_control", "global/pg_control.pgark-tmp"] {
         remove_file_if_any(&dest.join(name))?;
     }
@@ -159,6 +154,8 @@ fn sweep(
             } else {
                 remove_file_if_any(&path)?;
             }
+        } else if path.file_name() == Some(std::ffi::OsStr::new(super::guard::MARKER)) {
+            // The marker of this restore, removed when it ends.
         } else {
             remove_file_if_any(&path)?;
         }

@@ -1,0 +1,461 @@
+//! Stage 3 of a restore: what it is about to overwrite, checked. Every
+//! restore mode passes here before anything is touched, and every
+//! directory the restore writes (the destination and each tablespace
+//! location, remapped or not) is checked by the same rules:
+//!
+//! - no directory that a running PostgreSQL uses is touched, whatever the
+//!   mode: a destination whose `postmaster.pid` names a live postmaster
+//!   (its PID answers, its socket accepts, or its shared memory segment
+//!   is attached), or in which a `postgres` process of this host works,
+//!   and a tablespace location that a running server's `pg_tblspc` links
+//!   to;
+//! - a plain restore needs each directory missing or empty;
+//! - `--force` empties a non-empty directory only when it is recognisably
+//!   PostgreSQL's: a data directory (`PG_VERSION` or `global/pg_control`)
+//!   or a restore pgark left unfinished as destination, only `PG_*`
+//!   version directories as a tablespace location;
+//! - `--delta` keeps what it can of a data directory of the same cluster
+//!   only: the destination's `pg_control` (or the marker of an
+//!   unfinished restore) must carry the backup's system identifier, and a
+//!   non-empty tablespace location must be the one the destination's own
+//!   `pg_tblspc` link points to.
+//!
+//! All directories are checked before any is changed; a refusal leaves
+//! everything as it was. Once checked, [`prepare`] creates or empties them
+//! and writes the marker [`MARKER`] into the destination: until the
+//! restore ends, it says a restore of which cluster is under way there
+//! (an interrupted restore, even one killed with SIGKILL, can be run again
+//! with `--delta` or `--force`).
+
+use crate::EngineError;
+use pgark_catalog::BackupManifest;
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// The file that marks a destination whose restore has not finished.
+pub(super) const MARKER: &str = "pgark_restore_in_progress";
+
+/// What the restore may do with a non-empty directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Nothing: directories must be missing or empty.
+    Empty,
+    /// Empty them (`--force`).
+    Force,
+    /// Keep what matches (`--delta`).
+    Delta,
+}
+
+/// Checks every directory the restore writes (see the module docs), then
+/// creates the missing ones and, with [`Mode::Force`], empties the others;
+/// writes the marker. Nothing is changed unless every check passes.
+pub(super) fn prepare(
+    dest: &Path,
+    locations: &HashMap<u32, PathBuf>,
+    manifest: &BackupManifest,
+    mode: Mode,
+) -> Result<(), EngineError> {
+    let in_use = ServersInUse::scan();
+    check_destination(dest, manifest, mode, &in_use)?;
+    for (oid, location) in locations {
+        check_tablespace(dest, *oid, location, mode, &in_use)?;
+    }
+    // Checked: now changed.
+    for dir in std::iter::once(dest).chain(locations.values().map(PathBuf::as_path)) {
+        create_or_empty(dir, mode == Mode::Force)?;
+    }
+    write_marker(dest, manifest)
+}
+
+/// Removes the marker: the restore is complete.
+pub(super) fn finish(dest: &Path) -> Result<(), EngineError> {
+    let path = dest.join(MARKER);
+    std::fs::remove_file(&path).map_err(|e| EngineError::local_io("cannot remove", &path, e))?;
+    super::finish::fsync_path(dest)
+}
+
+fn refuse(path: &Path, reason: String) -> EngineError {
+    EngineError::Rejected {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+fn check_destination(
+    dest: &Path,
+    manifest: &BackupManifest,
+    mode: Mode,
+    in_use: &ServersInUse,
+) -> Result<(), EngineError> {
+    if !non_empty_dir(dest, "destination")? {
+        return Ok(());
+    }
+    if let Some(why) = live_postmaster(dest).or_else(|| in_use.working_in(dest)) {
+        return Err(refuse(
+            dest,
+            format!("a PostgreSQL server is running on this data directory ({why}): stop it first"),
+        ));
+    }
+    match mode {
+        Mode::Empty => Err(refuse(
+            dest,
+            "the destination is not empty (--delta restores into a data directory of the same cluster, \
+             --force replaces a data directory's contents)"
+                .into(),
+        )),
+        Mode::Force => {
+            if looks_like_data_dir(dest) || dest.join(MARKER).exists() {
+                Ok(())
+            } else {
+                Err(refuse(
+                    dest,
+                    "not a PostgreSQL data directory (no PG_VERSION, no global/pg_control): --force only \
+                     replaces a data directory's contents; empty it yourself if it is really meant"
+                        .into(),
+                ))
+            }
+        }
+        Mode::Delta => match cluster_of(dest)? {
+            Some(sysid) if sysid == manifest.system_identifier => Ok(()),
+            Some(sysid) => Err(refuse(
+                dest,
+                format!(
+                    "a data directory of another cluster (system identifier {sysid}; the backup's is {}): \
+                     --delta only restores over the same cluster (--force replaces it)",
+                    manifest.system_identifier
+                ),
+            )),
+            None => Err(refuse(
+                dest,
+                "not a data directory whose cluster can be told (no readable global/pg_control, no \
+                 unfinished pgark restore): --delta only restores over a data directory of the same \
+                 cluster"
+                    .into(),
+            )),
+        },
+    }
+}
+
+fn check_tablespace(
+    dest: &Path,
+    oid: u32,
+    location: &Path,
+    mode: Mode,
+    in_use: &ServersInUse,
+) -> Result<(), EngineError> {
+    if !non_empty_dir(location, "tablespace location")? {
+        return Ok(());
+    }
+    if let Some(why) = in_use.tablespace_user(location) {
+        return Err(refuse(
+            location,
+            format!(
+                "tablespace {oid}'s location is in use by a running PostgreSQL server ({why}): stop it, or \
+                 restore the tablespace elsewhere with --tablespace-map {oid}=PATH"
+            ),
+        ));
+    }
+    match mode {
+        Mode::Empty => Err(refuse(
+            location,
+            format!(
+                "tablespace {oid}'s location is not empty (--tablespace-map {oid}=PATH restores it elsewhere; \
+                 --force replaces the contents of a tablespace location)"
+            ),
+        )),
+        Mode::Force => {
+            let foreign = entries(location)?
+                .into_iter()
+                .find(|name| !name.starts_with("PG_"));
+            match foreign {
+                None => Ok(()),
+                Some(name) => Err(refuse(
+                    location,
+                    format!(
+                        "not a tablespace location ({name:?} is not a PG_* version directory): --force only \
+                         replaces a tablespace's contents (or use --tablespace-map {oid}=PATH)"
+                    ),
+                )),
+            }
+        }
+        Mode::Delta => {
+            let link = dest.join("pg_tblspc").join(oid.to_string());
+            if same_dir(&link, location) {
+                Ok(())
+            } else {
+                Err(refuse(
+                    location,
+                    format!(
+                        "tablespace {oid}'s location is not empty and is not the destination's own tablespace \
+                         ({} does not point to it): --delta only restores over the same cluster",
+                        link.display()
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// Whether `dir` exists with something in it; an error if it is not a
+/// directory or cannot be read.
+fn non_empty_dir(dir: &Path, what: &str) -> Result<bool, EngineError> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(refuse(dir, format!("the {what} exists and is not a directory"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(EngineError::local_io("cannot stat", dir, e)),
+    }
+    Ok(!entries(dir)?.is_empty())
+}
+
+fn entries(dir: &Path) -> Result<Vec<String>, EngineError> {
+    let read = std::fs::read_dir(dir).map_err(|e| EngineError::local_io("cannot read", dir, e))?;
+    read.map(|e| {
+        e.map(|e| e.file_name().to_string_lossy().into_owned())
+            .map_err(|e| EngineError::local_io("cannot read", dir, e))
+    })
+    .collect()
+}
+
+fn looks_like_data_dir(dir: &Path) -> bool {
+    dir.join("PG_VERSION").is_file() || dir.join("global/pg_control").is_file()
+}
+
+/// The system identifier of the cluster whose data directory `dir` is:
+/// from `global/pg_control` (its first 8 bytes when the file fails its
+/// CRC: a damaged pg_control is a reason to restore), else from the
+/// marker of an unfinished pgark restore. `None`: neither tells.
+fn cluster_of(dir: &Path) -> Result<Option<u64>, EngineError> {
+    let control = dir.join("global/pg_control");
+    match std::fs::read(&control) {
+        Ok(bytes) => {
+            if let Ok(c) = pgark_pg::ControlFile::parse(&bytes) {
+                return Ok(Some(c.system_identifier));
+            }
+            if let Some(first) = bytes.get(..8) {
+                return Ok(Some(u64::from_le_bytes(first.try_into().expect("8 bytes"))));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(EngineError::local_io("cannot read", &control, e)),
+    }
+    let marker = dir.join(MARKER);
+    Ok(std::fs::read_to_string(marker).ok().and_then(|text| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("system_identifier: "))
+            .and_then(|s| s.trim().parse().ok())
+    }))
+}
+
+fn write_marker(dest: &Path, manifest: &BackupManifest) -> Result<(), EngineError> {
+    let path = dest.join(MARKER);
+    let text = format!(
+        "A restore by pgark backup-fetch is under way here, or was interrupted: this directory is not \
+         a usable data directory until it ends. Run the restore again (--delta keeps what is already \
+         right, --force starts over).\nbackup: {}\nsystem_identifier: {}\n",
+        manifest.name, manifest.system_identifier
+    );
+    super::finish::write_text(&path, &text)?;
+    super::finish::fsync_path(&path)?;
+    super::finish::fsync_path(dest)
+}
+
+/// Creates `dir` (0700) or, with `empty`, empties it.
+fn create_or_empty(dir: &Path, empty: bool) -> Result<(), EngineError> {
+    if dir.exists() {
+        if empty {
+            remove_contents(dir)?;
+        }
+    } else {
+        std::fs::create_dir_all(dir).map_err(|e| EngineError::local_io("cannot create", dir, e))?;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| EngineError::local_io("cannot chmod", dir, e))
+}
+
+/// Removes everything inside `dir`, keeping `dir`.
+pub(super) fn remove_contents(dir: &Path) -> Result<(), EngineError> {
+    for entry in std::fs::read_dir(dir).map_err(|e| EngineError::local_io("cannot read", dir, e))? {
+        let p = entry
+            .map_err(|e| EngineError::local_io("cannot read", dir, e))?
+            .path();
+        let res = if p.is_dir() && !p.is_symlink() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        res.map_err(|e| EngineError::local_io("cannot remove", &p, e))?;
+    }
+    Ok(())
+}
+
+/// Whether two paths name the same directory (symbolic links followed).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Whether the postmaster that `dir/postmaster.pid` names is alive, and
+/// how that was told: its PID answers signal 0 (in this PID namespace),
+/// its Unix socket accepts a connection, or its System V shared memory
+/// segment has processes attached (seen across PID namespaces, as
+/// PostgreSQL's own check does). `None`: no postmaster.pid, or a stale one.
+pub(super) fn live_postmaster(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("postmaster.pid")).ok()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let pid: i32 = lines.first()?.trim().parse().ok()?;
+    if pid > 0 && pid != std::process::id() as i32 {
+        // SAFETY: signal 0 only checks that the process exists.
+        let rc = unsafe { libc::kill(pid, 0) };
+        let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if exists && !is_zombie(pid) {
+            return Some(format!("postmaster.pid names PID {pid}, which is running"));
+        }
+    }
+    // Lines 4 and 5: port and socket directory.
+    if let (Some(port), Some(socket_dir)) = (lines.get(3), lines.get(4)) {
+        let socket_dir = socket_dir.trim();
+        if !socket_dir.is_empty() {
+            let socket = Path::new(socket_dir).join(format!(".s.PGSQL.{}", port.trim()));
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                return Some(format!("its socket {} accepts connections", socket.display()));
+            }
+        }
+    }
+    // Line 7: shared memory key and id.
+    let shmid: Option<i32> = lines
+        .get(6)
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok());
+    if let Some(id) = shmid.filter(|&id| id >= 0) {
+        // SAFETY: IPC_STAT fills the zeroed struct; nothing else is touched.
+        let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) };
+        if rc == 0 && ds.shm_nattch > 0 {
+            return Some(format!(
+                "its shared memory segment {id} has {} processes attached",
+                ds.shm_nattch
+            ));
+        }
+    }
+    None
+}
+
+/// Whether process `pid` has ended and waits to be reaped (a killed
+/// postmaster whose parent does not reap it still answers signal 0).
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // "pid (comm) S ...": the state follows the last ')'.
+            let after = &stat[stat.rfind(')')? + 1..];
+            after.split_whitespace().next().map(|s| s == "Z" || s == "X")
+        })
+        .unwrap_or(false)
+}
+
+/// The data directories of the `postgres` processes of this host (those
+/// this user can see: all of them as root or as the server's user), read
+/// once per restore from /proc.
+struct ServersInUse {
+    /// Data directory (canonical) -> a PID working in it.
+    data_dirs: Vec<(PathBuf, u32)>,
+}
+
+impl ServersInUse {
+    fn scan() -> ServersInUse {
+        let mut data_dirs: Vec<(PathBuf, u32)> = Vec::new();
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return ServersInUse { data_dirs };
+        };
+        for p in procs.flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == std::process::id() {
+                continue;
+            }
+            let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+            if !matches!(comm.trim(), "postgres" | "postmaster") {
+                continue;
+            }
+            let Ok(cwd) = std::fs::read_link(p.path().join("cwd")) else {
+                continue;
+            };
+            if !data_dirs.iter().any(|(d, _)| *d == cwd) {
+                data_dirs.push((cwd, pid));
+            }
+        }
+        ServersInUse { data_dirs }
+    }
+
+    /// A server process working in `dir`.
+    fn working_in(&self, dir: &Path) -> Option<String> {
+        let dir = std::fs::canonicalize(dir).ok()?;
+        self.data_dirs
+            .iter()
+            .find(|(d, _)| *d == dir)
+            .map(|(_, pid)| format!("postgres process {pid} works in it"))
+    }
+
+    /// A running server whose `pg_tblspc` links to `location`.
+    fn tablespace_user(&self, location: &Path) -> Option<String> {
+        let location = std::fs::canonicalize(location).ok()?;
+        self.data_dirs.iter().find_map(|(data_dir, pid)| {
+            let links = std::fs::read_dir(data_dir.join("pg_tblspc")).ok()?;
+            links.flatten().find_map(|l| {
+                (std::fs::canonicalize(l.path()).ok()? == location).then(|| {
+                    format!(
+                        "{} of the server whose postgres process {pid} works in {}",
+                        l.path().display(),
+                        data_dir.display()
+                    )
+                })
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_postmaster_pid_is_not_a_live_server() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(live_postmaster(dir.path()), None);
+        // A PID far above pid_max, a socket that does not exist, no segment.
+        std::fs::write(
+            dir.path().join("postmaster.pid"),
+            "2147483000\n/x\n1700000000\n5432\n/nonexistent\nlocalhost\n  5432001  -1\nready\n",
+        )
+        .unwrap();
+        assert_eq!(live_postmaster(dir.path()), None);
+    }
+
+    #[test]
+    fn a_running_pid_is_a_live_server() {
+        let dir = tempfile::tempdir().unwrap();
+        // This test's parent (cargo or a shell) is alive and is not us.
+        let parent = std::os::unix::process::parent_id();
+        std::fs::write(dir.path().join("postmaster.pid"), format!("{parent}\n/x\n")).unwrap();
+        assert!(live_postmaster(dir.path()).unwrap().contains("is running"));
+    }
+
+    #[test]
+    fn a_listening_socket_is_a_live_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(dir.path().join(".s.PGSQL.6543")).unwrap();
+        std::fs::write(
+            dir.path().join("postmaster.pid"),
+            format!("2147483000\n/x\n0\n6543\n{}\n", dir.path().display()),
+        )
+        .unwrap();
+        assert!(live_postmaster(dir.path())
+            .unwrap()
+            .contains("accepts connections"));
+    }
+}

@@ -1,0 +1,344 @@
+//! `backup-fetch`: restore a base backup (and the delta chain it needs)
+//! into a directory, ready for PostgreSQL to recover.
+//!
+//! A pipeline, one module a stage, data flowing one way:
+//!
+//! 1. [`select`]: which backup (named, or the newest that can reach the
+//!    recovery target), and why;
+//! 2. [`plan`]: the chain of manifests it needs and, per file, which tar
+//!    entries of which parts rebuild it ([`chain`] for files rebuilt from
+//!    increments);
+//! 3. [`guard`]: every directory the restore would write checked, for
+//!    every mode, before anything is touched; then created or emptied;
+//! 4. [`delta`] (`--delta` only): the existing directory reconciled, files
+//!    that already match kept;
+//! 5. [`write`]: parts downloaded, verified (each file's CRC-32C, each
+//!    part's digest) and extracted, newest backup of the chain first;
+//! 6. [`recovery`]: the source's recovery settings disabled, pgark's
+//!    written;
+//! 7. [`finish`]: backup_label, tablespace_map, backup_manifest, flush;
+//!    pg_control last, so a directory whose restore did not end cannot
+//!    start.
+//!
+//! What a failure leaves behind: up to stage 3, nothing is changed. After
+//! it, a failed plain or `--force` restore empties the directories it
+//! wrote (the destination and tablespace locations); a failed `--delta`
+//! restore leaves the directory without pg_control, with the marker
+//! [`guard::MARKER`] (running it again finishes it). A restore killed
+//! with SIGKILL leaves the marker and no pg_control: the directory cannot
+//! start, and a restore with `--delta` or `--force` takes it over.
+
+mod chain;
+mod delta;
+mod finish;
+mod guard;
+mod plan;
+mod recovery;
+mod select;
+mod write;
+
+pub use select::parse_target_time;
+
+use crate::EngineError;
+use futures::StreamExt;
+use pgark_catalog::{BackupManifest, BackupName};
+use pgark_store::ObjectStore;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Which backup to restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupSelector {
+    /// The newest completed backup that can reach the recovery target (see
+    /// `select`).
+    Latest,
+    Named(BackupName),
+}
+
+/// Where recovery should stop (postgresql.conf recovery_target_*).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryTarget {
+    Time(String),
+    Xid(String),
+    Name(String),
+    Lsn(String),
+    Immediate,
+}
+
+/// Recovery settings written into the restored directory.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryOptions {
+    /// restore_command to write (the caller builds it: absolute binary path
+    /// and repository settings).
+    pub restore_command: Option<String>,
+    pub target: Option<RecoveryTarget>,
+    /// promote, pause or shutdown.
+    pub action: Option<String>,
+    /// latest, current or a timeline number.
+    pub timeline: Option<String>,
+    /// Create standby.signal instead of recovery.signal.
+    pub standby: bool,
+}
+
+/// Whether the restored server archives WAL as the source did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ArchiveMode {
+    /// Keep the source's archive settings (a restore in place of the
+    /// source, which must go on archiving into its repository).
+    #[default]
+    Preserve,
+    /// `archive_mode = off`: a clone or a test restore, which must not
+    /// archive its own timeline into the source's repository.
+    Off,
+}
+
+/// Settings of [`backup_fetch`].
+#[derive(Debug, Clone)]
+pub struct BackupFetchOptions {
+    pub dest: PathBuf,
+    pub backup: BackupSelector,
+    /// Restore into a non-empty DEST (and tablespace directories) after
+    /// emptying them; refused for a directory that is not PostgreSQL's or
+    /// is in use (see `guard`).
+    pub force: bool,
+    pub concurrency: usize,
+    /// Tablespace OID -> new location.
+    pub tablespace_map: HashMap<u32, PathBuf>,
+    /// Recovery settings; `None` writes none (the directory then starts
+    /// crash recovery from backup_label and needs restore_command set by
+    /// hand). The source's recovery settings are disabled either way.
+    pub recovery: Option<RecoveryOptions>,
+    /// Whether the restored server archives (see [`ArchiveMode`]).
+    pub archive_mode: ArchiveMode,
+    /// Check that every object exists and report, writing nothing.
+    pub dry_run: bool,
+    /// Restore into an existing data directory of the same cluster,
+    /// keeping the files whose content already matches the backup (see
+    /// `delta`).
+    pub delta: bool,
+    /// With `delta`: a file whose size and mtime match the backup's is
+    /// kept without reading it.
+    pub delta_by_timestamp: bool,
+    /// Told how many bytes will be restored and how many are done.
+    pub progress: Option<Arc<dyn crate::ProgressSink>>,
+    /// The repository's data key when it is encrypted.
+    pub keys: crate::RepoKeys,
+    /// How a part whose download fails on a transient error (a connection
+    /// reset halfway, throttling) is read again: from its start, skipping
+    /// the entries already restored.
+    pub retry: crate::RetryPolicy,
+}
+
+/// What a restore did (or would do, for a dry run).
+#[derive(Debug, Clone)]
+pub struct BackupFetchOutcome {
+    pub manifest: BackupManifest,
+    /// Why this backup was chosen.
+    pub reason: String,
+    pub files: usize,
+    pub bytes: u64,
+    pub dry_run: bool,
+}
+
+/// Restores one backup into `opts.dest` (see the module docs).
+pub async fn backup_fetch(
+    store: Arc<dyn ObjectStore>,
+    opts: &BackupFetchOptions,
+) -> Result<BackupFetchOutcome, EngineError> {
+    let selected = opts
+        .retry
+        .run("reading the backups' manifests", || select::select(&*store, opts))
+        .await?;
+    let manifest = selected.manifest;
+    tracing::info!("restoring {}", selected.reason);
+    warn_about_forks(&*store, opts, &manifest).await;
+    let locations = plan::tablespace_locations(&manifest, &opts.tablespace_map);
+    let chain = opts
+        .retry
+        .run("reading the parents' manifests", || {
+            plan::load_chain(&*store, manifest.clone(), &opts.keys)
+        })
+        .await?;
+    let plan = plan::Plan::new(opts, &locations, &chain)?;
+    let outcome = |manifest: BackupManifest, dry_run: bool| BackupFetchOutcome {
+        files: manifest.files.len(),
+        bytes: manifest.original_size,
+        reason: selected.reason.clone(),
+        manifest,
+        dry_run,
+    };
+    if opts.dry_run {
+        check_parts_exist(&*store, &chain, &plan).await?;
+        return Ok(outcome(manifest, true));
+    }
+
+    let mode = match (opts.delta, opts.force) {
+        (true, _) => guard::Mode::Delta,
+        (false, true) => guard::Mode::Force,
+        (false, false) => guard::Mode::Empty,
+    };
+    guard::prepare(&opts.dest, &locations, &manifest, mode)?;
+    match restore_into(store, opts, &chain, plan, &locations).await {
+        Ok(()) => Ok(outcome(manifest, false)),
+        // A failed delta restore leaves the directory without pg_control
+        // (it cannot start); running the same delta restore again finishes it.
+        Err(e) if opts.delta => Err(e),
+        Err(e) => {
+            // Leave nothing half-restored behind: the directories were empty
+            // (or emptied with --force) before this restore began.
+            for dir in std::iter::once(&opts.dest).chain(locations.values()) {
+                if let Err(clean) = guard::remove_contents(dir) {
+                    tracing::warn!(
+                        "could not empty {} after the failed restore: {clean}",
+                        dir.display()
+                    );
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Warns when the archive holds a timeline that forked from one which went
+/// on archiving, and recovery will follow the newest timeline: two servers
+/// archive into this repository (see `crate::timelines`). A check that
+/// fails is only logged: it must not stop a restore.
+async fn warn_about_forks(store: &dyn ObjectStore, opts: &BackupFetchOptions, manifest: &BackupManifest) {
+    let Some(recovery) = &opts.recovery else {
+        return;
+    };
+    if recovery.timeline.as_deref().is_some_and(|t| t != "latest") {
+        return;
+    }
+    let Ok(seg_size) = pgark_pg::WalSegmentSize::new(u64::from(manifest.wal_segment_size)) else {
+        return;
+    };
+    match crate::timelines::diverged_timelines(store, &opts.keys, seg_size).await {
+        Ok(forks) => {
+            for fork in forks {
+                tracing::warn!(
+                    "the WAL archive holds two timelines that both grew: {fork}. Two servers archive into \
+                     this repository (a promoted clone or test restore, or an old primary still running); \
+                     recovery follows the newest timeline (recovery_target_timeline = latest): give \
+                     --target-timeline to choose"
+                );
+            }
+        }
+        Err(e) => tracing::debug!("could not check the archive's timelines: {e}"),
+    }
+}
+
+/// For a dry run: every part the restore would read, of this backup and of
+/// the parents a delta needs, is in the repository.
+async fn check_parts_exist(
+    store: &dyn ObjectStore,
+    chain: &[BackupManifest],
+    plan: &plan::Plan,
+) -> Result<(), EngineError> {
+    for (level, backup) in chain.iter().enumerate() {
+        let mut parts = plan.levels[level].parts.clone();
+        if level == 0 {
+            parts.extend(backup.parts.iter().map(|p| p.index));
+        }
+        for index in parts {
+            let key = backup.name.part_key(index);
+            if !pgark_store::ObjectStoreExt::exists(store, &key).await? {
+                return Err(EngineError::NotFound {
+                    what: format!("part {index} of backup {}", backup.name),
+                    key: key.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stages 4 to 7, once the directories are checked and ready.
+async fn restore_into(
+    store: Arc<dyn ObjectStore>,
+    opts: &BackupFetchOptions,
+    chain: &[BackupManifest],
+    mut plan: plan::Plan,
+    locations: &HashMap<u32, PathBuf>,
+) -> Result<(), EngineError> {
+    let manifest = &chain[0];
+    if opts.delta {
+        let kept = delta::reconcile(opts, locations, manifest, &plan).await?;
+        plan.keep(&kept);
+    }
+    for (oid, location) in locations {
+        let link = opts.dest.join("pg_tblspc").join(oid.to_string());
+        std::fs::create_dir_all(opts.dest.join("pg_tblspc"))
+            .map_err(|e| EngineError::local_io("cannot create", &link, e))?;
+        if std::fs::read_link(&link).ok().as_deref() == Some(location.as_path()) {
+            continue;
+        }
+        std::os::unix::fs::symlink(location, &link)
+            .map_err(|e| EngineError::local_io("cannot create symlink", &link, e))?;
+    }
+    let plan = Arc::new(plan.open_chain_files()?);
+    if let Some(p) = &plan.progress {
+        p.start(manifest.original_size);
+    }
+    // The last part holds only pg_control: restored after everything else.
+    let last = manifest
+        .parts
+        .last()
+        .ok_or_else(|| EngineError::Internal("backup has no parts".into()))?;
+    // Newest backup first: each page is written once, by the newest backup
+    // of the chain that has it.
+    for (level, backup) in chain.iter().enumerate() {
+        plan.start_level(level)?;
+        let parts: Vec<&pgark_catalog::PartEntry> = backup
+            .parts
+            .iter()
+            .filter(|p| plan.levels[level].parts.contains(&p.index))
+            .filter(|p| level > 0 || p.index != last.index)
+            .collect();
+        let results: Vec<Result<(), EngineError>> = futures::stream::iter(
+            parts
+                .into_iter()
+                .map(|part| write::restore_part(&store, opts, &plan, &backup.name, part, level)),
+        )
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect()
+        .await;
+        // Every part in flight is let finish before a failure is returned:
+        // their writer threads cannot be cancelled, and the cleanup of a
+        // failed restore must not race them.
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        plan.end_level(level)?;
+    }
+
+    let crcs = plan.crc_override.lock().expect("lock").clone();
+    finish::write_backup_files(&opts.dest, manifest, locations, &crcs)?;
+    recovery::write_settings(&opts.dest, manifest, opts.recovery.as_ref(), opts.archive_mode)?;
+    finish::sync_filesystems(&opts.dest, locations.values())?;
+
+    // pg_control last: until it is in place, the directory cannot start.
+    write::restore_part(&store, opts, &plan, &manifest.name, last, 0).await?;
+    let restored = plan.restored.lock().expect("lock").len();
+    if restored != manifest.files.len() {
+        let have: std::collections::HashSet<String> =
+            plan.restored.lock().expect("lock").iter().cloned().collect();
+        let missing: Vec<&str> = manifest
+            .files
+            .iter()
+            .map(|f| f.path.as_str())
+            .filter(|p| !have.contains(*p))
+            .take(5)
+            .collect();
+        return Err(EngineError::Internal(format!(
+            "restored {restored} of {} files; missing {missing:?}",
+            manifest.files.len()
+        )));
+    }
+    finish::fsync_path(&opts.dest.join("global"))?;
+    guard::finish(&opts.dest)?;
+    if let Some(p) = &plan.progress {
+        p.finish();
+    }
+    tracing::info!("restored backup {} into {}", manifest.name, opts.dest.display());
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! Stage 1 of a restore: which backup, and why.
+//!
+//! A backup can serve a recovery target only if it was consistent before
+//! the target: recovery that reaches its target before the backup's end
+//! fails ("requested recovery stop point is before consistent recovery
+//! point"). So:
+//!
+//! - `--target-time T`: a backup whose stop time is before T. The stop
+//!   time is the *server's* clock when `pg_backup_stop` returned (recorded
+//!   in the manifest since manifests carry `server_stop_time`), the clock
+//!   commit timestamps come from; backups that predate that record fall
+//!   back to pgark's own clock when the backup finished, and say so.
+//! - `--target-lsn L`: a backup whose stop LSN is at or before L.
+//! - no target, `--target-immediate`, `--target-name`, `--target-xid`:
+//!   the newest backup (a name or an xid cannot be placed in time without
+//!   reading WAL).
+//!
+//! `LATEST` takes the newest backup that qualifies; a named backup that
+//! does not qualify is refused. When none can reach the target, the
+//! restore stops here, before anything is touched. Reads manifests only.
+
+use super::{BackupFetchOptions, BackupSelector, RecoveryTarget};
+use crate::manifest_io::{list_backups, load_manifest};
+use crate::EngineError;
+use chrono::{DateTime, Utc};
+use pgark_catalog::BackupManifest;
+use pgark_pg::Lsn;
+use pgark_store::ObjectStore;
+use std::path::PathBuf;
+
+/// The backup chosen, and a sentence saying why.
+pub(super) struct Selected {
+    pub manifest: BackupManifest,
+    pub reason: String,
+}
+
+/// What the recovery target asks of the backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Goal {
+    /// Consistent before this time.
+    Before(DateTime<Utc>),
+    /// Consistent at or before this LSN.
+    AtOrBefore(Lsn),
+    /// Nothing the manifest can tell.
+    Any,
+}
+
+impl Goal {
+    pub(super) fn of(target: Option<&RecoveryTarget>) -> Result<Goal, EngineError> {
+        Ok(match target {
+            Some(RecoveryTarget::Time(t)) => Goal::Before(parse_target_time(t)?),
+            Some(RecoveryTarget::Lsn(l)) => {
+                Goal::AtOrBefore(l.parse().map_err(|_| EngineError::Rejected {
+                    path: PathBuf::from("--target-lsn"),
+                    reason: format!("{l:?} is not an LSN like 0/3000028"),
+                })?)
+            }
+            _ => Goal::Any,
+        })
+    }
+
+    /// Whether `m` can reach the goal; if not, why.
+    fn reachable(&self, m: &BackupManifest) -> Result<(), String> {
+        match *self {
+            Goal::Any => Ok(()),
+            Goal::Before(t) => {
+                let (stop, clock) = stop_time(m);
+                if stop < t {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "backup {} was consistent only at {} ({clock}), not before the target time {}",
+                        m.name,
+                        stop.to_rfc3339(),
+                        t.to_rfc3339()
+                    ))
+                }
+            }
+            Goal::AtOrBefore(lsn) => match m.stop_lsn.parse::<Lsn>() {
+                Ok(stop) if stop <= lsn => Ok(()),
+                _ => Err(format!(
+                    "backup {} was consistent only at LSN {}, after the target LSN {lsn}",
+                    m.name, m.stop_lsn
+                )),
+            },
+        }
+    }
+}
+
+/// When the backup became consistent, and by which clock.
+fn stop_time(m: &BackupManifest) -> (DateTime<Utc>, &'static str) {
+    match m.server_stop_time {
+        Some(t) => (t, "the server's clock at pg_backup_stop"),
+        None => (
+            m.finished_at,
+            "pgark's clock when the backup finished; this backup records no server time",
+        ),
+    }
+}
+
+/// Reads the manifests and chooses (see the module docs).
+pub(super) async fn select(
+    store: &dyn ObjectStore,
+    opts: &BackupFetchOptions,
+) -> Result<Selected, EngineError> {
+    let goal = Goal::of(opts.recovery.as_ref().and_then(|r| r.target.as_ref()))?;
+    match &opts.backup {
+        BackupSelector::Named(name) => {
+            let manifest = load_manifest(store, name, &opts.keys).await?;
+            goal.reachable(&manifest).map_err(|why| EngineError::Rejected {
+                path: PathBuf::from(name.as_str()),
+                reason: format!("{why}: recovery could not stop at the target; choose an older backup"),
+            })?;
+            Ok(Selected {
+                reason: format!("backup {name}, as named"),
+                manifest,
+            })
+        }
+        BackupSelector::Latest => choose(list_backups(store, &opts.keys).await?, goal),
+    }
+}
+
+/// The newest of `all` (oldest first) that can reach `goal`.
+pub(super) fn choose(all: Vec<BackupManifest>, goal: Goal) -> Result<Selected, EngineError> {
+    let count = all.len();
+    let mut refusals = Vec::new();
+    for m in all.into_iter().rev() {
+        match goal.reachable(&m) {
+            Ok(()) => {
+                let reason = match goal {
+                    Goal::Any => format!("backup {}, the newest", m.name),
+                    Goal::Before(t) => {
+                        let (stop, clock) = stop_time(&m);
+                        format!(
+                            "backup {}, the newest consistent before the target time {} (at {}, {clock})",
+                            m.name,
+                            t.to_rfc3339(),
+                            stop.to_rfc3339()
+                        )
+                    }
+                    Goal::AtOrBefore(lsn) => format!(
+                        "backup {}, the newest consistent at or before the target LSN {lsn} (stop LSN {})",
+                        m.name, m.stop_lsn
+                    ),
+                };
+                return Ok(Selected { manifest: m, reason });
+            }
+            Err(why) => refusals.push(why),
+        }
+    }
+    Err(EngineError::NotFound {
+        what: match (count, refusals.last()) {
+            (0, _) | (_, None) => "a completed backup".to_string(),
+            (n, Some(oldest)) => format!(
+                "a backup that can reach the recovery target (none of the {n} backups can; the oldest: {oldest})"
+            ),
+        },
+        key: pgark_catalog::BACKUPS_PREFIX.to_string(),
+    })
+}
+
+/// Parses the recovery target times PostgreSQL users write most:
+/// RFC 3339, and `YYYY-MM-DD HH:MM:SS[.f][+TZ| UTC]`.
+pub fn parse_target_time(s: &str) -> Result<DateTime<Utc>, EngineError> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix(" UTC")
+        .map(|x| format!("{x}+00:00"))
+        .unwrap_or_else(|| t.to_string());
+    let formats = [
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+        "%Y-%m-%d %H:%M:%S%#z",
+    ];
+    if let Ok(d) = DateTime::parse_from_rfc3339(&t) {
+        return Ok(d.with_timezone(&Utc));
+    }
+    for f in formats {
+        if let Ok(d) = DateTime::parse_from_str(&t, f) {
+            return Ok(d.with_timezone(&Utc));
+        }
+    }
+    Err(EngineError::Rejected {
+        path: PathBuf::from("--target-time"),
+        reason: format!("{s:?} is not a time with a zone, such as '2026-11-22 10:30:00+00'"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgark_catalog::BackupName;
+
+    fn backup(name_time: &str, finished: &str, server_stop: Option<&str>, stop_lsn: &str) -> BackupManifest {
+        let t = |s: &str| parse_target_time(s).unwrap();
+        BackupManifest {
+            format: 2,
+            name: BackupName::new("000000010000000000000002", t(name_time)),
+            tool_version: "0".into(),
+            system_identifier: 1,
+            pg_version_num: 170000,
+            timeline: 1,
+            start_lsn: "0/2000028".into(),
+            stop_lsn: stop_lsn.into(),
+            start_wal_segment: "000000010000000000000002".into(),
+            stop_wal_segment: "000000010000000000000002".into(),
+            wal_segment_size: 16 << 20,
+            backup_from: "primary".into(),
+            started_at: t(finished),
+            finished_at: t(finished),
+            server_stop_time: server_stop.map(t),
+            original_size: 0,
+            stored_size: 0,
+            compression: "zstd".into(),
+            backup_label: String::new(),
+            tablespace_map: String::new(),
+            tablespaces: vec![],
+            parent: None,
+            delta_depth: 0,
+            delta_since_lsn: None,
+            data_checksums: true,
+            block_size: 8192,
+            corrupt_pages: vec![],
+            parts: vec![],
+            directories: vec![],
+            files: vec![],
+        }
+    }
+
+    fn time(s: &str) -> Goal {
+        Goal::Before(parse_target_time(s).unwrap())
+    }
+
+    /// pgark's host clock ran an hour behind the server's: the choice
+    /// follows the server's stop time, not the host's.
+    #[test]
+    fn target_time_follows_the_servers_clock() {
+        let all = vec![
+            backup(
+                "2026-12-01 09:00:00+00",
+                "2026-12-01 09:05:00+00",
+                Some("2026-12-01 10:05:00+00"),
+                "0/3000000",
+            ),
+            backup(
+                "2026-12-01 10:00:00+00",
+                "2026-12-01 10:05:00+00",
+                Some("2026-12-01 11:05:00+00"),
+                "0/5000000",
+            ),
+        ];
+        let chosen = choose(all.clone(), time("2026-12-01 10:30:00+00")).unwrap();
+        assert_eq!(chosen.manifest.name, all[0].name, "{}", chosen.reason);
+        assert!(chosen.reason.contains("server's clock"), "{}", chosen.reason);
+        let chosen = choose(all.clone(), time("2026-12-01 11:06:00+00")).unwrap();
+        assert_eq!(chosen.manifest.name, all[1].name);
+        // Before every backup's end: none, and the message says why.
+        let err = choose(all.clone(), time("2026-12-01 10:00:00+00")).err().unwrap();
+        assert_eq!(err.class(), crate::ErrorClass::NotFound);
+        assert!(
+            err.to_string().contains("consistent only at 2026-12-01T10:05:00"),
+            "{err}"
+        );
+        // A backup recorded before server times: pgark's clock, said so.
+        let old = vec![backup(
+            "2026-12-01 09:00:00+00",
+            "2026-12-01 09:05:00+00",
+            None,
+            "0/3000000",
+        )];
+        let chosen = choose(old, time("2026-12-01 09:06:00+00")).unwrap();
+        assert!(
+            chosen.reason.contains("records no server time"),
+            "{}",
+            chosen.reason
+        );
+    }
+
+    #[test]
+    fn target_lsn_follows_the_stop_lsn() {
+        let all = vec![
+            backup(
+                "2026-12-01 09:00:00+00",
+                "2026-12-01 09:05:00+00",
+                None,
+                "0/3000000",
+            ),
+            backup(
+                "2026-12-01 10:00:00+00",
+                "2026-12-01 10:05:00+00",
+                None,
+                "0/5000000",
+            ),
+        ];
+        let lsn = |s: &str| Goal::AtOrBefore(s.parse().unwrap());
+        assert_eq!(
+            choose(all.clone(), lsn("0/4FFFFFF")).unwrap().manifest.name,
+            all[0].name
+        );
+        assert_eq!(
+            choose(all.clone(), lsn("0/5000000")).unwrap().manifest.name,
+            all[1].name
+        );
+        assert!(choose(all.clone(), lsn("0/2FFFFFF")).is_err());
+        assert_eq!(choose(all.clone(), Goal::Any).unwrap().manifest.name, all[1].name);
+        assert!(choose(vec![], Goal::Any).is_err());
+    }
+}

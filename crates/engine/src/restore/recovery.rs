@@ -53,7 +53,8 @@ const DISABLED_NOTE: &str = "# pgark backup-fetch: setting of the backed-up serv
 /// Rewrites the restored configuration (see the module docs) and creates
 /// the signal file. `recovery` is `None` with `--no-recovery`: the
 /// source's recovery targets and commands are still disabled, but nothing
-/// is written in their place and no signal file is created.
+/// is written in their place and no signal file is created (and with none
+/// to disable, `postgresql.auto.conf` stays byte for byte the backup's).
 pub(super) fn write_settings(
     dest: &Path,
     manifest: &BackupManifest,
@@ -65,10 +66,13 @@ pub(super) fn write_settings(
     if !standby {
         disable.extend_from_slice(STANDBY_SETTINGS);
     }
+    // postgresql.conf's archive settings are overridden by the
+    // archive_mode = off written below: only recovery settings are worth
+    // a warning there.
+    warn_about_postgresql_conf(dest, &disable);
     if archive_mode == ArchiveMode::Off {
         disable.extend_from_slice(ARCHIVE_SETTINGS);
     }
-    warn_about_postgresql_conf(dest, &disable);
 
     let auto = dest.join("postgresql.auto.conf");
     let old = match std::fs::read_to_string(&auto) {
@@ -77,6 +81,10 @@ pub(super) fn write_settings(
         Err(e) => return Err(EngineError::local_io("cannot read", &auto, e)),
     };
     let (mut text, disabled) = disable_settings(&old, &disable);
+    if recovery.is_none() && disabled.is_empty() && archive_mode == ArchiveMode::Preserve {
+        // --no-recovery and nothing to disable: the file stays the backup's.
+        return Ok(());
+    }
     for name in &disabled {
         tracing::info!("postgresql.auto.conf: the backed-up server's {name} is commented out");
     }

@@ -331,3 +331,115 @@ fn a_clone_archiving_into_the_sources_repository_is_reported() {
         stderr(&out)
     );
 }
+
+/// A small xorshift generator seeded from the clock (the seed is printed,
+/// so a failing run can be repeated by setting PGARK_TEST_SEED).
+fn seeded_rng() -> impl FnMut() -> u64 {
+    let seed = std::env::var("PGARK_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("PGARK_TEST_SEED={seed}");
+    let mut x = seed;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
+/// backup-fetch killed with SIGKILL at random points (ten kills) into the
+/// same directory: after every kill the directory either cannot start (no
+/// pg_control) or is a whole restore (pg_verifybackup passes); a plain
+/// restore refuses the leftovers; a --delta restore takes them over, and
+/// the data it restores equals the source's at the backup.
+#[test]
+fn backup_fetch_killed_at_random_points_never_leaves_a_startable_half_restore() {
+    let src = source("");
+    let c = &src.cluster;
+    c.pgbench(&["-i", "-s", "3", "-q"]).unwrap();
+    let name = src.backup_push(&["--part-size", "4"]);
+    let at_backup = table_digest(c, "pgbench_accounts", "aid");
+    let dir = scratch_dir("killed");
+    let dest = dir.path().join("data");
+    let dest_s = dest.to_str().unwrap().to_string();
+    let args = [
+        "backup-fetch",
+        dest_s.as_str(),
+        name.as_str(),
+        "--delta",
+        "--target-immediate",
+        "--target-action",
+        "promote",
+        "--archive-mode",
+        "off",
+    ];
+    // How long one whole restore takes here, to spread the kills over it.
+    let probe = dir.path().join("probe");
+    let started = std::time::Instant::now();
+    assert_code(&src.backup_fetch(&probe, &name, &[]), 0);
+    let whole = started.elapsed().as_millis() as u64 + 50;
+    let mut rng = seeded_rng();
+    let mut refused_once = false;
+    let mut kills = 0;
+    // Until ten runs were killed halfway (bounded: a run that finishes
+    // before its kill counts as a round, not a kill).
+    for round in 0..30 {
+        if kills == 10 {
+            break;
+        }
+        let mut cmd = src.pgark_command_on(c);
+        cmd.args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let after = Duration::from_millis(rng() % whole);
+        std::thread::sleep(after);
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        if !status.success() {
+            kills += 1;
+        }
+        let control = dest.join("global/pg_control").exists();
+        let marker = dest.join("pgark_restore_in_progress").exists();
+        eprintln!("round {round}: killed after {after:?} ({status}); pg_control {control}, marker {marker}");
+        if control {
+            // Startable only when whole.
+            let mut cmd = c.install().command("pg_verifybackup");
+            cmd.args(["-n", "-i", "pgark_restore_in_progress"]).arg(&dest);
+            let out = pgark_testkit::pg::run_capture(&mut cmd, None, Duration::from_secs(300)).unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: pg_control present in a partial restore: {}",
+                stderr(&out)
+            );
+        }
+        if control && !marker {
+            // The run finished before the kill: take most of the data away
+            // again, so the next run has it to restore.
+            std::fs::remove_dir_all(dest.join("base")).unwrap();
+        }
+        if marker && !refused_once {
+            // A plain restore does not take over what a killed one left.
+            let out = src.backup_fetch(&dest, &name, &[]);
+            assert_code(&out, 3);
+            assert!(stderr(&out).contains("--delta"), "{}", stderr(&out));
+            refused_once = true;
+        }
+    }
+    assert_eq!(kills, 10, "ten runs killed halfway in 30 rounds");
+    let out = src.pgark(&args);
+    assert_code(&out, 0);
+    assert!(!dest.join("pgark_restore_in_progress").exists());
+    crate::backup::verify_backup(c.install(), &dest);
+    let restored = start_restored(c.install(), &dest);
+    assert_eq!(table_digest(&restored, "pgbench_accounts", "aid"), at_backup);
+    restored.stop().unwrap();
+}

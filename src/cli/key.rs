@@ -37,7 +37,7 @@ pub struct RotateArgs {
 }
 
 pub async fn rotate(args: RotateArgs, settings: &Settings) -> anyhow::Result<()> {
-    let store = crate::repo::open(settings)?;
+    let store = crate::repo::open_existing(settings).await?;
     let new_sources = KeySources::new(
         args.new_key_file,
         args.new_encryption_key_command,

@@ -29,7 +29,7 @@ pub use delta_push::{DeltaFrom, DeltaOptions};
 pub use error::{EngineError, ErrorClass};
 pub use keys::RepoKeys;
 pub use manifest_io::{list_backups, load_manifest};
-pub use repository::{ensure_repository_meta, load_repository_meta};
+pub use repository::{ensure_repository_meta, load_repository_meta, require_repository};
 pub use retry::RetryPolicy;
 pub use wal_fetch::{wal_fetch, WalFetchOptions, WalFetchOutcome};
 pub use wal_push::{wal_push, WalPushOptions, WalPushOutcome, WalPushStatus};

@@ -36,6 +36,11 @@ pub enum Exit {
     /// The command did not finish within its time limit
     /// (`--command-timeout`).
     TimedOut = 10,
+    /// No repository where `--repo` points (no `repository.json`: a wrong
+    /// path or prefix, an unmounted volume, nothing archived yet). Only
+    /// wal-push and backup-push create a repository. Not "not found": in
+    /// abort mode it is fatal, so recovery does not end at a wrong URL.
+    NoRepository = 11,
 }
 
 /// With `--abort-on-error`, failures other than "not found" exit with
@@ -60,6 +65,7 @@ impl Exit {
             ErrorClass::Postgres => Exit::Postgres,
             ErrorClass::Configuration => Exit::Usage,
             ErrorClass::TimedOut => Exit::TimedOut,
+            ErrorClass::NoRepository => Exit::NoRepository,
             _ => Exit::Internal,
         }
     }
@@ -154,6 +160,7 @@ mod tests {
             (Exit::Postgres, 8, 136),
             (Exit::Internal, 9, 137),
             (Exit::TimedOut, 10, 138),
+            (Exit::NoRepository, 11, 139),
         ];
         for (exit, normal, abort) in table {
             assert_eq!(exit.code(false), normal, "{exit:?}");
@@ -162,5 +169,17 @@ mod tests {
             assert!(exit == Exit::NotFound || exit.code(true) > 125);
             assert!(exit.code(false) <= 125);
         }
+    }
+
+    #[test]
+    fn no_repository_is_its_own_code_and_not_quiet() {
+        let error = pgark_engine::EngineError::NoRepository {
+            url: "s3://bucket/prefix".into(),
+            reason: "repository.json is missing".into(),
+        };
+        let failure = Failure::from_anyhow(error.into());
+        assert_eq!(failure.exit, Exit::NoRepository);
+        assert!(!failure.quiet);
+        assert_ne!(failure.exit, Exit::NotFound);
     }
 }

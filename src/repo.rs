@@ -1,6 +1,14 @@
 //! Opening the repository named by `--repo`.
+//!
+//! Only the commands that write (wal-push, backup-push) may create a
+//! repository, and use [`open`]. Every other command uses
+//! [`open_existing`] or [`open_existing_with_keys`], which create nothing
+//! (not even a local directory) and fail with
+//! [`EngineError::NoRepository`] (exit 11) before anything else when there
+//! is no repository there.
 
 use crate::config::{AzureSettings, ConfigError, GcsSettings, S3Settings, Settings};
+use pgark_engine::{EngineError, RepoKeys};
 use pgark_store::{LocalStore, ObjectStore};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,8 +21,41 @@ use std::sync::Arc;
 ///
 /// With a command deadline (`--command-timeout`), every call of the
 /// returned store ends by it ([`pgark_store::DeadlineStore`]).
+///
+/// For the commands that may initialise a repository: a missing local
+/// directory is created.
 pub fn open(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    let store = open_backend(settings)?;
+    open_with(settings, true)
+}
+
+/// Opens the repository of `settings` for a command that must find one
+/// there, checks that it is one ([`pgark_engine::require_repository`]) and
+/// creates nothing.
+pub async fn open_existing(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let store = open_with(settings, false)?;
+    pgark_engine::require_repository(&*store, &settings.retry).await?;
+    Ok(store)
+}
+
+/// [`open_existing`] and the repository's keys for reading
+/// ([`crate::encryption::open_keys`]). The two reads run at once, so a
+/// `restore_command` pays no extra round trip for the check; when both
+/// fail, the missing repository is what is reported (a key "for an
+/// unencrypted repository" would only mislead).
+pub async fn open_existing_with_keys(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<dyn ObjectStore>, RepoKeys)> {
+    let store = open_with(settings, false)?;
+    let (repository, keys) = tokio::join!(
+        pgark_engine::require_repository(&*store, &settings.retry),
+        crate::encryption::open_keys(&*store, settings, false)
+    );
+    repository?;
+    Ok((store, keys?))
+}
+
+fn open_with(settings: &Settings, create: bool) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let store = open_backend(settings, create)?;
     Ok(match settings.deadline {
         Some((at, limit)) => Arc::new(pgark_store::DeadlineStore::new(
             store,
@@ -25,7 +66,7 @@ pub fn open(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectStore>> {
     })
 }
 
-fn open_backend(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectStore>> {
+fn open_backend(settings: &Settings, create: bool) -> anyhow::Result<Arc<dyn ObjectStore>> {
     let url = settings.repo()?;
     if url.starts_with("s3://") {
         return open_s3(url, &settings.s3);
@@ -37,7 +78,19 @@ fn open_backend(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectStore>> {
         return open_azure(url, &settings.azure, &|name| std::env::var(name).ok());
     }
     let path = local_path(url)?;
-    Ok(Arc::new(LocalStore::new(path)?))
+    if create {
+        return Ok(Arc::new(LocalStore::new(path)?));
+    }
+    let store = LocalStore::open(path)?;
+    if !store.root().exists() {
+        // Said plainly: the commonest case (a typo, a volume not mounted).
+        return Err(EngineError::NoRepository {
+            url: store.to_string(),
+            reason: format!("the directory {} does not exist", store.root().display()),
+        }
+        .into());
+    }
+    Ok(Arc::new(store))
 }
 
 #[cfg(feature = "s3")]

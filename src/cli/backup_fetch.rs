@@ -166,8 +166,7 @@ fn parse_tablespace_map(items: &[String]) -> Result<HashMap<u32, PathBuf>, Confi
 }
 
 pub async fn run(args: BackupFetchArgs, settings: &Settings, config: Option<&Path>) -> anyhow::Result<()> {
-    let store = crate::repo::open(settings)?;
-    let keys = crate::encryption::open_keys(&*store, settings, false).await?;
+    let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
     let backup = if args.name == "LATEST" {
         BackupSelector::Latest
     } else {

@@ -5,6 +5,9 @@ use serde_json::json;
 
 /// List completed backups, oldest first.
 ///
+/// A repository without backups prints an empty list; no repository at --repo (no
+/// repository.json) exits 11 and prints nothing on stdout.
+///
 /// Columns: name, start and finish time, start LSN and WAL segment, original and stored
 /// size, PostgreSQL version. --json prints the same fields (and with --detail the rest of the
 /// manifest summary) as a JSON array for scripts.
@@ -60,8 +63,7 @@ fn summary(m: &BackupManifest, detail: bool) -> serde_json::Value {
 }
 
 pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()> {
-    let store = crate::repo::open(settings)?;
-    let keys = crate::encryption::open_keys(&*store, settings, false).await?;
+    let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
     let backups = pgark_engine::list_backups(&*store, &keys).await?;
     if args.json {
         let list: Vec<_> = backups.iter().map(|m| summary(m, args.detail)).collect();

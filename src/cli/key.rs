@@ -15,7 +15,8 @@ pub enum KeyCommand {
 /// repository, the new one replaces it. Nothing is re-encrypted: the repository's data key is
 /// re-wrapped under the new key, so afterwards the old key no longer opens the repository
 /// and every backup and WAL file restores with the new one. Safe to interrupt: run it again
-/// with the same two keys to finish. Give the new key by --new-key-file, PGARK_NEW_ENCRYPTION_KEY
+/// with the same two keys to finish. Needs an existing repository (exit 11 where there is none).
+/// Give the new key by --new-key-file, PGARK_NEW_ENCRYPTION_KEY
 /// (text), --new-encryption-key-command or --new-encryption-passphrase-file
 /// (or PGARK_NEW_ENCRYPTION_PASSPHRASE).
 #[derive(Debug, Clone, Args)]
@@ -37,7 +38,7 @@ pub struct RotateArgs {
 }
 
 pub async fn rotate(args: RotateArgs, settings: &Settings) -> anyhow::Result<()> {
-    let store = crate::repo::open(settings)?;
+    let store = crate::repo::open_existing(settings).await?;
     let new_sources = KeySources::new(
         args.new_key_file,
         args.new_encryption_key_command,

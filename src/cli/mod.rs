@@ -23,7 +23,8 @@ PGARK_COMPRESSION_LEVEL) and a key <name> in the TOML file given by --config \
 Exit codes: 0 success, 1 not found, 2 usage or configuration error (also a missing or wrong \
 encryption key), 3 input refused, \
 4 archive conflict, 5 damaged object, 6 repository failure, 7 local file failure, \
-8 PostgreSQL failure, 9 internal error; with --abort-on-error, failures other than 1 exit 128 + code.";
+8 PostgreSQL failure, 9 internal error, 10 timed out, 11 no repository at --repo (only wal-push and \
+backup-push create one); with --abort-on-error, failures other than 1 exit 128 + code.";
 
 /// pgark: PostgreSQL WAL archiving and physical backups.
 #[derive(Debug, Parser)]

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 ///
 /// Downloads and verifies the file into a temporary file beside DEST, then renames it into
 /// place: DEST is never left half-written. A file that is not in the archive exits 1 quietly
-/// (PostgreSQL asks for such files routinely). Any other failure exits with its own code
+/// (PostgreSQL asks for such files routinely). No repository at --repo (no repository.json: a
+/// wrong path or prefix, an unmounted volume) exits 11; nothing is created. Any other failure
+/// exits with its own code
 /// and one line naming the object and the cause; with --abort-on-error those codes are
 /// raised above 125 so that PostgreSQL aborts recovery rather than ending it at the wrong point.
 #[derive(Debug, Clone, Args)]
@@ -20,8 +22,7 @@ pub struct WalFetchArgs {
 }
 
 pub async fn run(args: WalFetchArgs, settings: &Settings) -> anyhow::Result<()> {
-    let store = crate::repo::open(settings)?;
-    let keys = crate::encryption::open_keys(&*store, settings, false).await?;
+    let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
     let opts = WalFetchOptions {
         retry: settings.retry,
         keys,

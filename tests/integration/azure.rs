@@ -436,3 +436,77 @@ fn base_backup_and_restore_through_azure() {
     );
     stop_and_check_page_checksums(&restored);
 }
+
+/// Issue 11: wal-fetch and backup-list on a prefix that holds no
+/// repository (a wrong prefix, or the container's root above a repository)
+/// exit 11, 139 with --abort-on-error, never "not found" (1) or an empty
+/// list, and write nothing into the container.
+#[test]
+fn wal_fetch_and_backup_list_refuse_a_missing_or_empty_repository_on_azure() {
+    let Some(server) = azurite_or_skip("Azure missing repository") else {
+        return;
+    };
+    server.create_container("norepo").unwrap();
+    let segment = &fixture_files("wal", is_segment_name)[0];
+    let name = segment.file_name().unwrap().to_str().unwrap();
+    assert_code(
+        &pgark_azure(
+            &with(
+                azure_flags(&server, "norepo", "real/repo"),
+                &["wal-push", segment.to_str().unwrap()],
+            ),
+            Creds::Key,
+        ),
+        0,
+    );
+    let listing = || {
+        server
+            .request(
+                "GET",
+                &format!("/{AZURITE_ACCOUNT}/norepo?restype=container&comp=list"),
+                b"",
+            )
+            .unwrap()
+            .1
+    };
+    let before = listing();
+    assert!(before.contains("repository.json"), "{before}");
+    let work = tempfile::tempdir().unwrap();
+    let dest = work.path().join("RECOVERYXLOG");
+    // "empty": nothing under the prefix; "parent": objects, no repository.json.
+    for prefix in ["typo/repo", "real", ""] {
+        let flags = azure_flags(&server, "norepo", prefix);
+        for (args, code) in [
+            (vec!["wal-fetch", name, dest.to_str().unwrap()], 11),
+            (
+                vec!["--abort-on-error", "wal-fetch", name, dest.to_str().unwrap()],
+                139,
+            ),
+            (vec!["backup-list"], 11),
+            (vec!["backup-list", "--json"], 11),
+        ] {
+            let out = pgark_azure(&with(flags.clone(), &args), Creds::Key);
+            assert_code(&out, code);
+            let msg = stderr(&out);
+            assert!(
+                msg.contains("no pgark repository at azure://norepo"),
+                "{prefix:?} {args:?}: {msg}"
+            );
+            assert!(out.stdout.is_empty(), "{prefix:?} {args:?} printed something");
+            assert!(!dest.exists());
+        }
+    }
+    assert_eq!(listing(), before, "a reading command wrote into the container");
+    // The real repository answers as before.
+    let flags = azure_flags(&server, "norepo", "real/repo");
+    assert_code(
+        &pgark_azure(
+            &with(flags.clone(), &["wal-fetch", name, dest.to_str().unwrap()]),
+            Creds::Key,
+        ),
+        0,
+    );
+    let out = pgark_azure(&with(flags, &["backup-list", "--json"]), Creds::Key);
+    assert_code(&out, 0);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}

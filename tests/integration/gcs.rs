@@ -410,3 +410,62 @@ fn base_backup_and_restore_through_gcs() {
     );
     stop_and_check_page_checksums(&restored);
 }
+
+/// Issue 11: wal-fetch and backup-list on a prefix that holds no
+/// repository (a wrong prefix, or the bucket's root above a repository)
+/// exit 11, 139 with --abort-on-error, never "not found" (1) or an empty
+/// list, and write nothing into the bucket.
+#[test]
+fn wal_fetch_and_backup_list_refuse_a_missing_or_empty_repository_on_gcs() {
+    let Some(server) = fake_gcs_or_skip("GCS missing repository") else {
+        return;
+    };
+    server.create_bucket("norepo").unwrap();
+    let segment = &fixture_files("wal", is_segment_name)[0];
+    let name = segment.file_name().unwrap().to_str().unwrap();
+    assert_code(
+        &pgark_gcs(&with(
+            gcs_flags(&server, "norepo", "real/repo"),
+            &["wal-push", segment.to_str().unwrap()],
+        )),
+        0,
+    );
+    let listing = || server.request("GET", "/storage/v1/b/norepo/o", b"").unwrap().1;
+    let before = listing();
+    assert!(before.contains("repository.json"), "{before}");
+    let work = tempfile::tempdir().unwrap();
+    let dest = work.path().join("RECOVERYXLOG");
+    // "empty": nothing under the prefix; "parent": objects, no repository.json.
+    for prefix in ["typo/repo", "real", ""] {
+        let flags = gcs_flags(&server, "norepo", prefix);
+        for (args, code) in [
+            (vec!["wal-fetch", name, dest.to_str().unwrap()], 11),
+            (
+                vec!["--abort-on-error", "wal-fetch", name, dest.to_str().unwrap()],
+                139,
+            ),
+            (vec!["backup-list"], 11),
+            (vec!["backup-list", "--json"], 11),
+        ] {
+            let out = pgark_gcs(&with(flags.clone(), &args));
+            assert_code(&out, code);
+            let msg = stderr(&out);
+            assert!(
+                msg.contains("no pgark repository at gs://norepo"),
+                "{prefix:?} {args:?}: {msg}"
+            );
+            assert!(out.stdout.is_empty(), "{prefix:?} {args:?} printed something");
+            assert!(!dest.exists());
+        }
+    }
+    assert_eq!(listing(), before, "a reading command wrote into the bucket");
+    // The real repository answers as before.
+    let flags = gcs_flags(&server, "norepo", "real/repo");
+    assert_code(
+        &pgark_gcs(&with(flags.clone(), &["wal-fetch", name, dest.to_str().unwrap()])),
+        0,
+    );
+    let out = pgark_gcs(&with(flags, &["backup-list", "--json"]));
+    assert_code(&out, 0);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}

@@ -525,3 +525,61 @@ fn base_backup_and_restore_through_s3() {
     assert_eq!(status, 200, "{body}");
     assert!(!body.contains("<Upload>"), "unfinished uploads: {body}");
 }
+
+/// Issue 11: wal-fetch and backup-list on a prefix that holds no
+/// repository (a wrong prefix, or the bucket's root above a repository)
+/// exit 11, 139 with --abort-on-error, never "not found" (1) or an empty
+/// list, and write nothing into the bucket.
+#[test]
+fn wal_fetch_and_backup_list_refuse_a_missing_or_empty_repository_on_s3() {
+    let Some(moto) = moto_or_skip("S3 missing repository") else {
+        return;
+    };
+    moto.create_bucket("norepo").unwrap();
+    let segment = &fixture_files("wal", is_segment_name)[0];
+    let name = segment.file_name().unwrap().to_str().unwrap();
+    assert_code(
+        &pgark_s3(&with(
+            s3_flags(&moto, "norepo", "real/repo"),
+            &["wal-push", segment.to_str().unwrap()],
+        )),
+        0,
+    );
+    let listing = || moto.request("GET", "/norepo?list-type=2", b"").unwrap().1;
+    let before = listing();
+    let work = tempfile::tempdir().unwrap();
+    let dest = work.path().join("RECOVERYXLOG");
+    // "empty": nothing under the prefix; "parent": objects, no repository.json.
+    for prefix in ["typo/repo", "real", ""] {
+        let flags = s3_flags(&moto, "norepo", prefix);
+        for (args, code) in [
+            (vec!["wal-fetch", name, dest.to_str().unwrap()], 11),
+            (
+                vec!["--abort-on-error", "wal-fetch", name, dest.to_str().unwrap()],
+                139,
+            ),
+            (vec!["backup-list"], 11),
+            (vec!["backup-list", "--json"], 11),
+        ] {
+            let out = pgark_s3(&with(flags.clone(), &args));
+            assert_code(&out, code);
+            let msg = stderr(&out);
+            assert!(
+                msg.contains("no pgark repository at s3://norepo"),
+                "{prefix:?} {args:?}: {msg}"
+            );
+            assert!(out.stdout.is_empty(), "{prefix:?} {args:?} printed something");
+            assert!(!dest.exists());
+        }
+    }
+    assert_eq!(listing(), before, "a reading command wrote into the bucket");
+    // The real repository answers as before.
+    let flags = s3_flags(&moto, "norepo", "real/repo");
+    assert_code(
+        &pgark_s3(&with(flags.clone(), &["wal-fetch", name, dest.to_str().unwrap()])),
+        0,
+    );
+    let out = pgark_s3(&with(flags, &["backup-list", "--json"]));
+    assert_code(&out, 0);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}

@@ -210,6 +210,11 @@ fn damaged_object_fails_fetch_and_leaves_dest_untouched() {
 fn missing_file_exits_1_quietly() {
     let repo = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
+    // A repository (wal-push initialised it) that lacks these files.
+    assert_code(
+        &run(repo.path(), &["wal-push", segments()[0].to_str().unwrap()]),
+        0,
+    );
     for name in ["00000002.history", "000000010000000000000042"] {
         let dest = work.path().join("RECOVERYHISTORY");
         let out = run(repo.path(), &["wal-fetch", name, dest.to_str().unwrap()]);
@@ -423,4 +428,127 @@ fn help_lists_every_subcommand_and_setting() {
     ] {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
     }
+}
+
+/// Issue 11: a `--repo` that names no repository (a typo, an unmounted
+/// volume, a directory nothing was archived into) is neither "not found"
+/// (exit 1, which ends a recovery early and promotes) nor an empty
+/// repository: every reading command exits 11 (139 with --abort-on-error),
+/// says so, and creates nothing. Only wal-push and backup-push initialise a
+/// repository.
+#[test]
+fn reading_commands_refuse_a_missing_or_empty_repository() {
+    let work = tempfile::tempdir().unwrap();
+    let missing = work.path().join("no").join("such").join("repo");
+    let empty = work.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    // A repository one level below: its parent is not a repository either.
+    let real = work.path().join("parent").join("repo");
+    let seg = &segments()[0];
+    let name = seg.file_name().unwrap().to_str().unwrap();
+    assert_code(&run(&real, &["wal-push", seg.to_str().unwrap()]), 0);
+    let parent = work.path().join("parent");
+    let dest = work.path().join("RECOVERYXLOG");
+    let restore_dir = work.path().join("restore");
+
+    for repo in [&missing, &empty, &parent] {
+        let before = files_below(repo);
+        let cases: [(&[&str], i32); 6] = [
+            (&["wal-fetch", name, dest.to_str().unwrap()], 11),
+            (
+                &["--abort-on-error", "wal-fetch", name, dest.to_str().unwrap()],
+                139,
+            ),
+            (&["wal-fetch", "00000002.history", dest.to_str().unwrap()], 11),
+            (&["backup-list"], 11),
+            (&["backup-list", "--json"], 11),
+            (&["backup-fetch", restore_dir.to_str().unwrap(), "LATEST"], 11),
+        ];
+        for (args, code) in cases {
+            let out = run(repo, args);
+            assert_code(&out, code);
+            let msg = stderr(&out);
+            assert!(
+                msg.contains("no pgark repository at") && msg.contains(repo.to_str().unwrap()),
+                "{args:?} on {}: {msg}",
+                repo.display()
+            );
+            assert_eq!(msg.lines().count(), 1, "one line: {msg}");
+            assert!(
+                out.stdout.is_empty(),
+                "{args:?}: printed {:?}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            assert!(
+                !dest.exists() && !restore_dir.exists(),
+                "{args:?} wrote a destination"
+            );
+        }
+        // A key given for it changes nothing: still no repository, not a key error.
+        let out = pgark()
+            .arg("--repo")
+            .arg(repo)
+            .env("PGARK_ENCRYPTION_KEY", "00".repeat(32))
+            .args(["wal-fetch", name, dest.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_code(&out, 11);
+        let out = pgark()
+            .arg("--repo")
+            .arg(repo)
+            .env("PGARK_ENCRYPTION_KEY", "00".repeat(32))
+            .env("PGARK_NEW_ENCRYPTION_KEY", "11".repeat(32))
+            .args(["key", "rotate"])
+            .output()
+            .unwrap();
+        assert_code(&out, 11);
+        // Nothing was created: not the directory, not an object.
+        assert_eq!(files_below(repo), before, "{} changed", repo.display());
+    }
+    assert!(
+        !missing.exists(),
+        "a reading command created {}",
+        missing.display()
+    );
+    assert!(!work.path().join("no").exists());
+
+    // Once wal-push has initialised it, the same commands work: an absent
+    // segment is "not found" again, and an empty list is a list.
+    assert_code(&run(&empty, &["wal-push", seg.to_str().unwrap()]), 0);
+    let out = run(
+        &empty,
+        &["wal-fetch", "000000010000000000000099", dest.to_str().unwrap()],
+    );
+    assert_code(&out, 1);
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    assert_code(&run(&empty, &["wal-fetch", name, dest.to_str().unwrap()]), 0);
+    let out = run(&empty, &["backup-list", "--json"]);
+    assert_code(&out, 0);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}
+
+/// A repository.json that exists but cannot be used is a damaged
+/// repository (exit 5), not a missing one.
+#[test]
+fn a_damaged_repository_json_is_an_integrity_error_for_readers() {
+    let repo = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let seg = &segments()[0];
+    let name = seg.file_name().unwrap().to_str().unwrap();
+    assert_code(&run(repo.path(), &["wal-push", seg.to_str().unwrap()]), 0);
+    std::fs::write(repo.path().join("repository.json"), b"{ not json").unwrap();
+    let dest = work.path().join("RECOVERYXLOG");
+    for args in [
+        &["wal-fetch", name, dest.to_str().unwrap()][..],
+        &["backup-list"][..],
+    ] {
+        let out = run(repo.path(), args);
+        assert_code(&out, 5);
+        assert!(
+            stderr(&out).contains("repository.json"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(!dest.exists());
 }

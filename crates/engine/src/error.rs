@@ -31,6 +31,10 @@ pub enum ErrorClass {
     Configuration,
     /// The command's time limit ran out.
     TimedOut,
+    /// There is no repository where the command looked: nothing identifies
+    /// one there (its `repository.json` is missing). Only the commands that
+    /// write (wal-push, backup-push) create a repository.
+    NoRepository,
 }
 
 /// Why a command failed. Every variant names the object or file involved.
@@ -39,6 +43,14 @@ pub enum ErrorClass {
 pub enum EngineError {
     #[error("{what} not found in the repository ({key})")]
     NotFound { what: String, key: String },
+
+    /// A reading command found no repository at `url`; `reason` says what
+    /// was missing (never a cause that is a failure to read).
+    #[error(
+        "no pgark repository at {url}: {reason} (a wrong --repo, an unmounted volume, or nothing \
+         archived yet?)"
+    )]
+    NoRepository { url: String, reason: String },
 
     #[error("refusing {path}: {source}")]
     InvalidWalFile {
@@ -157,6 +169,7 @@ impl EngineError {
     pub fn class(&self) -> ErrorClass {
         match self {
             EngineError::NotFound { .. } => ErrorClass::NotFound,
+            EngineError::NoRepository { .. } => ErrorClass::NoRepository,
             EngineError::InvalidWalFile { .. }
             | EngineError::Rejected { .. }
             | EngineError::WrongCluster { .. } => ErrorClass::Rejected,

@@ -88,7 +88,8 @@ struct Inner {
 
 impl LocalStore {
     /// Opens the repository directory `root`, creating it and any missing
-    /// parents (durably) if needed.
+    /// parents (durably) if needed: for the commands that may initialise a
+    /// repository.
     ///
     /// A relative `root` is made absolute against the current directory
     /// (symbolic links are kept as they are). Fails with a permanent
@@ -98,7 +99,23 @@ impl LocalStore {
     /// into an unwritable directory fails with a permanent error naming the
     /// path and the cause.
     pub fn new(root: impl Into<PathBuf>) -> Result<LocalStore> {
-        let given: PathBuf = root.into();
+        LocalStore::open_root(root.into(), true)
+    }
+
+    /// Opens the repository directory `root` as it is, creating nothing:
+    /// for the commands that only read a repository, so that a mistyped path
+    /// or an unmounted volume is not turned into a new, empty directory.
+    ///
+    /// A missing `root` is no error here: every get and head of it is
+    /// [`ErrorKind::NotFound`], a list is empty, and a put fails with a
+    /// permanent error ("the repository directory ... does not exist").
+    /// Fails like [`LocalStore::new`] if `root` exists but is not a
+    /// directory or cannot be examined.
+    pub fn open(root: impl Into<PathBuf>) -> Result<LocalStore> {
+        LocalStore::open_root(root.into(), false)
+    }
+
+    fn open_root(given: PathBuf, create: bool) -> Result<LocalStore> {
         let open_err = |path: &Path, message: String, source: io::Error| {
             StoreError::new(
                 ErrorKind::Permanent,
@@ -133,7 +150,10 @@ impl LocalStore {
                     e,
                 ));
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+            Err(e) if !create && e.kind() == io::ErrorKind::NotFound => {}
+            Err(e)
+                if create && matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) =>
+            {
                 create_dir_all_durable(&root, None).map_err(|f| {
                     let message = format!("cannot create repository directory {}: {}", root.display(), f.err);
                     let message = if f.what.ends_with(&format!(" {}", root.display())) {

@@ -238,6 +238,44 @@ async fn missing_parents_of_the_root_are_created() {
     );
 }
 
+/// Issue 11: the reading commands open their repository with
+/// `LocalStore::open`, which must not turn a mistyped path into a new,
+/// empty repository.
+#[tokio::test]
+async fn open_creates_nothing_and_a_missing_root_holds_no_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("a/b/c");
+    let store = LocalStore::open(&root).unwrap();
+    assert!(!dir.path().join("a").exists(), "open created a directory");
+    assert_eq!(store.root(), root);
+    let err = store.get_bytes(&key("repository.json")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(store.list("").await.unwrap().is_empty());
+    let err = store
+        .put(&key("k"), Bytes::from_static(b"v"), PutMode::Create)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Permanent, "{err}");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert!(!dir.path().join("a").exists(), "a put created a directory");
+    // An existing directory opens as with `new`; a file is refused.
+    fs::create_dir_all(&root).unwrap();
+    let store = LocalStore::open(&root).unwrap();
+    store
+        .put(&key("k"), Bytes::from_static(b"v"), PutMode::Create)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_bytes(&key("k")).await.unwrap(),
+        Bytes::from_static(b"v")
+    );
+    let file = dir.path().join("file");
+    fs::write(&file, b"").unwrap();
+    let err = LocalStore::open(&file).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Permanent);
+    assert!(err.to_string().contains("not a directory"), "{err}");
+}
+
 #[tokio::test]
 async fn an_unwritable_repository_gives_a_permanent_error_naming_the_path() {
     let dir = tempfile::tempdir().unwrap();

@@ -856,6 +856,46 @@ mod tests {
         );
     }
 
+    /// Issue 12, item 6: a checksum failure on a page written during the
+    /// backup (LSN from its start to its stop) is WAL replay's to repair;
+    /// before the start, or past the end of the WAL the server wrote, it is
+    /// corruption.
+    #[test]
+    fn checksum_failures_are_corruption_outside_the_backup_s_wal() {
+        let (start, stop) = (Lsn(0x5_0000_0028), Lsn(0x5_0200_0000));
+        let cases = [
+            (Lsn(0), true),
+            (Lsn(0x4_FFFF_FFFF), true),
+            (Lsn(0x5_0000_0027), true),
+            (start, false),
+            (Lsn(0x5_0100_0000), false),
+            (stop, false),
+            (Lsn(0x5_0200_0001), true),
+            (Lsn(u64::MAX), true),
+        ];
+        for (lsn, reported) in cases {
+            assert_eq!(
+                checksum_failure_is_corruption(lsn, start, stop),
+                reported,
+                "{lsn}"
+            );
+        }
+        // The scanner records the LSN of each bad page for that decision.
+        let mut data = checksummed_file(0, 3);
+        data[8192 + 100] ^= 1;
+        let mut scanner = PageScanner::new(ScanOptions {
+            block_size: BS,
+            since: Lsn(0),
+            parent_blocks: 0,
+            verify_checksums: true,
+            first_block_no: 0,
+        });
+        scanner.scan_in_memory(&mut data).unwrap();
+        let bad = scanner.bad_pages();
+        assert_eq!(bad.len(), 1);
+        assert_eq!((bad[0].block, bad[0].lsn), (1, page_lsn(&data[8192..2 * 8192])));
+    }
+
     #[test]
     fn verify_page_decisions() {
         let mut page = heap_page(8192, Lsn(5), 9);

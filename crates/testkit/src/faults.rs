@@ -181,7 +181,9 @@ impl MultipartUpload for FaultyUpload {
     }
 
     async fn complete(self: Box<Self>) -> Result<ObjectMeta, StoreError> {
-        let FaultyUpload { store, key, inner, .. } = *self;
+        let FaultyUpload {
+            store, key, inner, ..
+        } = *self;
         store.pause().await;
         let failure = store
             .check(Operation::Complete, key.as_str())

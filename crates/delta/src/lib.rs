@@ -96,6 +96,6 @@ pub use format::{
     HEADER_LEN, MAGIC, TRAILER_LEN,
 };
 pub use scan::{
-    classify_page, verify_page, BadPage, PageClass, PageScanner, ScanOptions, ScanStats, ScannedChunk,
-    Verification,
+    checksum_failure_is_corruption, classify_page, page_lsn, verify_page, BadPage, PageClass, PageScanner,
+    ScanOptions, ScanStats, ScannedChunk, Verification,
 };

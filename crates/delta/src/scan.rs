@@ -35,6 +35,13 @@
 //! is reported. Both are stored as read (the re-read image, for a torn page), so that the
 //! backup is a faithful copy of the file.
 //!
+//! A page whose `pd_lsn` is at or after the backup's start LSN was written after the
+//! backup started, so WAL replay rewrites it (from the full-page image that follows each
+//! checkpoint) whatever the copy holds: a checksum failure there is no evidence of
+//! corruption, and pg_basebackup does not even verify such pages. The scanner still
+//! verifies and records them ([`BadPage::lsn`]); the backup decides with
+//! [`checksum_failure_is_corruption`] once it knows where the WAL it needs ends.
+//!
 //! # Speed
 //!
 //! The scan reads the 24-byte header of each page and nothing else, except for pages
@@ -101,9 +108,8 @@ pub fn classify_page(page: &[u8], block_size: BlockSize, since: Lsn) -> PageClas
 }
 
 /// The page's LSN: the first 8 bytes, `xlogid` (high half) then `xrecoff` (low half), each
-/// little-endian.
-#[cfg(test)]
-fn page_lsn(page: &[u8]) -> Lsn {
+/// little-endian. `page` is at least a header long.
+pub fn page_lsn(page: &[u8]) -> Lsn {
     let mut b = [0u8; 8];
     b.copy_from_slice(&page[..8]);
     Lsn(u64::from_le_bytes(b).rotate_left(32))
@@ -280,12 +286,40 @@ impl ScanStats {
     }
 }
 
+/// Whether a page whose checksum failed with the same bytes twice is reported as corrupt,
+/// by its `pd_lsn` (as read), the backup's start LSN and the end of the WAL the backup
+/// needs (its stop LSN).
+///
+/// Mirrors pg_basebackup (`verify_page_checksum` in `backup/basebackup.c`) and
+/// pgBackRest (its page checksum filter, whose `lsnLimit` is the start LSN): a page whose
+/// LSN is at or after the start LSN was written during the backup and WAL replay rewrites
+/// it, so it is not reported. Unlike them, a page whose LSN lies beyond the end of that
+/// WAL is reported anyway: no WAL record the server had written explains it (a page is
+/// written only after the WAL up to its LSN is flushed), so its LSN is itself damage, and
+/// skipping it would let a corrupt page with a garbage LSN pass unnoticed.
+///
+/// ```
+/// use pgark_delta::checksum_failure_is_corruption as reported;
+/// use pgark_pg::Lsn;
+///
+/// let (start, end) = (Lsn(0x3000000), Lsn(0x3800000));
+/// assert!(reported(Lsn(0x2FFFFFF), start, end)); // older than the backup: corrupt
+/// assert!(!reported(Lsn(0x3000000), start, end)); // written during it: left to replay
+/// assert!(!reported(Lsn(0x3800000), start, end));
+/// assert!(reported(Lsn(0xDEAD_0000_0000), start, end)); // past anything written
+/// ```
+pub fn checksum_failure_is_corruption(page_lsn: Lsn, backup_start: Lsn, wal_end: Lsn) -> bool {
+    page_lsn < backup_start || page_lsn > wal_end
+}
+
 /// A page whose checksum failed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct BadPage {
     /// Its block number in the file (as `pg_basebackup` reports it); the absolute block
     /// number is [`ScanOptions::first_block_no`] plus this.
     pub block: u32,
+    /// `pd_lsn` of the page as first read (see [`checksum_failure_is_corruption`]).
+    pub lsn: Lsn,
     /// [`PageClass::Torn`] or [`PageClass::Corrupt`].
     pub class: PageClass,
     /// `pd_checksum` on the page as first read.
@@ -534,6 +568,7 @@ impl PageScanner {
                     };
                     self.bad_pages.push(BadPage {
                         block,
+                        lsn: page_lsn(page),
                         class,
                         found,
                         computed,
@@ -819,6 +854,46 @@ mod tests {
             matches!(err, DeltaError::Io(ref e) if e.to_string() == "disk gone"),
             "{err}"
         );
+    }
+
+    /// Issue 12, item 6: a checksum failure on a page written during the
+    /// backup (LSN from its start to its stop) is WAL replay's to repair;
+    /// before the start, or past the end of the WAL the server wrote, it is
+    /// corruption.
+    #[test]
+    fn checksum_failures_are_corruption_outside_the_backup_s_wal() {
+        let (start, stop) = (Lsn(0x5_0000_0028), Lsn(0x5_0200_0000));
+        let cases = [
+            (Lsn(0), true),
+            (Lsn(0x4_FFFF_FFFF), true),
+            (Lsn(0x5_0000_0027), true),
+            (start, false),
+            (Lsn(0x5_0100_0000), false),
+            (stop, false),
+            (Lsn(0x5_0200_0001), true),
+            (Lsn(u64::MAX), true),
+        ];
+        for (lsn, reported) in cases {
+            assert_eq!(
+                checksum_failure_is_corruption(lsn, start, stop),
+                reported,
+                "{lsn}"
+            );
+        }
+        // The scanner records the LSN of each bad page for that decision.
+        let mut data = checksummed_file(0, 3);
+        data[8192 + 100] ^= 1;
+        let mut scanner = PageScanner::new(ScanOptions {
+            block_size: BS,
+            since: Lsn(0),
+            parent_blocks: 0,
+            verify_checksums: true,
+            first_block_no: 0,
+        });
+        scanner.scan_in_memory(&mut data).unwrap();
+        let bad = scanner.bad_pages();
+        assert_eq!(bad.len(), 1);
+        assert_eq!((bad[0].block, bad[0].lsn), (1, page_lsn(&data[8192..2 * 8192])));
     }
 
     #[test]

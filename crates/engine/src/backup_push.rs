@@ -8,7 +8,7 @@
 //! backup does not exist for any command; its orphaned parts are inert.
 
 use crate::delta_push::{self, DeltaOptions, IncrementSource, NewBackup, Parent, ScanSpec};
-use crate::pipe::{upload_from, ChannelWriter};
+use crate::pipe::{upload_and_produce, verify_object, ChannelWriter, Produced};
 use crate::repository::ensure_repository_meta;
 use crate::scan::{scan, Scan, ScannedFile};
 use crate::{EngineError, RetryPolicy};
@@ -24,7 +24,7 @@ use pgark_pg::layout::is_paged_relation_file;
 use pgark_pg::{ArchivedFile, ControlFile, Lsn, SegmentNo, TimelineId, WalSegmentName, WalSegmentSize};
 use pgark_pgclient::{ConnectOptions, Session};
 use pgark_store::{Key, ObjectStore, ObjectStoreExt, PutMode, UploadOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -199,18 +199,19 @@ pub async fn backup_push(
         .await
         .map_err(|e| EngineError::Internal(format!("scan task failed: {e}")))??;
     let copied = copy_files(&store, &name, scanned, opts, &ctx, parent.as_ref()).await?;
-    for c in &copied.corrupt_pages {
+
+    let stop = session.backup_stop().await?;
+    // The server's clock, not ours: restores to a target time compare it
+    // with commit timestamps.
+    let server_stop_time = session.server_time().await?;
+    let corrupt_pages = corrupt_pages(&copied.checksum_failures, start_lsn, stop.lsn);
+    for c in &corrupt_pages {
         tracing::warn!(
             "data page checksum failure in {}: block(s) {} (read twice with the same bytes: corrupt on disk)",
             c.path,
             c.blocks.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
         );
     }
-
-    let stop = session.backup_stop().await?;
-    // The server's clock, not ours: restores to a target time compare it
-    // with commit timestamps.
-    let server_stop_time = session.server_time().await?;
     let end_timeline = session.checkpoint_timeline().await.unwrap_or(timeline);
     let label_timeline =
         parse_label_field(&stop.backup_label, "START TIMELINE:").and_then(|s| s.parse::<u32>().ok());
@@ -271,7 +272,7 @@ pub async fn backup_push(
         delta_since_lsn: parent.as_ref().map(|p| p.since.to_string()),
         data_checksums: ctx.data_checksums,
         block_size: control.blcksz,
-        corrupt_pages: copied.corrupt_pages,
+        corrupt_pages,
         parts: copied.parts,
         directories: copied.dirs,
         files: copied.files,
@@ -303,6 +304,33 @@ pub async fn backup_push(
         manifest.stored_size
     );
     Ok(manifest)
+}
+
+/// The pages to report as corrupt among those whose checksum failed with
+/// the same bytes twice: not those written during the backup, which WAL
+/// replay rewrites (see `pgark_delta::checksum_failure_is_corruption`).
+fn corrupt_pages(failures: &[ChecksumFailures], start: Lsn, stop: Lsn) -> Vec<CorruptPages> {
+    let mut out = Vec::new();
+    for f in failures {
+        let (reported, replayed): (Vec<_>, Vec<_>) = f
+            .pages
+            .iter()
+            .partition(|(_, lsn)| pgark_delta::checksum_failure_is_corruption(*lsn, start, stop));
+        for (block, lsn) in &replayed {
+            tracing::debug!(
+                "{} block {block}: checksum failure on a page written during the backup (LSN {lsn}); \
+                 WAL replay rewrites it",
+                f.path
+            );
+        }
+        if !reported.is_empty() {
+            out.push(CorruptPages {
+                path: f.path.clone(),
+                blocks: reported.into_iter().map(|(block, _)| block).collect(),
+            });
+        }
+    }
+    out
 }
 
 fn segment_of(tli: TimelineId, lsn: Lsn, size: WalSegmentSize) -> WalSegmentName {
@@ -435,7 +463,15 @@ struct Copied {
     parts: Vec<PartEntry>,
     files: Vec<FileEntry>,
     dirs: Vec<pgark_catalog::DirEntry>,
-    corrupt_pages: Vec<CorruptPages>,
+    checksum_failures: Vec<ChecksumFailures>,
+}
+
+/// The pages of one file whose checksum failed with the same bytes twice:
+/// block (in the file) and `pd_lsn` as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ChecksumFailures {
+    path: String,
+    pages: Vec<(u32, Lsn)>,
 }
 
 /// What one tar entry of a part holds: a whole file, or a piece of a file
@@ -481,8 +517,9 @@ struct Copied1 {
     item: WorkItem,
     crc32c: u32,
     part: u32,
-    /// Corrupt blocks found (in the file).
-    corrupt: Vec<u32>,
+    /// Blocks (in the file) whose checksum failed with the same bytes
+    /// twice, with their `pd_lsn`.
+    corrupt: Vec<(u32, Lsn)>,
     /// How a delta backup stored the file.
     delta: Option<DeltaEntry>,
 }
@@ -641,19 +678,19 @@ async fn copy_files(
     parts.push(part);
     copied.extend(items);
     parts.sort_by_key(|p| p.index);
-    let (files, corrupt_pages) = file_entries(copied);
+    let (files, checksum_failures) = file_entries(copied);
     Ok(Copied {
         parts,
         files,
         dirs,
-        corrupt_pages,
+        checksum_failures,
     })
 }
 
 /// The manifest's file entries from what the parts hold: pieces are put
 /// back in order under their file, whose CRC-32C is combined from theirs;
-/// and the corrupt pages found, per file.
-fn file_entries(mut copied: Vec<Copied1>) -> (Vec<FileEntry>, Vec<CorruptPages>) {
+/// and the checksum failures found, per file.
+fn file_entries(mut copied: Vec<Copied1>) -> (Vec<FileEntry>, Vec<ChecksumFailures>) {
     copied.sort_by(|a, b| {
         a.item
             .file
@@ -662,15 +699,15 @@ fn file_entries(mut copied: Vec<Copied1>) -> (Vec<FileEntry>, Vec<CorruptPages>)
             .then_with(|| a.item.offset().cmp(&b.item.offset()))
     });
     let mut entries: Vec<FileEntry> = Vec::new();
-    let mut corrupt: Vec<CorruptPages> = Vec::new();
+    let mut corrupt: Vec<ChecksumFailures> = Vec::new();
     for c in copied {
         let f = &c.item.file;
         if !c.corrupt.is_empty() {
             match corrupt.last_mut() {
-                Some(last) if last.path == f.rel => last.blocks.extend(&c.corrupt),
-                _ => corrupt.push(CorruptPages {
+                Some(last) if last.path == f.rel => last.pages.extend(&c.corrupt),
+                _ => corrupt.push(ChecksumFailures {
                     path: f.rel.clone(),
-                    blocks: c.corrupt.clone(),
+                    pages: c.corrupt.clone(),
                 }),
             }
         }
@@ -725,14 +762,56 @@ async fn upload_part(
         mode: PutMode::Create,
         ..Default::default()
     };
-    let (meta, (mut part, items)) = upload_from(store, &key, upload, move |sink| {
+    let writer_key = data_key.clone();
+    let outcome = upload_and_produce(store, &key, upload, move |sink| {
         let object =
-            crate::pipe::object_writer(sink, spec, DigestAlgorithm::Blake3, data_key.as_ref(), &name)?;
+            crate::pipe::object_writer(sink, spec, DigestAlgorithm::Blake3, writer_key.as_ref(), &name)?;
         write_part(index, items, dirs.as_deref(), object, &ctx, &*progress)
     })
     .await?;
-    part.stored_size = meta.size;
-    Ok((part, items))
+    match outcome {
+        (Ok(meta), Ok((mut part, items))) => {
+            part.stored_size = meta.size;
+            Ok((part, items))
+        }
+        // A retry meeting an earlier attempt that was stored although it
+        // reported failure (a request that timed out after the store had
+        // done it). The part key is this backup's alone, so the object is
+        // that attempt: identical content is its success.
+        (Err(e), Ok((part, items))) if e.is_already_exists() => {
+            let (stored_size, identical) = same_part(store, &key, data_key.as_ref(), &part).await?;
+            match identical {
+                Ok(()) => {
+                    tracing::info!("{key} was stored by an earlier attempt that reported failure; kept");
+                    Ok((PartEntry { stored_size, ..part }, items))
+                }
+                Err(stored) => Err(EngineError::ObjectConflict {
+                    key: key.to_string(),
+                    stored,
+                    written: format!("{} ({} bytes)", part.digest, part.original_size),
+                }),
+            }
+        }
+        (Err(e), Ok(_)) => Err(e.into()),
+        (_, Err(Produced::Failed(e))) => Err(e),
+        (Err(e), Err(Produced::Stopped(_))) => Err(e.into()),
+        (Ok(_), Err(Produced::Stopped(e))) => Err(e),
+    }
+}
+
+/// Reads and verifies the stored part `key` and compares its content (the
+/// digest and length of the tar stream, from its verified trailer) with
+/// `part`: its stored size, and `Ok` when identical or else what it holds.
+async fn same_part(
+    store: &dyn ObjectStore,
+    key: &Key,
+    data_key: Option<&pgark_crypto::DataKey>,
+    part: &PartEntry,
+) -> Result<(u64, Result<(), String>), EngineError> {
+    let stored = verify_object(store, key, data_key).await?;
+    let identical = stored.digest.to_string() == part.digest && stored.original_len == part.original_size;
+    let what = format!("{} ({} bytes)", stored.digest, stored.original_len);
+    Ok((stored.stored_len, if identical { Ok(()) } else { Err(what) }))
 }
 
 /// Writes one part: a tar stream of `items` (and `dirs` first), encoded as
@@ -854,10 +933,10 @@ fn write_part(
         .map_err(broken)?
         .into_inner()
         .map_err(|e| broken(e.into_error()))?;
-    let (mut sink, summary) = object
+    let (sink, summary) = object
         .finish()
         .map_err(|e| EngineError::Internal(e.to_string()))?;
-    sink.flush().map_err(broken)?;
+    sink.finish().map_err(broken)?;
     let part = PartEntry {
         index,
         original_size: summary.original_len,
@@ -915,8 +994,9 @@ struct FileSource<'a> {
     /// The block size, when pages are verified.
     verify: Option<BlockSize>,
     first_block_no: u32,
-    /// Corrupt blocks (in the file).
-    corrupt: Vec<u32>,
+    /// Blocks (in the file) that failed their checksum twice alike, with
+    /// their `pd_lsn`.
+    corrupt: Vec<(u32, Lsn)>,
     crc: u32,
     error: Option<EngineError>,
 }
@@ -960,7 +1040,9 @@ impl FileSource<'_> {
                             page.copy_from_slice(&scratch);
                         }
                     }
-                    pgark_delta::Verification::Corrupt { .. } => self.corrupt.push(block),
+                    pgark_delta::Verification::Corrupt { .. } => {
+                        self.corrupt.push((block, pgark_delta::page_lsn(page)))
+                    }
                 }
             }
         }

@@ -189,8 +189,9 @@ pub(crate) struct Scanned {
     pub stored: Vec<u32>,
     /// CRC-32C of the file as read (zeros past a shrunken end).
     pub crc32c: u32,
-    /// Blocks (in the file) whose checksum failed twice with the same bytes.
-    pub corrupt: Vec<u32>,
+    /// Blocks (in the file) whose checksum failed twice with the same
+    /// bytes, with their `pd_lsn`.
+    pub corrupt: Vec<(u32, Lsn)>,
 }
 
 impl Scanned {
@@ -266,7 +267,12 @@ pub(crate) fn scan_file(
         crc = crc32c::crc32c_append(crc, &buf[..want]);
         offset += want as u64;
     }
-    let corrupt = scanner.corrupt_blocks().collect();
+    let corrupt = scanner
+        .bad_pages()
+        .iter()
+        .filter(|p| p.class == pgark_delta::PageClass::Corrupt)
+        .map(|p| (p.block, p.lsn))
+        .collect();
     Ok(Scanned {
         header: IncrementHeader {
             block_size: spec.block_size,

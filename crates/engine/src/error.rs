@@ -79,6 +79,19 @@ pub enum EngineError {
         local: String,
     },
 
+    /// A create-only write met an object of its own key with other
+    /// content (a retried backup part whose earlier attempt was stored
+    /// although it reported failure, from files that changed since).
+    #[error(
+        "{key} already exists with different content (stored {stored}, this attempt {written}); \
+         it was not changed"
+    )]
+    ObjectConflict {
+        key: String,
+        stored: String,
+        written: String,
+    },
+
     #[error("stored object {key} is damaged: {source}")]
     Integrity {
         key: String,
@@ -173,7 +186,7 @@ impl EngineError {
             EngineError::InvalidWalFile { .. }
             | EngineError::Rejected { .. }
             | EngineError::WrongCluster { .. } => ErrorClass::Rejected,
-            EngineError::Conflict { .. } => ErrorClass::Conflict,
+            EngineError::Conflict { .. } | EngineError::ObjectConflict { .. } => ErrorClass::Conflict,
             EngineError::Integrity { .. }
             | EngineError::Catalog { .. }
             | EngineError::CorruptPages { .. } => ErrorClass::Integrity,

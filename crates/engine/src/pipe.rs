@@ -2,6 +2,11 @@
 //! and the asynchronous store (run on the runtime). Each bridge is a bounded
 //! channel of `Bytes` chunks, so memory per stream is at most
 //! `CHANNEL_DEPTH x CHUNK_SIZE` plus the codec's own buffers.
+//!
+//! An upload's stream ends successfully only when its producer said so
+//! ([`ChannelWriter::finish`], then returned `Ok`); a producer that fails,
+//! panics or forgets to finish ends the stream with an error, so the store
+//! discards the upload instead of storing a truncated object.
 
 use crate::EngineError;
 use bytes::{Bytes, BytesMut};
@@ -9,9 +14,12 @@ use futures::StreamExt;
 use pgark_codec::{CompressionSpec, DigestAlgorithm, ObjectReader, ObjectSummary, ObjectWriter};
 use pgark_crypto::DataKey;
 use pgark_store::{put_stream, ByteStream, Key, ObjectMeta, ObjectStore, StoreError, UploadOptions};
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Size of the chunks handed between the blocking pool and the runtime.
 pub(crate) const CHUNK_SIZE: usize = 1 << 20;
@@ -19,18 +27,29 @@ pub(crate) const CHUNK_SIZE: usize = 1 << 20;
 pub(crate) const CHANNEL_DEPTH: usize = 4;
 
 /// A `Write` that sends what it is given, in `CHUNK_SIZE` pieces, into a
-/// bounded channel; blocks while the channel is full.
+/// bounded channel; blocks while the channel is full. The stream is whole
+/// only after [`finish`](Self::finish).
 pub(crate) struct ChannelWriter {
     tx: mpsc::Sender<Result<Bytes, StoreError>>,
     buf: BytesMut,
+    finished: Arc<AtomicBool>,
 }
 
 impl ChannelWriter {
-    pub(crate) fn new(tx: mpsc::Sender<Result<Bytes, StoreError>>) -> Self {
+    fn new(tx: mpsc::Sender<Result<Bytes, StoreError>>, finished: Arc<AtomicBool>) -> Self {
         ChannelWriter {
             tx,
             buf: BytesMut::with_capacity(CHUNK_SIZE),
+            finished,
         }
+    }
+
+    /// Sends what is left and marks the stream complete. Without it, the
+    /// upload is discarded however the producer ends.
+    pub(crate) fn finish(mut self) -> io::Result<()> {
+        self.send_buf()?;
+        self.finished.store(true, Ordering::SeqCst);
+        Ok(())
     }
 
     fn send_buf(&mut self) -> io::Result<()> {
@@ -81,7 +100,13 @@ impl Read for ChannelReader {
 
 /// Runs `produce` on the blocking pool, giving it a [`ChannelWriter`], while
 /// uploading everything it writes under `key`. Atomic per the store's
-/// contract: if either side fails, nothing is visible under `key`.
+/// contract: if either side fails, nothing is visible under `key` (and an
+/// object already there is untouched).
+///
+/// The stream handed to the store ends only once `produce` has called
+/// [`ChannelWriter::finish`] and returned `Ok`; otherwise its last item is
+/// an error, which makes [`put_stream`] abort (before the single put of a
+/// small object, or instead of completing a multipart upload).
 pub(crate) async fn upload_from<T, F>(
     store: &dyn ObjectStore,
     key: &Key,
@@ -92,21 +117,98 @@ where
     T: Send + 'static,
     F: FnOnce(ChannelWriter) -> Result<T, EngineError> + Send + 'static,
 {
+    let (uploaded, produced) = upload_and_produce(store, key, upload, produce).await?;
+    match (uploaded, produced) {
+        (Ok(meta), Ok(value)) => Ok((meta, value)),
+        (Err(e), Ok(_)) => Err(e.into()),
+        (_, Err(Produced::Failed(e))) => Err(e),
+        (Err(e), Err(Produced::Stopped(_))) => Err(e.into()),
+        (Ok(_), Err(Produced::Stopped(e))) => Err(e),
+    }
+}
+
+/// How a producer ended when it did not succeed.
+pub(crate) enum Produced {
+    /// It failed on its own (a read error, a bug): the cause of the failure.
+    Failed(EngineError),
+    /// It stopped because the upload had failed (its channel was closed):
+    /// only a consequence.
+    Stopped(EngineError),
+}
+
+/// [`upload_from`], returning both sides' outcomes: the caller may want the
+/// producer's value even though the store refused the upload (a create-only
+/// put that met an earlier attempt's object).
+pub(crate) async fn upload_and_produce<T, F>(
+    store: &dyn ObjectStore,
+    key: &Key,
+    upload: UploadOptions,
+    produce: F,
+) -> Result<(Result<ObjectMeta, StoreError>, Result<T, Produced>), EngineError>
+where
+    T: Send + 'static,
+    F: FnOnce(ChannelWriter) -> Result<T, EngineError> + Send + 'static,
+{
     let (tx, mut rx) = mpsc::channel(CHANNEL_DEPTH);
-    let producer = tokio::task::spawn_blocking(move || produce(ChannelWriter::new(tx)));
-    let chunks = Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let (done_tx, mut done_rx) = oneshot::channel::<bool>();
+    let finished = Arc::new(AtomicBool::new(false));
+    let writer = ChannelWriter::new(tx, finished.clone());
+    let producer = tokio::task::spawn_blocking(move || {
+        let out = produce(writer);
+        // The writer is gone (dropped inside `produce`): the channel is
+        // closed. Only now may the stream end, and only on success.
+        let _ = done_tx.send(out.is_ok() && finished.load(Ordering::SeqCst));
+        out
+    });
+    let source_failed = Arc::new(AtomicBool::new(false));
+    let failed_flag = source_failed.clone();
+    let store_name = store.to_string();
+    let key_name = key.to_string();
+    let mut ended = false;
+    let chunks = Box::pin(futures::stream::poll_fn(move |cx| {
+        use std::task::Poll;
+        if ended {
+            return Poll::Ready(None);
+        }
+        match rx.poll_recv(cx) {
+            Poll::Ready(None) => {}
+            other => return other,
+        }
+        let complete = match std::pin::Pin::new(&mut done_rx).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            // A producer that panicked never says.
+            Poll::Ready(said) => said.unwrap_or(false),
+        };
+        ended = true;
+        if complete {
+            return Poll::Ready(None);
+        }
+        failed_flag.store(true, Ordering::SeqCst);
+        Poll::Ready(Some(Err(StoreError::new(
+            pgark_store::ErrorKind::Permanent,
+            pgark_store::Operation::Put,
+            &store_name,
+            &key_name,
+            "the data being uploaded could not be produced whole; the upload was discarded",
+        ))))
+    }));
     let uploaded = put_stream(store, key, chunks, upload).await;
-    // If the upload failed, the receiver is gone and the producer stops at
-    // its next send; its error is then only a consequence.
     let produced = producer
         .await
         .map_err(|e| EngineError::Internal(format!("producer task failed: {e}")))?;
-    match (uploaded, produced) {
-        (Ok(meta), Ok(value)) => Ok((meta, value)),
-        (_, Err(e @ EngineError::LocalIo { .. })) => Err(e),
-        (Err(e), _) => Err(e.into()),
-        (Ok(_), Err(e)) => Err(e),
-    }
+    let produced = match produced {
+        Ok(_) if source_failed.load(Ordering::SeqCst) => Err(Produced::Failed(EngineError::Internal(
+            format!("the producer of {key} ended without finishing its stream"),
+        ))),
+        Ok(value) => Ok(value),
+        // A local read error is the cause even if the upload failed too.
+        Err(e @ EngineError::LocalIo { .. }) => Err(Produced::Failed(e)),
+        // If the upload failed, the receiver is gone and the producer
+        // stopped at its next send; its error is then only a consequence.
+        Err(e) if uploaded.is_err() && !source_failed.load(Ordering::SeqCst) => Err(Produced::Stopped(e)),
+        Err(e) => Err(Produced::Failed(e)),
+    };
+    Ok((uploaded, produced))
 }
 
 /// Reads the local file at `path`, encodes it as a pgark object and stores
@@ -170,8 +272,13 @@ fn encode_file(
     sink: ChannelWriter,
 ) -> Result<ObjectSummary, EngineError> {
     let mut file = std::fs::File::open(path).map_err(|e| EngineError::local_io("cannot open", path, e))?;
+    let expected = file
+        .metadata()
+        .map_err(|e| EngineError::local_io("cannot stat", path, e))?
+        .len();
     let mut writer = object_writer(sink, spec, DigestAlgorithm::Sha256, data_key, name)?;
     let mut buf = vec![0u8; 256 << 10];
+    let mut read = 0u64;
     loop {
         let n = match file.read(&mut buf) {
             Ok(0) => break,
@@ -179,12 +286,25 @@ fn encode_file(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(EngineError::local_io("cannot read", path, e)),
         };
+        read += n as u64;
         writer.write_all(&buf[..n]).map_err(upload_stopped)?;
     }
-    let (mut sink, summary) = writer
+    // A file cut short (or grown) while it was read is not the file that
+    // was checked: store nothing rather than a copy of another length.
+    if read != expected {
+        return Err(EngineError::local_io(
+            "cannot read",
+            path,
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the file changed size while it was read ({expected} bytes, then {read})"),
+            ),
+        ));
+    }
+    let (sink, summary) = writer
         .finish()
         .map_err(|e| EngineError::Internal(e.to_string()))?;
-    sink.flush().map_err(upload_stopped)?;
+    sink.finish().map_err(upload_stopped)?;
     Ok(summary)
 }
 
@@ -392,5 +512,120 @@ fn parent_dir(p: &Path) -> PathBuf {
     match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgark_store::{LocalStore, MemoryStore, ObjectStoreExt, PutMode};
+
+    const MIB: usize = 1 << 20;
+
+    fn stores(dir: &Path) -> Vec<Arc<dyn ObjectStore>> {
+        vec![
+            Arc::new(MemoryStore::new()),
+            Arc::new(LocalStore::new(dir.join("repo")).expect("local store")),
+        ]
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    /// Writes `len` bytes, then fails as a read error in the middle of a
+    /// source file would.
+    fn read_error_after(len: usize) -> impl FnOnce(ChannelWriter) -> Result<(), EngineError> + Send {
+        move |mut sink| {
+            sink.write_all(&pattern(len))
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+            Err(EngineError::local_io(
+                "cannot read",
+                "/source/000000010000000000000004",
+                io::Error::other("injected read error"),
+            ))
+        }
+    }
+
+    /// Issue 12, item 1: a producer that fails part-way used to close its
+    /// channel like a finished one, and the store kept what had arrived
+    /// under the final key. Small (one put) and large (multipart) objects,
+    /// onto a free key (create-only) and over an older object (overwrite).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_producer_error_stores_nothing_and_leaves_an_older_object() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in stores(dir.path()) {
+            let old = Bytes::from_static(b"the older object");
+            for (name, part_size, fail_after) in [
+                ("nothing-sent", 8 * MIB, 1000),
+                ("one-put", 8 * MIB, 3 * MIB + 5),
+                ("multipart", MIB, 5 * MIB + 17),
+            ] {
+                for mode in [PutMode::Create, PutMode::Overwrite] {
+                    let key = Key::new(format!("t/{name}-{mode:?}")).unwrap();
+                    if mode == PutMode::Overwrite {
+                        store.put(&key, old.clone(), PutMode::Overwrite).await.unwrap();
+                    }
+                    let opts = UploadOptions { part_size, mode };
+                    let err = upload_from(&*store, &key, opts, read_error_after(fail_after))
+                        .await
+                        .expect_err("a failed producer fails the upload");
+                    assert!(
+                        matches!(err, EngineError::LocalIo { .. }) && err.to_string().contains("injected"),
+                        "{store} {name} {mode:?}: the producer's error is reported: {err}"
+                    );
+                    match mode {
+                        PutMode::Create => assert!(
+                            !store.exists(&key).await.unwrap(),
+                            "{store} {name}: a truncated object was stored"
+                        ),
+                        PutMode::Overwrite => assert_eq!(
+                            store.get_bytes(&key).await.unwrap(),
+                            old,
+                            "{store} {name}: the older object was replaced"
+                        ),
+                    }
+                    // The next attempt, whole, is stored.
+                    let data = pattern(fail_after * 2);
+                    let (meta, ()) = upload_from(&*store, &key, opts, move |mut sink| {
+                        sink.write_all(&data).unwrap();
+                        sink.finish().map_err(|e| EngineError::Internal(e.to_string()))
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("{store} {name} {mode:?}: the retry fails: {e}"));
+                    assert_eq!(meta.size, (fail_after * 2) as u64);
+                    assert!(store.get_bytes(&key).await.unwrap() == pattern(fail_after * 2));
+                }
+            }
+        }
+    }
+
+    /// A producer that returns `Ok` without finishing its stream (a bug)
+    /// or panics stores nothing either.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_unfinished_or_panicking_producer_stores_nothing() {
+        let store = MemoryStore::new();
+        let opts = UploadOptions {
+            part_size: MIB,
+            mode: PutMode::Create,
+        };
+        let key = Key::new("t/unfinished").unwrap();
+        let err = upload_from(&store, &key, opts, |mut sink| {
+            sink.write_all(&pattern(2 * MIB + 1)).unwrap();
+            Ok(())
+        })
+        .await
+        .expect_err("an unfinished stream is not stored");
+        assert!(err.to_string().contains("without finishing"), "{err}");
+        assert!(!store.exists(&key).await.unwrap());
+
+        let key = Key::new("t/panicked").unwrap();
+        let res = upload_from(&store, &key, opts, |mut sink| -> Result<(), EngineError> {
+            sink.write_all(&pattern(MIB / 2)).unwrap();
+            panic!("producer bug");
+        })
+        .await;
+        assert!(res.is_err());
+        assert!(!store.exists(&key).await.unwrap());
     }
 }

@@ -98,6 +98,56 @@ async fn permanent_faults_fail_the_backup_and_leave_no_manifest() {
     assert!(list_backups(&*local, &RepoKeys::none()).await.unwrap().is_empty());
 }
 
+/// Issue 12, item 2: a part write that timed out after the store had
+/// stored it is retried and meets "already exists". The retry reads the
+/// stored part back, finds the same content and carries on; the backup
+/// restores. (Parts failing part-way through their write, or at their
+/// completion, are written again whole: those are the transient faults
+/// above, and a damaged download is refused.)
+#[tokio::test(flavor = "multi_thread")]
+async fn part_writes_that_land_but_report_failure_are_accepted_when_identical() {
+    let c = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let local: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().join("repo")).unwrap());
+    let faulty = Arc::new(
+        FaultyStore::new(local.clone(), ErrorKind::Transient, &[Operation::Put], 3)
+            .with_message("timed out waiting for the response")
+            .writes_land()
+            .only_keys_containing("/part_"),
+    );
+    let store: Arc<dyn ObjectStore> = faulty.clone();
+    let manifest = backup_push(store, &options(&c))
+        .await
+        .expect("an identical part stored by a failed-looking attempt is accepted");
+    assert_eq!(faulty.injected.load(Ordering::SeqCst), 3);
+    for part in &manifest.parts {
+        let stored = local.head(&manifest.name.part_key(part.index)).await.unwrap();
+        assert_eq!(stored.size, part.stored_size, "part {}", part.index);
+    }
+    let dest = dir.path().join("restore");
+    let out = backup_fetch(local.clone(), &fetch_options(dest.clone(), RetryPolicy::none()))
+        .await
+        .expect("restore");
+    assert_eq!(out.files, manifest.files.len());
+
+    // The same parts read back as wrong bytes of the right length: the
+    // restore refuses them as damaged and leaves nothing behind.
+    let garbled = Arc::new(
+        FaultyStore::new(local, ErrorKind::Transient, &[Operation::Get], u32::MAX)
+            .garble_gets()
+            .only_keys_containing("/part_"),
+    );
+    let dest = dir.path().join("garbled");
+    let err = backup_fetch(garbled, &fetch_options(dest.clone(), RetryPolicy::none()))
+        .await
+        .expect_err("wrong bytes are refused");
+    assert_eq!(err.class(), ErrorClass::Integrity, "{err}");
+    assert!(
+        !dest.exists() || std::fs::read_dir(&dest).unwrap().next().is_none(),
+        "the refused restore left files behind"
+    );
+}
+
 fn fetch_options(dest: std::path::PathBuf, retry: RetryPolicy) -> BackupFetchOptions {
     BackupFetchOptions {
         dest,

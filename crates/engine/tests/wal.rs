@@ -178,3 +178,163 @@ async fn downloads_cut_short_and_slow_repositories() {
         "nothing left behind"
     );
 }
+
+fn uncompressed_in_parts() -> WalPushOptions {
+    WalPushOptions {
+        compression: pgark_codec::CompressionSpec::new(pgark_codec::Compression::None, None).unwrap(),
+        part_size: Some(1 << 20),
+        retry: quick_retry(3),
+        ..Default::default()
+    }
+}
+
+/// Issue 12, item 1: a segment whose read stops part-way (here: cut short
+/// while the upload runs, after its first part was sent) used to leave the
+/// part already read stored under the segment's final key, and every later
+/// push of the segment then met it and failed as a conflict (exit 4),
+/// stalling archiving. Now the upload is aborted, nothing is stored, and
+/// the next push archives the segment.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_segment_cut_short_while_read_is_not_stored_and_a_later_push_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo: Arc<dyn ObjectStore> = Arc::new(pgark_store::LocalStore::new(dir.path().join("repo")).unwrap());
+    let wal = dir.path().join("000000010000000000000004");
+    std::fs::copy(segment(), &wal).unwrap();
+    let cut = wal.clone();
+    let faulty = Arc::new(
+        FaultyStore::new(repo.clone(), ErrorKind::Transient, &[], 0).before_each_part(move |n| {
+            if n == 0 {
+                let f = std::fs::OpenOptions::new().write(true).open(&cut).unwrap();
+                f.set_len(12 << 20).unwrap();
+            }
+        }),
+    );
+    let err = wal_push(faulty, &wal, &uncompressed_in_parts())
+        .await
+        .expect_err("a segment cut short is not archived");
+    assert_eq!(err.class(), ErrorClass::LocalIo, "{err}");
+    let key = pgark_store::Key::new("wal/0000000100000000/000000010000000000000004").unwrap();
+    assert!(
+        repo.list("wal/").await.unwrap().is_empty(),
+        "something was stored: {:?}",
+        repo.list("wal/").await.unwrap()
+    );
+    assert!(
+        walk(&dir.path().join("repo"))
+            .iter()
+            .all(|p| !p.contains("pgark-tmp")),
+        "a temporary file was left: {:?}",
+        walk(&dir.path().join("repo"))
+    );
+
+    // The file whole again (as PostgreSQL would retry it): archived.
+    std::fs::copy(segment(), &wal).unwrap();
+    let out = wal_push(repo.clone(), &wal, &uncompressed_in_parts())
+        .await
+        .unwrap();
+    assert_eq!(out.status, WalPushStatus::Stored);
+    assert_eq!(repo.head(&key).await.unwrap().size, out.stored_len);
+}
+
+/// Every file under `dir`, as paths relative to it.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Through the fault-injecting store: failed parts and completions of a
+/// multipart upload are retried whole; a write that lands and then reports
+/// failure is met by its retry as "already archived", compared and accepted;
+/// wrong bytes read back (of the right length) are a damaged object, never
+/// a restored segment.
+#[tokio::test(flavor = "multi_thread")]
+async fn parts_completions_ambiguous_writes_and_wrong_bytes() {
+    let cases: [(&str, &[Operation], bool); 4] = [
+        ("a part fails", &[Operation::PutPart], false),
+        ("the completion fails", &[Operation::Complete], false),
+        ("the completion lands, then fails", &[Operation::Complete], true),
+        ("a single put lands, then fails", &[Operation::Put], true),
+    ];
+    for (what, ops, land) in cases {
+        let inner: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let mut faulty = FaultyStore::new(inner.clone(), ErrorKind::Transient, ops, 2);
+        if land {
+            faulty = faulty.writes_land();
+        }
+        let faulty = Arc::new(faulty);
+        let mut opts = uncompressed_in_parts();
+        if ops == [Operation::Put] {
+            // Small enough for one put.
+            opts.part_size = Some(32 << 20);
+        }
+        let out = wal_push(faulty.clone(), &segment(), &opts)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            faulty.injected.load(Ordering::SeqCst) >= 1,
+            "{what}: no fault injected"
+        );
+        let want = if land {
+            WalPushStatus::AlreadyArchived
+        } else {
+            WalPushStatus::Stored
+        };
+        assert_eq!(out.status, want, "{what}");
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("RECOVERYXLOG");
+        wal_fetch(
+            inner,
+            "000000010000000000000004",
+            &dest,
+            &WalFetchOptions::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{what}: fetch: {e}"));
+        assert!(
+            std::fs::read(&dest).unwrap() == std::fs::read(segment()).unwrap(),
+            "{what}"
+        );
+    }
+
+    // Reads of wrong bytes of the right length.
+    let inner: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    wal_push(inner.clone(), &segment(), &WalPushOptions::default())
+        .await
+        .unwrap();
+    let garbled = Arc::new(
+        FaultyStore::new(inner.clone(), ErrorKind::Transient, &[Operation::Get], u32::MAX).garble_gets(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("RECOVERYXLOG");
+    let fetch = WalFetchOptions {
+        retry: quick_retry(3),
+        ..Default::default()
+    };
+    let err = wal_fetch(garbled.clone(), "000000010000000000000004", &dest, &fetch)
+        .await
+        .expect_err("wrong bytes are not restored");
+    assert_eq!(err.class(), ErrorClass::Integrity, "{err}");
+    assert!(!dest.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
+    // A push that meets the archived copy compares through the same reads:
+    // damaged, not "already archived" and not a conflict.
+    let err = wal_push(garbled, &segment(), &WalPushOptions::default())
+        .await
+        .expect_err("a damaged archived copy is reported");
+    assert_eq!(err.class(), ErrorClass::Integrity, "{err}");
+}

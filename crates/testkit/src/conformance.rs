@@ -4,7 +4,7 @@
 //! [`ObjectStore`] and [`MultipartUpload`](pgark_store::MultipartUpload):
 //! atomic and exact round trips, create-only puts (also when racing),
 //! multipart uploads (completed, conflicting, aborted, dropped),
-//! [`put_stream`], listing semantics, not-found reporting and idempotent
+//! [`put_stream`] (also of streams that end with an error), listing semantics, not-found reporting and idempotent
 //! deletes.
 //!
 //! Every key the suite touches lives under the prefix it is given, so a
@@ -59,6 +59,7 @@ pub async fn run_all(store: Arc<dyn ObjectStore>, prefix: &str) {
     check_multipart_create_conflict(s, &sub("multipart-conflict")).await;
     check_multipart_abort_and_drop(s, &sub("multipart-abort")).await;
     check_put_stream(s, &sub("put-stream")).await;
+    check_put_stream_error(s, &sub("put-stream-error")).await;
     check_list(s, &sub("list")).await;
     check_list_many(s, &sub("list-many")).await;
     check_not_found(s, &sub("not-found")).await;
@@ -508,6 +509,71 @@ pub async fn check_put_stream(store: &dyn ObjectStore, prefix: &str) {
             )),
         }
         ck.expect_missing(&key).await;
+    }
+}
+
+/// A stream that ends with an error stores nothing, whether the error comes
+/// before anything was sent, before the single put of a small object or in
+/// the middle of a multipart upload: no object appears under a free key
+/// (create-only or not), and an older object under the key is untouched.
+/// (A producer that fails part-way, a read error in the middle of a file,
+/// must never leave a truncated object under the final key.)
+pub async fn check_put_stream_error(store: &dyn ObjectStore, prefix: &str) {
+    let ck = Check::new("put_stream of a failing stream", store);
+    let old = Bytes::from_static(b"the older object, kept");
+    for (name, sent) in [
+        ("at-once", 0),
+        ("one-put", MIB + 3),
+        ("multipart", 6 * MIB + 1),
+        ("multipart-at-a-part-boundary", 10 * MIB),
+    ] {
+        for (mode, over_old) in [
+            (PutMode::Create, false),
+            (PutMode::Overwrite, false),
+            (PutMode::Overwrite, true),
+        ] {
+            let key = ck.key(format!("{prefix}{name}-{mode:?}-{over_old}"));
+            if over_old {
+                ck.put(&key, old.clone(), PutMode::Overwrite).await;
+            }
+            let opts = UploadOptions {
+                part_size: 5 * MIB,
+                mode,
+            };
+            let data = pattern(sent, 80);
+            let injected = StoreError::new(
+                ErrorKind::Permanent,
+                Operation::Read,
+                "conformance",
+                "source",
+                "injected read error in the middle of the source",
+            );
+            let failing = chunks_of(&data, MIB).chain(futures::stream::iter([Err(injected)]));
+            match put_stream(store, &key, failing, opts).await {
+                Ok(meta) => ck.fail(format!(
+                    "put_stream of a stream failing after {sent} bytes stored {meta:?}"
+                )),
+                Err(e) if e.to_string().contains("injected read error") => {}
+                Err(e) => ck.fail(format!(
+                    "put_stream of a stream failing after {sent} bytes returned another error: {e}"
+                )),
+            }
+            if over_old {
+                ck.same_bytes(
+                    &ck.get(&key).await,
+                    &old,
+                    &format!("{key} after a failed put_stream over it"),
+                );
+            } else {
+                ck.expect_missing(&key).await;
+            }
+        }
+    }
+    let listed = ck.list(prefix).await;
+    if listed.len() != 4 || listed.iter().any(|(_, size)| *size != old.len() as u64) {
+        ck.fail(format!(
+            "failed streams left list({prefix:?}) = {listed:?}; expected only the 4 older objects"
+        ));
     }
 }
 

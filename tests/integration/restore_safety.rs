@@ -108,13 +108,25 @@ fn a_promoted_pitr_restore_backs_up_and_restores_to_the_end() {
             .any(|l| l.starts_with("# pgark") && l.contains("recovery_target_time")),
         "{text}"
     );
+    // Every recovery target is unset ('').
     let settings = active_settings(&again.join("postgresql.auto.conf"));
-    assert!(
-        !settings
+    for target in [
+        "recovery_target",
+        "recovery_target_name",
+        "recovery_target_time",
+        "recovery_target_xid",
+        "recovery_target_lsn",
+    ] {
+        let set: Vec<&String> = settings
             .iter()
-            .any(|l| l.starts_with("recovery_target") && !l.starts_with("recovery_target_timeline")),
-        "{settings:?}"
-    );
+            .filter(|l| l.split([' ', '=']).next() == Some(target))
+            .collect();
+        assert_eq!(
+            set.last().map(|l| l.as_str()),
+            Some(format!("{target} = ''").as_str()),
+            "{settings:?}"
+        );
+    }
     let restored = start_restored(c.install(), &again);
     assert_eq!(
         digest(&restored),
@@ -207,7 +219,7 @@ fn restores_refuse_what_they_must_not_destroy() {
         "--tablespace-map={}={}",
         c.psql("select oid from pg_tablespace where spcname = 'ts1'")
             .unwrap(),
-        other.path().join("ts").display()
+        elsewhere.path().join("ts").display()
     );
     for mode in ["--force", "--delta"] {
         let out = src.backup_fetch(other.path(), &name, &[mode, &map]);
@@ -217,6 +229,72 @@ fn restores_refuse_what_they_must_not_destroy() {
             snapshot(other.path()),
             untouched,
             "{mode} changed a directory that is not PostgreSQL's"
+        );
+    }
+
+    // A tablespace mapped onto the destination itself.
+    let oid = c
+        .psql("select oid from pg_tablespace where spcname = 'ts1'")
+        .unwrap();
+    let onto = scratch_dir("onto");
+    let onto_dest = onto.path().join("data");
+    let out = src.backup_fetch(
+        &onto_dest,
+        &name,
+        &["--tablespace-map", &format!("{oid}={}", onto_dest.display())],
+    );
+    assert_code(&out, 3);
+    assert!(
+        stderr(&out).contains("holds, the destination"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!onto_dest.exists());
+
+    // A location shared with another cluster's version directory (kept
+    // after pg_upgrade): --force replaces only the backup's own.
+    let shared = scratch_dir("shared");
+    let old_version = shared.path().join("PG_99_209901011");
+    std::fs::create_dir_all(old_version.join("16384")).unwrap();
+    std::fs::write(old_version.join("16384/16385"), b"old cluster's table").unwrap();
+    chown_to_pg_user(shared.path()).unwrap();
+    let kept = snapshot(shared.path());
+    let shared_dest = onto.path().join("shared-data");
+    let out = src.backup_fetch(
+        &shared_dest,
+        &name,
+        &[
+            "--force",
+            "--no-recovery",
+            "--tablespace-map",
+            &format!("{oid}={}", shared.path().display()),
+        ],
+    );
+    assert_code(&out, 0);
+    let after = snapshot(shared.path());
+    for entry in &kept {
+        assert!(after.contains(entry), "{} was changed", entry.0);
+    }
+    assert!(
+        after.len() > kept.len(),
+        "the tablespace was not restored beside the other version"
+    );
+    let out = src.backup_fetch(
+        &shared_dest,
+        &name,
+        &[
+            "--force",
+            "--no-recovery",
+            "--tablespace-map",
+            &format!("{oid}={}", shared.path().display()),
+        ],
+    );
+    assert_code(&out, 0);
+    for entry in &kept {
+        assert!(
+            snapshot(shared.path()).contains(entry),
+            "--force removed {}",
+            entry.0
         );
     }
 
@@ -263,6 +341,22 @@ fn a_crashed_server_is_restored_in_place_over_its_stale_postmaster_pid() {
         data.join("postmaster.pid").exists(),
         "kill -9 leaves postmaster.pid"
     );
+
+    // WAL the crashed server had not archived: refused, named.
+    let ready = data.join("pg_wal/archive_status/0000000100000000000000F0.ready");
+    std::fs::write(&ready, b"").unwrap();
+    let out = src.backup_fetch(&data, &name, &["--delta"]);
+    assert_code(&out, 3);
+    assert!(
+        stderr(&out).contains("0000000100000000000000F0"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        data.join("global/pg_control").exists(),
+        "a refused restore changed the directory"
+    );
+    std::fs::remove_file(&ready).unwrap();
 
     let out = src.backup_fetch(
         &data,

@@ -8,7 +8,11 @@
 //! repository, and a restore that follows `recovery_target_timeline =
 //! latest` (PostgreSQL's default) follows the newest timeline: perhaps the
 //! clone's. [`diverged_timelines`] finds such forks: a timeline whose
-//! parent has archived segments after the one the fork happened in.
+//! parent has archived segments after the one the fork happened in. The
+//! archive alone cannot tell this from a point-in-time restore promoted
+//! at a target before the end of the archived WAL (the parent's later
+//! segments were archived before the fork, not after): both are reported,
+//! and the report says so.
 //!
 //! Cost: one request per timeline history file (probed in order from
 //! timeline 2, as PostgreSQL finds its newest timeline) and, per fork, a

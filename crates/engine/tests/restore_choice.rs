@@ -259,6 +259,21 @@ async fn a_part_replaced_behind_the_manifest_is_refused() {
     };
     assert_eq!(err.class(), ErrorClass::Integrity, "{err}");
     assert!(err.to_string().contains("other content"), "{err}");
+
+    // A --delta restore keeps what it wrote, but not a forged part's files:
+    // run again, it must not find them "already matching".
+    let delta_dest = dir.path().join("delta");
+    let mut opts = fetch_options(delta_dest.clone(), BackupSelector::Latest, None);
+    opts.delta = true;
+    let Err(err) = backup_fetch(store.clone(), &opts).await else {
+        panic!("a forged part was restored by --delta");
+    };
+    assert_eq!(err.class(), ErrorClass::Integrity, "{err}");
+    assert!(
+        !delta_dest.join("postgresql.conf").exists(),
+        "a forged file stayed"
+    );
+    assert!(!delta_dest.join("global/pg_control").exists());
     assert_eq!(
         std::fs::read_dir(&dest).unwrap().count(),
         0,

@@ -62,8 +62,14 @@ pub(super) async fn reconcile(
         }
         expected.insert(plan.local_path(&entry.path)?, (i, entry));
     }
+    // In a tablespace location, only the backup's own version directory:
+    // other clusters' directories there are not this restore's.
     let roots: Vec<PathBuf> = std::iter::once(dest.clone())
-        .chain(locations.values().cloned())
+        .chain(
+            locations
+                .iter()
+                .map(|(oid, location)| super::guard::tablespace_area(manifest, *oid, location)),
+        )
         .collect();
     let mut keep_dirs: HashSet<PathBuf> = roots.iter().cloned().collect();
     for d in &manifest.directories {

@@ -47,25 +47,128 @@ pub(super) enum Mode {
     Delta,
 }
 
-/// Checks every directory the restore writes (see the module docs), then
-/// creates the missing ones and, with [`Mode::Force`], empties the others;
-/// writes the marker. Nothing is changed unless every check passes.
+/// Checks every directory the restore writes (see the module docs),
+/// changing nothing: what a dry run does.
+pub(super) fn check(
+    dest: &Path,
+    locations: &HashMap<u32, PathBuf>,
+    manifest: &BackupManifest,
+    mode: Mode,
+) -> Result<(), EngineError> {
+    check_overlaps(dest, locations, mode)?;
+    let in_use = ServersInUse::scan();
+    check_destination(dest, manifest, mode, &in_use)?;
+    for (oid, location) in locations {
+        check_tablespace(
+            dest,
+            *oid,
+            location,
+            &tablespace_area(manifest, *oid, location),
+            mode,
+            &in_use,
+        )?;
+    }
+    Ok(())
+}
+
+/// [`check`], then creates the missing directories and, with
+/// [`Mode::Force`], empties the others (of a tablespace location, only the
+/// backup's own version directory); writes the marker. Nothing is changed
+/// unless every check passes.
 pub(super) fn prepare(
     dest: &Path,
     locations: &HashMap<u32, PathBuf>,
     manifest: &BackupManifest,
     mode: Mode,
 ) -> Result<(), EngineError> {
-    let in_use = ServersInUse::scan();
-    check_destination(dest, manifest, mode, &in_use)?;
-    for (oid, location) in locations {
-        check_tablespace(dest, *oid, location, mode, &in_use)?;
-    }
+    check(dest, locations, manifest, mode)?;
     // Checked: now changed.
-    for dir in std::iter::once(dest).chain(locations.values().map(PathBuf::as_path)) {
-        create_or_empty(dir, mode == Mode::Force)?;
+    create_or_empty(dest, mode == Mode::Force)?;
+    for (oid, location) in locations {
+        create_or_empty(location, false)?;
+        create_or_empty(&tablespace_area(manifest, *oid, location), mode == Mode::Force)?;
     }
     write_marker(dest, manifest)
+}
+
+/// The part of a tablespace location the restore owns: the backup's own
+/// version directory (`PG_<major>_<catalog version>`) in it, as the
+/// manifest has it. A location can hold the directories of several
+/// clusters of different major versions (kept after `pg_upgrade`, say):
+/// the others are never touched. The whole location when the manifest
+/// names no such directory.
+pub(super) fn tablespace_area(manifest: &BackupManifest, oid: u32, location: &Path) -> PathBuf {
+    let prefix = format!("pg_tblspc/{oid}/");
+    let version = manifest
+        .directories
+        .iter()
+        .map(|d| d.path.as_str())
+        .chain(manifest.files.iter().map(|f| f.path.as_str()))
+        .filter_map(|p| p.strip_prefix(&prefix))
+        .map(|rest| rest.split('/').next().unwrap_or(rest))
+        .find(|v| v.starts_with("PG_"));
+    match version {
+        Some(v) => location.join(v),
+        None => location.to_path_buf(),
+    }
+}
+
+/// `p` absolute, its existing part with symbolic links resolved.
+fn resolved(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut rest = Vec::new();
+    let mut cur = abs.as_path();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(cur) {
+            return rest.iter().rev().fold(real, |acc: PathBuf, c| acc.join(c));
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                cur = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
+/// The destination and the tablespace locations must be distinct: two
+/// tablespaces in one place would overwrite each other's files (relation
+/// file numbers are unique only within a tablespace), and a location that
+/// is, or holds, the destination would be restored into itself. A
+/// location inside the destination is allowed (PostgreSQL allows it, with
+/// a warning) except with `--delta`, whose sweep of the destination would
+/// meet it.
+fn check_overlaps(dest: &Path, locations: &HashMap<u32, PathBuf>, mode: Mode) -> Result<(), EngineError> {
+    let dest_r = resolved(dest);
+    let mut seen: Vec<(u32, PathBuf)> = Vec::new();
+    let mut oids: Vec<&u32> = locations.keys().collect();
+    oids.sort();
+    for oid in oids {
+        let loc = resolved(&locations[oid]);
+        let clash = |why: String| {
+            Err(refuse(
+                &locations[oid],
+                format!("tablespace {oid}'s location {why}: give it its own place with --tablespace-map {oid}=PATH"),
+            ))
+        };
+        if dest_r.starts_with(&loc) {
+            return clash(format!("is, or holds, the destination {}", dest.display()));
+        }
+        if mode == Mode::Delta && loc.starts_with(&dest_r) {
+            return clash(format!(
+                "is inside the destination {}, which --delta sweeps",
+                dest.display()
+            ));
+        }
+        for (other, other_loc) in &seen {
+            if loc.starts_with(other_loc) || other_loc.starts_with(&loc) {
+                return clash(format!("overlaps tablespace {other}'s ({})", other_loc.display()));
+            }
+        }
+        seen.push((*oid, loc));
+    }
+    Ok(())
 }
 
 /// Removes the marker: the restore is complete.
@@ -96,6 +199,9 @@ fn check_destination(
             dest,
             format!("a PostgreSQL server is running on this data directory ({why}): stop it first"),
         ));
+    }
+    if mode != Mode::Empty {
+        check_unarchived_wal(dest)?;
     }
     match mode {
         Mode::Empty => Err(refuse(
@@ -137,10 +243,41 @@ fn check_destination(
     }
 }
 
+/// A crashed primary's `pg_wal` can hold the only copy of its last
+/// transactions: segments PostgreSQL had not archived yet
+/// (`archive_status/*.ready`). Replacing the directory would delete them.
+fn check_unarchived_wal(dest: &Path) -> Result<(), EngineError> {
+    let status = dest.join("pg_wal/archive_status");
+    let Ok(read) = std::fs::read_dir(&status) else {
+        return Ok(());
+    };
+    let mut ready: Vec<String> = read
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".ready").map(str::to_string))
+        .collect();
+    if ready.is_empty() {
+        return Ok(());
+    }
+    ready.sort();
+    Err(refuse(
+        dest,
+        format!(
+            "pg_wal holds {} WAL file(s) PostgreSQL has not archived yet (pg_wal/archive_status/*.ready: {}{}): \
+             they may hold the last transactions, which this restore would delete; archive them first \
+             (pgark wal-push {}/pg_wal/<file> for each) or move pg_wal elsewhere, then run the restore again",
+            ready.len(),
+            ready[..ready.len().min(3)].join(", "),
+            if ready.len() > 3 { ", ..." } else { "" },
+            dest.display()
+        ),
+    ))
+}
+
 fn check_tablespace(
     dest: &Path,
     oid: u32,
     location: &Path,
+    area: &Path,
     mode: Mode,
     in_use: &ServersInUse,
 ) -> Result<(), EngineError> {
@@ -156,39 +293,42 @@ fn check_tablespace(
             ),
         ));
     }
+    if area == location && mode == Mode::Force {
+        // No version directory known: the whole location would be emptied.
+        if let Some(name) = entries(location)?.into_iter().find(|n| !n.starts_with("PG_")) {
+            return Err(refuse(
+                location,
+                format!(
+                    "not a tablespace location ({name:?} is not a PG_* version directory): --force only \
+                     replaces a tablespace's contents (or use --tablespace-map {oid}=PATH)"
+                ),
+            ));
+        }
+    }
+    if !non_empty_dir(area, "tablespace directory")? {
+        // The backup's version directory is not there: what else the
+        // location holds is left alone.
+        return Ok(());
+    }
     match mode {
         Mode::Empty => Err(refuse(
-            location,
+            area,
             format!(
-                "tablespace {oid}'s location is not empty (--tablespace-map {oid}=PATH restores it elsewhere; \
-                 --force replaces the contents of a tablespace location)"
+                "tablespace {oid}'s directory is not empty (--tablespace-map {oid}=PATH restores it elsewhere; \
+                 --force replaces its contents)"
             ),
         )),
-        Mode::Force => {
-            let foreign = entries(location)?
-                .into_iter()
-                .find(|name| !name.starts_with("PG_"));
-            match foreign {
-                None => Ok(()),
-                Some(name) => Err(refuse(
-                    location,
-                    format!(
-                        "not a tablespace location ({name:?} is not a PG_* version directory): --force only \
-                         replaces a tablespace's contents (or use --tablespace-map {oid}=PATH)"
-                    ),
-                )),
-            }
-        }
+        Mode::Force => Ok(()),
         Mode::Delta => {
             let link = dest.join("pg_tblspc").join(oid.to_string());
             if same_dir(&link, location) {
                 Ok(())
             } else {
                 Err(refuse(
-                    location,
+                    area,
                     format!(
-                        "tablespace {oid}'s location is not empty and is not the destination's own tablespace \
-                         ({} does not point to it): --delta only restores over the same cluster",
+                        "tablespace {oid}'s directory is not empty and is not the destination's own tablespace \
+                         ({} does not point to its location): --delta only restores over the same cluster",
                         link.display()
                     ),
                 ))
@@ -359,17 +499,24 @@ fn is_zombie(pid: i32) -> bool {
 
 /// The data directories of the `postgres` processes of this host (those
 /// this user can see: all of them as root or as the server's user), read
-/// once per restore from /proc.
+/// once per restore from /proc and compared by device and inode (through
+/// `/proc/<pid>/cwd`), so a bind mount or a symbolic link naming the same
+/// directory by another path is recognised.
 struct ServersInUse {
-    /// Data directory (canonical) -> a PID working in it.
-    data_dirs: Vec<(PathBuf, u32)>,
+    /// A PID working in each data directory (deduplicated by inode).
+    servers: Vec<(u32, (u64, u64))>,
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl ServersInUse {
     fn scan() -> ServersInUse {
-        let mut data_dirs: Vec<(PathBuf, u32)> = Vec::new();
+        let mut servers: Vec<(u32, (u64, u64))> = Vec::new();
         let Ok(procs) = std::fs::read_dir("/proc") else {
-            return ServersInUse { data_dirs };
+            return ServersInUse { servers };
         };
         for p in procs.flatten() {
             let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
@@ -382,35 +529,37 @@ impl ServersInUse {
             if !matches!(comm.trim(), "postgres" | "postmaster") {
                 continue;
             }
-            let Ok(cwd) = std::fs::read_link(p.path().join("cwd")) else {
+            let Some(id) = identity(&p.path().join("cwd")) else {
                 continue;
             };
-            if !data_dirs.iter().any(|(d, _)| *d == cwd) {
-                data_dirs.push((cwd, pid));
+            if !servers.iter().any(|(_, d)| *d == id) {
+                servers.push((pid, id));
             }
         }
-        ServersInUse { data_dirs }
+        ServersInUse { servers }
     }
 
     /// A server process working in `dir`.
     fn working_in(&self, dir: &Path) -> Option<String> {
-        let dir = std::fs::canonicalize(dir).ok()?;
-        self.data_dirs
+        let id = identity(dir)?;
+        self.servers
             .iter()
-            .find(|(d, _)| *d == dir)
-            .map(|(_, pid)| format!("postgres process {pid} works in it"))
+            .find(|(_, d)| *d == id)
+            .map(|(pid, _)| format!("postgres process {pid} works in it"))
     }
 
     /// A running server whose `pg_tblspc` links to `location`.
     fn tablespace_user(&self, location: &Path) -> Option<String> {
-        let location = std::fs::canonicalize(location).ok()?;
-        self.data_dirs.iter().find_map(|(data_dir, pid)| {
-            let links = std::fs::read_dir(data_dir.join("pg_tblspc")).ok()?;
+        let id = identity(location)?;
+        self.servers.iter().find_map(|(pid, _)| {
+            let cwd = PathBuf::from(format!("/proc/{pid}/cwd"));
+            let links = std::fs::read_dir(cwd.join("pg_tblspc")).ok()?;
             links.flatten().find_map(|l| {
-                (std::fs::canonicalize(l.path()).ok()? == location).then(|| {
+                (identity(&l.path())? == id).then(|| {
+                    let data_dir = std::fs::read_link(&cwd).unwrap_or_default();
                     format!(
-                        "{} of the server whose postgres process {pid} works in {}",
-                        l.path().display(),
+                        "pg_tblspc/{} of the server whose postgres process {pid} works in {}",
+                        l.file_name().to_string_lossy(),
                         data_dir.display()
                     )
                 })

@@ -168,16 +168,17 @@ pub async fn backup_fetch(
         manifest,
         dry_run,
     };
-    if opts.dry_run {
-        check_parts_exist(&*store, &chain, &plan).await?;
-        return Ok(outcome(manifest, true));
-    }
-
     let mode = match (opts.delta, opts.force) {
         (true, _) => guard::Mode::Delta,
         (false, true) => guard::Mode::Force,
         (false, false) => guard::Mode::Empty,
     };
+    if opts.dry_run {
+        // What the restore would refuse, a dry run refuses too.
+        guard::check(&opts.dest, &locations, &manifest, mode)?;
+        check_parts_exist(&*store, &chain, &plan).await?;
+        return Ok(outcome(manifest, true));
+    }
     guard::prepare(&opts.dest, &locations, &manifest, mode)?;
     match restore_into(store, opts, &chain, plan, &locations).await {
         Ok(()) => Ok(outcome(manifest, false)),
@@ -187,8 +188,11 @@ pub async fn backup_fetch(
         Err(e) => {
             // Leave nothing half-restored behind: the directories were empty
             // (or emptied with --force) before this restore began.
-            for dir in std::iter::once(&opts.dest).chain(locations.values()) {
-                if let Err(clean) = guard::remove_contents(dir) {
+            let areas = locations
+                .iter()
+                .map(|(oid, location)| guard::tablespace_area(&manifest, *oid, location));
+            for dir in std::iter::once(opts.dest.clone()).chain(areas) {
+                if let Err(clean) = guard::remove_contents(&dir) {
                     tracing::warn!(
                         "could not empty {} after the failed restore: {clean}",
                         dir.display()
@@ -218,14 +222,15 @@ async fn warn_about_forks(store: &dyn ObjectStore, opts: &BackupFetchOptions, ma
         Ok(forks) => {
             for fork in forks {
                 tracing::warn!(
-                    "the WAL archive holds two timelines that both grew: {fork}. Two servers archive into \
-                     this repository (a promoted clone or test restore, or an old primary still running); \
-                     recovery follows the newest timeline (recovery_target_timeline = latest): give \
-                     --target-timeline to choose"
+                    "the WAL archive holds two timelines that both grew: {fork}. Either a point-in-time \
+                     restore left that WAL behind (expected), or two servers archive into this repository \
+                     (a promoted clone or test restore, or an old primary still running). Recovery follows \
+                     the newest timeline (recovery_target_timeline = latest): give --target-timeline to \
+                     choose"
                 );
             }
         }
-        Err(e) => tracing::debug!("could not check the archive's timelines: {e}"),
+        Err(e) => tracing::warn!("could not check the archive's timelines for forks: {e}"),
     }
 }
 
@@ -316,7 +321,9 @@ async fn restore_into(
     recovery::write_settings(&opts.dest, manifest, opts.recovery.as_ref(), opts.archive_mode)?;
     finish::sync_filesystems(&opts.dest, locations.values())?;
 
-    // pg_control last: until it is in place, the directory cannot start.
+    // pg_control last: written aside and verified (its part's digest too),
+    // then, once every file is known to be in place, renamed into place.
+    // Until then the directory cannot start.
     write::restore_part(&store, opts, &plan, &manifest.name, last, 0).await?;
     let restored = plan.restored.lock().expect("lock").len();
     if restored != manifest.files.len() {
@@ -334,7 +341,7 @@ async fn restore_into(
             manifest.files.len()
         )));
     }
-    finish::fsync_path(&opts.dest.join("global"))?;
+    write::place_pg_control(&opts.dest)?;
     guard::finish(&opts.dest)?;
     if let Some(p) = &plan.progress {
         p.finish();

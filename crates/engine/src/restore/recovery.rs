@@ -38,11 +38,26 @@ const RECOVERY_SETTINGS: &[&str] = &[
     "recovery_target_inclusive",
     "recovery_target_action",
     "recovery_target_timeline",
+    "promote_trigger_file",
 ];
 
-/// Settings that make a standby follow a primary: kept only when the
-/// restore makes a standby (or writes no recovery settings at all).
-const STANDBY_SETTINGS: &[&str] = &["primary_conninfo", "primary_slot_name"];
+/// The recovery targets, of which PostgreSQL accepts one.
+const TARGETS: [&str; 5] = [
+    "recovery_target",
+    "recovery_target_name",
+    "recovery_target_time",
+    "recovery_target_xid",
+    "recovery_target_lsn",
+];
+
+/// Settings that make a standby follow a primary (and lag behind it): kept
+/// only when the restore makes a standby (or writes no recovery settings
+/// at all).
+const STANDBY_SETTINGS: &[&str] = &[
+    "primary_conninfo",
+    "primary_slot_name",
+    "recovery_min_apply_delay",
+];
 
 /// Settings of archiving, disabled with `--archive-mode off`.
 const ARCHIVE_SETTINGS: &[&str] = &["archive_mode", "archive_command", "archive_library"];
@@ -103,8 +118,9 @@ pub(super) fn write_settings(
 }
 
 /// The setting a configuration line assigns, lower-cased: `name = value`,
-/// `name=value` or `name value`; `None` for comments, blank lines and
-/// `include` directives.
+/// `name=value` or `name value`; `None` for comments and blank lines
+/// (`include` directives come out as `include`, which is no setting pgark
+/// disables).
 fn setting_name(line: &str) -> Option<String> {
     let t = line.trim_start();
     let end = t
@@ -157,20 +173,36 @@ fn pgark_settings(
     if let Some(cmd) = &r.restore_command {
         lines += &format!("restore_command = {}\n", conf_quote(cmd));
     }
-    match &r.target {
-        Some(RecoveryTarget::Time(t)) => lines += &format!("recovery_target_time = {}\n", conf_quote(t)),
-        Some(RecoveryTarget::Xid(x)) => lines += &format!("recovery_target_xid = {}\n", conf_quote(x)),
-        Some(RecoveryTarget::Name(n)) => lines += &format!("recovery_target_name = {}\n", conf_quote(n)),
-        Some(RecoveryTarget::Lsn(l)) => lines += &format!("recovery_target_lsn = {}\n", conf_quote(l)),
-        Some(RecoveryTarget::Immediate) => lines += "recovery_target = 'immediate'\n",
-        None => {}
+    // Every kind of target is written, the ones not asked for as '' (unset):
+    // the last occurrence of a setting wins, so a target that
+    // postgresql.conf or a file it includes still sets cannot meet this one
+    // ("multiple recovery targets specified") or stop recovery early.
+    let (kind, value) = match &r.target {
+        Some(RecoveryTarget::Time(t)) => ("recovery_target_time", t.as_str()),
+        Some(RecoveryTarget::Xid(x)) => ("recovery_target_xid", x.as_str()),
+        Some(RecoveryTarget::Name(n)) => ("recovery_target_name", n.as_str()),
+        Some(RecoveryTarget::Lsn(l)) => ("recovery_target_lsn", l.as_str()),
+        Some(RecoveryTarget::Immediate) => ("recovery_target", "immediate"),
+        None => ("", ""),
+    };
+    // The unset ones first: PostgreSQL refuses to assign any target, even
+    // '', while another kind is set.
+    for name in TARGETS.iter().filter(|&&n| n != kind) {
+        lines += &format!("{name} = ''\n");
     }
-    if let Some(a) = &r.action {
-        lines += &format!("recovery_target_action = {}\n", conf_quote(a));
+    if !kind.is_empty() {
+        lines += &format!("{kind} = {}\n", conf_quote(value));
     }
-    if let Some(t) = &r.timeline {
-        lines += &format!("recovery_target_timeline = {}\n", conf_quote(t));
-    }
+    // The rest at what was asked, else at PostgreSQL's defaults.
+    lines += "recovery_target_inclusive = 'on'\n";
+    lines += &format!(
+        "recovery_target_action = {}\n",
+        conf_quote(r.action.as_deref().unwrap_or("pause"))
+    );
+    lines += &format!(
+        "recovery_target_timeline = {}\n",
+        conf_quote(r.timeline.as_deref().unwrap_or("latest"))
+    );
     lines
 }
 

@@ -55,7 +55,7 @@ pub(super) async fn restore_part(
                     opts.keys.data_key.as_ref(),
                     move |reader| {
                         extract(&key, reader, &plan, level, &done)?;
-                        check_digest(&key, reader, &expected)
+                        check_digest(&key, reader, &expected).inspect_err(|_| discard(&plan, &done))
                     },
                 )
                 .await
@@ -74,6 +74,30 @@ fn missing_part(e: EngineError, name: &BackupName, index: u32) -> EngineError {
             key: name.part_key(index).to_string(),
         },
         other => other,
+    }
+}
+
+/// Removes what was written from a part whose digest is not the
+/// manifest's: its files passed their CRC-32C, which a forged part can
+/// satisfy, so none of them may stay (a `--delta` restore run again would
+/// keep them as matching).
+fn discard(plan: &Plan, done: &Mutex<std::collections::HashSet<String>>) {
+    let key = Key::new("backups").expect("a valid key");
+    for rel in done.lock().expect("lock").iter() {
+        let file = match rel.rsplit_once(pgark_catalog::PIECE_SUFFIX) {
+            Some((file, _)) => file,
+            None => rel.strip_suffix(".pgark-delta").unwrap_or(rel),
+        };
+        let file = if file == "global/pg_control" {
+            PG_CONTROL_ASIDE
+        } else {
+            file
+        };
+        if let Ok(path) = plan.target(file, &key) {
+            if path.is_file() {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
     }
 }
 
@@ -211,8 +235,9 @@ fn extract(
 
 /// Restores one whole file from its tar entry: written, checked against
 /// the manifest (size, CRC-32C), given its mode and mtime. pg_control is
-/// written aside and renamed into place only once verified, since it is
-/// what makes the directory startable.
+/// written aside ([`PG_CONTROL_ASIDE`], fsynced) and left there: it makes
+/// the directory startable, so [`place_pg_control`] renames it into place
+/// only once its part's digest and the whole restore are verified.
 fn restore_file(
     key: &Key,
     entry: &mut impl Read,
@@ -258,10 +283,20 @@ fn restore_file(
     if target != final_target {
         out.sync_all()
             .map_err(|e| EngineError::local_io("cannot fsync", &target, e))?;
-        std::fs::rename(&target, final_target)
-            .map_err(|e| EngineError::local_io("cannot rename into", final_target, e))?;
     }
     Ok(len)
+}
+
+/// Where pg_control waits, verified, until the restore has ended.
+pub(super) const PG_CONTROL_ASIDE: &str = "global/pg_control.pgark-tmp";
+
+/// Renames the verified pg_control into place and makes the rename
+/// durable: the last step of a restore.
+pub(super) fn place_pg_control(dest: &Path) -> Result<(), EngineError> {
+    let aside = dest.join(PG_CONTROL_ASIDE);
+    let target = dest.join("global/pg_control");
+    std::fs::rename(&aside, &target).map_err(|e| EngineError::local_io("cannot rename into", &target, e))?;
+    super::finish::fsync_path(&dest.join("global"))
 }
 
 /// Restores piece `number` of a split file at its offset (other pieces may

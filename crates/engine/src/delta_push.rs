@@ -170,15 +170,9 @@ pub(crate) fn choose_parent(
 /// The LSN where timeline `tli` ended, from a timeline history file
 /// (lines `<parent TLI> <switch LSN> <reason>`; `#` comments).
 pub(crate) fn history_switch_point(text: &str, tli: u32) -> Option<Lsn> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .find_map(|l| {
-            let mut fields = l.split_whitespace();
-            let t = fields.next()?.parse::<u32>().ok()?;
-            let lsn = fields.next()?.parse::<Lsn>().ok()?;
-            (t == tli).then_some(lsn)
-        })
+    crate::timelines::history_entries(text)
+        .into_iter()
+        .find_map(|(t, lsn)| (t.0 == tli).then_some(lsn))
 }
 
 /// What the first pass over a relation file found.

@@ -88,11 +88,11 @@ pub async fn diverged_timelines(
     Ok(found)
 }
 
-/// The parent and switch point of the timeline a history file describes:
-/// its last entry (`<parent TLI> <switch LSN> <reason>`).
-fn last_fork(text: &str) -> Option<(TimelineId, Lsn)> {
+/// The entries of a timeline history file, in order: `<parent TLI>
+/// <switch LSN> <reason>` lines (`#` comments and blank lines skipped), as
+/// (timeline, the LSN where it ended).
+pub(crate) fn history_entries(text: &str) -> Vec<(TimelineId, Lsn)> {
     text.lines()
-        .rev()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .filter_map(|l| {
@@ -101,7 +101,13 @@ fn last_fork(text: &str) -> Option<(TimelineId, Lsn)> {
             let lsn = fields.next()?.parse::<Lsn>().ok()?;
             Some((TimelineId(tli), lsn))
         })
-        .next()
+        .collect()
+}
+
+/// The parent and switch point of the timeline a history file describes:
+/// its last entry.
+fn last_fork(text: &str) -> Option<(TimelineId, Lsn)> {
+    history_entries(text).pop()
 }
 
 /// The newest segment of `parent` archived after the one holding `switch`.

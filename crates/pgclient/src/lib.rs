@@ -473,6 +473,10 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("PGSSLMODE"));
-        assert!(cfg(Some("host="), &[]).is_ok() || cfg(Some("nonsense"), &[]).is_err());
+        // A conninfo string that does not parse is refused as such.
+        for bad in ["nonsense", "host="] {
+            let err = cfg(Some(bad), &[]).unwrap_err();
+            assert!(matches!(err, PgClientError::BadConnInfo(_)), "{bad}: {err:?}");
+        }
     }
 }

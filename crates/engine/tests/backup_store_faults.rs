@@ -11,7 +11,7 @@ use pgark_engine::{
 use pgark_pgclient::ConnectOptions;
 use pgark_store::{ErrorKind, LocalStore, ObjectStore, Operation};
 use pgark_testkit::faults::FaultyStore;
-use pgark_testkit::pg::{ClusterOptions, PgCluster, PgInstall};
+use pgark_testkit::pg::{scratch_dir, ClusterOptions, PgCluster, PgInstall};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -187,8 +187,16 @@ fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn downloads_broken_off_halfway_are_read_again_and_restore_the_same_files() {
-    let c = cluster();
-    let dir = tempfile::tempdir().unwrap();
+    // The cluster archives its WAL with cp, so that a restore can start.
+    let wal = scratch_dir("wal");
+    let c = PgCluster::start_new(
+        ClusterOptions::new(PgInstall::detect().expect("PostgreSQL"))
+            .with_archive_command(format!("cp %p {}/%f", wal.path().display())),
+    )
+    .expect("start");
+    c.psql("create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 20000) g")
+        .unwrap();
+    let dir = scratch_dir("faults");
     let local: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().join("repo")).unwrap());
     // A full backup whose table file is larger than a part (stored in
     // pieces), then a delta of it: the restore reads whole files, pieces,
@@ -211,16 +219,66 @@ async fn downloads_broken_off_halfway_are_read_again_and_restore_the_same_files(
         "the delta stores an increment"
     );
 
+    let at_delta = c
+        .psql("select count(*) || ':' || md5(string_agg(v, ',' order by id)) from t")
+        .unwrap();
+    let segment = c.switch_wal().unwrap();
+    c.wait_for("WAL to be archived", Duration::from_secs(120), || {
+        c.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver")
+            .is_ok_and(|last| last.as_str() >= segment.as_str())
+    })
+    .unwrap();
+
     let clean = dir.path().join("clean");
     let quick = RetryPolicy {
         attempts: 20,
         initial_backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(20),
     };
-    backup_fetch(local.clone(), &fetch_options(clean.clone(), quick))
+    let mut clean_opts = fetch_options(clean.clone(), quick);
+    // Recovery that replays as little WAL as possible: to the end of the
+    // backup, so a wrong page would not be rewritten by later WAL.
+    clean_opts.recovery = Some(pgark_engine::RecoveryOptions {
+        restore_command: Some(format!("cp {}/%f %p", wal.path().display())),
+        target: Some(pgark_engine::RecoveryTarget::Immediate),
+        action: Some("promote".into()),
+        ..Default::default()
+    });
+    backup_fetch(local.clone(), &clean_opts)
         .await
         .expect("restore without faults");
-    let expected = tree(&clean);
+    let mut expected = tree(&clean);
+    expected.remove("recovery.signal");
+    // The restore, started, holds the source's data at the delta backup,
+    // and amcheck finds its tables and indexes whole.
+    {
+        let restored = PgCluster::from_data_dir(c.install(), &clean).unwrap();
+        restored.set_archive_command(None).unwrap();
+        restored.start().unwrap_or_else(|e| panic!("{e}"));
+        restored
+            .wait_for("recovery to end", Duration::from_secs(120), || {
+                restored
+                    .psql("select pg_is_in_recovery()")
+                    .is_ok_and(|r| r == "f")
+            })
+            .unwrap_or_else(|e| panic!("{e}\n{}", restored.log_tail(20)));
+        assert_eq!(
+            restored
+                .psql("select count(*) || ':' || md5(string_agg(v, ',' order by id)) from t")
+                .unwrap(),
+            at_delta
+        );
+        let mut amcheck = restored.client_command("pg_amcheck");
+        amcheck.args(["--install-missing", "--heapallindexed", "--all"]);
+        let out = pgark_testkit::pg::run_capture(&mut amcheck, None, Duration::from_secs(300)).unwrap();
+        assert!(
+            out.status.success(),
+            "pg_amcheck: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        restored.stop().unwrap();
+    }
 
     // Downloads that end with a connection reset after a few bytes, after
     // some entries, in the middle of a large one; of parts only, and of
@@ -255,8 +313,9 @@ async fn downloads_broken_off_halfway_are_read_again_and_restore_the_same_files(
             "cut after {cut}"
         );
         for (path, content) in &expected {
-            if path == "backup_manifest" {
-                // Holds backup_label's mtime, the time of the restore.
+            if path == "backup_manifest" || path == "postgresql.auto.conf" {
+                // The time of the restore, and the clean restore's recovery
+                // settings (it was started).
                 continue;
             }
             assert!(

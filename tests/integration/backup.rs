@@ -359,7 +359,8 @@ fn refuses_bad_input_with_clear_errors() {
     let out = run_capture(&mut cmd, None, Duration::from_secs(60)).unwrap();
     assert_code(&out, 8);
     assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
-    // Nothing was listed.
+    // Nothing was listed (in a repository that exists: WAL archived).
+    archive_current_wal(c);
     let out = pgark_as_pg(&src.bin, c, src.repo.path(), &["backup-list", "--json"]);
     assert_code(&out, 0);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");

@@ -35,6 +35,7 @@ pub struct FileConfig {
     pub abort_on_error: Option<bool>,
     pub pgdata: Option<std::path::PathBuf>,
     pub pg_conn: Option<String>,
+    pub primary_conn: Option<String>,
     pub spread_checkpoint: Option<bool>,
     pub concurrency: Option<usize>,
     pub part_size: Option<u64>,

@@ -24,6 +24,11 @@ pub struct BackupPushArgs {
     /// libpq connection string or URL ("host=/var/run/postgresql user=postgres").
     #[arg(long, env = "PGARK_PG_CONN", value_name = "CONNINFO")]
     pub pg_conn: Option<String>,
+    /// For a backup from a standby: conninfo of its primary, asked to switch WAL
+    /// (pg_switch_wal) so the backup's last segment is archived at once [default: the
+    /// standby's primary_conninfo].
+    #[arg(long, env = "PGARK_PRIMARY_CONN", value_name = "CONNINFO")]
+    pub primary_conn: Option<String>,
     /// Let the start checkpoint spread out instead of requesting it immediately.
     #[arg(long, env = "PGARK_SPREAD_CHECKPOINT", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
@@ -85,6 +90,7 @@ pub async fn run(args: BackupPushArgs, settings: &Settings) -> anyhow::Result<()
         conninfo: args.pg_conn.or(file.pg_conn.clone()),
         connect_timeout: None,
     };
+    opts.primary_conn = args.primary_conn.or(file.primary_conn.clone());
     opts.compression = settings.compression;
     opts.fast_checkpoint = !args.spread_checkpoint.or(file.spread_checkpoint).unwrap_or(false);
     if let Some(n) = args.concurrency.or(file.concurrency) {

@@ -316,3 +316,52 @@ fn tablespace_outside_pgdata_survives_backup_and_restore() {
     assert_eq!(digest_t(&restored_b), expected);
     restored_b.stop().unwrap();
 }
+
+/// A backup from a standby of a primary on which nothing happens: the
+/// backup's last segment is archived only when the primary switches to a
+/// new one, so backup-push asks it to (through the standby's
+/// primary_conninfo) instead of waiting until --archive-timeout runs out.
+#[test]
+fn backup_from_a_standby_of_an_idle_primary_asks_the_primary_to_switch() {
+    let src = ArchivingCluster::start("");
+    let primary = &src.cluster;
+    primary
+        .psql("create table t (id bigserial primary key, batch text not null, pad text)")
+        .unwrap();
+    insert_batch(primary, "before-standby", 2000);
+    let (_standby_dir, standby) = start_streaming_standby(primary);
+    // Written after the standby's pg_basebackup switched segments: the
+    // backup's last segment is the primary's current one.
+    insert_batch(primary, "before-backup", 2000);
+    wait_replayed(primary, &standby);
+    let at_backup = digest_t(primary);
+    // From here on nothing is written to the primary.
+    let mut cmd = src.pgark_command_on(&standby);
+    cmd.args([
+        "backup-push",
+        standby.data_dir().to_str().unwrap(),
+        "--archive-timeout",
+        "60",
+        "--log-level",
+        "info",
+    ]);
+    let out = run_capture(&mut cmd, None, Duration::from_secs(300)).unwrap();
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("asked the primary to switch WAL"),
+        "{}",
+        stderr(&out)
+    );
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let dir = scratch_dir("idle");
+    let dest = dir.path().join("data");
+    let out = src.backup_fetch(
+        &dest,
+        &name,
+        &["--target-immediate", "--target-action", "promote"],
+    );
+    assert_code(&out, 0);
+    let restored = start_restored(primary.install(), &dest);
+    assert_eq!(digest_t(&restored), at_backup);
+    restored.stop().unwrap();
+}

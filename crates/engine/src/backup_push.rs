@@ -48,6 +48,10 @@ pub struct BackupPushOptions {
     /// segment to reach the repository; `None` skips the wait (the backup
     /// is then usable only once that segment is archived).
     pub archive_timeout: Option<Duration>,
+    /// For a backup from a standby: how to reach its primary, to ask it to
+    /// switch WAL so that the backup's last segment is archived at once
+    /// (`None`: the standby's own `primary_conninfo`).
+    pub primary_conn: Option<String>,
     pub retry: RetryPolicy,
     /// Told how many bytes will be copied and how many are done.
     pub progress: Option<Arc<dyn ProgressSink>>,
@@ -78,6 +82,7 @@ impl BackupPushOptions {
             concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             part_size: 64 << 20,
             archive_timeout: Some(Duration::from_secs(300)),
+            primary_conn: None,
             retry: RetryPolicy::default(),
             progress: None,
             keys: crate::RepoKeys::none(),
@@ -232,6 +237,9 @@ pub async fn backup_push(
         seg_size,
     );
     if let Some(timeout) = opts.archive_timeout {
+        if from_standby {
+            nudge_primary(&session, opts, &stop_segment, timeout).await;
+        }
         wait_for_archive(&*store, &session, &stop_segment, timeout, &archiver_before).await?;
     }
 
@@ -395,6 +403,57 @@ async fn check_archiving(session: &Session) -> Result<(), EngineError> {
 
 /// Polls the repository for `segment`, failing promptly when PostgreSQL
 /// reports that archiving is failing, and at `timeout` otherwise.
+/// A standby does not archive (unless `archive_mode = always`): its
+/// primary archives the backup's last segment when it switches to the
+/// next, which a quiet primary may not do for a long time. So the primary
+/// is asked to switch now (`pg_switch_wal()`), as pgBackRest does, through
+/// `opts.primary_conn` or the standby's `primary_conninfo` (the parts of it
+/// this client understands). Failing that, says what the backup waits for.
+async fn nudge_primary(
+    session: &Session,
+    opts: &BackupPushOptions,
+    segment: &WalSegmentName,
+    timeout: Duration,
+) {
+    let waiting = format!(
+        "waiting up to {}s for the primary to switch to a new WAL segment, so that {segment} is archived \
+         (the primary's archive_timeout bounds this; give --primary-conn so pgark can ask it)",
+        timeout.as_secs()
+    );
+    let conninfo = match &opts.primary_conn {
+        Some(c) => Some(c.clone()),
+        None => session
+            .primary_conninfo()
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| pgark_pgclient::client_conninfo(&c)),
+    };
+    let Some(conninfo) = conninfo else {
+        tracing::warn!("backup from a standby without a primary_conninfo: {waiting}");
+        return;
+    };
+    let asked = async {
+        let primary = Session::connect(&ConnectOptions {
+            conninfo: Some(conninfo),
+            connect_timeout: Some(Duration::from_secs(10)),
+        })
+        .await?;
+        if primary.is_in_recovery().await? {
+            return Err(pgark_pgclient::PgClientError::Protocol {
+                what: "primary",
+                detail: "the server primary_conninfo names is in recovery too (cascading standby)".into(),
+            });
+        }
+        primary.switch_wal().await
+    };
+    match tokio::time::timeout(Duration::from_secs(30), asked).await {
+        Ok(Ok(lsn)) => tracing::info!("asked the primary to switch WAL (pg_switch_wal() returned {lsn})"),
+        Ok(Err(e)) => tracing::warn!("could not ask the primary to switch WAL ({e}): {waiting}"),
+        Err(_) => tracing::warn!("the primary did not answer within 30 s: {waiting}"),
+    }
+}
+
 async fn wait_for_archive(
     store: &dyn ObjectStore,
     session: &Session,

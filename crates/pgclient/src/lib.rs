@@ -158,6 +158,73 @@ pub struct Session {
     target: String,
 }
 
+/// The parts of a libpq conninfo string (`key=value`, values optionally
+/// single-quoted with `\\` escapes) this client understands, as a conninfo
+/// string again: a standby's `primary_conninfo`, written by
+/// `pg_basebackup -R`, also carries `passfile`, `channel_binding`,
+/// `sslsni`, `gssencmode`, ... which it would refuse. `None` if the string
+/// does not parse.
+pub fn client_conninfo(conninfo: &str) -> Option<String> {
+    const KNOWN: &[&str] = &[
+        "host",
+        "hostaddr",
+        "port",
+        "user",
+        "password",
+        "dbname",
+        "application_name",
+        "connect_timeout",
+        "options",
+        "sslmode",
+    ];
+    let mut out = Vec::new();
+    let mut chars = conninfo.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next() != Some('=') {
+            return None;
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '\\' => value.push(chars.next()?),
+                    '\'' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.push(chars.next()?);
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        if KNOWN.contains(&key.as_str()) {
+            out.push(format!(
+                "{key}='{}'",
+                value.replace('\\', "\\\\").replace('\'', "\\'")
+            ));
+        }
+    }
+    Some(out.join(" "))
+}
+
 /// What `pg_backup_stop` returned.
 #[derive(Debug, Clone)]
 pub struct BackupStop {
@@ -254,6 +321,21 @@ impl Session {
             .text("pg_is_in_recovery()", "select pg_is_in_recovery()::text")
             .await?
             == "true")
+    }
+
+    /// The standby's `primary_conninfo` (needs superuser or
+    /// pg_read_all_settings); `None` when it is empty.
+    pub async fn primary_conninfo(&self) -> Result<Option<String>> {
+        let v = self
+            .text("primary_conninfo", "select current_setting('primary_conninfo')")
+            .await?;
+        Ok((!v.trim().is_empty()).then_some(v))
+    }
+
+    /// `pg_switch_wal()` on this server (a primary): ends its current WAL
+    /// segment, so that it is archived. Returns the LSN it returned.
+    pub async fn switch_wal(&self) -> Result<String> {
+        self.text("pg_switch_wal()", "select pg_switch_wal()::text").await
     }
 
     /// The server's data_directory setting (needs superuser or
@@ -461,6 +543,23 @@ mod tests {
         assert_eq!(c.get_user(), Some("x"));
         assert_eq!(c.get_dbname(), Some("y"));
         assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn primary_conninfo_keeps_what_the_client_understands() {
+        let pc = "user=postgres passfile='/var/lib/postgresql/.pgpass' channel_binding=prefer \
+                  host=/tmp/pg port=5432 sslmode=prefer sslsni=1 gssencmode=prefer application_name='my \\'app'";
+        let got = client_conninfo(pc).unwrap();
+        assert_eq!(
+            got,
+            "user='postgres' host='/tmp/pg' port='5432' sslmode='prefer' application_name='my \\'app'"
+        );
+        let c = cfg(Some(&got), &[]).unwrap();
+        assert_eq!(c.get_user(), Some("postgres"));
+        assert_eq!(c.get_application_name(), Some("my 'app"));
+        assert_eq!(client_conninfo("host"), None);
+        assert_eq!(client_conninfo("host='unterminated"), None);
+        assert_eq!(client_conninfo("").as_deref(), Some(""));
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod common;
 mod delta;
 mod encryption;
 mod gcs;
+mod kills;
 mod restore_safety;
 mod s3;
 mod versions;

@@ -174,7 +174,13 @@ fn check_overlaps(dest: &Path, locations: &HashMap<u32, PathBuf>, mode: Mode) ->
 /// Removes the marker: the restore is complete.
 pub(super) fn finish(dest: &Path) -> Result<(), EngineError> {
     let path = dest.join(MARKER);
-    std::fs::remove_file(&path).map_err(|e| EngineError::local_io("cannot remove", &path, e))?;
+    match std::fs::remove_file(&path) {
+        // Removed by hand meanwhile: the restore is complete all the same.
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(EngineError::local_io("cannot remove", &path, e))
+        }
+        _ => {}
+    }
     super::finish::fsync_path(dest)
 }
 

@@ -252,3 +252,18 @@ pub fn pgark_as_pg(bin: &Path, cluster: &pgark_testkit::pg::PgCluster, repo: &Pa
     cmd.args(args);
     pgark_testkit::pg::run_capture(&mut cmd, None, std::time::Duration::from_secs(600)).expect("pgark runs")
 }
+
+/// `pg_amcheck --heapallindexed` over every database of the running
+/// `cluster` (amcheck installed where missing): every table and B-tree
+/// index is whole and every heap tuple is in its indexes.
+pub fn amcheck(cluster: &PgCluster) {
+    let mut cmd = cluster.client_command("pg_amcheck");
+    cmd.args(["--install-missing", "--heapallindexed", "--all"]);
+    let out = run_capture(&mut cmd, None, Duration::from_secs(600)).unwrap();
+    assert!(
+        out.status.success(),
+        "pg_amcheck: {}{}",
+        stderr(&out),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -218,6 +218,7 @@ fn delta_chain_restores_every_backup_exactly() {
             "restore of {name}: data differs\n{}",
             restored.log_tail(30)
         );
+        amcheck(&restored);
         check_page_checksums(&restored);
     }
 }
@@ -362,5 +363,6 @@ fn delta_restore_onto_a_modified_cluster_and_an_empty_directory() {
     assert_eq!(kept, files - 2, "{log}");
     let restored = start_restored(c.install(), &fresh);
     assert_eq!(digest(&restored), want);
+    amcheck(&restored);
     check_page_checksums(&restored);
 }

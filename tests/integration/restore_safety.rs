@@ -133,6 +133,7 @@ fn a_promoted_pitr_restore_backs_up_and_restores_to_the_end() {
         end,
         "the restore stopped before the end of WAL"
     );
+    amcheck(&restored);
     restored.stop().unwrap();
 }
 
@@ -380,6 +381,7 @@ fn a_crashed_server_is_restored_in_place_over_its_stale_postmaster_pid() {
     let restored = start_as_is(c.install(), &data);
     assert_eq!(digest(&restored), at_backup);
     assert_eq!(restored.psql("show archive_mode").unwrap(), "off");
+    amcheck(&restored);
     restored.stop().unwrap();
 }
 

@@ -3,6 +3,10 @@
 //! that has it), then the blocks no increment wrote from their base copy,
 //! and checked complete. See `pgark_delta`'s restore contracts: a failed
 //! call can take the same increment or base piece again.
+//!
+//! What a failure leaves: a rebuilt file partly written (the caller
+//! removes it with the rest of a failed restore; a `--delta` restore run
+//! again finds it not matching and rebuilds it).
 
 use super::plan::Plan;
 use super::write::{finish_file, integrity, read_error, start_writeback};

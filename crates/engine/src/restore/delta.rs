@@ -27,6 +27,10 @@
 //! CRC-32C the delta backup computed while reading the file; a page stored
 //! in a newer version than that read makes the file differ, and it is then
 //! simply restored.
+//!
+//! What a failure leaves: the directory without pg_control, with the
+//! guard's marker; what was removed is gone (it was not in the backup),
+//! what was kept is right. Running the same restore again finishes it.
 
 use super::plan::Plan;
 use super::write::finish_file;

@@ -3,6 +3,9 @@
 //! a PostgreSQL backup_manifest (for pg_verifybackup), pg_wal ready; then
 //! everything flushed (one syncfs per filesystem) before the caller
 //! restores pg_control, the file that makes the directory startable.
+//!
+//! What a failure leaves: some of these files written, no pg_control; the
+//! caller cleans up as for any failed restore.
 
 use crate::EngineError;
 use pgark_catalog::BackupManifest;

@@ -5,6 +5,7 @@ mod backup_fetch;
 mod backup_list;
 mod backup_push;
 mod key;
+mod verify;
 mod wal_fetch;
 mod wal_push;
 
@@ -195,6 +196,7 @@ pub enum Command {
     BackupPush(backup_push::BackupPushArgs),
     BackupFetch(backup_fetch::BackupFetchArgs),
     BackupList(backup_list::BackupListArgs),
+    Verify(verify::VerifyArgs),
     #[command(subcommand)]
     Key(key::KeyCommand),
 }
@@ -207,6 +209,7 @@ impl Command {
             Command::BackupPush(_) => "backup-push",
             Command::BackupFetch(_) => "backup-fetch",
             Command::BackupList(_) => "backup-list",
+            Command::Verify(_) => "verify",
             Command::Key(key::KeyCommand::Rotate(_)) => "key rotate",
         }
     }
@@ -220,7 +223,9 @@ impl Command {
     pub fn default_timeout(&self) -> Duration {
         match self {
             Command::WalPush(_) | Command::WalFetch(_) | Command::BackupList(_) => Duration::from_secs(600),
-            Command::BackupPush(_) | Command::BackupFetch(_) | Command::Key(_) => Duration::ZERO,
+            Command::BackupPush(_) | Command::BackupFetch(_) | Command::Verify(_) | Command::Key(_) => {
+                Duration::ZERO
+            }
         }
     }
 }
@@ -273,6 +278,7 @@ async fn run_command(
         Command::BackupPush(args) => backup_push::run(args, settings).await,
         Command::BackupFetch(args) => backup_fetch::run(args, settings, config).await,
         Command::BackupList(args) => backup_list::run(args, settings).await,
+        Command::Verify(args) => verify::run(args, settings).await,
         Command::Key(key::KeyCommand::Rotate(args)) => key::rotate(args, settings).await,
     };
     result.map_err(|error| {

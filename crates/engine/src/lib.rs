@@ -17,6 +17,7 @@ mod restore;
 mod retry;
 mod scan;
 mod timelines;
+mod verify;
 mod wal_fetch;
 mod wal_push;
 
@@ -32,5 +33,6 @@ pub use restore::{
 };
 pub use retry::RetryPolicy;
 pub use timelines::{diverged_timelines, Divergence};
+pub use verify::{verify, BackupVerdict, VerifyTarget};
 pub use wal_fetch::{wal_fetch, WalFetchOptions, WalFetchOutcome};
 pub use wal_push::{wal_push, WalPushOptions, WalPushOutcome, WalPushStatus};

@@ -38,6 +38,7 @@ mod select;
 mod write;
 
 pub use select::parse_target_time;
+pub(crate) use write::same_digest;
 
 use crate::EngineError;
 use futures::StreamExt;

@@ -124,7 +124,7 @@ fn check_digest(key: &Key, reader: &ObjectReader<ChannelReader>, expected: &str)
 
 /// Whether two recorded digests are the same (`sha256:<hex>` and bare
 /// `<hex>` name the same SHA-256 digest).
-pub(super) fn same_digest(a: &str, b: &str) -> bool {
+pub(crate) fn same_digest(a: &str, b: &str) -> bool {
     let norm = |s: &str| {
         let s = s.trim().to_ascii_lowercase();
         if s.contains(':') {

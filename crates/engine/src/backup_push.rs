@@ -163,7 +163,7 @@ pub async fn backup_push(
     let parent = match &opts.delta {
         None => None,
         Some(req) => {
-            let all = crate::manifest_io::list_backups(&*store, &opts.keys).await?;
+            let all = usable_parents(crate::manifest_io::list_backups_detailed(&*store, &opts.keys).await?);
             let new = NewBackup {
                 system_identifier: server_sysid,
                 timeline,
@@ -1151,4 +1151,30 @@ mod tests {
         assert_eq!(offsets, [0, 10, 20]);
         assert_eq!(b.pieces.iter().map(|p| p.size).sum::<u64>(), 25);
     }
+}
+
+/// The backups a delta may build on, oldest first: not damaged, and not a
+/// delta whose chain runs through a damaged or missing backup (restoring it
+/// would fail). Each one left out is warned about.
+fn usable_parents(listed: Vec<crate::ListedBackup>) -> Vec<BackupManifest> {
+    use crate::ListedBackup;
+    let mut usable: Vec<BackupManifest> = Vec::new();
+    // Oldest first, so a parent is decided before its children.
+    for b in listed {
+        match b {
+            ListedBackup::Damaged { name, reason, .. } => {
+                tracing::warn!("backup {name} cannot be a delta parent: its manifest is damaged: {reason}");
+            }
+            ListedBackup::Ok(m) => match &m.parent {
+                Some(p) if !usable.iter().any(|u| &u.name == p) => {
+                    tracing::warn!(
+                        "backup {} cannot be a delta parent: its parent {p} is damaged or missing",
+                        m.name
+                    );
+                }
+                _ => usable.push(m),
+            },
+        }
+    }
+    usable
 }

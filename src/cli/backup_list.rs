@@ -89,7 +89,15 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
     }
     let mut header = format!(
         "{:<46} {:<7} {:<20} {:<20} {:<12} {:<24} {:>12} {:>12} {:>7}",
-        "name", "status", "start_time", "finish_time", "start_lsn", "start_wal_segment", "original", "stored", "pg"
+        "name",
+        "status",
+        "start_time",
+        "finish_time",
+        "start_lsn",
+        "start_wal_segment",
+        "original",
+        "stored",
+        "pg"
     );
     if args.detail {
         header += &format!(

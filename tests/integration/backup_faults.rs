@@ -469,7 +469,10 @@ fn one_damaged_manifest_does_not_block_list_latest_or_delta() {
     assert_eq!(listed_names, names.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(listed[0].1, "ok");
     assert!(listed[1].1.starts_with("damaged: "), "{listed:?}");
-    assert!(listed[1].1.contains(&format!("backups/{}/manifest", names[1])), "{listed:?}");
+    assert!(
+        listed[1].1.contains(&format!("backups/{}/manifest", names[1])),
+        "{listed:?}"
+    );
     assert_eq!(listed[2].1, "ok");
     let out = src.pgark(&["backup-list"]);
     assert_code(&out, 5);
@@ -491,7 +494,11 @@ fn one_damaged_manifest_does_not_block_list_latest_or_delta() {
 
     // LATEST restores the newest, which starts with the source's data.
     let dest = scratch.path().join("latest");
-    let out = src.backup_fetch(&dest, "LATEST", &["--target-immediate", "--target-action", "promote"]);
+    let out = src.backup_fetch(
+        &dest,
+        "LATEST",
+        &["--target-immediate", "--target-action", "promote"],
+    );
     assert_code(&out, 0);
     let restored = start_restored(c.install(), &dest);
     assert_eq!(table_digest(&restored, "t", "id"), digests[2]);
@@ -505,7 +512,8 @@ fn one_damaged_manifest_does_not_block_list_latest_or_delta() {
     let listed = listed_status(&src, 5);
     assert!(listed[0].1.starts_with("damaged: "), "{listed:?}");
     assert!(listed[1].1.starts_with("damaged: "), "{listed:?}");
-    c.psql("insert into t select g, 'delta' from generate_series(5001, 5100) g").unwrap();
+    c.psql("insert into t select g, 'delta' from generate_series(5001, 5100) g")
+        .unwrap();
     let delta = src.backup_push(&["--delta"]);
     assert_eq!(
         stored_manifest(&src, &delta).parent.as_ref().map(|p| p.as_str()),
@@ -517,7 +525,8 @@ fn one_damaged_manifest_does_not_block_list_latest_or_delta() {
     let delta_manifest = manifest_of(&delta);
     let bytes = std::fs::read(&delta_manifest).unwrap();
     std::fs::write(&delta_manifest, &bytes[..bytes.len() - 7]).unwrap();
-    c.psql("insert into t select g, 'delta2' from generate_series(5101, 5200) g").unwrap();
+    c.psql("insert into t select g, 'delta2' from generate_series(5101, 5200) g")
+        .unwrap();
     let delta2 = src.backup_push(&["--delta"]);
     let digest2 = table_digest(c, "t", "id");
     assert_eq!(
@@ -526,7 +535,11 @@ fn one_damaged_manifest_does_not_block_list_latest_or_delta() {
     );
     src.archive_current_wal();
     let dest = scratch.path().join("latest-delta");
-    let out = src.backup_fetch(&dest, "LATEST", &["--target-immediate", "--target-action", "promote"]);
+    let out = src.backup_fetch(
+        &dest,
+        "LATEST",
+        &["--target-immediate", "--target-action", "promote"],
+    );
     assert_code(&out, 0);
     let restored = start_restored(c.install(), &dest);
     assert_eq!(table_digest(&restored, "t", "id"), digest2);

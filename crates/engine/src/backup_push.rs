@@ -536,10 +536,16 @@ fn work_items(
 ) -> Vec<WorkItem> {
     let piece_size = piece_size.max(1);
     let split = !files.iter().any(|f| f.rel.contains(pgark_catalog::PIECE_SUFFIX));
+    // A database directory new or re-created since the parent (a reused
+    // OID) has its files copied whole: see `Parent::same_database_dirs`.
+    let same_dirs = parent
+        .map(|(p, _)| p.same_database_dirs(files.iter().map(|f| (f.rel.as_str(), f.mtime))))
+        .unwrap_or_default();
     let mut items = Vec::with_capacity(files.len());
     for f in files {
         let parent_blocks = parent
             .filter(|_| pgark_delta::is_delta_file(&f.rel))
+            .filter(|_| delta_push::database_dir(&f.rel).is_none_or(|d| same_dirs.contains(d)))
             // A file caught mid-extension (not whole pages) is copied whole.
             .filter(|(_, bs)| f.size % u64::from(bs.get()) == 0)
             .and_then(|(p, bs)| p.blocks_of(&f.rel, bs));

@@ -433,9 +433,7 @@ fn delta_after_a_database_oid_is_reused_restores_the_new_database() {
     .unwrap();
     let after = db_digest(c, "d");
     assert_ne!(before, after);
-    let t_file = c
-        .psql_db("d", "select pg_relation_filepath('t')")
-        .unwrap();
+    let t_file = c.psql_db("d", "select pg_relation_filepath('t')").unwrap();
     let delta = src.backup_push(&["--delta"]);
     let m = manifest_of(&src, &delta);
     assert_eq!(m.parent.as_ref().map(|p| p.as_str()), Some(full.as_str()));
@@ -449,7 +447,11 @@ fn delta_after_a_database_oid_is_reused_restores_the_new_database() {
     // template again and hide wrong pages.
     let scratch = pgark_testkit::pg::scratch_dir("oid-reuse");
     let dest = scratch.path().join("data");
-    let out = src.backup_fetch(&dest, &delta, &["--target-immediate", "--target-action", "promote"]);
+    let out = src.backup_fetch(
+        &dest,
+        &delta,
+        &["--target-immediate", "--target-action", "promote"],
+    );
     assert_code(&out, 0);
     let restored = start_restored(c.install(), &dest);
     assert_eq!(db_digest(&restored, "d"), after);

@@ -1080,6 +1080,32 @@ impl Read for FileSource<'_> {
     }
 }
 
+/// The backups a delta may build on, oldest first: not damaged, and not a
+/// delta whose chain runs through a damaged or missing backup (restoring it
+/// would fail). Each one left out is warned about.
+fn usable_parents(listed: Vec<crate::ListedBackup>) -> Vec<BackupManifest> {
+    use crate::ListedBackup;
+    let mut usable: Vec<BackupManifest> = Vec::new();
+    // Oldest first, so a parent is decided before its children.
+    for b in listed {
+        match b {
+            ListedBackup::Damaged { name, reason, .. } => {
+                tracing::warn!("backup {name} cannot be a delta parent: its manifest is damaged: {reason}");
+            }
+            ListedBackup::Ok(m) => match &m.parent {
+                Some(p) if !usable.iter().any(|u| &u.name == p) => {
+                    tracing::warn!(
+                        "backup {} cannot be a delta parent: its parent {p} is damaged or missing",
+                        m.name
+                    );
+                }
+                _ => usable.push(*m),
+            },
+        }
+    }
+    usable
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1157,30 +1183,4 @@ mod tests {
         assert_eq!(offsets, [0, 10, 20]);
         assert_eq!(b.pieces.iter().map(|p| p.size).sum::<u64>(), 25);
     }
-}
-
-/// The backups a delta may build on, oldest first: not damaged, and not a
-/// delta whose chain runs through a damaged or missing backup (restoring it
-/// would fail). Each one left out is warned about.
-fn usable_parents(listed: Vec<crate::ListedBackup>) -> Vec<BackupManifest> {
-    use crate::ListedBackup;
-    let mut usable: Vec<BackupManifest> = Vec::new();
-    // Oldest first, so a parent is decided before its children.
-    for b in listed {
-        match b {
-            ListedBackup::Damaged { name, reason, .. } => {
-                tracing::warn!("backup {name} cannot be a delta parent: its manifest is damaged: {reason}");
-            }
-            ListedBackup::Ok(m) => match &m.parent {
-                Some(p) if !usable.iter().any(|u| &u.name == p) => {
-                    tracing::warn!(
-                        "backup {} cannot be a delta parent: its parent {p} is damaged or missing",
-                        m.name
-                    );
-                }
-                _ => usable.push(m),
-            },
-        }
-    }
-    usable
 }

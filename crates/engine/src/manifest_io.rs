@@ -67,7 +67,7 @@ pub async fn load_manifest(
 #[derive(Debug)]
 pub enum ListedBackup {
     /// Its manifest was read and verified.
-    Ok(BackupManifest),
+    Ok(Box<BackupManifest>),
     /// Its manifest is there but cannot be used: bad checksum, truncated,
     /// not JSON, a format this version does not read, wrong encryption.
     Damaged {
@@ -133,7 +133,10 @@ pub async fn list_backups_detailed(
             .cmp(&b.finished_at)
             .then_with(|| a.name.cmp(&b.name))
     });
-    let mut listed: Vec<ListedBackup> = usable.into_iter().map(ListedBackup::Ok).collect();
+    let mut listed: Vec<ListedBackup> = usable
+        .into_iter()
+        .map(|m| ListedBackup::Ok(Box::new(m)))
+        .collect();
     // A damaged backup's times are unknown: it goes before the first usable
     // one with a later name (names start with the start segment).
     damaged.sort_by(|a, b| a.name().cmp(b.name()));
@@ -160,7 +163,7 @@ pub async fn list_backups(
     let mut first_damage = None;
     for b in list_backups_detailed(store, keys).await? {
         match b {
-            ListedBackup::Ok(m) => usable.push(m),
+            ListedBackup::Ok(m) => usable.push(*m),
             ListedBackup::Damaged { name, reason, error } => {
                 tracing::warn!("skipping backup {name}: its manifest is damaged: {reason}");
                 first_damage.get_or_insert(error);

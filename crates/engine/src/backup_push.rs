@@ -539,7 +539,7 @@ fn work_items(
     // A database directory new or re-created since the parent (a reused
     // OID) has its files copied whole: see `Parent::same_database_dirs`.
     let same_dirs = parent
-        .map(|(p, _)| p.same_database_dirs(files.iter().map(|f| (f.rel.as_str(), f.mtime))))
+        .map(|(p, _)| p.same_database_dirs(files.iter().map(|f| (f.rel.as_str(), f.mtime, f.mtime_nsec))))
         .unwrap_or_default();
     let mut items = Vec::with_capacity(files.len());
     for f in files {
@@ -1117,6 +1117,7 @@ mod tests {
             size,
             mode: 0o600,
             mtime: 1,
+            mtime_nsec: 0,
         }
     }
 

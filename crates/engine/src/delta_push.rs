@@ -71,12 +71,6 @@ pub(crate) struct Parent {
     mtimes: HashMap<String, i64>,
 }
 
-/// How long before the parent started a database directory's `PG_VERSION`
-/// must have been written for the directory to count as the parent's: a
-/// file's mtime is in whole seconds and the parent's start time is taken by
-/// pgark, not by the file system.
-const CREATED_BEFORE_PARENT_MARGIN_SECS: i64 = 2;
-
 /// The database directory of a relation file: `base/<db oid>` or
 /// `pg_tblspc/<ts oid>/<version dir>/<db oid>`; `None` elsewhere
 /// (`global/` belongs to no database and is never re-created).
@@ -88,19 +82,23 @@ pub(crate) fn database_dir(rel: &str) -> Option<&str> {
 }
 
 /// [`Parent::same_database_dirs`], given the parent's `PG_VERSION` mtimes
-/// by path and its start time (seconds since the epoch).
+/// (seconds) by path and its start time.
 fn same_database_dirs<'a>(
     parent_mtimes: &HashMap<String, i64>,
-    parent_started: i64,
-    files: impl IntoIterator<Item = (&'a str, i64)>,
+    parent_started: chrono::DateTime<chrono::Utc>,
+    files: impl IntoIterator<Item = (&'a str, i64, i64)>,
 ) -> std::collections::HashSet<String> {
+    let started = (
+        parent_started.timestamp(),
+        i64::from(parent_started.timestamp_subsec_nanos()),
+    );
     files
         .into_iter()
-        .filter_map(|(rel, mtime)| {
+        .filter_map(|(rel, mtime, mtime_nsec)| {
             let dir = rel.strip_suffix("/PG_VERSION")?;
             let same = database_dir(rel) == Some(dir)
                 && parent_mtimes.get(rel) == Some(&mtime)
-                && mtime <= parent_started - CREATED_BEFORE_PARENT_MARGIN_SECS;
+                && (mtime, mtime_nsec) < started;
             same.then(|| dir.to_string())
         })
         .collect()
@@ -108,8 +106,9 @@ fn same_database_dirs<'a>(
 
 impl Parent {
     /// The database directories (among those of `files`, the new backup's
-    /// files with their mtimes) that are the same directory as in the
-    /// parent, so that their relation files may be diffed against it.
+    /// files with their mtimes in seconds and nanoseconds) that are the same
+    /// directory as in the parent, so that their relation files may be
+    /// diffed against it.
     ///
     /// Pages cannot tell: `CREATE DATABASE ... STRATEGY FILE_COPY` and
     /// `ALTER DATABASE ... SET TABLESPACE` copy pages with their old LSNs, so
@@ -119,15 +118,17 @@ impl Parent {
     /// is its `PG_VERSION`, which PostgreSQL writes anew whenever it creates
     /// a database directory (every strategy, and moves between tablespaces):
     /// a directory is the parent's when both have `PG_VERSION` with the same
-    /// mtime, written at least [`CREATED_BEFORE_PARENT_MARGIN_SECS`] before
-    /// the parent started. Anything else (a new directory, one re-created,
-    /// one without `PG_VERSION`, one created around the parent's start) has
-    /// its files copied whole; the cost is one full copy of that database.
+    /// mtime (whole seconds, as the manifest keeps it) and the current one
+    /// was written before the parent started (to the nanosecond, which
+    /// closes the gap of a directory created, backed up and re-created within
+    /// one second). Anything else (a new directory, one re-created, one
+    /// without `PG_VERSION`) has its files copied whole; the cost is one full
+    /// copy of that database.
     pub fn same_database_dirs<'a>(
         &self,
-        files: impl IntoIterator<Item = (&'a str, i64)>,
+        files: impl IntoIterator<Item = (&'a str, i64, i64)>,
     ) -> std::collections::HashSet<String> {
-        same_database_dirs(&self.mtimes, self.manifest.started_at.timestamp(), files)
+        same_database_dirs(&self.mtimes, self.manifest.started_at, files)
     }
 
     /// The parent's copy of `rel` in blocks, when it can be diffed against:
@@ -533,32 +534,39 @@ mod tests {
 
     #[test]
     fn a_database_directory_is_the_parents_only_if_its_pg_version_is_unchanged_and_older() {
-        let started = 1_000_000;
+        let started = chrono::DateTime::from_timestamp(1_000_000, 500_000_000).unwrap();
         let parent: HashMap<String, i64> = [
             ("base/1/PG_VERSION", 500),
             ("base/5/PG_VERSION", 500),
             ("base/16384/PG_VERSION", 900_000),
-            ("base/16390/PG_VERSION", started - 1),
+            ("base/16390/PG_VERSION", 1_000_000),
+            ("base/16391/PG_VERSION", 1_000_000),
             ("pg_tblspc/16400/PG_15_202209061/16384/PG_VERSION", 900_000),
         ]
         .into_iter()
         .map(|(p, m)| (p.to_string(), m))
         .collect();
         let now = [
-            ("base/1/PG_VERSION", 500),                                    // unchanged
-            ("base/5/PG_VERSION", 1_000_100),                              // re-created after the parent
-            ("base/16384/PG_VERSION", 900_000),                            // unchanged
-            ("base/16390/PG_VERSION", started - 1),                        // created as the parent started
-            ("base/16500/PG_VERSION", 500),                                // not in the parent
-            ("pg_tblspc/16400/PG_15_202209061/16384/PG_VERSION", 900_000), // unchanged
-            ("PG_VERSION", 500),                                           // not a database's
-            ("base/1/1259", 500),
+            ("base/1/PG_VERSION", 500, 0),                                    // unchanged
+            ("base/5/PG_VERSION", 1_000_100, 0),                              // re-created after the parent
+            ("base/16384/PG_VERSION", 900_000, 999_999_999),                  // unchanged
+            ("base/16390/PG_VERSION", 1_000_000, 400_000_000), // created just before the parent
+            ("base/16391/PG_VERSION", 1_000_000, 600_000_000), // re-created in the parent's second
+            ("base/16500/PG_VERSION", 500, 0),                 // not in the parent
+            ("pg_tblspc/16400/PG_15_202209061/16384/PG_VERSION", 900_000, 0), // unchanged
+            ("PG_VERSION", 500, 0),                            // not a database's
+            ("base/1/1259", 500, 0),
         ];
         let mut same: Vec<String> = same_database_dirs(&parent, started, now).into_iter().collect();
         same.sort();
         assert_eq!(
             same,
-            ["base/1", "base/16384", "pg_tblspc/16400/PG_15_202209061/16384"]
+            [
+                "base/1",
+                "base/16384",
+                "base/16390",
+                "pg_tblspc/16400/PG_15_202209061/16384"
+            ]
         );
     }
 

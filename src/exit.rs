@@ -22,7 +22,8 @@ pub enum Exit {
     /// The archive already holds different content under this name.
     Conflict = 4,
     /// A stored object is damaged: checksum mismatch, truncation, bad format;
-    /// an encrypted object or keyring that fails authentication (tampered).
+    /// an encrypted object or keyring that fails authentication (tampered);
+    /// backup-list: a backup's manifest is damaged (after listing them all).
     Integrity = 5,
     /// The repository could not be read or written (after retries).
     Storage = 6,

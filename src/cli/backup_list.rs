@@ -1,14 +1,17 @@
 use crate::config::Settings;
 use clap::Args;
 use pgark_catalog::BackupManifest;
+use pgark_engine::ListedBackup;
 use serde_json::json;
 
 /// List completed backups, oldest first.
 ///
 /// A repository without backups prints an empty list; no repository at --repo (no
-/// repository.json) exits 11 and prints nothing on stdout.
+/// repository.json) exits 11 and prints nothing on stdout. A backup whose manifest is damaged
+/// is listed with status "damaged: <reason>" (its other fields unknown); after printing
+/// everything, backup-list then exits 5.
 ///
-/// Columns: name, start and finish time, start LSN and WAL segment, original and stored
+/// Columns: name, status, start and finish time, start LSN and WAL segment, original and stored
 /// size, PostgreSQL version. --json prints the same fields (and with --detail the rest of the
 /// manifest summary) as a JSON array for scripts.
 #[derive(Debug, Clone, Args)]
@@ -25,6 +28,7 @@ pub struct BackupListArgs {
 fn summary(m: &BackupManifest, detail: bool) -> serde_json::Value {
     let mut v = json!({
         "name": m.name.as_str(),
+        "status": "ok",
         "start_time": m.started_at.to_rfc3339(),
         "finish_time": m.finished_at.to_rfc3339(),
         "start_lsn": m.start_lsn,
@@ -62,17 +66,38 @@ fn summary(m: &BackupManifest, detail: bool) -> serde_json::Value {
     v
 }
 
+fn damaged_summary(name: &str, reason: &str) -> serde_json::Value {
+    json!({
+        "name": name,
+        "status": format!("damaged: {reason}"),
+    })
+}
+
 pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()> {
     let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
-    let backups = pgark_engine::list_backups(&*store, &keys).await?;
+    let backups = pgark_engine::list_backups_detailed(&*store, &keys).await?;
     if args.json {
-        let list: Vec<_> = backups.iter().map(|m| summary(m, args.detail)).collect();
+        let list: Vec<_> = backups
+            .iter()
+            .map(|b| match b {
+                ListedBackup::Ok(m) => summary(m, args.detail),
+                ListedBackup::Damaged { name, reason, .. } => damaged_summary(name.as_str(), reason),
+            })
+            .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
-        return Ok(());
+        return damage_outcome(backups);
     }
     let mut header = format!(
-        "{:<46} {:<20} {:<20} {:<12} {:<24} {:>12} {:>12} {:>7}",
-        "name", "start_time", "finish_time", "start_lsn", "start_wal_segment", "original", "stored", "pg"
+        "{:<46} {:<7} {:<20} {:<20} {:<12} {:<24} {:>12} {:>12} {:>7}",
+        "name",
+        "status",
+        "start_time",
+        "finish_time",
+        "start_lsn",
+        "start_wal_segment",
+        "original",
+        "stored",
+        "pg"
     );
     if args.detail {
         header += &format!(
@@ -81,10 +106,18 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
         );
     }
     println!("{header}");
-    for m in &backups {
+    for b in &backups {
+        let m = match b {
+            ListedBackup::Ok(m) => m,
+            ListedBackup::Damaged { name, reason, .. } => {
+                println!("{:<46} damaged: {reason}", name.as_str());
+                continue;
+            }
+        };
         let mut line = format!(
-            "{:<46} {:<20} {:<20} {:<12} {:<24} {:>12} {:>12} {:>7}",
+            "{:<46} {:<7} {:<20} {:<20} {:<12} {:<24} {:>12} {:>12} {:>7}",
             m.name.as_str(),
+            "ok",
             m.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
             m.finished_at.format("%Y-%m-%dT%H:%M:%SZ"),
             m.start_lsn,
@@ -115,5 +148,18 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
             }
         }
     }
-    Ok(())
+    damage_outcome(backups)
+}
+
+/// Everything is printed; a damaged backup still makes the command fail
+/// (exit 5), reporting the first damaged manifest (the listing names all).
+fn damage_outcome(backups: Vec<ListedBackup>) -> anyhow::Result<()> {
+    let first = backups.into_iter().find_map(|b| match b {
+        ListedBackup::Damaged { error, .. } => Some(error),
+        ListedBackup::Ok(_) => None,
+    });
+    match first {
+        None => Ok(()),
+        Some(e) => Err(e.into()),
+    }
 }

@@ -411,3 +411,142 @@ fn server_down_or_wrong_password_fails_with_exit_8() {
     // Neither failure left a backup behind.
     assert_eq!(src.backup_list().len(), 1);
 }
+
+/// Reads the stored manifest of backup `name` (a usable one).
+fn stored_manifest(src: &ArchivingCluster, name: &str) -> pgark_catalog::BackupManifest {
+    let stored = std::fs::read(src.repo.path().join("backups").join(name).join("manifest")).unwrap();
+    let (json, _) = pgark_codec::decode_to_vec(&stored).unwrap();
+    pgark_catalog::BackupManifest::from_json(&json).unwrap()
+}
+
+/// `backup-list --json` (exit `code`), as (name, status) pairs.
+fn listed_status(src: &ArchivingCluster, code: i32) -> Vec<(String, String)> {
+    let out = src.pgark(&["backup-list", "--json"]);
+    assert_code(&out, code);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    list.iter()
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap().to_string(),
+                b["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Issue 12, item 3: one damaged manifest (bytes flipped, or truncated) no
+/// longer blocks backup-list, `backup-fetch LATEST` or `backup-push --delta`.
+#[test]
+fn one_damaged_manifest_does_not_block_list_latest_or_delta() {
+    let src = ArchivingCluster::start("");
+    let c = &src.cluster;
+    c.psql("create table t (id int primary key, v text)").unwrap();
+    let mut names = Vec::new();
+    let mut digests = Vec::new();
+    for round in 0..3 {
+        c.psql(&format!(
+            "insert into t select g, md5(g::text) from generate_series({}, {}) g",
+            round * 1000 + 1,
+            round * 1000 + 1000
+        ))
+        .unwrap();
+        names.push(src.backup_push(&[]));
+        digests.push(table_digest(c, "t", "id"));
+    }
+    src.archive_current_wal();
+    let manifest_of = |name: &str| src.repo.path().join("backups").join(name).join("manifest");
+    let scratch = scratch_dir("damaged-manifest");
+
+    // The middle manifest with bytes flipped.
+    let middle = manifest_of(&names[1]);
+    let original_middle = std::fs::read(&middle).unwrap();
+    flip_byte_in_the_middle(&middle);
+
+    // backup-list prints all three, the damaged one marked, then exits 5
+    // naming it.
+    let listed = listed_status(&src, 5);
+    let listed_names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(listed_names, names.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(listed[0].1, "ok");
+    assert!(listed[1].1.starts_with("damaged: "), "{listed:?}");
+    assert!(
+        listed[1].1.contains(&format!("backups/{}/manifest", names[1])),
+        "{listed:?}"
+    );
+    assert_eq!(listed[2].1, "ok");
+    let out = src.pgark(&["backup-list"]);
+    assert_code(&out, 5);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    for (i, name) in names.iter().enumerate() {
+        let line = table.lines().find(|l| l.starts_with(name.as_str()));
+        let line = line.unwrap_or_else(|| panic!("{name} missing from\n{table}"));
+        assert_eq!(line.contains("damaged: "), i == 1, "{table}");
+    }
+    assert!(
+        stderr(&out).contains(&format!("backups/{}/manifest", names[1])),
+        "{}",
+        stderr(&out)
+    );
+
+    // By name the damaged backup stays exit 5.
+    let out = src.backup_fetch(&scratch.path().join("named"), &names[1], &[]);
+    assert_code(&out, 5);
+
+    // LATEST restores the newest, which starts with the source's data.
+    let dest = scratch.path().join("latest");
+    let out = src.backup_fetch(
+        &dest,
+        "LATEST",
+        &["--target-immediate", "--target-action", "promote"],
+    );
+    assert_code(&out, 0);
+    let restored = start_restored(c.install(), &dest);
+    assert_eq!(table_digest(&restored, "t", "id"), digests[2]);
+    restored.stop().unwrap();
+
+    // The oldest manifest truncated, the middle one still damaged: a delta
+    // push builds on the newest.
+    let oldest = manifest_of(&names[0]);
+    let bytes = std::fs::read(&oldest).unwrap();
+    std::fs::write(&oldest, &bytes[..bytes.len() / 3]).unwrap();
+    let listed = listed_status(&src, 5);
+    assert!(listed[0].1.starts_with("damaged: "), "{listed:?}");
+    assert!(listed[1].1.starts_with("damaged: "), "{listed:?}");
+    c.psql("insert into t select g, 'delta' from generate_series(5001, 5100) g")
+        .unwrap();
+    let delta = src.backup_push(&["--delta"]);
+    assert_eq!(
+        stored_manifest(&src, &delta).parent.as_ref().map(|p| p.as_str()),
+        Some(names[2].as_str())
+    );
+
+    // The newest (the delta) damaged too: the next delta's parent is the
+    // newest usable backup, names[2], and LATEST restores that delta.
+    let delta_manifest = manifest_of(&delta);
+    let bytes = std::fs::read(&delta_manifest).unwrap();
+    std::fs::write(&delta_manifest, &bytes[..bytes.len() - 7]).unwrap();
+    c.psql("insert into t select g, 'delta2' from generate_series(5101, 5200) g")
+        .unwrap();
+    let delta2 = src.backup_push(&["--delta"]);
+    let digest2 = table_digest(c, "t", "id");
+    assert_eq!(
+        stored_manifest(&src, &delta2).parent.as_ref().map(|p| p.as_str()),
+        Some(names[2].as_str())
+    );
+    src.archive_current_wal();
+    let dest = scratch.path().join("latest-delta");
+    let out = src.backup_fetch(
+        &dest,
+        "LATEST",
+        &["--target-immediate", "--target-action", "promote"],
+    );
+    assert_code(&out, 0);
+    let restored = start_restored(c.install(), &dest);
+    assert_eq!(table_digest(&restored, "t", "id"), digest2);
+    stop_and_check_page_checksums(&restored);
+
+    // Put back, the middle one lists as usable again.
+    std::fs::write(&middle, &original_middle).unwrap();
+    let listed = listed_status(&src, 5);
+    assert_eq!(listed[1].1, "ok");
+}

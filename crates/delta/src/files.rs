@@ -42,7 +42,9 @@
 //! SET TABLESPACE`) copy pages with their old LSNs, so if such a copy lands on a path that
 //! held *another* relation in the parent (a database OID reused after a drop), the old
 //! pages would be taken from the wrong file. A caller that sees a database directory
-//! appear, or reappear, since the parent should copy its files whole.
+//! appear, or reappear, since the parent should copy its files whole (`backup-push`
+//! compares the directory's `PG_VERSION`, written whenever the directory is created:
+//! see `Parent::same_database_dirs` in the engine).
 
 use pgark_pg::layout::{ForkNumber, RelFileName, RelationFilePath};
 

@@ -168,7 +168,7 @@ pub async fn backup_push(
     let parent = match &opts.delta {
         None => None,
         Some(req) => {
-            let all = crate::manifest_io::list_backups(&*store, &opts.keys).await?;
+            let all = usable_parents(crate::manifest_io::list_backups_detailed(&*store, &opts.keys).await?);
             let new = NewBackup {
                 system_identifier: server_sysid,
                 timeline,
@@ -595,10 +595,16 @@ fn work_items(
 ) -> Vec<WorkItem> {
     let piece_size = piece_size.max(1);
     let split = !files.iter().any(|f| f.rel.contains(pgark_catalog::PIECE_SUFFIX));
+    // A database directory new or re-created since the parent (a reused
+    // OID) has its files copied whole: see `Parent::same_database_dirs`.
+    let same_dirs = parent
+        .map(|(p, _)| p.same_database_dirs(files.iter().map(|f| (f.rel.as_str(), f.mtime, f.mtime_nsec))))
+        .unwrap_or_default();
     let mut items = Vec::with_capacity(files.len());
     for f in files {
         let parent_blocks = parent
             .filter(|_| pgark_delta::is_delta_file(&f.rel))
+            .filter(|_| delta_push::database_dir(&f.rel).is_none_or(|d| same_dirs.contains(d)))
             // A file caught mid-extension (not whole pages) is copied whole.
             .filter(|(_, bs)| f.size % u64::from(bs.get()) == 0)
             .and_then(|(p, bs)| p.blocks_of(&f.rel, bs));
@@ -1133,6 +1139,32 @@ impl Read for FileSource<'_> {
     }
 }
 
+/// The backups a delta may build on, oldest first: not damaged, and not a
+/// delta whose chain runs through a damaged or missing backup (restoring it
+/// would fail). Each one left out is warned about.
+fn usable_parents(listed: Vec<crate::ListedBackup>) -> Vec<BackupManifest> {
+    use crate::ListedBackup;
+    let mut usable: Vec<BackupManifest> = Vec::new();
+    // Oldest first, so a parent is decided before its children.
+    for b in listed {
+        match b {
+            ListedBackup::Damaged { name, reason, .. } => {
+                tracing::warn!("backup {name} cannot be a delta parent: its manifest is damaged: {reason}");
+            }
+            ListedBackup::Ok(m) => match &m.parent {
+                Some(p) if !usable.iter().any(|u| &u.name == p) => {
+                    tracing::warn!(
+                        "backup {} cannot be a delta parent: its parent {p} is damaged or missing",
+                        m.name
+                    );
+                }
+                _ => usable.push(*m),
+            },
+        }
+    }
+    usable
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1144,6 +1176,7 @@ mod tests {
             size,
             mode: 0o600,
             mtime: 1,
+            mtime_nsec: 0,
         }
     }
 

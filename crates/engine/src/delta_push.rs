@@ -66,9 +66,71 @@ pub(crate) struct Parent {
     pub manifest: BackupManifest,
     pub since: Lsn,
     files: HashMap<String, u64>,
+    /// Modification time of each file, for the database directories'
+    /// `PG_VERSION` (see [`Parent::same_database_dirs`]).
+    mtimes: HashMap<String, i64>,
+}
+
+/// The database directory of a relation file: `base/<db oid>` or
+/// `pg_tblspc/<ts oid>/<version dir>/<db oid>`; `None` elsewhere
+/// (`global/` belongs to no database and is never re-created).
+pub(crate) fn database_dir(rel: &str) -> Option<&str> {
+    let (dir, _) = rel.rsplit_once('/')?;
+    let depth = dir.split('/').count();
+    let is_db_dir = (dir.starts_with("base/") && depth == 2) || (dir.starts_with("pg_tblspc/") && depth == 4);
+    is_db_dir.then_some(dir)
+}
+
+/// [`Parent::same_database_dirs`], given the parent's `PG_VERSION` mtimes
+/// (seconds) by path and its start time.
+fn same_database_dirs<'a>(
+    parent_mtimes: &HashMap<String, i64>,
+    parent_started: chrono::DateTime<chrono::Utc>,
+    files: impl IntoIterator<Item = (&'a str, i64, i64)>,
+) -> std::collections::HashSet<String> {
+    let started = (
+        parent_started.timestamp(),
+        i64::from(parent_started.timestamp_subsec_nanos()),
+    );
+    files
+        .into_iter()
+        .filter_map(|(rel, mtime, mtime_nsec)| {
+            let dir = rel.strip_suffix("/PG_VERSION")?;
+            let same = database_dir(rel) == Some(dir)
+                && parent_mtimes.get(rel) == Some(&mtime)
+                && (mtime, mtime_nsec) < started;
+            same.then(|| dir.to_string())
+        })
+        .collect()
 }
 
 impl Parent {
+    /// The database directories (among those of `files`, the new backup's
+    /// files with their mtimes in seconds and nanoseconds) that are the same
+    /// directory as in the parent, so that their relation files may be
+    /// diffed against it.
+    ///
+    /// Pages cannot tell: `CREATE DATABASE ... STRATEGY FILE_COPY` and
+    /// `ALTER DATABASE ... SET TABLESPACE` copy pages with their old LSNs, so
+    /// a database dropped and created again with the same OID (`OID = n`, or
+    /// OID wrap-around) can hold, under the parent's paths, pages older than
+    /// the parent that are not the parent's pages. The directory's identity
+    /// is its `PG_VERSION`, which PostgreSQL writes anew whenever it creates
+    /// a database directory (every strategy, and moves between tablespaces):
+    /// a directory is the parent's when both have `PG_VERSION` with the same
+    /// mtime (whole seconds, as the manifest keeps it) and the current one
+    /// was written before the parent started (to the nanosecond, which
+    /// closes the gap of a directory created, backed up and re-created within
+    /// one second). Anything else (a new directory, one re-created, one
+    /// without `PG_VERSION`) has its files copied whole; the cost is one full
+    /// copy of that database.
+    pub fn same_database_dirs<'a>(
+        &self,
+        files: impl IntoIterator<Item = (&'a str, i64, i64)>,
+    ) -> std::collections::HashSet<String> {
+        same_database_dirs(&self.mtimes, self.manifest.started_at, files)
+    }
+
     /// The parent's copy of `rel` in blocks, when it can be diffed against:
     /// the parent has the file and its size is whole blocks.
     pub fn blocks_of(&self, rel: &str, bs: BlockSize) -> Option<u32> {
@@ -160,10 +222,17 @@ pub(crate) fn choose_parent(
         }
     }
     let files = parent.files.iter().map(|f| (f.path.clone(), f.size)).collect();
+    let mtimes = parent
+        .files
+        .iter()
+        .filter(|f| f.path.ends_with("/PG_VERSION"))
+        .map(|f| (f.path.clone(), f.mtime))
+        .collect();
     Ok(Parent {
         manifest: parent,
         since,
         files,
+        mtimes,
     })
 }
 
@@ -435,6 +504,64 @@ mod tests {
         assert_eq!(history_switch_point(text, 2), Some(Lsn(0x500_0A28)));
         assert_eq!(history_switch_point(text, 3), None);
         assert_eq!(history_switch_point("# comment\n", 1), None);
+    }
+
+    #[test]
+    fn database_dirs_of_relation_files() {
+        let table = [
+            ("base/16384/16385", Some("base/16384")),
+            ("base/16384/PG_VERSION", Some("base/16384")),
+            (
+                "pg_tblspc/16400/PG_15_202209061/16384/16385",
+                Some("pg_tblspc/16400/PG_15_202209061/16384"),
+            ),
+            ("global/1262", None),
+            ("base/16384", None),
+            ("pg_tblspc/16400/PG_15_202209061/16385", None),
+            ("PG_VERSION", None),
+            ("pg_wal/000000010000000000000001", None),
+        ];
+        for (rel, dir) in table {
+            assert_eq!(database_dir(rel), dir, "{rel}");
+        }
+    }
+
+    #[test]
+    fn a_database_directory_is_the_parents_only_if_its_pg_version_is_unchanged_and_older() {
+        let started = chrono::DateTime::from_timestamp(1_000_000, 500_000_000).unwrap();
+        let parent: HashMap<String, i64> = [
+            ("base/1/PG_VERSION", 500),
+            ("base/5/PG_VERSION", 500),
+            ("base/16384/PG_VERSION", 900_000),
+            ("base/16390/PG_VERSION", 1_000_000),
+            ("base/16391/PG_VERSION", 1_000_000),
+            ("pg_tblspc/16400/PG_15_202209061/16384/PG_VERSION", 900_000),
+        ]
+        .into_iter()
+        .map(|(p, m)| (p.to_string(), m))
+        .collect();
+        let now = [
+            ("base/1/PG_VERSION", 500, 0),                                    // unchanged
+            ("base/5/PG_VERSION", 1_000_100, 0),                              // re-created after the parent
+            ("base/16384/PG_VERSION", 900_000, 999_999_999),                  // unchanged
+            ("base/16390/PG_VERSION", 1_000_000, 400_000_000), // created just before the parent
+            ("base/16391/PG_VERSION", 1_000_000, 600_000_000), // re-created in the parent's second
+            ("base/16500/PG_VERSION", 500, 0),                 // not in the parent
+            ("pg_tblspc/16400/PG_15_202209061/16384/PG_VERSION", 900_000, 0), // unchanged
+            ("PG_VERSION", 500, 0),                            // not a database's
+            ("base/1/1259", 500, 0),
+        ];
+        let mut same: Vec<String> = same_database_dirs(&parent, started, now).into_iter().collect();
+        same.sort();
+        assert_eq!(
+            same,
+            [
+                "base/1",
+                "base/16384",
+                "base/16390",
+                "pg_tblspc/16400/PG_15_202209061/16384"
+            ]
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub use backup_push::{backup_push, BackupPushOptions, ProgressSink};
 pub use delta_push::{DeltaFrom, DeltaOptions};
 pub use error::{EngineError, ErrorClass};
 pub use keys::RepoKeys;
-pub use manifest_io::{list_backups, load_manifest};
+pub use manifest_io::{list_backups, list_backups_detailed, load_manifest, ListedBackup};
 pub use repository::{ensure_repository_meta, load_repository_meta, require_repository};
 pub use restore::{
     backup_fetch, parse_target_time, ArchiveMode, BackupFetchOptions, BackupFetchOutcome, BackupSelector,

@@ -63,27 +63,115 @@ pub async fn load_manifest(
     BackupManifest::from_json(&json).map_err(|source| EngineError::Catalog { source })
 }
 
-/// Every completed backup (those with a manifest), oldest first.
-pub async fn list_backups(
+/// One completed backup (one with a manifest) as found in the repository.
+#[derive(Debug)]
+pub enum ListedBackup {
+    /// Its manifest was read and verified.
+    Ok(Box<BackupManifest>),
+    /// Its manifest is there but cannot be used: bad checksum, truncated,
+    /// not JSON, a format this version does not read, wrong encryption.
+    Damaged {
+        name: BackupName,
+        /// The verification error, naming the manifest's key.
+        reason: String,
+        error: EngineError,
+    },
+}
+
+impl ListedBackup {
+    pub fn name(&self) -> &BackupName {
+        match self {
+            ListedBackup::Ok(m) => &m.name,
+            ListedBackup::Damaged { name, .. } => name,
+        }
+    }
+}
+
+/// A manifest read failed because the manifest itself is damaged (as opposed
+/// to the repository failing, which must fail the caller).
+fn is_damage(e: &EngineError) -> bool {
+    matches!(e, EngineError::Integrity { .. } | EngineError::Catalog { .. })
+}
+
+/// Every completed backup, damaged ones included: usable ones oldest first
+/// (by finish time), each damaged one (whose times are unknown) before the
+/// first usable one with a later name. A repository failure fails the
+/// call; a damaged manifest does not.
+pub async fn list_backups_detailed(
     store: &dyn ObjectStore,
     keys: &RepoKeys,
-) -> Result<Vec<BackupManifest>, EngineError> {
+) -> Result<Vec<ListedBackup>, EngineError> {
     let names: Vec<BackupName> = store
         .list(BACKUPS_PREFIX)
         .await?
         .iter()
         .filter_map(|m| BackupName::from_manifest_key(&m.key))
         .collect();
-    let loaded: Vec<Result<BackupManifest, EngineError>> =
-        futures::stream::iter(names.iter().map(|n| load_manifest(store, n, keys)))
-            .buffered(8)
-            .collect()
-            .await;
-    let mut manifests = loaded.into_iter().collect::<Result<Vec<_>, _>>()?;
-    manifests.sort_by(|a, b| {
+    let loaded: Vec<(BackupName, Result<BackupManifest, EngineError>)> =
+        futures::stream::iter(names.into_iter().map(|n| async move {
+            let r = load_manifest(store, &n, keys).await;
+            (n, r)
+        }))
+        .buffered(8)
+        .collect()
+        .await;
+    let mut usable = Vec::with_capacity(loaded.len());
+    let mut damaged = Vec::new();
+    for (name, r) in loaded {
+        match r {
+            Ok(m) => usable.push(m),
+            Err(e) if is_damage(&e) => damaged.push(ListedBackup::Damaged {
+                name,
+                reason: e.to_string(),
+                error: e,
+            }),
+            Err(e) => return Err(e),
+        }
+    }
+    usable.sort_by(|a, b| {
         a.finished_at
             .cmp(&b.finished_at)
             .then_with(|| a.name.cmp(&b.name))
     });
-    Ok(manifests)
+    let mut listed: Vec<ListedBackup> = usable
+        .into_iter()
+        .map(|m| ListedBackup::Ok(Box::new(m)))
+        .collect();
+    // A damaged backup's times are unknown: it goes before the first usable
+    // one with a later name (names start with the start segment).
+    damaged.sort_by(|a, b| a.name().cmp(b.name()));
+    for d in damaged {
+        let at = listed
+            .iter()
+            .position(|l| matches!(l, ListedBackup::Ok(m) if &m.name > d.name()))
+            .unwrap_or(listed.len());
+        listed.insert(at, d);
+    }
+    Ok(listed)
+}
+
+/// The usable backups, oldest first. A damaged manifest is skipped with a
+/// warning naming the backup and the reason, so one bad old backup does not
+/// block LATEST or delta pushes; a repository failure fails the call. When
+/// there are backups but every one of them is damaged, the first damage is
+/// the error (a restore of LATEST then exits "damaged", not "not found").
+pub async fn list_backups(
+    store: &dyn ObjectStore,
+    keys: &RepoKeys,
+) -> Result<Vec<BackupManifest>, EngineError> {
+    let mut usable = Vec::new();
+    let mut first_damage = None;
+    for b in list_backups_detailed(store, keys).await? {
+        match b {
+            ListedBackup::Ok(m) => usable.push(*m),
+            ListedBackup::Damaged { name, reason, error } => {
+                tracing::warn!("skipping backup {name}: its manifest is damaged: {reason}");
+                first_damage.get_or_insert(error);
+            }
+        }
+    }
+    match first_damage {
+        Some(e) if usable.is_empty() => Err(e),
+        _ => Ok(usable),
+    }
 }

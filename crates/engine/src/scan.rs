@@ -16,6 +16,9 @@ pub(crate) struct ScannedFile {
     pub size: u64,
     pub mode: u32,
     pub mtime: i64,
+    /// The nanoseconds of the modification time (the manifest keeps
+    /// seconds; a delta compares this with its parent's start time).
+    pub mtime_nsec: i64,
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +108,7 @@ fn walk(dir: &Path, rel_dir: &str, scan: &mut Scan) -> Result<(), EngineError> {
                     size: meta.len(),
                     mode: meta.permissions().mode() & 0o7777,
                     mtime: meta.mtime(),
+                    mtime_nsec: meta.mtime_nsec(),
                 };
                 if rel == "global/pg_control" {
                     scan.control = Some(file);

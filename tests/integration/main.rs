@@ -13,6 +13,7 @@ mod gcs;
 mod kills;
 mod restore_safety;
 mod s3;
+mod verify;
 mod versions;
 mod wal_archive;
 mod wal_cli;

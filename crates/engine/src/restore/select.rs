@@ -23,7 +23,7 @@ use super::{BackupFetchOptions, BackupSelector, RecoveryTarget};
 use crate::manifest_io::{list_backups, load_manifest};
 use crate::EngineError;
 use chrono::{DateTime, Utc};
-use pgark_catalog::BackupManifest;
+use pgark_catalog::{BackupManifest, BackupName};
 use pgark_pg::Lsn;
 use pgark_store::ObjectStore;
 use std::path::PathBuf;
@@ -124,7 +124,36 @@ pub(super) async fn select(
 pub(super) fn choose(all: Vec<BackupManifest>, goal: Goal) -> Result<Selected, EngineError> {
     let count = all.len();
     let mut refusals = Vec::new();
-    for m in all.into_iter().rev() {
+    // A delta restores only with its whole chain: one whose parent (or an
+    // older link) is damaged or gone is skipped, saying so.
+    let usable: std::collections::HashMap<BackupName, Option<BackupName>> =
+        all.iter().map(|m| (m.name.clone(), m.parent.clone())).collect();
+    let broken_link = |m: &BackupManifest| {
+        let mut parent = m.parent.clone();
+        for _ in 0..=usable.len() {
+            match parent {
+                None => return None,
+                Some(p) => match usable.get(&p) {
+                    Some(next) => parent = next.clone(),
+                    None => return Some(p),
+                },
+            }
+        }
+        None
+    };
+    for m in all.iter().rev() {
+        if let Some(missing) = broken_link(m) {
+            tracing::warn!(
+                "skipping backup {}: its delta chain needs backup {missing}, which is damaged or missing",
+                m.name
+            );
+            refusals.push(format!(
+                "backup {}'s delta chain needs {missing}, damaged or missing",
+                m.name
+            ));
+            continue;
+        }
+        let m = m.clone();
         match goal.reachable(&m) {
             Ok(()) => {
                 let reason = match goal {
@@ -189,7 +218,6 @@ pub fn parse_target_time(s: &str) -> Result<DateTime<Utc>, EngineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pgark_catalog::BackupName;
 
     fn backup(name_time: &str, finished: &str, server_stop: Option<&str>, stop_lsn: &str) -> BackupManifest {
         let t = |s: &str| parse_target_time(s).unwrap();
@@ -274,6 +302,28 @@ mod tests {
             "{}",
             chosen.reason
         );
+    }
+
+    #[test]
+    fn a_delta_whose_parent_is_gone_is_not_latest() {
+        let full = backup(
+            "2026-12-01 09:00:00+00",
+            "2026-12-01 09:05:00+00",
+            None,
+            "0/3000000",
+        );
+        let mut delta = backup(
+            "2026-12-01 10:00:00+00",
+            "2026-12-01 10:05:00+00",
+            None,
+            "0/5000000",
+        );
+        delta.parent = Some(BackupName::parse("base_000000010000000000000001_20261201T080000Z").unwrap());
+        let chosen = choose(vec![full.clone(), delta.clone()], Goal::Any).unwrap();
+        assert_eq!(chosen.manifest.name, full.name);
+        delta.parent = Some(full.name.clone());
+        let chosen = choose(vec![full.clone(), delta.clone()], Goal::Any).unwrap();
+        assert_eq!(chosen.manifest.name, delta.name);
     }
 
     #[test]

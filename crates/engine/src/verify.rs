@@ -136,6 +136,9 @@ struct Expected {
     crc32c: String,
 }
 
+/// One part read: its entries and bytes, or what is wrong with it.
+type PartCheck = Result<(Vec<String>, u64), String>;
+
 /// Reads every part of `m`: (parts read, bytes, problems). Repository
 /// failures are errors; damage and absence are problems.
 async fn verify_objects(
@@ -185,7 +188,7 @@ async fn verify_objects(
     let dirs: HashSet<String> = m.directories.iter().map(|d| d.path.clone()).collect();
     let expected = Arc::new(expected);
     let dirs = Arc::new(dirs);
-    let results: Vec<Result<Result<(Vec<String>, u64), String>, EngineError>> =
+    let results: Vec<Result<PartCheck, EngineError>> =
         futures::stream::iter(m.parts.iter().map(|part| {
             let (expected, dirs) = (expected.clone(), dirs.clone());
             let key = m.name.part_key(part.index);

@@ -4,6 +4,7 @@
 //! backups/<name>/part_00001.tar    a pgark object whose content is a tar stream of files
 //! backups/<name>/part_0000N.tar    ... the last part holds only global/pg_control
 //! backups/<name>/manifest          the manifest (a pgark object of JSON): written last
+//! backups/<name>/summary           what listing needs (a pgark object of JSON): written after it
 //! ```
 //! The manifest is the completion marker: a backup without one does not
 //! exist for any command, and its parts are leftovers of an interrupted
@@ -35,6 +36,7 @@ pub fn delta_entry_name(path: &str) -> String {
     format!("{path}.pgark-delta")
 }
 const MANIFEST_FILE: &str = "manifest";
+const SUMMARY_FILE: &str = "summary";
 
 /// A backup's name: `base_<start WAL segment>_<start time>`, e.g.
 /// `base_000000010000000000000002_20261122T031500Z`. Names sort by
@@ -84,6 +86,20 @@ impl BackupName {
         Key::new(format!("{BACKUPS_PREFIX}{}/{MANIFEST_FILE}", self.0)).expect("backup names form valid keys")
     }
 
+    /// Key of the backup's summary (see [`BackupSummary`]).
+    pub fn summary_key(&self) -> Key {
+        Key::new(format!("{BACKUPS_PREFIX}{}/{SUMMARY_FILE}", self.0)).expect("backup names form valid keys")
+    }
+
+    /// The backup a summary key belongs to.
+    pub fn from_summary_key(key: &Key) -> Option<BackupName> {
+        let rest = key.as_str().strip_prefix(BACKUPS_PREFIX)?;
+        let (name, file) = rest.split_once('/')?;
+        (file == SUMMARY_FILE)
+            .then(|| BackupName::parse(name).ok())
+            .flatten()
+    }
+
     /// Key of data part `index` (1-based).
     pub fn part_key(&self, index: u32) -> Key {
         Key::new(format!("{BACKUPS_PREFIX}{}/part_{index:05}.tar", self.0))
@@ -103,6 +119,70 @@ impl BackupName {
 impl std::fmt::Display for BackupName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// What listing and choosing a backup need, without its file list: a
+/// small object written beside the manifest, after it, so that listing
+/// thousands of backups reads a few hundred bytes each instead of every
+/// manifest. The manifest stays the completion marker and the reference:
+/// a backup without a summary (taken before summaries, or killed between
+/// the two writes) is listed from its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSummary {
+    pub name: BackupName,
+    #[serde(with = "crate::u64_string")]
+    pub system_identifier: u64,
+    pub pg_version_num: u32,
+    pub timeline: u32,
+    pub start_lsn: String,
+    pub stop_lsn: String,
+    pub start_wal_segment: String,
+    pub stop_wal_segment: String,
+    pub backup_from: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_stop_time: Option<DateTime<Utc>>,
+    pub original_size: u64,
+    pub stored_size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<BackupName>,
+    #[serde(default)]
+    pub delta_depth: u32,
+}
+
+impl BackupSummary {
+    pub fn of(m: &BackupManifest) -> BackupSummary {
+        BackupSummary {
+            name: m.name.clone(),
+            system_identifier: m.system_identifier,
+            pg_version_num: m.pg_version_num,
+            timeline: m.timeline,
+            start_lsn: m.start_lsn.clone(),
+            stop_lsn: m.stop_lsn.clone(),
+            start_wal_segment: m.start_wal_segment.clone(),
+            stop_wal_segment: m.stop_wal_segment.clone(),
+            backup_from: m.backup_from.clone(),
+            started_at: m.started_at,
+            finished_at: m.finished_at,
+            server_stop_time: m.server_stop_time,
+            original_size: m.original_size,
+            stored_size: m.stored_size,
+            parent: m.parent.clone(),
+            delta_depth: m.delta_depth,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("summaries always serialize")
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<BackupSummary, CatalogError> {
+        serde_json::from_slice(bytes).map_err(|source| CatalogError::Decode {
+            what: "backup summary",
+            source,
+        })
     }
 }
 

@@ -13,6 +13,7 @@
 //! wal/<TLI><LOG>/<segment>.<offset>.backup         backup history files
 //! wal/<TLI>.history                                timeline history files
 //! backups/<name>/part_NNNNN.tar, backups/<name>/manifest   base backups (see [`BackupName`])
+//! backups/<name>/summary                           a backup's summary, for listing (see [`BackupSummary`])
 //! ```
 //! Every object under `wal/` is a self-describing pgark object (see the
 //! codec crate): no extension says how it is compressed.
@@ -22,8 +23,9 @@ mod error;
 mod repository;
 
 pub use backup::{
-    delta_entry_name, piece_entry_name, BackupManifest, BackupName, CorruptPages, DeltaEntry, DirEntry,
-    FileEntry, PartEntry, PieceEntry, TablespaceEntry, BACKUPS_PREFIX, MANIFEST_FORMAT, PIECE_SUFFIX,
+    delta_entry_name, piece_entry_name, BackupManifest, BackupName, BackupSummary, CorruptPages, DeltaEntry,
+    DirEntry, FileEntry, PartEntry, PieceEntry, TablespaceEntry, BACKUPS_PREFIX, MANIFEST_FORMAT,
+    PIECE_SUFFIX,
 };
 pub use error::CatalogError;
 pub use repository::{RepositoryMeta, REPOSITORY_FORMAT};

@@ -3,7 +3,7 @@
 use crate::EngineError;
 use crate::RepoKeys;
 use futures::StreamExt;
-use pgark_catalog::{BackupManifest, BackupName, BACKUPS_PREFIX};
+use pgark_catalog::{BackupManifest, BackupName, BackupSummary, BACKUPS_PREFIX};
 use pgark_codec::{encode_to_vec, encode_to_vec_encrypted, CompressionSpec};
 use pgark_store::{ObjectStore, ObjectStoreExt, PutMode};
 use std::io::Read;
@@ -22,7 +22,134 @@ pub(crate) async fn put_manifest(
     }
     .map_err(|e| EngineError::Internal(e.to_string()))?;
     store.put(&key, stored.into(), PutMode::Create).await?;
+    put_summary(store, manifest, keys).await;
     Ok(())
+}
+
+/// Writes the backup's summary after its manifest (see [`BackupSummary`]).
+/// Not writing it only makes listing read the manifest instead: a failure
+/// is a warning.
+async fn put_summary(store: &dyn ObjectStore, manifest: &BackupManifest, keys: &RepoKeys) {
+    let json = BackupSummary::of(manifest).to_json();
+    let key = manifest.name.summary_key();
+    let encoded = match &keys.data_key {
+        Some(dk) => encode_to_vec_encrypted(&json, CompressionSpec::default(), dk, key.as_str()),
+        None => encode_to_vec(&json, CompressionSpec::default()),
+    };
+    let result = match encoded {
+        Ok((stored, _)) => store
+            .put(&key, stored.into(), PutMode::Overwrite)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = result {
+        tracing::warn!(
+            "backup {} is complete, but its summary could not be written ({e}): listing reads its manifest",
+            manifest.name
+        );
+    }
+}
+
+/// Decodes and verifies a small stored object (a manifest, a summary):
+/// with a data key it must be encrypted under it for `key`.
+fn decode_small(stored: &[u8], key: &pgark_store::Key, keys: &RepoKeys) -> Result<Vec<u8>, EngineError> {
+    let integrity = |source| EngineError::Integrity {
+        key: key.to_string(),
+        source,
+    };
+    let mut reader = pgark_codec::ObjectReader::new_with_key(stored, keys.data_key.as_ref(), key.as_str())
+        .map_err(integrity)?;
+    if keys.data_key.is_some() && !reader.is_encrypted() {
+        return Err(integrity(pgark_codec::CodecError::Crypto(
+            pgark_crypto::CryptoError::NotEncryptedStream {
+                reason: "an unencrypted object in an encrypted repository".into(),
+            },
+        )));
+    }
+    let mut json = Vec::new();
+    reader
+        .read_to_end(&mut json)
+        .map_err(|e| integrity(pgark_codec::CodecError::from(e)))?;
+    Ok(json)
+}
+
+/// Reads and verifies a backup's summary.
+async fn load_summary(
+    store: &dyn ObjectStore,
+    name: &BackupName,
+    keys: &RepoKeys,
+) -> Result<BackupSummary, EngineError> {
+    let key = name.summary_key();
+    let stored = store.get_bytes(&key).await?;
+    let json = decode_small(&stored, &key, keys)?;
+    let summary = BackupSummary::from_json(&json).map_err(|source| EngineError::Catalog { source })?;
+    if summary.name != *name {
+        return Err(EngineError::Integrity {
+            key: key.to_string(),
+            source: pgark_codec::CodecError::Io(std::io::Error::other(format!(
+                "the summary of {name} names {}",
+                summary.name
+            ))),
+        });
+    }
+    Ok(summary)
+}
+
+/// Every completed backup's summary, oldest first (by finish time): read
+/// from the small summary objects, from the manifest where a backup has
+/// none or a damaged one. A backup whose manifest is damaged is left out
+/// with a warning (backup-list reports it); a repository failure fails the
+/// call. One listing of `backups/` and one small read per backup.
+pub async fn list_summaries(
+    store: &dyn ObjectStore,
+    keys: &RepoKeys,
+) -> Result<Vec<BackupSummary>, EngineError> {
+    let metas = store.list(BACKUPS_PREFIX).await?;
+    let with_summary: std::collections::HashSet<BackupName> = metas
+        .iter()
+        .filter_map(|m| BackupName::from_summary_key(&m.key))
+        .collect();
+    let names: Vec<BackupName> = metas
+        .iter()
+        .filter_map(|m| BackupName::from_manifest_key(&m.key))
+        .collect();
+    let with_summary = &with_summary;
+    let loaded: Vec<Result<Option<BackupSummary>, EngineError>> =
+        futures::stream::iter(names.into_iter().map(|n| async move {
+            if with_summary.contains(&n) {
+                match load_summary(store, &n, keys).await {
+                    Ok(s) => return Ok(Some(s)),
+                    Err(e) if is_damage(&e) => {
+                        tracing::warn!("the summary of backup {n} is unusable ({e}): reading its manifest")
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            match load_manifest(store, &n, keys).await {
+                Ok(m) => Ok(Some(BackupSummary::of(&m))),
+                Err(e) if is_damage(&e) => {
+                    tracing::warn!("skipping backup {n}: its manifest is damaged ({e})");
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        }))
+        .buffered(8)
+        .collect()
+        .await;
+    let mut summaries: Vec<BackupSummary> = loaded
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    summaries.sort_by(|a, b| {
+        a.finished_at
+            .cmp(&b.finished_at)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    Ok(summaries)
 }
 
 /// Reads and verifies one backup's manifest.
@@ -42,24 +169,7 @@ pub async fn load_manifest(
             e.into()
         }
     })?;
-    let integrity = |source| EngineError::Integrity {
-        key: key.to_string(),
-        source,
-    };
-    let mut reader =
-        pgark_codec::ObjectReader::new_with_key(&stored[..], keys.data_key.as_ref(), key.as_str())
-            .map_err(integrity)?;
-    if keys.data_key.is_some() && !reader.is_encrypted() {
-        return Err(integrity(pgark_codec::CodecError::Crypto(
-            pgark_crypto::CryptoError::NotEncryptedStream {
-                reason: "an unencrypted manifest in an encrypted repository".into(),
-            },
-        )));
-    }
-    let mut json = Vec::new();
-    reader
-        .read_to_end(&mut json)
-        .map_err(|e| integrity(pgark_codec::CodecError::from(e)))?;
+    let json = decode_small(&stored, &key, keys)?;
     BackupManifest::from_json(&json).map_err(|source| EngineError::Catalog { source })
 }
 

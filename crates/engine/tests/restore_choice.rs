@@ -280,3 +280,48 @@ async fn a_part_replaced_behind_the_manifest_is_refused() {
         "a failed restore leaves DEST empty"
     );
 }
+
+/// LATEST is chosen from the small summary objects: the manifests of the
+/// backups not chosen are never read (here, reading the older one fails,
+/// and is counted). A backup without a summary is listed from its manifest.
+#[tokio::test(flavor = "multi_thread")]
+async fn latest_reads_only_the_chosen_backups_manifest() {
+    use pgark_store::{ErrorKind, Operation};
+    use pgark_testkit::faults::FaultyStore;
+    use std::sync::atomic::Ordering;
+    let c = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let local: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().join("repo")).unwrap());
+    let first = backup_push(local.clone(), &push_options(&c)).await.unwrap();
+    let second = backup_push(local.clone(), &push_options(&c)).await.unwrap();
+    assert!(local.exists(&second.name.summary_key()).await.unwrap());
+    let faulty = Arc::new(
+        FaultyStore::new(local.clone(), ErrorKind::Permanent, &[Operation::Get], u32::MAX)
+            .only_keys_containing(first.name.manifest_key().as_str()),
+    );
+    let store: Arc<dyn ObjectStore> = faulty.clone();
+    let out = backup_fetch(
+        store.clone(),
+        &fetch_options(dir.path().join("a"), BackupSelector::Latest, None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.manifest.name, second.name);
+    assert_eq!(
+        faulty.injected.load(Ordering::SeqCst),
+        0,
+        "the older manifest was read"
+    );
+
+    // The newest without its summary (as a backup of an older pgark): read
+    // from its manifest, chosen all the same.
+    local.delete(&second.name.summary_key()).await.unwrap();
+    let out = backup_fetch(
+        store,
+        &fetch_options(dir.path().join("b"), BackupSelector::Latest, None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.manifest.name, second.name);
+    assert_eq!(faulty.injected.load(Ordering::SeqCst), 0);
+}

@@ -20,10 +20,10 @@
 //! restore stops here, before anything is touched. Reads manifests only.
 
 use super::{BackupFetchOptions, BackupSelector, RecoveryTarget};
-use crate::manifest_io::{list_backups, load_manifest};
+use crate::manifest_io::{list_summaries, load_manifest};
 use crate::EngineError;
 use chrono::{DateTime, Utc};
-use pgark_catalog::{BackupManifest, BackupName};
+use pgark_catalog::{BackupManifest, BackupName, BackupSummary};
 use pgark_pg::Lsn;
 use pgark_store::ObjectStore;
 use std::path::PathBuf;
@@ -60,7 +60,7 @@ impl Goal {
     }
 
     /// Whether `m` can reach the goal; if not, why.
-    fn reachable(&self, m: &BackupManifest) -> Result<(), String> {
+    fn reachable(&self, m: &BackupSummary) -> Result<(), String> {
         match *self {
             Goal::Any => Ok(()),
             Goal::Before(t) => {
@@ -88,7 +88,7 @@ impl Goal {
 }
 
 /// When the backup became consistent, and by which clock.
-fn stop_time(m: &BackupManifest) -> (DateTime<Utc>, &'static str) {
+fn stop_time(m: &BackupSummary) -> (DateTime<Utc>, &'static str) {
     match m.server_stop_time {
         Some(t) => (t, "the server's clock at pg_backup_stop"),
         None => (
@@ -107,28 +107,55 @@ pub(super) async fn select(
     match &opts.backup {
         BackupSelector::Named(name) => {
             let manifest = load_manifest(store, name, &opts.keys).await?;
-            goal.reachable(&manifest).map_err(|why| EngineError::Rejected {
-                path: PathBuf::from(name.as_str()),
-                reason: format!("{why}: recovery could not stop at the target; choose an older backup"),
-            })?;
+            goal.reachable(&BackupSummary::of(&manifest))
+                .map_err(|why| EngineError::Rejected {
+                    path: PathBuf::from(name.as_str()),
+                    reason: format!("{why}: recovery could not stop at the target; choose an older backup"),
+                })?;
             Ok(Selected {
                 reason: format!("backup {name}, as named"),
                 manifest,
             })
         }
-        BackupSelector::Latest => choose(list_backups(store, &opts.keys).await?, goal),
+        BackupSelector::Latest => {
+            // Chosen from the summaries; only the chosen backup's manifest
+            // is read. One that turns out damaged, or not what its summary
+            // said, is passed over for the next.
+            let mut summaries = list_summaries(store, &opts.keys).await?;
+            loop {
+                let (chosen, reason) = choose(&summaries, goal)?;
+                let manifest = match load_manifest(store, &chosen.name, &opts.keys).await {
+                    Ok(m) if BackupSummary::of(&m) == chosen => m,
+                    Ok(_) => {
+                        tracing::warn!(
+                            "skipping backup {}: its summary does not match its manifest",
+                            chosen.name
+                        );
+                        summaries.retain(|s| s.name != chosen.name);
+                        continue;
+                    }
+                    Err(e) if matches!(e.class(), crate::ErrorClass::Integrity) => {
+                        tracing::warn!("skipping backup {}: {e}", chosen.name);
+                        summaries.retain(|s| s.name != chosen.name);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                return Ok(Selected { manifest, reason });
+            }
+        }
     }
 }
 
 /// The newest of `all` (oldest first) that can reach `goal`.
-pub(super) fn choose(all: Vec<BackupManifest>, goal: Goal) -> Result<Selected, EngineError> {
+pub(super) fn choose(all: &[BackupSummary], goal: Goal) -> Result<(BackupSummary, String), EngineError> {
     let count = all.len();
     let mut refusals = Vec::new();
     // A delta restores only with its whole chain: one whose parent (or an
     // older link) is damaged or gone is skipped, saying so.
     let usable: std::collections::HashMap<BackupName, Option<BackupName>> =
         all.iter().map(|m| (m.name.clone(), m.parent.clone())).collect();
-    let broken_link = |m: &BackupManifest| {
+    let broken_link = |m: &BackupSummary| {
         let mut parent = m.parent.clone();
         for _ in 0..=usable.len() {
             match parent {
@@ -172,7 +199,7 @@ pub(super) fn choose(all: Vec<BackupManifest>, goal: Goal) -> Result<Selected, E
                         m.name, m.stop_lsn
                     ),
                 };
-                return Ok(Selected { manifest: m, reason });
+                return Ok((m, reason));
             }
             Err(why) => refusals.push(why),
         }
@@ -255,6 +282,10 @@ mod tests {
         }
     }
 
+    fn sums(all: &[BackupManifest]) -> Vec<BackupSummary> {
+        all.iter().map(BackupSummary::of).collect()
+    }
+
     fn time(s: &str) -> Goal {
         Goal::Before(parse_target_time(s).unwrap())
     }
@@ -277,13 +308,13 @@ mod tests {
                 "0/5000000",
             ),
         ];
-        let chosen = choose(all.clone(), time("2026-12-01 10:30:00+00")).unwrap();
-        assert_eq!(chosen.manifest.name, all[0].name, "{}", chosen.reason);
-        assert!(chosen.reason.contains("server's clock"), "{}", chosen.reason);
-        let chosen = choose(all.clone(), time("2026-12-01 11:06:00+00")).unwrap();
-        assert_eq!(chosen.manifest.name, all[1].name);
+        let chosen = choose(&sums(&all), time("2026-12-01 10:30:00+00")).unwrap();
+        assert_eq!(chosen.0.name, all[0].name, "{}", chosen.1);
+        assert!(chosen.1.contains("server's clock"), "{}", chosen.1);
+        let chosen = choose(&sums(&all), time("2026-12-01 11:06:00+00")).unwrap();
+        assert_eq!(chosen.0.name, all[1].name);
         // Before every backup's end: none, and the message says why.
-        let err = choose(all.clone(), time("2026-12-01 10:00:00+00")).err().unwrap();
+        let err = choose(&sums(&all), time("2026-12-01 10:00:00+00")).err().unwrap();
         assert_eq!(err.class(), crate::ErrorClass::NotFound);
         assert!(
             err.to_string().contains("consistent only at 2026-12-01T10:05:00"),
@@ -296,12 +327,8 @@ mod tests {
             None,
             "0/3000000",
         )];
-        let chosen = choose(old, time("2026-12-01 09:06:00+00")).unwrap();
-        assert!(
-            chosen.reason.contains("records no server time"),
-            "{}",
-            chosen.reason
-        );
+        let chosen = choose(&sums(&old), time("2026-12-01 09:06:00+00")).unwrap();
+        assert!(chosen.1.contains("records no server time"), "{}", chosen.1);
     }
 
     #[test]
@@ -319,11 +346,11 @@ mod tests {
             "0/5000000",
         );
         delta.parent = Some(BackupName::parse("base_000000010000000000000001_20261201T080000Z").unwrap());
-        let chosen = choose(vec![full.clone(), delta.clone()], Goal::Any).unwrap();
-        assert_eq!(chosen.manifest.name, full.name);
+        let chosen = choose(&sums(&[full.clone(), delta.clone()]), Goal::Any).unwrap();
+        assert_eq!(chosen.0.name, full.name);
         delta.parent = Some(full.name.clone());
-        let chosen = choose(vec![full.clone(), delta.clone()], Goal::Any).unwrap();
-        assert_eq!(chosen.manifest.name, delta.name);
+        let chosen = choose(&sums(&[full.clone(), delta.clone()]), Goal::Any).unwrap();
+        assert_eq!(chosen.0.name, delta.name);
     }
 
     #[test]
@@ -343,16 +370,10 @@ mod tests {
             ),
         ];
         let lsn = |s: &str| Goal::AtOrBefore(s.parse().unwrap());
-        assert_eq!(
-            choose(all.clone(), lsn("0/4FFFFFF")).unwrap().manifest.name,
-            all[0].name
-        );
-        assert_eq!(
-            choose(all.clone(), lsn("0/5000000")).unwrap().manifest.name,
-            all[1].name
-        );
-        assert!(choose(all.clone(), lsn("0/2FFFFFF")).is_err());
-        assert_eq!(choose(all.clone(), Goal::Any).unwrap().manifest.name, all[1].name);
-        assert!(choose(vec![], Goal::Any).is_err());
+        assert_eq!(choose(&sums(&all), lsn("0/4FFFFFF")).unwrap().0.name, all[0].name);
+        assert_eq!(choose(&sums(&all), lsn("0/5000000")).unwrap().0.name, all[1].name);
+        assert!(choose(&sums(&all), lsn("0/2FFFFFF")).is_err());
+        assert_eq!(choose(&sums(&all), Goal::Any).unwrap().0.name, all[1].name);
+        assert!(choose(&[], Goal::Any).is_err());
     }
 }

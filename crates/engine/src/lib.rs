@@ -14,6 +14,7 @@ mod manifest_io;
 mod pipe;
 mod repository;
 mod restore;
+mod retention;
 mod retry;
 mod scan;
 mod timelines;
@@ -29,6 +30,11 @@ pub use repository::{ensure_repository_meta, load_repository_meta, require_repos
 pub use restore::{
     backup_fetch, parse_target_time, ArchiveMode, BackupFetchOptions, BackupFetchOutcome, BackupSelector,
     RecoveryOptions, RecoveryTarget,
+};
+pub use retention::{
+    apply_plan, backup_inventory, format_age, mark_permanent, plan_delete_one, plan_retention,
+    BackupInventory, BackupSummary, DeleteOutcome, DeleteRefusal, ExpireReason, Expired, KeepReason, Kept,
+    RetentionPlan, RetentionPolicy, DELETE_CONCURRENCY,
 };
 pub use retry::RetryPolicy;
 pub use timelines::{diverged_timelines, Divergence};

@@ -9,7 +9,7 @@ use serde_json::json;
 /// repository.json) exits 11 and prints nothing on stdout.
 ///
 /// Columns: name, start and finish time, start LSN and WAL segment, original and stored
-/// size, PostgreSQL version. --json prints the same fields (and with --detail the rest of the
+/// size, PostgreSQL version, whether the backup is permanent (pgark backup-mark). --json prints the same fields (and with --detail the rest of the
 /// manifest summary) as a JSON array for scripts.
 #[derive(Debug, Clone, Args)]
 pub struct BackupListArgs {
@@ -22,7 +22,7 @@ pub struct BackupListArgs {
     pub detail: bool,
 }
 
-fn summary(m: &BackupManifest, detail: bool) -> serde_json::Value {
+fn summary(m: &BackupManifest, permanent: bool, detail: bool) -> serde_json::Value {
     let mut v = json!({
         "name": m.name.as_str(),
         "start_time": m.started_at.to_rfc3339(),
@@ -32,6 +32,7 @@ fn summary(m: &BackupManifest, detail: bool) -> serde_json::Value {
         "original_size": m.original_size,
         "stored_size": m.stored_size,
         "pg_version": m.pg_version_num,
+        "permanent": permanent,
     });
     if detail {
         let extra = json!({
@@ -64,15 +65,26 @@ fn summary(m: &BackupManifest, detail: bool) -> serde_json::Value {
 
 pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()> {
     let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
-    let backups = pgark_engine::list_backups(&*store, &keys).await?;
+    let (backups, permanent) = pgark_engine::list_backups_marked(&*store, &keys).await?;
     if args.json {
-        let list: Vec<_> = backups.iter().map(|m| summary(m, args.detail)).collect();
+        let list: Vec<_> = backups
+            .iter()
+            .map(|m| summary(m, permanent.contains(&m.name), args.detail))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
     let mut header = format!(
-        "{:<46} {:<20} {:<20} {:<12} {:<24} {:>12} {:>12} {:>7}",
-        "name", "start_time", "finish_time", "start_lsn", "start_wal_segment", "original", "stored", "pg"
+        "{:<46} {:<20} {:<20} {:<12} {:<24} {:>12} {:>12} {:>7} {:<9}",
+        "name",
+        "start_time",
+        "finish_time",
+        "start_lsn",
+        "start_wal_segment",
+        "original",
+        "stored",
+        "pg",
+        "permanent"
     );
     if args.detail {
         header += &format!(
@@ -83,7 +95,7 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
     println!("{header}");
     for m in &backups {
         let mut line = format!(
-            "{:<46} {:<20} {:<20} {:<12} {:<24} {:>12} {:>12} {:>7}",
+            "{:<46} {:<20} {:<20} {:<12} {:<24} {:>12} {:>12} {:>7} {:<9}",
             m.name.as_str(),
             m.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
             m.finished_at.format("%Y-%m-%dT%H:%M:%SZ"),
@@ -91,7 +103,8 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
             m.start_wal_segment,
             m.original_size,
             m.stored_size,
-            m.pg_version_num
+            m.pg_version_num,
+            if permanent.contains(&m.name) { "yes" } else { "no" }
         );
         if args.detail {
             line += &format!(

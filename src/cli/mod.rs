@@ -3,7 +3,9 @@
 
 mod backup_fetch;
 mod backup_list;
+mod backup_mark;
 mod backup_push;
+mod delete;
 mod key;
 mod wal_fetch;
 mod wal_push;
@@ -71,7 +73,8 @@ pub struct GlobalArgs {
     pub retry_attempts: Option<u32>,
 
     /// Time limit of the whole command: 600, 90s, 10m, 2h, 1h30m; 0 for none [default: 10m for
-    /// wal-push, wal-fetch and backup-list; none for backup-push, backup-fetch and key rotate].
+    /// wal-push, wal-fetch, backup-list and backup-mark; none for backup-push, backup-fetch, delete
+    /// and key rotate].
     /// Past it, every repository call fails and the command exits 10, leaving what any failure
     /// leaves (see README).
     #[arg(long, global = true, env = "PGARK_COMMAND_TIMEOUT", value_name = "DURATION")]
@@ -195,6 +198,8 @@ pub enum Command {
     BackupPush(backup_push::BackupPushArgs),
     BackupFetch(backup_fetch::BackupFetchArgs),
     BackupList(backup_list::BackupListArgs),
+    BackupMark(backup_mark::BackupMarkArgs),
+    Delete(delete::DeleteArgs),
     #[command(subcommand)]
     Key(key::KeyCommand),
 }
@@ -207,6 +212,8 @@ impl Command {
             Command::BackupPush(_) => "backup-push",
             Command::BackupFetch(_) => "backup-fetch",
             Command::BackupList(_) => "backup-list",
+            Command::BackupMark(_) => "backup-mark",
+            Command::Delete(_) => "delete",
             Command::Key(key::KeyCommand::Rotate(_)) => "key rotate",
         }
     }
@@ -219,8 +226,12 @@ impl Command {
     /// is).
     pub fn default_timeout(&self) -> Duration {
         match self {
-            Command::WalPush(_) | Command::WalFetch(_) | Command::BackupList(_) => Duration::from_secs(600),
-            Command::BackupPush(_) | Command::BackupFetch(_) | Command::Key(_) => Duration::ZERO,
+            Command::WalPush(_) | Command::WalFetch(_) | Command::BackupList(_) | Command::BackupMark(_) => {
+                Duration::from_secs(600)
+            }
+            Command::BackupPush(_) | Command::BackupFetch(_) | Command::Delete(_) | Command::Key(_) => {
+                Duration::ZERO
+            }
         }
     }
 }
@@ -273,6 +284,8 @@ async fn run_command(
         Command::BackupPush(args) => backup_push::run(args, settings).await,
         Command::BackupFetch(args) => backup_fetch::run(args, settings, config).await,
         Command::BackupList(args) => backup_list::run(args, settings).await,
+        Command::BackupMark(args) => backup_mark::run(args, settings).await,
+        Command::Delete(args) => delete::run(args, settings).await,
         Command::Key(key::KeyCommand::Rotate(args)) => key::rotate(args, settings).await,
     };
     result.map_err(|error| {

@@ -25,16 +25,16 @@ pub use backup_push::{backup_push, BackupPushOptions, ProgressSink};
 pub use delta_push::{DeltaFrom, DeltaOptions};
 pub use error::{EngineError, ErrorClass};
 pub use keys::RepoKeys;
-pub use manifest_io::{list_backups, load_manifest};
+pub use manifest_io::{list_backups, list_backups_marked, load_manifest};
 pub use repository::{ensure_repository_meta, load_repository_meta, require_repository};
 pub use restore::{
     backup_fetch, parse_target_time, ArchiveMode, BackupFetchOptions, BackupFetchOutcome, BackupSelector,
     RecoveryOptions, RecoveryTarget,
 };
 pub use retention::{
-    apply_plan, backup_inventory, format_age, mark_permanent, plan_delete_one, plan_retention,
-    BackupInventory, BackupSummary, DeleteOutcome, DeleteRefusal, ExpireReason, Expired, KeepReason, Kept,
-    RetentionPlan, RetentionPolicy, DELETE_CONCURRENCY,
+    apply_plan, backup_inventory, format_age, mark_permanent, plan_delete_backup, plan_delete_one,
+    plan_retention, BackupInventory, BackupSummary, DeleteOutcome, DeleteRefusal, ExpireReason, Expired,
+    KeepReason, Kept, RetentionPlan, RetentionPolicy, DELETE_CONCURRENCY,
 };
 pub use retry::RetryPolicy;
 pub use timelines::{diverged_timelines, Divergence};

@@ -6,6 +6,7 @@ use futures::StreamExt;
 use pgark_catalog::{BackupManifest, BackupName, BACKUPS_PREFIX};
 use pgark_codec::{encode_to_vec, encode_to_vec_encrypted, CompressionSpec};
 use pgark_store::{ObjectStore, ObjectStoreExt, PutMode};
+use std::collections::HashSet;
 use std::io::Read;
 
 /// Writes the manifest, create-only: it is the completion marker.
@@ -68,11 +69,25 @@ pub async fn list_backups(
     store: &dyn ObjectStore,
     keys: &RepoKeys,
 ) -> Result<Vec<BackupManifest>, EngineError> {
-    let names: Vec<BackupName> = store
-        .list(BACKUPS_PREFIX)
-        .await?
+    Ok(list_backups_marked(store, keys).await?.0)
+}
+
+/// [`list_backups`], and the names of those marked permanent, from one
+/// listing.
+pub async fn list_backups_marked(
+    store: &dyn ObjectStore,
+    keys: &RepoKeys,
+) -> Result<(Vec<BackupManifest>, HashSet<BackupName>), EngineError> {
+    let listed = store.list(BACKUPS_PREFIX).await?;
+    let names: Vec<BackupName> = listed
         .iter()
         .filter_map(|m| BackupName::from_manifest_key(&m.key))
+        .collect();
+    let permanent: HashSet<BackupName> = listed
+        .iter()
+        .filter_map(|m| BackupName::from_key(&m.key))
+        .filter(|(_, file)| BackupName::is_permanent_file(file))
+        .map(|(n, _)| n)
         .collect();
     let loaded: Vec<Result<BackupManifest, EngineError>> =
         futures::stream::iter(names.iter().map(|n| load_manifest(store, n, keys)))
@@ -85,5 +100,5 @@ pub async fn list_backups(
             .cmp(&b.finished_at)
             .then_with(|| a.name.cmp(&b.name))
     });
-    Ok(manifests)
+    Ok((manifests, permanent))
 }

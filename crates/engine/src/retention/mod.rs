@@ -79,6 +79,37 @@ pub async fn backup_inventory(
     Ok(BackupInventory { backups, incomplete })
 }
 
+/// [`plan_delete_one`] over `inventory`, its refusals as errors:
+/// [`EngineError::NotFound`] for a name that is not a completed backup,
+/// [`EngineError::Refused`] for one that deltas depend on (without
+/// `with_dependents`) or that is permanent.
+pub fn plan_delete_backup(
+    inventory: &BackupInventory,
+    name: &BackupName,
+    with_dependents: bool,
+) -> Result<RetentionPlan, EngineError> {
+    let refused = |reason: String| EngineError::Refused {
+        action: format!("delete backup {name}"),
+        reason,
+    };
+    plan_delete_one(&inventory.backups, name, with_dependents).map_err(|r| match r {
+        DeleteRefusal::NotFound => EngineError::NotFound {
+            what: format!("backup {name}"),
+            key: name.manifest_key().to_string(),
+        },
+        DeleteRefusal::HasDependents(deps) => refused(format!(
+            "delta backup(s) {} depend on it (--with-dependents deletes them too)",
+            deps.iter().map(BackupName::as_str).collect::<Vec<_>>().join(", ")
+        )),
+        DeleteRefusal::Permanent(p) if p == *name => {
+            refused("it is permanent (pgark backup-mark --impermanent first)".into())
+        }
+        DeleteRefusal::Permanent(p) => refused(format!(
+            "its dependent {p} is permanent (pgark backup-mark --impermanent first)"
+        )),
+    })
+}
+
 /// What carrying out a plan did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeleteOutcome {

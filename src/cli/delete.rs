@@ -1,0 +1,155 @@
+use crate::config::{ConfigError, Settings};
+use clap::Args;
+use pgark_catalog::BackupName;
+use pgark_engine::{ExpireReason, KeepReason, RetentionPlan, RetentionPolicy};
+use serde_json::json;
+
+/// Delete old backups by the retention policy, or one backup by name.
+///
+/// Without --confirm nothing changes: the plan is printed (what would be deleted and why,
+/// what is kept and why, bytes freed). A backup is expired when it is beyond the newest
+/// --retain-count backups OR finished more than --retain-max-age ago, except: permanent
+/// backups, the newest full backup with every delta built on it, and every backup a kept
+/// delta depends on are always kept. With NAME, deletes that backup; refused (exit 3) when
+/// deltas depend on it (unless --with-dependents) or when it is permanent. An unknown NAME
+/// exits 1; no repository at --repo exits 11. Deletion removes each backup's manifest
+/// first, then its other objects, so a killed delete never leaves a listed backup that does
+/// not restore.
+#[derive(Debug, Clone, Args)]
+pub struct DeleteArgs {
+    /// The one backup to delete (instead of applying the retention policy).
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+    /// Keep the newest N backups, full and delta alike.
+    #[arg(long, env = "PGARK_RETAIN_COUNT", value_name = "N")]
+    pub retain_count: Option<u32>,
+    /// Keep backups that finished less than this long ago: 30d, 4w, 6m (months), 12h, 90min,
+    /// 1y.
+    #[arg(long, env = "PGARK_RETAIN_MAX_AGE", value_name = "AGE")]
+    pub retain_max_age: Option<String>,
+    /// Delete; without it, only print what would be deleted.
+    #[arg(long)]
+    pub confirm: bool,
+    /// With NAME: also delete the delta backups that depend on it.
+    #[arg(long, requires = "name")]
+    pub with_dependents: bool,
+    /// Print the plan (and what was done) as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The retention policy of `delete` (and of `backup-push` when it applies
+/// retention), from flags, environment and the configuration file.
+pub fn resolve_policy(
+    retain_count: Option<u32>,
+    retain_max_age: Option<&str>,
+    settings: &Settings,
+) -> Result<RetentionPolicy, ConfigError> {
+    let file = &settings.file;
+    let age = retain_max_age.map(str::to_owned).or(file.retain_max_age.clone());
+    Ok(RetentionPolicy {
+        retain_count: retain_count.or(file.retain_count),
+        retain_max_age: age
+            .map(|a| crate::config::parse_retain_age(&a))
+            .transpose()
+            .map_err(|message| ConfigError::Invalid {
+                name: "retain-max-age",
+                message,
+            })?,
+    })
+}
+
+pub async fn run(args: DeleteArgs, settings: &Settings) -> anyhow::Result<()> {
+    let policy = resolve_policy(args.retain_count, args.retain_max_age.as_deref(), settings)?;
+    let name = args
+        .name
+        .as_deref()
+        .map(BackupName::parse)
+        .transpose()
+        .map_err(|e| ConfigError::Invalid {
+            name: "NAME",
+            message: e.to_string(),
+        })?;
+    if name.is_none() && policy.is_empty() {
+        return Err(ConfigError::Invalid {
+            name: "retention",
+            message: "nothing to apply: give --retain-count and/or --retain-max-age (or their \
+                      PGARK_RETAIN_* variables or configuration keys), or a backup NAME"
+                .into(),
+        }
+        .into());
+    }
+    let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
+    let inventory = pgark_engine::backup_inventory(&*store, &keys).await?;
+    let plan = match &name {
+        Some(name) => pgark_engine::plan_delete_backup(&inventory, name, args.with_dependents)?,
+        None => pgark_engine::plan_retention(&inventory.backups, &policy, chrono::Utc::now()),
+    };
+    let outcome = if args.confirm {
+        Some(pgark_engine::apply_plan(&*store, &plan).await?)
+    } else {
+        None
+    };
+    if args.json {
+        let backup = |b: &pgark_engine::BackupSummary, reason: String| {
+            json!({
+                "name": b.name.as_str(),
+                "type": if b.parent.is_some() { "delta" } else { "full" },
+                "parent": b.parent.as_ref().map(BackupName::as_str),
+                "finish_time": b.finished_at.to_rfc3339(),
+                "size": b.size,
+                "permanent": b.permanent,
+                "reason": reason,
+            })
+        };
+        let doc = json!({
+            "deleted": args.confirm,
+            "expired": plan.expired.iter().map(|e| backup(&e.backup, e.reason.to_string())).collect::<Vec<_>>(),
+            "kept": plan.kept.iter().map(|k| backup(&k.backup, k.reason.to_string())).collect::<Vec<_>>(),
+            "bytes_freed": plan.bytes_freed,
+            "objects_deleted": outcome.as_ref().map(|o| o.objects_deleted),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print_plan(&plan, args.confirm);
+    }
+    Ok(())
+}
+
+fn print_plan(plan: &RetentionPlan, confirmed: bool) {
+    let verb = if confirmed { "deleted" } else { "would delete" };
+    for e in &plan.expired {
+        let why = match &e.reason {
+            ExpireReason::Requested => String::new(),
+            r => format!(": {r}"),
+        };
+        println!(
+            "{verb} {} (finished {}, {} bytes){why}",
+            e.backup.name,
+            e.backup.finished_at.format("%Y-%m-%dT%H:%M:%SZ"),
+            e.backup.size
+        );
+    }
+    for k in &plan.kept {
+        if k.reason == KeepReason::NotRequested {
+            continue;
+        }
+        println!(
+            "keep {} (finished {}): {}",
+            k.backup.name,
+            k.backup.finished_at.format("%Y-%m-%dT%H:%M:%SZ"),
+            k.reason
+        );
+    }
+    let n = plan.expired.len();
+    if confirmed {
+        println!("{n} backup(s) deleted, {} bytes freed", plan.bytes_freed);
+    } else if n == 0 {
+        println!("nothing to delete");
+    } else {
+        println!(
+            "{n} backup(s) would be deleted, {} bytes freed; nothing was changed (--confirm deletes)",
+            plan.bytes_freed
+        );
+    }
+}

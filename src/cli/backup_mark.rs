@@ -8,13 +8,12 @@ use pgark_catalog::BackupName;
 /// (backups/NAME/permanent); the manifest is not rewritten. Marking is idempotent. A NAME
 /// that is not a completed backup exits 1; no repository at --repo exits 11.
 #[derive(Debug, Clone, Args)]
-#[group(id = "mark", required = true, multiple = false, args = ["permanent", "impermanent"])]
 pub struct BackupMarkArgs {
     /// The backup to mark.
     #[arg(value_name = "NAME")]
     pub name: String,
     /// Never expire the backup.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "impermanent", required_unless_present = "impermanent")]
     pub permanent: bool,
     /// Remove the permanent mark.
     #[arg(long)]

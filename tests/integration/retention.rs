@@ -1,0 +1,143 @@
+//! `pgark delete` and `pgark backup-mark` through the binary, on a cluster
+//! archiving into its repository: settings from flags, environment and
+//! the configuration file, the dry run, refusals and their exit codes,
+//! and a kept delta that restores after its siblings are deleted.
+
+use crate::backup::{archiving_source, restore_and_start, Source};
+use crate::common::{assert_code, files_below, run, stderr};
+
+fn push(src: &Source, extra: &[&str]) -> String {
+    let mut args = vec!["backup-push", src.cluster.data_dir().to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = src.pgark(&args);
+    assert_code(&out, 0);
+    // Names carry the start time to the second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn listed(src: &Source) -> Vec<(String, bool)> {
+    let out = src.pgark(&["backup-list", "--json"]);
+    assert_code(&out, 0);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    list.iter()
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap().to_string(),
+                b["permanent"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn delete_applies_the_policy_from_every_source_and_kept_backups_restore() {
+    let src = archiving_source();
+    let c = &src.cluster;
+    let rows = |n: u32| {
+        c.psql(&format!(
+            "insert into t (batch) select 'b{n}' from generate_series(1, 2000)"
+        ))
+        .unwrap();
+    };
+    rows(0);
+    let a = push(&src, &[]);
+    rows(1);
+    let b = push(&src, &["--delta"]);
+    rows(2);
+    let full = push(&src, &["--full"]);
+    rows(3);
+    let delta = push(&src, &["--delta"]);
+    rows(4);
+
+    // Mark A permanent; the listing shows it.
+    assert_code(&src.pgark(&["backup-mark", &a, "--permanent"]), 0);
+    let names = |l: Vec<(String, bool)>| l.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!(
+        listed(&src),
+        [
+            (a.clone(), true),
+            (b.clone(), false),
+            (full.clone(), false),
+            (delta.clone(), false)
+        ]
+    );
+    let out = src.pgark(&["backup-mark", "base_000000010000000000000063_x", "--permanent"]);
+    assert_code(&out, 1);
+
+    // No setting: a usage error.
+    assert_code(&src.pgark(&["delete"]), 2);
+    assert_code(&src.pgark(&["delete", "--retain-max-age", "3 days"]), 2);
+
+    // The dry run, by flag, changes nothing and says why each stays.
+    let before = files_below(src.repo.path());
+    let out = src.pgark(&["delete", "--retain-count", "1"]);
+    assert_code(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains(&format!("would delete {b}")), "{text}");
+    assert!(
+        text.contains(&format!("keep {a} (")) && text.contains("permanent"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("keep {full} (")), "{text}");
+    assert!(text.contains("nothing was changed"), "{text}");
+    assert_eq!(files_below(src.repo.path()), before);
+
+    // The same plan from the configuration file, as JSON.
+    let conf = src.repo.path().join("..").join(format!(
+        "retention-{}.toml",
+        src.repo.path().file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&conf, "retain_count = 1\n").unwrap();
+    pgark_testkit::pg::chown_to_pg_user(&conf).unwrap();
+    let out = src.pgark(&["--config", conf.to_str().unwrap(), "delete", "--json"]);
+    assert_code(&out, 0);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expired: Vec<&str> = plan["expired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(expired, [b.as_str()]);
+    assert_eq!(plan["deleted"], false);
+    assert!(plan["bytes_freed"].as_u64().unwrap() > 0);
+    assert_eq!(files_below(src.repo.path()), before);
+    std::fs::remove_file(&conf).unwrap();
+
+    // From the environment, with --confirm: B goes, nothing under its
+    // prefix is left.
+    let mut cmd = crate::common::pgark_command(&src.bin, c, src.repo.path());
+    cmd.env("PGARK_RETAIN_COUNT", "1").args(["delete", "--confirm"]);
+    let out = pgark_testkit::pg::run_capture(&mut cmd, None, std::time::Duration::from_secs(600)).unwrap();
+    assert_code(&out, 0);
+    assert_eq!(names(listed(&src)), [a.clone(), full.clone(), delta.clone()]);
+    assert!(
+        !files_below(src.repo.path())
+            .iter()
+            .any(|f| f.contains(&format!("{b}/")) || f.ends_with(&b)),
+        "leftovers of {b}"
+    );
+
+    // One backup by name: refused while a delta depends on it or it is
+    // permanent (exit 3); an unknown name exits 1.
+    let out = src.pgark(&["delete", &full, "--confirm"]);
+    assert_code(&out, 3);
+    assert!(stderr(&out).contains(&delta), "{}", stderr(&out));
+    assert_code(&src.pgark(&["delete", &a, "--confirm"]), 3);
+    assert_code(&src.pgark(&["delete", &b, "--confirm"]), 1);
+    assert_code(&src.pgark(&["backup-mark", &a, "--impermanent"]), 0);
+    assert_code(&src.pgark(&["delete", &a, "--confirm"]), 0);
+    assert_eq!(names(listed(&src)), [full.clone(), delta.clone()]);
+
+    // The kept delta restores, with recovery to the end of the archive.
+    crate::common::archive_current_wal(c);
+    let want = c.psql("select count(*) from t").unwrap();
+    let (_dir, restored) = restore_and_start(&src, &delta, &[]);
+    assert_eq!(restored.psql("select count(*) from t").unwrap(), want);
+
+    // No repository: exit 11, for delete and backup-mark.
+    let empty = pgark_testkit::pg::scratch_dir("empty");
+    assert_code(&run(empty.path(), &["delete", "--retain-count", "1"]), 11);
+    assert_code(&run(empty.path(), &["backup-mark", &full, "--permanent"]), 11);
+}

@@ -68,6 +68,10 @@ pub struct BackupPushArgs {
     #[arg(long, env = "PGARK_FAIL_ON_CORRUPT_PAGES", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
     pub fail_on_corrupt_pages: Option<bool>,
+    /// Mark the new backup permanent: retention never deletes it (see backup-mark). The
+    /// mark is written before the manifest, so the backup is never listed without it.
+    #[arg(long)]
+    pub permanent: bool,
 }
 
 /// Default of --delta-max-steps.
@@ -136,6 +140,7 @@ pub async fn run(args: BackupPushArgs, settings: &Settings) -> anyhow::Result<()
         .fail_on_corrupt_pages
         .or(file.fail_on_corrupt_pages)
         .unwrap_or(false);
+    opts.permanent = args.permanent;
     opts.retry = settings.retry;
     opts.keys = crate::encryption::open_keys(&*store, settings, true).await?;
     opts.progress = Some(crate::progress::for_stderr("backup-push"));

@@ -41,7 +41,7 @@ fn delete_applies_the_policy_from_every_source_and_kept_backups_restore() {
         .unwrap();
     };
     rows(0);
-    let a = push(&src, &[]);
+    let a = push(&src, &["--permanent"]);
     rows(1);
     let b = push(&src, &["--delta"]);
     rows(2);
@@ -50,8 +50,12 @@ fn delete_applies_the_policy_from_every_source_and_kept_backups_restore() {
     let delta = push(&src, &["--delta"]);
     rows(4);
 
-    // Mark A permanent; the listing shows it.
-    assert_code(&src.pgark(&["backup-mark", &a, "--permanent"]), 0);
+    // A was pushed permanent; the listing shows it. Marks come and go.
+    assert_code(&src.pgark(&["backup-mark", &b, "--permanent"]), 0);
+    assert!(listed(&src)[1].1);
+    assert_code(&src.pgark(&["backup-mark", &b, "--impermanent"]), 0);
+    assert_code(&src.pgark(&["backup-mark", &b, "--impermanent"]), 0);
+    assert_code(&src.pgark(&["backup-mark", &b]), 2);
     let names = |l: Vec<(String, bool)>| l.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
     assert_eq!(
         listed(&src),

@@ -60,6 +60,10 @@ pub struct BackupPushOptions {
     /// Take a delta of a parent backup (falls back to a full backup, saying
     /// why, when no suitable parent exists).
     pub delta: Option<DeltaOptions>,
+    /// Mark the backup permanent (never expired by retention). The mark
+    /// is written before the manifest, so the backup is never listed
+    /// without it.
+    pub permanent: bool,
 }
 
 /// Receives progress of a long copy (a terminal bar, log lines).
@@ -87,6 +91,7 @@ impl BackupPushOptions {
             progress: None,
             keys: crate::RepoKeys::none(),
             delta: None,
+            permanent: false,
         }
     }
 }
@@ -285,6 +290,20 @@ pub async fn backup_push(
         directories: copied.dirs,
         files: copied.files,
     };
+    if opts.permanent {
+        opts.retry
+            .run("write of the permanent mark", || async {
+                store
+                    .put(
+                        &manifest.name.permanent_key(),
+                        bytes::Bytes::new(),
+                        PutMode::Overwrite,
+                    )
+                    .await
+                    .map_err(EngineError::from)
+            })
+            .await?;
+    }
     // A retried create-only put that meets its own earlier, completed
     // attempt ("already exists") is checked to be this very manifest.
     opts.retry

@@ -1,7 +1,7 @@
 use crate::config::{ConfigError, Settings};
 use clap::Args;
 use pgark_catalog::BackupName;
-use pgark_engine::{ExpireReason, KeepReason, RetentionPlan, RetentionPolicy};
+use pgark_engine::{ExpireReason, KeepReason, RetentionPlan, RetentionPolicy, WalPlan};
 use serde_json::json;
 
 /// Delete old backups by the retention policy, or one backup by name.
@@ -14,7 +14,9 @@ use serde_json::json;
 /// deltas depend on it (unless --with-dependents) or when it is permanent. An unknown NAME
 /// exits 1; no repository at --repo exits 11. Deletion removes each backup's manifest
 /// first, then its other objects, so a killed delete never leaves a listed backup that does
-/// not restore.
+/// not restore. Then WAL segments before the start of the oldest kept non-permanent backup,
+/// on its timeline and its ancestors, are deleted, except permanent backups' own WAL
+/// (start to stop segment); timeline history files and .partial segments are kept.
 #[derive(Debug, Clone, Args)]
 pub struct DeleteArgs {
     /// The one backup to delete (instead of applying the retention policy).
@@ -90,6 +92,11 @@ pub async fn run(args: DeleteArgs, settings: &Settings) -> anyhow::Result<()> {
     } else {
         None
     };
+    // WAL after backups: a kill in between leaves WAL a rerun removes.
+    let wal = pgark_engine::plan_wal_deletion(&*store, &keys, &plan).await?;
+    if args.confirm {
+        pgark_engine::apply_wal_plan(&*store, &wal).await?;
+    }
     if args.json {
         let backup = |b: &pgark_engine::BackupSummary, reason: String| {
             json!({
@@ -108,15 +115,20 @@ pub async fn run(args: DeleteArgs, settings: &Settings) -> anyhow::Result<()> {
             "kept": plan.kept.iter().map(|k| backup(&k.backup, k.reason.to_string())).collect::<Vec<_>>(),
             "bytes_freed": plan.bytes_freed,
             "objects_deleted": outcome.as_ref().map(|o| o.objects_deleted),
+            "wal": {
+                "before_segment": wal.cutoff.map(|s| s.to_string()),
+                "files": wal.keys.len(),
+                "bytes_freed": wal.bytes,
+            },
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        print_plan(&plan, args.confirm);
+        print_plan(&plan, &wal, args.confirm);
     }
     Ok(())
 }
 
-fn print_plan(plan: &RetentionPlan, confirmed: bool) {
+fn print_plan(plan: &RetentionPlan, wal: &WalPlan, confirmed: bool) {
     let verb = if confirmed { "deleted" } else { "would delete" };
     for e in &plan.expired {
         let why = match &e.reason {
@@ -140,6 +152,15 @@ fn print_plan(plan: &RetentionPlan, confirmed: bool) {
             k.backup.finished_at.format("%Y-%m-%dT%H:%M:%SZ"),
             k.reason
         );
+    }
+    match wal.cutoff {
+        Some(cutoff) => println!(
+            "{} {} WAL file(s), {} bytes, before {cutoff} (the oldest kept non-permanent backup's start)",
+            if confirmed { "deleted" } else { "would delete" },
+            wal.keys.len(),
+            wal.bytes
+        ),
+        None => println!("WAL: no non-permanent backup is kept, so no WAL is deleted"),
     }
     let n = plan.expired.len();
     if confirmed {

@@ -30,6 +30,30 @@ fn listed(src: &Source) -> Vec<(String, bool)> {
         .collect()
 }
 
+/// The archived complete segments (file names), sorted.
+fn wal_segments(src: &Source) -> Vec<String> {
+    let mut v: Vec<String> = files_below(&src.repo.path().join("wal"))
+        .iter()
+        .filter_map(|f| f.rsplit('/').next())
+        .filter(|n| crate::common::is_segment_name(n))
+        .map(str::to_owned)
+        .collect();
+    v.sort();
+    v
+}
+
+/// A backup's start and stop segments, from backup-list.
+fn wal_range(src: &Source, name: &str) -> (String, String) {
+    let out = src.pgark(&["backup-list", "--json", "--detail"]);
+    assert_code(&out, 0);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let b = list.iter().find(|b| b["name"] == name).expect("listed");
+    (
+        b["start_wal_segment"].as_str().unwrap().to_string(),
+        b["stop_wal_segment"].as_str().unwrap().to_string(),
+    )
+}
+
 #[test]
 fn delete_applies_the_policy_from_every_source_and_kept_backups_restore() {
     let src = archiving_source();
@@ -109,6 +133,9 @@ fn delete_applies_the_policy_from_every_source_and_kept_backups_restore() {
     assert_eq!(files_below(src.repo.path()), before);
     std::fs::remove_file(&conf).unwrap();
 
+    assert!(plan["wal"]["files"].as_u64().unwrap() > 0, "{plan}");
+    let wal_before = wal_segments(&src);
+
     // From the environment, with --confirm: B goes, nothing under its
     // prefix is left.
     let mut cmd = crate::common::pgark_command(&src.bin, c, src.repo.path());
@@ -116,6 +143,20 @@ fn delete_applies_the_policy_from_every_source_and_kept_backups_restore() {
     let out = pgark_testkit::pg::run_capture(&mut cmd, None, std::time::Duration::from_secs(600)).unwrap();
     assert_code(&out, 0);
     assert_eq!(names(listed(&src)), [a.clone(), full.clone(), delta.clone()]);
+    // WAL before the oldest kept non-permanent backup (full) is gone,
+    // except A's own; A's and everything from full on are kept.
+    let wal = wal_segments(&src);
+    let (a_start, a_stop) = wal_range(&src, &a);
+    let (full_start, _) = wal_range(&src, &full);
+    assert!(wal.contains(&a_start) && wal.contains(&a_stop), "{wal:?}");
+    assert!(wal.contains(&full_start), "{wal:?}");
+    for s in &wal {
+        assert!(
+            *s >= full_start || (*s >= a_start && *s <= a_stop),
+            "{s} should have been deleted (cutoff {full_start}, permanent {a_start}..{a_stop})"
+        );
+    }
+    assert!(wal.len() < wal_before.len(), "no WAL deleted: {wal:?}");
     assert!(
         !files_below(src.repo.path())
             .iter()
@@ -130,9 +171,17 @@ fn delete_applies_the_policy_from_every_source_and_kept_backups_restore() {
     assert!(stderr(&out).contains(&delta), "{}", stderr(&out));
     assert_code(&src.pgark(&["delete", &a, "--confirm"]), 3);
     assert_code(&src.pgark(&["delete", &b, "--confirm"]), 1);
+    // The permanent backup restores with its own WAL.
+    {
+        let (_dir, restored) =
+            restore_and_start(&src, &a, &["--target-immediate", "--target-action", "promote"]);
+        assert_eq!(restored.psql("select count(*) from t").unwrap(), "2000");
+    }
     assert_code(&src.pgark(&["backup-mark", &a, "--impermanent"]), 0);
     assert_code(&src.pgark(&["delete", &a, "--confirm"]), 0);
     assert_eq!(names(listed(&src)), [full.clone(), delta.clone()]);
+    // A's WAL went with it.
+    assert!(wal_segments(&src).iter().all(|s| *s >= full_start));
 
     // The kept delta restores, with recovery to the end of the archive.
     crate::common::archive_current_wal(c);

@@ -32,9 +32,10 @@ pub use restore::{
     RecoveryOptions, RecoveryTarget,
 };
 pub use retention::{
-    apply_plan, backup_inventory, format_age, mark_permanent, plan_delete_backup, plan_delete_one,
-    plan_retention, BackupInventory, BackupSummary, DeleteOutcome, DeleteRefusal, ExpireReason, Expired,
-    KeepReason, Kept, RetentionPlan, RetentionPolicy, DELETE_CONCURRENCY,
+    apply_plan, apply_wal_plan, backup_inventory, cutoff_backup, format_age, mark_permanent,
+    plan_delete_backup, plan_delete_one, plan_retention, plan_wal_deletion, wal_file_expires,
+    BackupInventory, BackupSummary, DeleteOutcome, DeleteRefusal, ExpireReason, Expired, KeepReason, Kept,
+    RetentionPlan, RetentionPolicy, WalCutoff, WalPlan, DELETE_CONCURRENCY,
 };
 pub use retry::RetryPolicy;
 pub use timelines::{diverged_timelines, Divergence};

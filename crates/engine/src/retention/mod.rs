@@ -16,11 +16,13 @@
 //! collection) removes.
 
 mod plan;
+mod wal;
 
 pub use plan::{
     format_age, plan_delete_one, plan_retention, BackupSummary, DeleteRefusal, ExpireReason, Expired,
     KeepReason, Kept, RetentionPlan, RetentionPolicy,
 };
+pub use wal::{cutoff_backup, plan_wal_deletion, wal_file_expires, WalCutoff, WalPlan};
 
 use crate::{load_manifest, EngineError, RepoKeys};
 use bytes::Bytes;
@@ -66,7 +68,12 @@ pub async fn backup_inventory(
     let complete: Vec<(&BackupName, &Seen)> = seen.iter().filter(|(_, s)| s.manifest).collect();
     let backups = futures::stream::iter(complete.into_iter().map(|(name, s)| async move {
         let m = load_manifest(store, name, keys).await?;
-        Ok::<_, EngineError>(BackupSummary::from_manifest(&m, s.size, s.permanent))
+        BackupSummary::from_manifest(&m, s.size, s.permanent).ok_or_else(|| {
+            EngineError::Internal(format!(
+                "the manifest of {name} names WAL segments that do not parse ({}, {})",
+                m.start_wal_segment, m.stop_wal_segment
+            ))
+        })
     }))
     .buffered(8)
     .try_collect()
@@ -137,16 +144,25 @@ pub async fn apply_plan(store: &dyn ObjectStore, plan: &RetentionPlan) -> Result
 /// returns how many there were.
 async fn delete_prefix(store: &dyn ObjectStore, prefix: &str) -> Result<usize, EngineError> {
     let objects = store.list(prefix).await?;
-    let n = objects.len();
-    futures::stream::iter(
-        objects
-            .into_iter()
-            .map(|m| async move { store.delete(&m.key).await }),
-    )
-    .buffer_unordered(DELETE_CONCURRENCY)
-    .try_collect::<Vec<()>>()
-    .await?;
-    Ok(n)
+    let keys: Vec<pgark_store::Key> = objects.into_iter().map(|m| m.key).collect();
+    delete_keys(store, &keys).await?;
+    Ok(keys.len())
+}
+
+/// Deletes `keys`, [`DELETE_CONCURRENCY`] at a time. Idempotent.
+async fn delete_keys(store: &dyn ObjectStore, keys: &[pgark_store::Key]) -> Result<(), EngineError> {
+    futures::stream::iter(keys.iter().map(|k| async move { store.delete(k).await }))
+        .buffer_unordered(DELETE_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// Carries out a [`WalPlan`] (after [`apply_plan`]): deletes the WAL
+/// files it names. Idempotent.
+pub async fn apply_wal_plan(store: &dyn ObjectStore, plan: &WalPlan) -> Result<usize, EngineError> {
+    delete_keys(store, &plan.keys).await?;
+    Ok(plan.keys.len())
 }
 
 /// Marks a completed backup permanent (never expired) or removes the
@@ -202,6 +218,8 @@ mod tests {
             finished_at: Utc::now(),
             size: 4,
             permanent: false,
+            start_wal_segment: "000000010000000000000002".parse().unwrap(),
+            stop_wal_segment: "000000010000000000000002".parse().unwrap(),
         };
         let plan = plan_retention(
             &[summary(&a)],

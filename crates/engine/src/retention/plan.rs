@@ -16,6 +16,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use pgark_catalog::{BackupManifest, BackupName};
+use pgark_pg::WalSegmentName;
 use std::collections::{HashMap, HashSet};
 
 /// What the planner needs to know about one completed backup.
@@ -28,17 +29,24 @@ pub struct BackupSummary {
     /// Bytes stored under the backup's prefix (what deleting it frees).
     pub size: u64,
     pub permanent: bool,
+    /// The WAL the backup needs to restore consistently: from its start
+    /// segment to its stop segment, on its timeline.
+    pub start_wal_segment: WalSegmentName,
+    pub stop_wal_segment: WalSegmentName,
 }
 
 impl BackupSummary {
-    pub fn from_manifest(m: &BackupManifest, size: u64, permanent: bool) -> BackupSummary {
-        BackupSummary {
+    /// `None` when the manifest's WAL segment names do not parse.
+    pub fn from_manifest(m: &BackupManifest, size: u64, permanent: bool) -> Option<BackupSummary> {
+        Some(BackupSummary {
             name: m.name.clone(),
             parent: m.parent.clone(),
             finished_at: m.finished_at,
             size,
             permanent,
-        }
+            start_wal_segment: m.start_wal_segment.parse().ok()?,
+            stop_wal_segment: m.stop_wal_segment.parse().ok()?,
+        })
     }
 }
 
@@ -344,6 +352,12 @@ mod tests {
             finished_at: t0() + Duration::days(i as i64),
             size: 100 + i as u64,
             permanent: false,
+            start_wal_segment: format!("{:024X}", 0x1_0000_0000_0000_0000u128 + i as u128)
+                .parse()
+                .unwrap(),
+            stop_wal_segment: format!("{:024X}", 0x1_0000_0000_0000_0001u128 + i as u128)
+                .parse()
+                .unwrap(),
         }
     }
 

@@ -93,7 +93,10 @@ pub async fn run(args: DeleteArgs, settings: &Settings) -> anyhow::Result<()> {
         None
     };
     // WAL after backups: a kill in between leaves WAL a rerun removes.
-    let wal = pgark_engine::plan_wal_deletion(&*store, &keys, &plan).await?;
+    // Backups with parts but no manifest (running, or interrupted) keep
+    // the WAL from their start.
+    let incomplete: Vec<BackupName> = inventory.incomplete.iter().map(|(n, _)| n.clone()).collect();
+    let wal = pgark_engine::plan_wal_deletion(&*store, &keys, &plan, &incomplete).await?;
     if args.confirm {
         pgark_engine::apply_wal_plan(&*store, &wal).await?;
     }

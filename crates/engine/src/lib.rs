@@ -33,7 +33,7 @@ pub use restore::{
 };
 pub use retention::{
     apply_plan, apply_wal_plan, backup_inventory, cutoff_backup, format_age, mark_permanent,
-    plan_delete_backup, plan_delete_one, plan_retention, plan_wal_deletion, wal_file_expires,
+    plan_delete_backup, plan_delete_one, plan_retention, plan_wal_deletion, started_in, wal_file_expires,
     BackupInventory, BackupSummary, DeleteOutcome, DeleteRefusal, ExpireReason, Expired, KeepReason, Kept,
     RetentionPlan, RetentionPolicy, WalCutoff, WalPlan, DELETE_CONCURRENCY,
 };

@@ -22,7 +22,7 @@ pub use plan::{
     format_age, plan_delete_one, plan_retention, BackupSummary, DeleteRefusal, ExpireReason, Expired,
     KeepReason, Kept, RetentionPlan, RetentionPolicy,
 };
-pub use wal::{cutoff_backup, plan_wal_deletion, wal_file_expires, WalCutoff, WalPlan};
+pub use wal::{cutoff_backup, plan_wal_deletion, started_in, wal_file_expires, WalCutoff, WalPlan};
 
 use crate::{load_manifest, EngineError, RepoKeys};
 use bytes::Bytes;

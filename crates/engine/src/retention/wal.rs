@@ -12,14 +12,15 @@
 //!   segment, on its timeline), which that backup needs to restore
 //!   consistently.
 //!
-//! Without a kept non-permanent backup nothing is deleted. A backup in
-//! progress started after every completed one, so its WAL is never before
-//! the cutoff.
+//! Without a kept non-permanent backup nothing is deleted. A backup that
+//! has stored parts but no manifest yet (in progress, or interrupted)
+//! lowers the cutoff to its start segment (from its name), so WAL that a
+//! running backup-push will need is kept.
 
 use super::plan::{BackupSummary, RetentionPlan};
 use crate::pipe::decode_object;
 use crate::{EngineError, RepoKeys};
-use pgark_catalog::{parse_wal_key, wal_key, WAL_PREFIX};
+use pgark_catalog::{parse_wal_key, wal_key, BackupName, WAL_PREFIX};
 use pgark_pg::{ArchivedFile, TimelineId, WalSegmentName};
 use pgark_store::{Key, ObjectStore};
 use std::collections::HashSet;
@@ -81,11 +82,12 @@ async fn wal_cutoff(
     store: &dyn ObjectStore,
     keys: &RepoKeys,
     plan: &RetentionPlan,
+    incomplete: &[BackupName],
 ) -> Result<Option<WalCutoff>, EngineError> {
     let Some(oldest) = cutoff_backup(plan) else {
         return Ok(None);
     };
-    let segment = oldest.start_wal_segment;
+    let mut segment = oldest.start_wal_segment;
     let mut timelines = HashSet::from([segment.timeline]);
     if segment.timeline.0 > 1 {
         let key = wal_key(&ArchivedFile::TimelineHistory(segment.timeline));
@@ -109,6 +111,12 @@ async fn wal_cutoff(
             Err(e) => return Err(e),
         }
     }
+    for started in incomplete.iter().filter_map(started_in) {
+        if position(&started) < position(&segment) {
+            segment.log = started.log;
+            segment.seg = started.seg;
+        }
+    }
     let permanent = plan
         .kept
         .iter()
@@ -122,13 +130,21 @@ async fn wal_cutoff(
     }))
 }
 
-/// Lists the WAL archive and picks what no kept backup needs.
+/// The segment a backup started in, from its name
+/// (`base_<segment>_...`).
+pub fn started_in(name: &BackupName) -> Option<WalSegmentName> {
+    name.as_str().get(5..29)?.parse().ok()
+}
+
+/// Lists the WAL archive and picks what no kept backup needs, nor any
+/// backup in `incomplete` (names with parts but no manifest).
 pub async fn plan_wal_deletion(
     store: &dyn ObjectStore,
     keys: &RepoKeys,
     plan: &RetentionPlan,
+    incomplete: &[BackupName],
 ) -> Result<WalPlan, EngineError> {
-    let Some(cutoff) = wal_cutoff(store, keys, plan).await? else {
+    let Some(cutoff) = wal_cutoff(store, keys, plan, incomplete).await? else {
         return Ok(WalPlan::default());
     };
     let mut out = WalPlan {
@@ -150,6 +166,61 @@ mod tests {
 
     fn seg(s: &str) -> WalSegmentName {
         s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_incomplete_backup_keeps_the_wal_from_its_start() {
+        use crate::retention::plan::{plan_retention, RetentionPolicy};
+        use pgark_store::{MemoryStore, PutMode};
+        let store = MemoryStore::new();
+        for i in 1..=8u32 {
+            let file = ArchivedFile::Segment(seg(&format!("0000000100000000{i:08X}")));
+            store
+                .put(&wal_key(&file), bytes::Bytes::from_static(b"x"), PutMode::Create)
+                .await
+                .unwrap();
+        }
+        let history = wal_key(&ArchivedFile::TimelineHistory(TimelineId(2)));
+        store
+            .put(&history, bytes::Bytes::new(), PutMode::Create)
+            .await
+            .unwrap();
+        let backup = BackupSummary {
+            name: BackupName::parse("base_000000010000000000000006_a").unwrap(),
+            parent: None,
+            finished_at: chrono::Utc::now(),
+            size: 1,
+            permanent: false,
+            start_wal_segment: seg("000000010000000000000006"),
+            stop_wal_segment: seg("000000010000000000000006"),
+        };
+        let plan = plan_retention(&[backup], &RetentionPolicy::default(), chrono::Utc::now());
+        let deleted = |p: &WalPlan| -> Vec<String> {
+            p.keys
+                .iter()
+                .map(|k| k.as_str().rsplit('/').next().unwrap().to_string())
+                .collect()
+        };
+        let wal = plan_wal_deletion(&store, &RepoKeys::none(), &plan, &[])
+            .await
+            .unwrap();
+        assert_eq!(wal.cutoff, Some(seg("000000010000000000000006")));
+        assert_eq!(deleted(&wal).len(), 5);
+        let running = BackupName::parse("base_000000010000000000000003_b").unwrap();
+        let wal = plan_wal_deletion(&store, &RepoKeys::none(), &plan, &[running])
+            .await
+            .unwrap();
+        assert_eq!(
+            deleted(&wal),
+            ["000000010000000000000001", "000000010000000000000002"]
+        );
+        assert_eq!(wal.bytes, 2);
+    }
+
+    #[test]
+    fn backups_start_where_their_name_says() {
+        let name = BackupName::parse("base_00000002000000010000000F_20261122T031500Z").unwrap();
+        assert_eq!(started_in(&name), Some(seg("00000002000000010000000F")));
     }
 
     #[test]

@@ -29,6 +29,11 @@ pub struct DeleteArgs {
     /// 1y.
     #[arg(long, env = "PGARK_RETAIN_MAX_AGE", value_name = "AGE")]
     pub retain_max_age: Option<String>,
+    /// Backups without a manifest (interrupted backup-push runs, half-finished deletes)
+    /// that started longer ago than this are garbage, deleted with the expired backups
+    /// (not with NAME); younger ones may be running [default: 24h].
+    #[arg(long, env = "PGARK_GARBAGE_AGE", value_name = "AGE")]
+    pub garbage_age: Option<String>,
     /// Delete; without it, only print what would be deleted.
     #[arg(long)]
     pub confirm: bool,
@@ -81,21 +86,41 @@ pub async fn run(args: DeleteArgs, settings: &Settings) -> anyhow::Result<()> {
         }
         .into());
     }
+    let garbage_age = match args.garbage_age.or(settings.file.garbage_age.clone()) {
+        Some(a) => crate::config::parse_retain_age(&a).map_err(|message| ConfigError::Invalid {
+            name: "garbage-age",
+            message,
+        })?,
+        None => pgark_engine::DEFAULT_GARBAGE_AGE,
+    };
     let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
     let inventory = pgark_engine::backup_inventory(&*store, &keys).await?;
+    let now = chrono::Utc::now();
     let plan = match &name {
         Some(name) => pgark_engine::plan_delete_backup(&inventory, name, args.with_dependents)?,
-        None => pgark_engine::plan_retention(&inventory.backups, &policy, chrono::Utc::now()),
+        None => pgark_engine::plan_retention(&inventory.backups, &policy, now),
+    };
+    let garbage = match name {
+        Some(_) => Vec::new(),
+        None => pgark_engine::garbage(&inventory, now, garbage_age),
     };
     let outcome = if args.confirm {
         Some(pgark_engine::apply_plan(&*store, &plan).await?)
     } else {
         None
     };
+    if args.confirm {
+        pgark_engine::delete_garbage(&*store, &garbage).await?;
+    }
     // WAL after backups: a kill in between leaves WAL a rerun removes.
-    // Backups with parts but no manifest (running, or interrupted) keep
-    // the WAL from their start.
-    let incomplete: Vec<BackupName> = inventory.incomplete.iter().map(|(n, _)| n.clone()).collect();
+    // Backups with parts but no manifest (running, or interrupted) that
+    // are not garbage keep the WAL from their start.
+    let incomplete: Vec<BackupName> = inventory
+        .incomplete
+        .iter()
+        .filter(|(n, _)| !garbage.iter().any(|(g, _)| g == n))
+        .map(|(n, _)| n.clone())
+        .collect();
     let wal = pgark_engine::plan_wal_deletion(&*store, &keys, &plan, &incomplete).await?;
     if args.confirm {
         pgark_engine::apply_wal_plan(&*store, &wal).await?;
@@ -118,6 +143,7 @@ pub async fn run(args: DeleteArgs, settings: &Settings) -> anyhow::Result<()> {
             "kept": plan.kept.iter().map(|k| backup(&k.backup, k.reason.to_string())).collect::<Vec<_>>(),
             "bytes_freed": plan.bytes_freed,
             "objects_deleted": outcome.as_ref().map(|o| o.objects_deleted),
+            "garbage": garbage.iter().map(|(n, size)| json!({"name": n.as_str(), "size": size})).collect::<Vec<_>>(),
             "wal": {
                 "before_segment": wal.cutoff.map(|s| s.to_string()),
                 "files": wal.keys.len(),
@@ -127,6 +153,12 @@ pub async fn run(args: DeleteArgs, settings: &Settings) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print_plan(&plan, &wal, args.confirm);
+        for (n, size) in &garbage {
+            println!(
+                "{} garbage {n} ({size} bytes: parts of a backup that never completed, or half deleted)",
+                if args.confirm { "deleted" } else { "would delete" }
+            );
+        }
     }
     Ok(())
 }

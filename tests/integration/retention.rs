@@ -134,6 +134,20 @@ fn delete_applies_the_policy_from_every_source_and_kept_backups_restore() {
     std::fs::remove_file(&conf).unwrap();
 
     assert!(plan["wal"]["files"].as_u64().unwrap() > 0, "{plan}");
+
+    // Parts without a manifest: an old interrupted push is garbage, a
+    // recent one (maybe running) is not.
+    let old = "base_000000010000000000000001_20200101T000000Z".to_string();
+    let recent = format!(
+        "base_0000000100000000000000FF_{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+    );
+    for n in [&old, &recent] {
+        let dir = src.repo.path().join("backups").join(n);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("part_00001.tar"), b"leftover").unwrap();
+        pgark_testkit::pg::chown_to_pg_user(&dir).unwrap();
+    }
     let wal_before = wal_segments(&src);
 
     // From the environment, with --confirm: B goes, nothing under its
@@ -157,6 +171,14 @@ fn delete_applies_the_policy_from_every_source_and_kept_backups_restore() {
         );
     }
     assert!(wal.len() < wal_before.len(), "no WAL deleted: {wal:?}");
+    assert!(!src.repo.path().join("backups").join(&old).exists());
+    assert!(src
+        .repo
+        .path()
+        .join("backups")
+        .join(&recent)
+        .join("part_00001.tar")
+        .is_file());
     assert!(
         !files_below(src.repo.path())
             .iter()

@@ -92,6 +92,15 @@ impl BackupName {
         format!("{BACKUPS_PREFIX}{}/", self.0)
     }
 
+    /// The start time a name made by [`BackupName::new`] carries; `None`
+    /// for other names.
+    pub fn started_at(&self) -> Option<DateTime<Utc>> {
+        let time = self.0.get(30..)?;
+        chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%SZ")
+            .ok()
+            .map(|t| t.and_utc())
+    }
+
     /// Key of the permanent mark: an empty object whose presence keeps the
     /// backup from ever being expired.
     pub fn permanent_key(&self) -> Key {
@@ -417,6 +426,14 @@ mod tests {
             assert!(key.as_str().starts_with(&name.prefix()));
             assert_eq!(BackupName::from_key(&key).map(|(n, _)| n), Some(name.clone()));
         }
+        assert_eq!(name.started_at(), None);
+        let at = DateTime::parse_from_rfc3339("2026-11-22T03:15:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            BackupName::new("000000010000000000000002", at).started_at(),
+            Some(at)
+        );
         let mark = name.permanent_key();
         let (_, file) = BackupName::from_key(&mark).unwrap();
         assert!(BackupName::is_permanent_file(file) && !BackupName::is_manifest_file(file));

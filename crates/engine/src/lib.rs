@@ -32,10 +32,11 @@ pub use restore::{
     RecoveryOptions, RecoveryTarget,
 };
 pub use retention::{
-    apply_plan, apply_wal_plan, backup_inventory, cutoff_backup, format_age, mark_permanent,
-    plan_delete_backup, plan_delete_one, plan_retention, plan_wal_deletion, started_in, wal_file_expires,
-    BackupInventory, BackupSummary, DeleteOutcome, DeleteRefusal, ExpireReason, Expired, KeepReason, Kept,
-    RetentionPlan, RetentionPolicy, WalCutoff, WalPlan, DELETE_CONCURRENCY,
+    apply_plan, apply_wal_plan, backup_inventory, cutoff_backup, delete_garbage, format_age, garbage,
+    mark_permanent, plan_delete_backup, plan_delete_one, plan_retention, plan_wal_deletion, started_in,
+    wal_file_expires, BackupInventory, BackupSummary, DeleteOutcome, DeleteRefusal, ExpireReason, Expired,
+    KeepReason, Kept, RetentionPlan, RetentionPolicy, WalCutoff, WalPlan, DEFAULT_GARBAGE_AGE,
+    DELETE_CONCURRENCY,
 };
 pub use retry::RetryPolicy;
 pub use timelines::{diverged_timelines, Divergence};

@@ -26,6 +26,7 @@ pub use wal::{cutoff_backup, plan_wal_deletion, started_in, wal_file_expires, Wa
 
 use crate::{load_manifest, EngineError, RepoKeys};
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use pgark_catalog::{BackupName, BACKUPS_PREFIX};
 use pgark_store::{ObjectStore, PutMode};
@@ -117,6 +118,39 @@ pub fn plan_delete_backup(
     })
 }
 
+/// Default age past which a backup without a manifest is garbage: long
+/// enough that no running backup-push is touched.
+pub const DEFAULT_GARBAGE_AGE: chrono::Duration = chrono::Duration::hours(24);
+
+/// The backups of `inventory` without a manifest that started more than
+/// `min_age` before `now` (by the start time in their name; names without
+/// one are never garbage): interrupted backup-push runs and half-finished
+/// deletes. With their sizes.
+pub fn garbage(
+    inventory: &BackupInventory,
+    now: DateTime<Utc>,
+    min_age: chrono::Duration,
+) -> Vec<(BackupName, u64)> {
+    inventory
+        .incomplete
+        .iter()
+        .filter(|(name, _)| name.started_at().is_some_and(|at| at < now - min_age))
+        .cloned()
+        .collect()
+}
+
+/// Deletes every object of each garbage backup; returns how many objects.
+pub async fn delete_garbage(
+    store: &dyn ObjectStore,
+    garbage: &[(BackupName, u64)],
+) -> Result<usize, EngineError> {
+    let mut n = 0;
+    for (name, _) in garbage {
+        n += delete_prefix(store, &name.prefix()).await?;
+    }
+    Ok(n)
+}
+
 /// What carrying out a plan did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeleteOutcome {
@@ -188,7 +222,7 @@ pub async fn mark_permanent(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{Duration, Utc};
+    use chrono::Duration;
     use pgark_store::{Key, MemoryStore, ObjectStoreExt};
 
     async fn put(store: &MemoryStore, key: &str, data: &'static [u8]) {
@@ -244,6 +278,20 @@ mod tests {
         assert_eq!(store.list(&a_long.prefix()).await.unwrap().len(), 4);
         // Again: nothing left to do, no error.
         assert_eq!(apply_plan(&store, &plan).await.unwrap().objects_deleted, 0);
+    }
+
+    #[test]
+    fn only_old_incomplete_backups_are_garbage() {
+        let now = Utc::now();
+        let old = BackupName::new("000000010000000000000002", now - Duration::hours(25));
+        let recent = BackupName::new("000000010000000000000003", now - Duration::hours(23));
+        let unnamed = BackupName::parse("base_000000010000000000000001_custom").unwrap();
+        let inventory = BackupInventory {
+            backups: vec![],
+            incomplete: vec![(old.clone(), 7), (recent, 8), (unnamed, 9)],
+        };
+        assert_eq!(garbage(&inventory, now, DEFAULT_GARBAGE_AGE), [(old, 7)]);
+        assert_eq!(garbage(&inventory, now, Duration::hours(1)).len(), 2);
     }
 
     #[tokio::test]

@@ -86,32 +86,89 @@ pub async fn run(args: DeleteArgs, settings: &Settings) -> anyhow::Result<()> {
         }
         .into());
     }
-    let garbage_age = match args.garbage_age.or(settings.file.garbage_age.clone()) {
+    let garbage_age = resolve_garbage_age(args.garbage_age, settings)?;
+    let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
+    let what = match name {
+        Some(name) => What::One {
+            name,
+            with_dependents: args.with_dependents,
+        },
+        None => What::Policy { policy, garbage_age },
+    };
+    let done = execute(&*store, &keys, &what, args.confirm).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&done.to_json())?);
+    } else {
+        println!("{}", done.to_text());
+    }
+    Ok(())
+}
+
+/// `--garbage-age`, `PGARK_GARBAGE_AGE` or `garbage_age`, else 24 h.
+pub fn resolve_garbage_age(
+    flag: Option<String>,
+    settings: &Settings,
+) -> Result<chrono::Duration, ConfigError> {
+    match flag.or(settings.file.garbage_age.clone()) {
         Some(a) => crate::config::parse_retain_age(&a).map_err(|message| ConfigError::Invalid {
             name: "garbage-age",
             message,
-        })?,
-        None => pgark_engine::DEFAULT_GARBAGE_AGE,
-    };
-    let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
-    let inventory = pgark_engine::backup_inventory(&*store, &keys).await?;
+        }),
+        None => Ok(pgark_engine::DEFAULT_GARBAGE_AGE),
+    }
+}
+
+/// What a delete applies to.
+pub enum What {
+    Policy {
+        policy: RetentionPolicy,
+        garbage_age: chrono::Duration,
+    },
+    One {
+        name: BackupName,
+        with_dependents: bool,
+    },
+}
+
+/// The plan of a delete, and whether it was carried out.
+pub struct Done {
+    pub plan: RetentionPlan,
+    pub garbage: Vec<(BackupName, u64)>,
+    pub wal: WalPlan,
+    pub confirmed: bool,
+    pub objects_deleted: Option<usize>,
+}
+
+/// Plans and, with `confirm`, carries out a delete: expired backups
+/// (manifests first), then garbage, then WAL. Each step is idempotent, so
+/// after a failure or a kill the same command finishes the job.
+pub async fn execute(
+    store: &dyn pgark_store::ObjectStore,
+    keys: &pgark_engine::RepoKeys,
+    what: &What,
+    confirm: bool,
+) -> anyhow::Result<Done> {
+    let inventory = pgark_engine::backup_inventory(store, keys).await?;
     let now = chrono::Utc::now();
-    let plan = match &name {
-        Some(name) => pgark_engine::plan_delete_backup(&inventory, name, args.with_dependents)?,
-        None => pgark_engine::plan_retention(&inventory.backups, &policy, now),
+    let (plan, garbage) = match what {
+        What::One {
+            name,
+            with_dependents,
+        } => (
+            pgark_engine::plan_delete_backup(&inventory, name, *with_dependents)?,
+            Vec::new(),
+        ),
+        What::Policy { policy, garbage_age } => (
+            pgark_engine::plan_retention(&inventory.backups, policy, now),
+            pgark_engine::garbage(&inventory, now, *garbage_age),
+        ),
     };
-    let garbage = match name {
-        Some(_) => Vec::new(),
-        None => pgark_engine::garbage(&inventory, now, garbage_age),
-    };
-    let outcome = if args.confirm {
-        Some(pgark_engine::apply_plan(&*store, &plan).await?)
+    let objects_deleted = if confirm {
+        let outcome = pgark_engine::apply_plan(store, &plan).await?;
+        Some(outcome.objects_deleted + pgark_engine::delete_garbage(store, &garbage).await?)
     } else {
         None
     };
-    if args.confirm {
-        pgark_engine::delete_garbage(&*store, &garbage).await?;
-    }
     // WAL after backups: a kill in between leaves WAL a rerun removes.
     // Backups with parts but no manifest (running, or interrupted) that
     // are not garbage keep the WAL from their start.
@@ -121,11 +178,22 @@ pub async fn run(args: DeleteArgs, settings: &Settings) -> anyhow::Result<()> {
         .filter(|(n, _)| !garbage.iter().any(|(g, _)| g == n))
         .map(|(n, _)| n.clone())
         .collect();
-    let wal = pgark_engine::plan_wal_deletion(&*store, &keys, &plan, &incomplete).await?;
-    if args.confirm {
-        pgark_engine::apply_wal_plan(&*store, &wal).await?;
-    }
-    if args.json {
+    let wal = pgark_engine::plan_wal_deletion(store, keys, &plan, &incomplete).await?;
+    let objects_deleted = match objects_deleted {
+        Some(n) => Some(n + pgark_engine::apply_wal_plan(store, &wal).await?),
+        None => None,
+    };
+    Ok(Done {
+        plan,
+        garbage,
+        wal,
+        confirmed: confirm,
+        objects_deleted,
+    })
+}
+
+impl Done {
+    pub fn to_json(&self) -> serde_json::Value {
         let backup = |b: &pgark_engine::BackupSummary, reason: String| {
             json!({
                 "name": b.name.as_str(),
@@ -137,75 +205,75 @@ pub async fn run(args: DeleteArgs, settings: &Settings) -> anyhow::Result<()> {
                 "reason": reason,
             })
         };
-        let doc = json!({
-            "deleted": args.confirm,
+        let plan = &self.plan;
+        json!({
+            "deleted": self.confirmed,
             "expired": plan.expired.iter().map(|e| backup(&e.backup, e.reason.to_string())).collect::<Vec<_>>(),
             "kept": plan.kept.iter().map(|k| backup(&k.backup, k.reason.to_string())).collect::<Vec<_>>(),
             "bytes_freed": plan.bytes_freed,
-            "objects_deleted": outcome.as_ref().map(|o| o.objects_deleted),
-            "garbage": garbage.iter().map(|(n, size)| json!({"name": n.as_str(), "size": size})).collect::<Vec<_>>(),
+            "objects_deleted": self.objects_deleted,
+            "garbage": self.garbage.iter().map(|(n, size)| json!({"name": n.as_str(), "size": size})).collect::<Vec<_>>(),
             "wal": {
-                "before_segment": wal.cutoff.map(|s| s.to_string()),
-                "files": wal.keys.len(),
-                "bytes_freed": wal.bytes,
+                "before_segment": self.wal.cutoff.map(|s| s.to_string()),
+                "files": self.wal.keys.len(),
+                "bytes_freed": self.wal.bytes,
             },
-        });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-    } else {
-        print_plan(&plan, &wal, args.confirm);
-        for (n, size) in &garbage {
-            println!(
-                "{} garbage {n} ({size} bytes: parts of a backup that never completed, or half deleted)",
-                if args.confirm { "deleted" } else { "would delete" }
+        })
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = print_plan(&self.plan, &self.wal, self.confirmed);
+        for (n, size) in &self.garbage {
+            out += &format!(
+                "\n{} garbage {n} ({size} bytes: parts of a backup that never completed, or half deleted)",
+                if self.confirmed { "deleted" } else { "would delete" }
             );
         }
+        out
     }
-    Ok(())
 }
 
-fn print_plan(plan: &RetentionPlan, wal: &WalPlan, confirmed: bool) {
+fn print_plan(plan: &RetentionPlan, wal: &WalPlan, confirmed: bool) -> String {
+    let mut lines: Vec<String> = Vec::new();
     let verb = if confirmed { "deleted" } else { "would delete" };
     for e in &plan.expired {
         let why = match &e.reason {
             ExpireReason::Requested => String::new(),
             r => format!(": {r}"),
         };
-        println!(
+        lines.push(format!(
             "{verb} {} (finished {}, {} bytes){why}",
             e.backup.name,
             e.backup.finished_at.format("%Y-%m-%dT%H:%M:%SZ"),
             e.backup.size
-        );
+        ));
     }
-    for k in &plan.kept {
-        if k.reason == KeepReason::NotRequested {
-            continue;
-        }
-        println!(
+    for k in plan.kept.iter().filter(|k| k.reason != KeepReason::NotRequested) {
+        lines.push(format!(
             "keep {} (finished {}): {}",
             k.backup.name,
             k.backup.finished_at.format("%Y-%m-%dT%H:%M:%SZ"),
             k.reason
-        );
+        ));
     }
-    match wal.cutoff {
-        Some(cutoff) => println!(
-            "{} {} WAL file(s), {} bytes, before {cutoff} (the oldest kept non-permanent backup's start)",
-            if confirmed { "deleted" } else { "would delete" },
+    lines.push(match wal.cutoff {
+        Some(cutoff) => format!(
+            "{verb} {} WAL file(s), {} bytes, before {cutoff} (the oldest kept non-permanent backup's start)",
             wal.keys.len(),
             wal.bytes
         ),
-        None => println!("WAL: no non-permanent backup is kept, so no WAL is deleted"),
-    }
+        None => "WAL: no non-permanent backup is kept, so no WAL is deleted".to_owned(),
+    });
     let n = plan.expired.len();
-    if confirmed {
-        println!("{n} backup(s) deleted, {} bytes freed", plan.bytes_freed);
+    lines.push(if confirmed {
+        format!("{n} backup(s) deleted, {} bytes freed", plan.bytes_freed)
     } else if n == 0 {
-        println!("nothing to delete");
+        "nothing to delete".to_owned()
     } else {
-        println!(
+        format!(
             "{n} backup(s) would be deleted, {} bytes freed; nothing was changed (--confirm deletes)",
             plan.bytes_freed
-        );
-    }
+        )
+    });
+    lines.join("\n")
 }

@@ -211,6 +211,13 @@ fn delete_applies_the_policy_from_every_source_and_kept_backups_restore() {
     let (_dir, restored) = restore_and_start(&src, &delta, &[]);
     assert_eq!(restored.psql("select count(*) from t").unwrap(), want);
 
+    // backup-push applies the policy after a successful backup, unless
+    // --no-retain.
+    let newest = push(&src, &["--full", "--retain-count", "1"]);
+    assert_eq!(names(listed(&src)), vec![newest.clone()]);
+    let next = push(&src, &["--delta", "--retain-count", "1", "--no-retain"]);
+    assert_eq!(names(listed(&src)), [newest.clone(), next.clone()]);
+
     // No repository: exit 11, for delete and backup-mark.
     let empty = pgark_testkit::pg::scratch_dir("empty");
     assert_code(&run(empty.path(), &["delete", "--retain-count", "1"]), 11);

@@ -11,7 +11,7 @@ use pgark_engine::{
     DeltaFrom, DeltaOptions, ErrorClass, KeepReason, RepoKeys, RetentionPolicy, RetryPolicy,
 };
 use pgark_pgclient::ConnectOptions;
-use pgark_store::{LocalStore, ObjectStore};
+use pgark_store::{ErrorKind, Key, LocalStore, ObjectMeta, ObjectStore, Operation, PutMode, StoreError};
 use pgark_testkit::pg::{ClusterOptions, PgCluster, PgInstall};
 use std::sync::Arc;
 
@@ -205,4 +205,120 @@ async fn max_age_never_expires_the_newest_full_chain() {
         .iter()
         .any(|(k, _)| k.starts_with(&a.name.prefix()) || k.starts_with(&b.name.prefix())));
     restores(&store, &delta, dir.path()).await;
+}
+
+/// A store on which every delete after the first `allowed` fails, as if
+/// the delete had been killed there.
+#[derive(Debug)]
+struct KilledAfter {
+    inner: Arc<dyn ObjectStore>,
+    allowed: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Display for KilledAfter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for KilledAfter {
+    async fn put(&self, key: &Key, data: bytes::Bytes, mode: PutMode) -> pgark_store::Result<ObjectMeta> {
+        self.inner.put(key, data, mode).await
+    }
+    async fn put_multipart(
+        &self,
+        key: &Key,
+        mode: PutMode,
+    ) -> pgark_store::Result<Box<dyn pgark_store::MultipartUpload>> {
+        self.inner.put_multipart(key, mode).await
+    }
+    async fn get(&self, key: &Key) -> pgark_store::Result<pgark_store::GetResult> {
+        self.inner.get(key).await
+    }
+    async fn head(&self, key: &Key) -> pgark_store::Result<ObjectMeta> {
+        self.inner.head(key).await
+    }
+    async fn list(&self, prefix: &str) -> pgark_store::Result<Vec<ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &Key) -> pgark_store::Result<()> {
+        use std::sync::atomic::Ordering;
+        let left = self.allowed.load(Ordering::SeqCst);
+        if left == 0 {
+            return Err(StoreError::new(
+                ErrorKind::Permanent,
+                Operation::Delete,
+                self,
+                key,
+                "killed",
+            ));
+        }
+        self.allowed.store(left - 1, Ordering::SeqCst);
+        self.inner.delete(key).await
+    }
+}
+
+/// A delete killed after each of its deletes in turn (run again with one
+/// more delete allowed each time): every backup still
+/// listed has all its parts and its parent, and running the delete again
+/// finishes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_killed_anywhere_leaves_only_listed_backups_that_are_whole() {
+    let c = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().join("repo")).unwrap());
+    let a = push(&c, &store, false).await;
+    let b = push(&c, &store, true).await;
+    let c3 = push(&c, &store, true).await;
+    let d = push(&c, &store, false).await;
+    let policy = RetentionPolicy {
+        retain_count: Some(1),
+        retain_max_age: None,
+    };
+    let inventory = backup_inventory(&*store, &RepoKeys::none()).await.unwrap();
+    let plan = plan_retention(&inventory.backups, &policy, Utc::now());
+    assert_eq!(plan.expired.len(), 3);
+    let mut kills = 0;
+    loop {
+        let killed = KilledAfter {
+            inner: store.clone(),
+            // A rerun repeats the deletes already done (idempotent), then
+            // gets one further than the last run.
+            allowed: (kills + 1).into(),
+        };
+        if apply_plan(&killed, &plan).await.is_ok() {
+            break;
+        }
+        kills += 1;
+        let listed = list_backups(&*store, &RepoKeys::none()).await.unwrap();
+        let listed_names: Vec<&BackupName> = listed.iter().map(|m| &m.name).collect();
+        for m in &listed {
+            for p in &m.parts {
+                assert!(
+                    store.head(&m.name.part_key(p.index)).await.is_ok(),
+                    "after kill {kills}: listed {} lacks part {}",
+                    m.name,
+                    p.index
+                );
+            }
+            if let Some(parent) = &m.parent {
+                assert!(
+                    listed_names.contains(&parent),
+                    "after kill {kills}: {} without its parent",
+                    m.name
+                );
+            }
+        }
+        assert!(kills < 1000, "the delete makes no progress");
+    }
+    assert!(kills > 3, "{kills} kills");
+    assert_eq!(names(&*store).await, vec![d.name.clone()]);
+    for gone in [&a.name, &b.name, &c3.name] {
+        assert!(
+            store.list(&gone.prefix()).await.unwrap().is_empty(),
+            "leftovers of {gone}"
+        );
+    }
+    restores(&store, &d, dir.path()).await;
 }

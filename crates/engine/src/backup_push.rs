@@ -290,6 +290,29 @@ pub async fn backup_push(
         directories: copied.dirs,
         files: copied.files,
     };
+    // A delete that ran meanwhile may have removed the parent: a delta
+    // without its parent must not be listed. (A delete between this check
+    // and the manifest's write is not caught: see README, Retention.)
+    if let Some(parent) = &manifest.parent {
+        let still_there = opts
+            .retry
+            .run("check of the parent backup", || async {
+                store
+                    .exists(&parent.manifest_key())
+                    .await
+                    .map_err(EngineError::from)
+            })
+            .await?;
+        if !still_there {
+            return Err(EngineError::NotFound {
+                what: format!(
+                    "parent backup {parent} (deleted while this delta was taken; no backup was written, \
+                     take it again)"
+                ),
+                key: parent.manifest_key().to_string(),
+            });
+        }
+    }
     if opts.permanent {
         opts.retry
             .run("write of the permanent mark", || async {

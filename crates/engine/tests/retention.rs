@@ -322,3 +322,47 @@ async fn a_delete_killed_anywhere_leaves_only_listed_backups_that_are_whole() {
     }
     restores(&store, &d, dir.path()).await;
 }
+
+/// Deletes a backup's manifest (by its file in a local repository) when
+/// the copy starts: a delete running during a delta backup.
+#[derive(Debug)]
+struct DeleteAtStart(std::path::PathBuf);
+
+impl pgark_engine::ProgressSink for DeleteAtStart {
+    fn start(&self, _: u64) {
+        std::fs::remove_file(&self.0).unwrap();
+    }
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
+/// A delta whose parent is deleted while it is taken is not written: it
+/// would be listed and not restore.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delta_whose_parent_is_deleted_meanwhile_is_not_listed() {
+    let c = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(&repo).unwrap());
+    let full = push(&c, &store, false).await;
+    let mut opts = BackupPushOptions::new(c.data_dir().to_path_buf());
+    opts.connect = ConnectOptions {
+        conninfo: Some(c.conninfo()),
+        connect_timeout: None,
+    };
+    opts.archive_timeout = None;
+    opts.delta = Some(DeltaOptions {
+        from: DeltaFrom::Latest,
+        max_steps: 6,
+    });
+    opts.progress = Some(Arc::new(DeleteAtStart(
+        repo.join(full.name.manifest_key().as_str()),
+    )));
+    let err = backup_push(store.clone(), &opts).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::NotFound, "{err}");
+    assert!(
+        err.to_string().contains("deleted while this delta was taken"),
+        "{err}"
+    );
+    assert!(names(&*store).await.is_empty());
+}

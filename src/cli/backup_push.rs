@@ -12,7 +12,9 @@ use std::time::Duration;
 /// copies pg_control last, then waits until the backup's last WAL segment is archived and
 /// writes the manifest that makes the backup exist. Connects like libpq: --pg-conn, or the
 /// PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE environment variables. Prints the new
-/// backup's name on stdout.
+/// backup's name on stdout. With a retention policy (--retain-count, --retain-max-age or
+/// their PGARK_RETAIN_* variables), then deletes what it expires, as `pgark delete --confirm`
+/// does, reporting on stderr (--no-retain skips this).
 #[derive(Debug, Clone, Args)]
 pub struct BackupPushArgs {
     /// Data directory of the cluster [env: PGDATA].

@@ -45,6 +45,9 @@ pub struct FileConfig {
     pub delta_from: Option<String>,
     pub delta_max_steps: Option<u32>,
     pub fail_on_corrupt_pages: Option<bool>,
+    pub retain_count: Option<u32>,
+    pub retain_max_age: Option<String>,
+    pub garbage_age: Option<String>,
     pub encryption_key_file: Option<PathBuf>,
     pub encryption_key_command: Option<String>,
     pub encryption_passphrase_file: Option<PathBuf>,
@@ -107,6 +110,35 @@ pub fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
         return Err(invalid());
     }
     Ok(std::time::Duration::from_secs(secs))
+}
+
+/// Parses a retention age: a whole number and one unit, `s` (seconds),
+/// `min` (minutes), `h` (hours), `d` (days), `w` (weeks), `m` (months of
+/// 30 days) or `y` (years of 365 days): `30d`, `4w`, `6m`, `12h`. Zero
+/// is refused (it would expire every backup the safety rules allow).
+pub fn parse_retain_age(text: &str) -> Result<chrono::Duration, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let invalid = || format!("{text:?} is not an age such as 30d, 4w, 6m (months), 12h, 90min or 1y");
+    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
+    let (number, unit) = t.split_at(split);
+    let n: i64 = number.parse().map_err(|_| invalid())?;
+    let unit_secs: i64 = match unit {
+        "s" => 1,
+        "min" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        "m" => 30 * 86_400,
+        "y" => 365 * 86_400,
+        _ => return Err(invalid()),
+    };
+    if n == 0 {
+        return Err(format!("{text:?}: a maximum age must be more than zero"));
+    }
+    n.checked_mul(unit_secs)
+        .filter(|&secs| secs <= 100 * 365 * 86_400)
+        .map(chrono::Duration::seconds)
+        .ok_or_else(invalid)
 }
 
 impl FileConfig {
@@ -503,6 +535,30 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn retention_ages_parse_with_their_units() {
+        let day = 86_400;
+        for (text, secs) in [
+            ("30d", 30 * day),
+            ("4w", 28 * day),
+            ("6m", 180 * day),
+            ("12h", 43_200),
+            ("90min", 5_400),
+            ("1s", 1),
+            ("1y", 365 * day),
+            (" 2D ", 2 * day),
+        ] {
+            assert_eq!(
+                super::parse_retain_age(text),
+                Ok(chrono::Duration::seconds(secs)),
+                "{text}"
+            );
+        }
+        for text in ["", "30", "d", "0d", "-1d", "1.5d", "3x", "1d2h", "999999999999y"] {
+            assert!(super::parse_retain_age(text).is_err(), "{text}");
+        }
+    }
+
     use super::*;
     use clap::Parser;
 

@@ -12,7 +12,7 @@ use serde_json::json;
 /// everything, backup-list then exits 5.
 ///
 /// Columns: name, status, start and finish time, start LSN and WAL segment, original and stored
-/// size, PostgreSQL version. --json prints the same fields (and with --detail the rest of the
+/// size, PostgreSQL version, whether it is permanent (pgark backup-mark). --json prints the same fields (and with --detail the rest of the
 /// manifest summary) as a JSON array for scripts.
 #[derive(Debug, Clone, Args)]
 pub struct BackupListArgs {
@@ -25,7 +25,7 @@ pub struct BackupListArgs {
     pub detail: bool,
 }
 
-fn summary(m: &BackupManifest, detail: bool) -> serde_json::Value {
+fn summary(m: &BackupManifest, permanent: bool, detail: bool) -> serde_json::Value {
     let mut v = json!({
         "name": m.name.as_str(),
         "status": "ok",
@@ -36,6 +36,7 @@ fn summary(m: &BackupManifest, detail: bool) -> serde_json::Value {
         "original_size": m.original_size,
         "stored_size": m.stored_size,
         "pg_version": m.pg_version_num,
+        "permanent": permanent,
     });
     if detail {
         let extra = json!({
@@ -76,11 +77,12 @@ fn damaged_summary(name: &str, reason: &str) -> serde_json::Value {
 pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()> {
     let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
     let backups = pgark_engine::list_backups_detailed(&*store, &keys).await?;
+    let permanent = pgark_engine::permanent_marks(&*store).await?;
     if args.json {
         let list: Vec<_> = backups
             .iter()
             .map(|b| match b {
-                ListedBackup::Ok(m) => summary(m, args.detail),
+                ListedBackup::Ok(m) => summary(m, permanent.contains(&m.name), args.detail),
                 ListedBackup::Damaged { name, reason, .. } => damaged_summary(name.as_str(), reason),
             })
             .collect();
@@ -88,7 +90,7 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
         return damage_outcome(backups);
     }
     let mut header = format!(
-        "{:<46} {:<7} {:<20} {:<20} {:<12} {:<24} {:>12} {:>12} {:>7}",
+        "{:<46} {:<7} {:<20} {:<20} {:<12} {:<24} {:>12} {:>12} {:>7} {:<9}",
         "name",
         "status",
         "start_time",
@@ -97,7 +99,8 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
         "start_wal_segment",
         "original",
         "stored",
-        "pg"
+        "pg",
+        "permanent"
     );
     if args.detail {
         header += &format!(
@@ -115,7 +118,7 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
             }
         };
         let mut line = format!(
-            "{:<46} {:<7} {:<20} {:<20} {:<12} {:<24} {:>12} {:>12} {:>7}",
+            "{:<46} {:<7} {:<20} {:<20} {:<12} {:<24} {:>12} {:>12} {:>7} {:<9}",
             m.name.as_str(),
             "ok",
             m.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
@@ -124,7 +127,8 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
             m.start_wal_segment,
             m.original_size,
             m.stored_size,
-            m.pg_version_num
+            m.pg_version_num,
+            if permanent.contains(&m.name) { "yes" } else { "no" }
         );
         if args.detail {
             line += &format!(

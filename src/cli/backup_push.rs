@@ -12,7 +12,9 @@ use std::time::Duration;
 /// copies pg_control last, then waits until the backup's last WAL segment is archived and
 /// writes the manifest that makes the backup exist. Connects like libpq: --pg-conn, or the
 /// PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE environment variables. Prints the new
-/// backup's name on stdout.
+/// backup's name on stdout. With a retention policy (--retain-count, --retain-max-age or
+/// their PGARK_RETAIN_* variables), then deletes what it expires, as `pgark delete --confirm`
+/// does, reporting on stderr (--no-retain skips this).
 #[derive(Debug, Clone, Args)]
 pub struct BackupPushArgs {
     /// Data directory of the cluster [env: PGDATA].
@@ -68,6 +70,24 @@ pub struct BackupPushArgs {
     #[arg(long, env = "PGARK_FAIL_ON_CORRUPT_PAGES", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
     pub fail_on_corrupt_pages: Option<bool>,
+    /// Mark the new backup permanent: retention never deletes it (see backup-mark). The
+    /// mark is written before the manifest, so the backup is never listed without it.
+    #[arg(long)]
+    pub permanent: bool,
+    /// After a successful backup, delete what the retention policy expires, as `pgark delete
+    /// --confirm` would (see delete --help) [default: no policy, nothing deleted].
+    #[arg(long, env = "PGARK_RETAIN_COUNT", value_name = "N")]
+    pub retain_count: Option<u32>,
+    /// After a successful backup, delete backups older than this (see delete --help).
+    #[arg(long, env = "PGARK_RETAIN_MAX_AGE", value_name = "AGE")]
+    pub retain_max_age: Option<String>,
+    /// With a retention policy: the age past which backups without a manifest are garbage
+    /// [default: 24h].
+    #[arg(long, env = "PGARK_GARBAGE_AGE", value_name = "AGE")]
+    pub garbage_age: Option<String>,
+    /// Do not apply the retention policy after this backup.
+    #[arg(long)]
+    pub no_retain: bool,
 }
 
 /// Default of --delta-max-steps.
@@ -84,6 +104,8 @@ pub async fn run(args: BackupPushArgs, settings: &Settings) -> anyhow::Result<()
             name: "pgdata",
             message: "no data directory: give it as an argument, --pgdata, PGARK_PGDATA or PGDATA".into(),
         })?;
+    let policy = super::delete::resolve_policy(args.retain_count, args.retain_max_age.as_deref(), settings)?;
+    let garbage_age = super::delete::resolve_garbage_age(args.garbage_age.clone(), settings)?;
     let store = crate::repo::open(settings)?;
     let mut opts = BackupPushOptions::new(pgdata);
     opts.connect = ConnectOptions {
@@ -136,11 +158,19 @@ pub async fn run(args: BackupPushArgs, settings: &Settings) -> anyhow::Result<()
         .fail_on_corrupt_pages
         .or(file.fail_on_corrupt_pages)
         .unwrap_or(false);
+    opts.permanent = args.permanent;
     opts.retry = settings.retry;
     opts.keys = crate::encryption::open_keys(&*store, settings, true).await?;
     opts.progress = Some(crate::progress::for_stderr("backup-push"));
-    let manifest = pgark_engine::backup_push(store, &opts).await?;
+    let manifest = pgark_engine::backup_push(store.clone(), &opts).await?;
     println!("{}", manifest.name);
+    // Retention after success: the backup is complete whatever happens
+    // here; a failure is reported with its own exit code.
+    if !policy.is_empty() && !args.no_retain {
+        let what = super::delete::What::Policy { policy, garbage_age };
+        let done = super::delete::execute(&*store, &opts.keys, &what, true).await?;
+        eprintln!("{}", done.to_text());
+    }
     if fail_on_corrupt {
         if let Some(e) = pgark_engine::EngineError::corrupt_pages(&manifest) {
             return Err(e.into());

@@ -3,7 +3,9 @@
 
 mod backup_fetch;
 mod backup_list;
+mod backup_mark;
 mod backup_push;
+mod delete;
 mod key;
 mod verify;
 mod wal_fetch;
@@ -72,7 +74,8 @@ pub struct GlobalArgs {
     pub retry_attempts: Option<u32>,
 
     /// Time limit of the whole command: 600, 90s, 10m, 2h, 1h30m; 0 for none [default: 10m for
-    /// wal-push, wal-fetch and backup-list; none for backup-push, backup-fetch and key rotate].
+    /// wal-push, wal-fetch, backup-list and backup-mark; none for backup-push, backup-fetch, verify,
+    /// delete and key rotate].
     /// Past it, every repository call fails and the command exits 10, leaving what any failure
     /// leaves (see README).
     #[arg(long, global = true, env = "PGARK_COMMAND_TIMEOUT", value_name = "DURATION")]
@@ -197,6 +200,8 @@ pub enum Command {
     BackupFetch(backup_fetch::BackupFetchArgs),
     BackupList(backup_list::BackupListArgs),
     Verify(verify::VerifyArgs),
+    BackupMark(backup_mark::BackupMarkArgs),
+    Delete(delete::DeleteArgs),
     #[command(subcommand)]
     Key(key::KeyCommand),
 }
@@ -210,6 +215,8 @@ impl Command {
             Command::BackupFetch(_) => "backup-fetch",
             Command::BackupList(_) => "backup-list",
             Command::Verify(_) => "verify",
+            Command::BackupMark(_) => "backup-mark",
+            Command::Delete(_) => "delete",
             Command::Key(key::KeyCommand::Rotate(_)) => "key rotate",
         }
     }
@@ -222,10 +229,14 @@ impl Command {
     /// is).
     pub fn default_timeout(&self) -> Duration {
         match self {
-            Command::WalPush(_) | Command::WalFetch(_) | Command::BackupList(_) => Duration::from_secs(600),
-            Command::BackupPush(_) | Command::BackupFetch(_) | Command::Verify(_) | Command::Key(_) => {
-                Duration::ZERO
+            Command::WalPush(_) | Command::WalFetch(_) | Command::BackupList(_) | Command::BackupMark(_) => {
+                Duration::from_secs(600)
             }
+            Command::BackupPush(_)
+            | Command::BackupFetch(_)
+            | Command::Verify(_)
+            | Command::Delete(_)
+            | Command::Key(_) => Duration::ZERO,
         }
     }
 }
@@ -279,6 +290,8 @@ async fn run_command(
         Command::BackupFetch(args) => backup_fetch::run(args, settings, config).await,
         Command::BackupList(args) => backup_list::run(args, settings).await,
         Command::Verify(args) => verify::run(args, settings).await,
+        Command::BackupMark(args) => backup_mark::run(args, settings).await,
+        Command::Delete(args) => delete::run(args, settings).await,
         Command::Key(key::KeyCommand::Rotate(args)) => key::rotate(args, settings).await,
     };
     result.map_err(|error| {

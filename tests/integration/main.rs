@@ -12,6 +12,7 @@ mod encryption;
 mod gcs;
 mod kills;
 mod restore_safety;
+mod retention;
 mod s3;
 mod verify;
 mod versions;

@@ -5,6 +5,7 @@
 //! backups/<name>/part_0000N.tar    ... the last part holds only global/pg_control
 //! backups/<name>/manifest          the manifest (a pgark object of JSON): written last
 //! backups/<name>/summary           what listing needs (a pgark object of JSON): written after it
+//! backups/<name>/permanent         optional, empty: the backup is never expired
 //! ```
 //! The manifest is the completion marker: a backup without one does not
 //! exist for any command, and its parts are leftovers of an interrupted
@@ -37,6 +38,7 @@ pub fn delta_entry_name(path: &str) -> String {
 }
 const MANIFEST_FILE: &str = "manifest";
 const SUMMARY_FILE: &str = "summary";
+const PERMANENT_FILE: &str = "permanent";
 
 /// A backup's name: `base_<start WAL segment>_<start time>`, e.g.
 /// `base_000000010000000000000002_20261122T031500Z`. Names sort by
@@ -98,6 +100,45 @@ impl BackupName {
         (file == SUMMARY_FILE)
             .then(|| BackupName::parse(name).ok())
             .flatten()
+    }
+
+    /// Every object of the backup has a key starting with this prefix
+    /// (`backups/<name>/`), and no other object does.
+    pub fn prefix(&self) -> String {
+        format!("{BACKUPS_PREFIX}{}/", self.0)
+    }
+
+    /// The start time a name made by [`BackupName::new`] carries; `None`
+    /// for other names.
+    pub fn started_at(&self) -> Option<DateTime<Utc>> {
+        let time = self.0.get(30..)?;
+        chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%SZ")
+            .ok()
+            .map(|t| t.and_utc())
+    }
+
+    /// Key of the permanent mark: an empty object whose presence keeps the
+    /// backup from ever being expired.
+    pub fn permanent_key(&self) -> Key {
+        Key::new(format!("{BACKUPS_PREFIX}{}/{PERMANENT_FILE}", self.0))
+            .expect("backup names form valid keys")
+    }
+
+    /// The backup a key under `backups/` belongs to, and the key's file
+    /// name within it.
+    pub fn from_key(key: &Key) -> Option<(BackupName, &str)> {
+        let rest = key.as_str().strip_prefix(BACKUPS_PREFIX)?;
+        let (name, file) = rest.split_once('/')?;
+        Some((BackupName::parse(name).ok()?, file))
+    }
+
+    /// Whether `file` (as [`BackupName::from_key`] returns it) is the
+    /// manifest, or the permanent mark.
+    pub fn is_manifest_file(file: &str) -> bool {
+        file == MANIFEST_FILE
+    }
+    pub fn is_permanent_file(file: &str) -> bool {
+        file == PERMANENT_FILE
     }
 
     /// Key of data part `index` (1-based).
@@ -452,6 +493,39 @@ impl BackupManifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backup_keys_belong_to_their_backup_only() {
+        let name = BackupName::parse("base_000000010000000000000002_a").unwrap();
+        assert_eq!(name.prefix(), "backups/base_000000010000000000000002_a/");
+        assert_eq!(
+            name.permanent_key().as_str(),
+            "backups/base_000000010000000000000002_a/permanent"
+        );
+        for key in [name.manifest_key(), name.permanent_key(), name.part_key(3)] {
+            assert!(key.as_str().starts_with(&name.prefix()));
+            assert_eq!(BackupName::from_key(&key).map(|(n, _)| n), Some(name.clone()));
+        }
+        assert_eq!(name.started_at(), None);
+        let at = DateTime::parse_from_rfc3339("2026-11-22T03:15:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            BackupName::new("000000010000000000000002", at).started_at(),
+            Some(at)
+        );
+        let mark = name.permanent_key();
+        let (_, file) = BackupName::from_key(&mark).unwrap();
+        assert!(BackupName::is_permanent_file(file) && !BackupName::is_manifest_file(file));
+        for key in [
+            "backups/x/manifest",
+            "backups/base_000000010000000000000002_a",
+            "wal/a/b",
+        ] {
+            let key = Key::new(key).unwrap();
+            assert_eq!(BackupName::from_key(&key), None, "{key}");
+        }
+    }
 
     #[test]
     fn names_parse_and_sort_by_position_then_time() {

@@ -60,6 +60,10 @@ pub struct BackupPushOptions {
     /// Take a delta of a parent backup (falls back to a full backup, saying
     /// why, when no suitable parent exists).
     pub delta: Option<DeltaOptions>,
+    /// Mark the backup permanent (never expired by retention). The mark
+    /// is written before the manifest, so the backup is never listed
+    /// without it.
+    pub permanent: bool,
 }
 
 /// Receives progress of a long copy (a terminal bar, log lines).
@@ -87,6 +91,7 @@ impl BackupPushOptions {
             progress: None,
             keys: crate::RepoKeys::none(),
             delta: None,
+            permanent: false,
         }
     }
 }
@@ -285,6 +290,43 @@ pub async fn backup_push(
         directories: copied.dirs,
         files: copied.files,
     };
+    // A delete that ran meanwhile may have removed the parent: a delta
+    // without its parent must not be listed. (A delete between this check
+    // and the manifest's write is not caught: see README, Retention.)
+    if let Some(parent) = &manifest.parent {
+        let still_there = opts
+            .retry
+            .run("check of the parent backup", || async {
+                store
+                    .exists(&parent.manifest_key())
+                    .await
+                    .map_err(EngineError::from)
+            })
+            .await?;
+        if !still_there {
+            return Err(EngineError::NotFound {
+                what: format!(
+                    "parent backup {parent} (deleted while this delta was taken; no backup was written, \
+                     take it again)"
+                ),
+                key: parent.manifest_key().to_string(),
+            });
+        }
+    }
+    if opts.permanent {
+        opts.retry
+            .run("write of the permanent mark", || async {
+                store
+                    .put(
+                        &manifest.name.permanent_key(),
+                        bytes::Bytes::new(),
+                        PutMode::Overwrite,
+                    )
+                    .await
+                    .map_err(EngineError::from)
+            })
+            .await?;
+    }
     // A retried create-only put that meets its own earlier, completed
     // attempt ("already exists") is checked to be this very manifest.
     opts.retry

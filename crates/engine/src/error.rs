@@ -62,6 +62,11 @@ pub enum EngineError {
     #[error("refusing {path}: {reason}")]
     Rejected { path: PathBuf, reason: String },
 
+    /// A request refused for what the repository holds (deleting a
+    /// backup that kept deltas depend on, or a permanent one).
+    #[error("refusing to {action}: {reason}")]
+    Refused { action: String, reason: String },
+
     #[error("refusing {path}: {source}")]
     WrongCluster {
         path: PathBuf,
@@ -185,7 +190,8 @@ impl EngineError {
             EngineError::NoRepository { .. } => ErrorClass::NoRepository,
             EngineError::InvalidWalFile { .. }
             | EngineError::Rejected { .. }
-            | EngineError::WrongCluster { .. } => ErrorClass::Rejected,
+            | EngineError::WrongCluster { .. }
+            | EngineError::Refused { .. } => ErrorClass::Rejected,
             EngineError::Conflict { .. } | EngineError::ObjectConflict { .. } => ErrorClass::Conflict,
             EngineError::Integrity { .. }
             | EngineError::Catalog { .. }

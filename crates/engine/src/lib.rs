@@ -14,6 +14,7 @@ mod manifest_io;
 mod pipe;
 mod repository;
 mod restore;
+mod retention;
 mod retry;
 mod scan;
 mod timelines;
@@ -25,11 +26,20 @@ pub use backup_push::{backup_push, BackupPushOptions, ProgressSink};
 pub use delta_push::{DeltaFrom, DeltaOptions};
 pub use error::{EngineError, ErrorClass};
 pub use keys::RepoKeys;
-pub use manifest_io::{list_backups, list_backups_detailed, load_manifest, ListedBackup};
+pub use manifest_io::{
+    list_backups, list_backups_detailed, list_backups_marked, load_manifest, permanent_marks, ListedBackup,
+};
 pub use repository::{ensure_repository_meta, load_repository_meta, require_repository};
 pub use restore::{
     backup_fetch, parse_target_time, ArchiveMode, BackupFetchOptions, BackupFetchOutcome, BackupSelector,
     RecoveryOptions, RecoveryTarget,
+};
+pub use retention::{
+    apply_plan, apply_wal_plan, backup_inventory, cutoff_backup, delete_garbage, format_age, garbage,
+    mark_permanent, plan_delete_backup, plan_delete_one, plan_retention, plan_wal_deletion, started_in,
+    wal_file_expires, BackupInventory, BackupSummary, DeleteOutcome, DeleteRefusal, ExpireReason, Expired,
+    KeepReason, Kept, RetentionPlan, RetentionPolicy, WalCutoff, WalPlan, DEFAULT_GARBAGE_AGE,
+    DELETE_CONCURRENCY,
 };
 pub use retry::RetryPolicy;
 pub use timelines::{diverged_timelines, Divergence};

@@ -6,6 +6,7 @@ use futures::StreamExt;
 use pgark_catalog::{BackupManifest, BackupName, BackupSummary, BACKUPS_PREFIX};
 use pgark_codec::{encode_to_vec, encode_to_vec_encrypted, CompressionSpec};
 use pgark_store::{ObjectStore, ObjectStoreExt, PutMode};
+use std::collections::HashSet;
 use std::io::Read;
 
 /// Writes the manifest, create-only: it is the completion marker.
@@ -284,4 +285,25 @@ pub async fn list_backups(
         Some(e) if usable.is_empty() => Err(e),
         _ => Ok(usable),
     }
+}
+
+/// [`list_backups`], and the names of the backups marked permanent.
+pub async fn list_backups_marked(
+    store: &dyn ObjectStore,
+    keys: &RepoKeys,
+) -> Result<(Vec<BackupManifest>, HashSet<BackupName>), EngineError> {
+    let manifests = list_backups(store, keys).await?;
+    Ok((manifests, permanent_marks(store).await?))
+}
+
+/// The backups marked permanent (see `BackupName::permanent_key`).
+pub async fn permanent_marks(store: &dyn ObjectStore) -> Result<HashSet<BackupName>, EngineError> {
+    Ok(store
+        .list(BACKUPS_PREFIX)
+        .await?
+        .iter()
+        .filter_map(|m| BackupName::from_key(&m.key))
+        .filter(|(_, file)| BackupName::is_permanent_file(file))
+        .map(|(n, _)| n)
+        .collect())
 }

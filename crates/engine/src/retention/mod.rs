@@ -1,0 +1,318 @@
+//! Deleting backups: by a retention policy ([`plan_retention`]) or one by
+//! name ([`plan_delete_one`]), and the permanent marks that protect them.
+//!
+//! Planning is a pure function (see [`plan`]); this module reads what it
+//! needs from the repository and carries a plan out so that a delete
+//! killed at any point never leaves a listed backup that does not
+//! restore:
+//! 1. the manifests (completion markers) of the expired backups go first,
+//!    newest first, so every delta loses its manifest before its parent;
+//! 2. then every object under each expired backup's prefix, listed by
+//!    prefix and deleted with bounded parallelism.
+//!
+//! A run killed between the two leaves parts without a manifest: a
+//! half-deleted backup is what an interrupted backup-push leaves, which
+//! no command reads, and which a later delete of the same name (or garbage
+//! collection) removes.
+
+mod plan;
+mod wal;
+
+pub use plan::{
+    format_age, plan_delete_one, plan_retention, BackupSummary, DeleteRefusal, ExpireReason, Expired,
+    KeepReason, Kept, RetentionPlan, RetentionPolicy,
+};
+pub use wal::{cutoff_backup, plan_wal_deletion, started_in, wal_file_expires, WalCutoff, WalPlan};
+
+use crate::{load_manifest, EngineError, RepoKeys};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use pgark_catalog::{BackupName, BACKUPS_PREFIX};
+use pgark_store::{ObjectStore, PutMode};
+use std::collections::BTreeMap;
+
+/// Deletes in flight at once when a backend has no batch delete.
+pub const DELETE_CONCURRENCY: usize = 16;
+
+/// What is stored under `backups/`, grouped by backup.
+#[derive(Debug, Clone, Default)]
+pub struct BackupInventory {
+    /// Completed backups (those with a manifest), in name order.
+    pub backups: Vec<BackupSummary>,
+    /// Names with objects but no manifest: interrupted pushes or
+    /// half-finished deletes, with the bytes they hold.
+    pub incomplete: Vec<(BackupName, u64)>,
+}
+
+/// Lists `backups/` once and reads every manifest.
+pub async fn backup_inventory(
+    store: &dyn ObjectStore,
+    keys: &RepoKeys,
+) -> Result<BackupInventory, EngineError> {
+    #[derive(Default)]
+    struct Seen {
+        manifest: bool,
+        permanent: bool,
+        size: u64,
+    }
+    let mut seen: BTreeMap<BackupName, Seen> = BTreeMap::new();
+    for meta in store.list(BACKUPS_PREFIX).await? {
+        let Some((name, file)) = BackupName::from_key(&meta.key) else {
+            continue;
+        };
+        let entry = seen.entry(name).or_default();
+        entry.size += meta.size;
+        entry.manifest |= BackupName::is_manifest_file(file);
+        entry.permanent |= BackupName::is_permanent_file(file);
+    }
+    let complete: Vec<(&BackupName, &Seen)> = seen.iter().filter(|(_, s)| s.manifest).collect();
+    let backups = futures::stream::iter(complete.into_iter().map(|(name, s)| async move {
+        let m = load_manifest(store, name, keys).await?;
+        BackupSummary::from_manifest(&m, s.size, s.permanent).ok_or_else(|| {
+            EngineError::Internal(format!(
+                "the manifest of {name} names WAL segments that do not parse ({}, {})",
+                m.start_wal_segment, m.stop_wal_segment
+            ))
+        })
+    }))
+    .buffered(8)
+    .try_collect()
+    .await?;
+    let incomplete = seen
+        .iter()
+        .filter(|(_, s)| !s.manifest)
+        .map(|(n, s)| (n.clone(), s.size))
+        .collect();
+    Ok(BackupInventory { backups, incomplete })
+}
+
+/// [`plan_delete_one`] over `inventory`, its refusals as errors:
+/// [`EngineError::NotFound`] for a name that is not a completed backup,
+/// [`EngineError::Refused`] for one that deltas depend on (without
+/// `with_dependents`) or that is permanent.
+pub fn plan_delete_backup(
+    inventory: &BackupInventory,
+    name: &BackupName,
+    with_dependents: bool,
+) -> Result<RetentionPlan, EngineError> {
+    let refused = |reason: String| EngineError::Refused {
+        action: format!("delete backup {name}"),
+        reason,
+    };
+    plan_delete_one(&inventory.backups, name, with_dependents).map_err(|r| match r {
+        DeleteRefusal::NotFound => EngineError::NotFound {
+            what: format!("backup {name}"),
+            key: name.manifest_key().to_string(),
+        },
+        DeleteRefusal::HasDependents(deps) => refused(format!(
+            "delta backup(s) {} depend on it (--with-dependents deletes them too)",
+            deps.iter().map(BackupName::as_str).collect::<Vec<_>>().join(", ")
+        )),
+        DeleteRefusal::Permanent(p) if p == *name => {
+            refused("it is permanent (pgark backup-mark --impermanent first)".into())
+        }
+        DeleteRefusal::Permanent(p) => refused(format!(
+            "its dependent {p} is permanent (pgark backup-mark --impermanent first)"
+        )),
+    })
+}
+
+/// Default age past which a backup without a manifest is garbage: long
+/// enough that no running backup-push is touched.
+pub const DEFAULT_GARBAGE_AGE: chrono::Duration = chrono::Duration::hours(24);
+
+/// The backups of `inventory` without a manifest that started more than
+/// `min_age` before `now` (by the start time in their name; names without
+/// one are never garbage): interrupted backup-push runs and half-finished
+/// deletes. With their sizes.
+pub fn garbage(
+    inventory: &BackupInventory,
+    now: DateTime<Utc>,
+    min_age: chrono::Duration,
+) -> Vec<(BackupName, u64)> {
+    inventory
+        .incomplete
+        .iter()
+        .filter(|(name, _)| name.started_at().is_some_and(|at| at < now - min_age))
+        .cloned()
+        .collect()
+}
+
+/// Deletes every object of each garbage backup; returns how many objects.
+pub async fn delete_garbage(
+    store: &dyn ObjectStore,
+    garbage: &[(BackupName, u64)],
+) -> Result<usize, EngineError> {
+    let mut n = 0;
+    for (name, _) in garbage {
+        n += delete_prefix(store, &name.prefix()).await?;
+    }
+    Ok(n)
+}
+
+/// What carrying out a plan did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteOutcome {
+    pub backups_deleted: usize,
+    pub objects_deleted: usize,
+}
+
+/// Carries out `plan`: removes the expired backups' manifests, newest
+/// first, then every object under their prefixes. Idempotent: running it
+/// again after a failure or a kill finishes the job.
+pub async fn apply_plan(store: &dyn ObjectStore, plan: &RetentionPlan) -> Result<DeleteOutcome, EngineError> {
+    // The order of `expired` puts every delta before its parent.
+    for e in &plan.expired {
+        store.delete(&e.backup.name.manifest_key()).await?;
+    }
+    let mut outcome = DeleteOutcome::default();
+    for e in &plan.expired {
+        outcome.objects_deleted += delete_prefix(store, &e.backup.name.prefix()).await?;
+        outcome.backups_deleted += 1;
+    }
+    Ok(outcome)
+}
+
+/// Deletes every object under `prefix`, [`DELETE_CONCURRENCY`] at a time;
+/// returns how many there were.
+async fn delete_prefix(store: &dyn ObjectStore, prefix: &str) -> Result<usize, EngineError> {
+    let objects = store.list(prefix).await?;
+    let keys: Vec<pgark_store::Key> = objects.into_iter().map(|m| m.key).collect();
+    delete_keys(store, &keys).await?;
+    Ok(keys.len())
+}
+
+/// Deletes `keys`, [`DELETE_CONCURRENCY`] at a time. Idempotent.
+async fn delete_keys(store: &dyn ObjectStore, keys: &[pgark_store::Key]) -> Result<(), EngineError> {
+    futures::stream::iter(keys.iter().map(|k| async move { store.delete(k).await }))
+        .buffer_unordered(DELETE_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// Carries out a [`WalPlan`] (after [`apply_plan`]): deletes the WAL
+/// files it names. Idempotent.
+pub async fn apply_wal_plan(store: &dyn ObjectStore, plan: &WalPlan) -> Result<usize, EngineError> {
+    delete_keys(store, &plan.keys).await?;
+    Ok(plan.keys.len())
+}
+
+/// Marks a completed backup permanent (never expired) or removes the
+/// mark. Idempotent. The mark is its own small object beside the
+/// manifest, so the manifest is never rewritten.
+pub async fn mark_permanent(
+    store: &dyn ObjectStore,
+    keys: &RepoKeys,
+    name: &BackupName,
+    permanent: bool,
+) -> Result<(), EngineError> {
+    // Refuses names that are not completed backups (NotFound).
+    load_manifest(store, name, keys).await?;
+    let key = name.permanent_key();
+    if permanent {
+        store.put(&key, Bytes::new(), PutMode::Overwrite).await?;
+    } else {
+        store.delete(&key).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+    use pgark_store::{Key, MemoryStore, ObjectStoreExt};
+
+    async fn put(store: &MemoryStore, key: &str, data: &'static [u8]) {
+        store
+            .put(
+                &Key::new(key).unwrap(),
+                Bytes::from_static(data),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn applying_a_plan_removes_everything_under_the_expired_prefixes_only() {
+        let store = MemoryStore::new();
+        let a = BackupName::parse("base_000000010000000000000002_a").unwrap();
+        let a_long = BackupName::parse("base_000000010000000000000002_ab").unwrap();
+        for name in [&a, &a_long] {
+            for file in ["part_00001.tar", "part_00002.tar", "manifest", "permanent"] {
+                put(&store, &format!("{}{file}", name.prefix()), b"x").await;
+            }
+        }
+        let summary = |name: &BackupName| BackupSummary {
+            name: name.clone(),
+            parent: None,
+            finished_at: Utc::now(),
+            size: 4,
+            permanent: false,
+            start_wal_segment: "000000010000000000000002".parse().unwrap(),
+            stop_wal_segment: "000000010000000000000002".parse().unwrap(),
+        };
+        let plan = plan_retention(
+            &[summary(&a)],
+            &RetentionPolicy {
+                retain_count: Some(0),
+                retain_max_age: None,
+            },
+            Utc::now() + Duration::days(1),
+        );
+        // The newest full chain is kept: delete it by name instead.
+        assert!(plan.expired.is_empty());
+        let plan = plan_delete_one(&[summary(&a), summary(&a_long)], &a, false).unwrap();
+        let outcome = apply_plan(&store, &plan).await.unwrap();
+        assert_eq!(
+            outcome,
+            DeleteOutcome {
+                backups_deleted: 1,
+                objects_deleted: 3
+            }
+        );
+        assert!(store.list(&a.prefix()).await.unwrap().is_empty());
+        assert_eq!(store.list(&a_long.prefix()).await.unwrap().len(), 4);
+        // Again: nothing left to do, no error.
+        assert_eq!(apply_plan(&store, &plan).await.unwrap().objects_deleted, 0);
+    }
+
+    #[test]
+    fn only_old_incomplete_backups_are_garbage() {
+        let now = Utc::now();
+        let old = BackupName::new("000000010000000000000002", now - Duration::hours(25));
+        let recent = BackupName::new("000000010000000000000003", now - Duration::hours(23));
+        let unnamed = BackupName::parse("base_000000010000000000000001_custom").unwrap();
+        let inventory = BackupInventory {
+            backups: vec![],
+            incomplete: vec![(old.clone(), 7), (recent, 8), (unnamed, 9)],
+        };
+        assert_eq!(garbage(&inventory, now, DEFAULT_GARBAGE_AGE), [(old, 7)]);
+        assert_eq!(garbage(&inventory, now, Duration::hours(1)).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn inventory_groups_objects_and_marks_and_marks_need_a_backup() {
+        let store = MemoryStore::new();
+        let name = BackupName::parse("base_000000010000000000000002_x").unwrap();
+        put(
+            &store,
+            "backups/base_000000010000000000000003_y/part_00001.tar",
+            b"abc",
+        )
+        .await;
+        put(&store, "backups/not-a-backup/part_00001.tar", b"abc").await;
+        let inv = backup_inventory(&store, &RepoKeys::none()).await.unwrap();
+        assert!(inv.backups.is_empty());
+        assert_eq!(inv.incomplete.len(), 1);
+        assert_eq!(inv.incomplete[0].1, 3);
+        let err = mark_permanent(&store, &RepoKeys::none(), &name, true)
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), crate::ErrorClass::NotFound);
+        assert!(!store.exists(&name.permanent_key()).await.unwrap());
+    }
+}

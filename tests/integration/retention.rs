@@ -1,0 +1,225 @@
+//! `pgark delete` and `pgark backup-mark` through the binary, on a cluster
+//! archiving into its repository: settings from flags, environment and
+//! the configuration file, the dry run, refusals and their exit codes,
+//! and a kept delta that restores after its siblings are deleted.
+
+use crate::backup::{archiving_source, restore_and_start, Source};
+use crate::common::{assert_code, files_below, run, stderr};
+
+fn push(src: &Source, extra: &[&str]) -> String {
+    let mut args = vec!["backup-push", src.cluster.data_dir().to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = src.pgark(&args);
+    assert_code(&out, 0);
+    // Names carry the start time to the second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn listed(src: &Source) -> Vec<(String, bool)> {
+    let out = src.pgark(&["backup-list", "--json"]);
+    assert_code(&out, 0);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    list.iter()
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap().to_string(),
+                b["permanent"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The archived complete segments (file names), sorted.
+fn wal_segments(src: &Source) -> Vec<String> {
+    let mut v: Vec<String> = files_below(&src.repo.path().join("wal"))
+        .iter()
+        .filter_map(|f| f.rsplit('/').next())
+        .filter(|n| crate::common::is_segment_name(n))
+        .map(str::to_owned)
+        .collect();
+    v.sort();
+    v
+}
+
+/// A backup's start and stop segments, from backup-list.
+fn wal_range(src: &Source, name: &str) -> (String, String) {
+    let out = src.pgark(&["backup-list", "--json", "--detail"]);
+    assert_code(&out, 0);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let b = list.iter().find(|b| b["name"] == name).expect("listed");
+    (
+        b["start_wal_segment"].as_str().unwrap().to_string(),
+        b["stop_wal_segment"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn delete_applies_the_policy_from_every_source_and_kept_backups_restore() {
+    let src = archiving_source();
+    let c = &src.cluster;
+    let rows = |n: u32| {
+        c.psql(&format!(
+            "insert into t (batch) select 'b{n}' from generate_series(1, 2000)"
+        ))
+        .unwrap();
+    };
+    rows(0);
+    let a = push(&src, &["--permanent"]);
+    rows(1);
+    let b = push(&src, &["--delta"]);
+    rows(2);
+    let full = push(&src, &["--full"]);
+    rows(3);
+    let delta = push(&src, &["--delta"]);
+    rows(4);
+
+    // A was pushed permanent; the listing shows it. Marks come and go.
+    assert_code(&src.pgark(&["backup-mark", &b, "--permanent"]), 0);
+    assert!(listed(&src)[1].1);
+    assert_code(&src.pgark(&["backup-mark", &b, "--impermanent"]), 0);
+    assert_code(&src.pgark(&["backup-mark", &b, "--impermanent"]), 0);
+    assert_code(&src.pgark(&["backup-mark", &b]), 2);
+    let names = |l: Vec<(String, bool)>| l.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!(
+        listed(&src),
+        [
+            (a.clone(), true),
+            (b.clone(), false),
+            (full.clone(), false),
+            (delta.clone(), false)
+        ]
+    );
+    let out = src.pgark(&["backup-mark", "base_000000010000000000000063_x", "--permanent"]);
+    assert_code(&out, 1);
+
+    // No setting: a usage error.
+    assert_code(&src.pgark(&["delete"]), 2);
+    assert_code(&src.pgark(&["delete", "--retain-max-age", "3 days"]), 2);
+
+    // The dry run, by flag, changes nothing and says why each stays.
+    let before = files_below(src.repo.path());
+    let out = src.pgark(&["delete", "--retain-count", "1"]);
+    assert_code(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains(&format!("would delete {b}")), "{text}");
+    assert!(
+        text.contains(&format!("keep {a} (")) && text.contains("permanent"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("keep {full} (")), "{text}");
+    assert!(text.contains("nothing was changed"), "{text}");
+    assert_eq!(files_below(src.repo.path()), before);
+
+    // The same plan from the configuration file, as JSON.
+    let conf = src.repo.path().join("..").join(format!(
+        "retention-{}.toml",
+        src.repo.path().file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&conf, "retain_count = 1\n").unwrap();
+    pgark_testkit::pg::chown_to_pg_user(&conf).unwrap();
+    let out = src.pgark(&["--config", conf.to_str().unwrap(), "delete", "--json"]);
+    assert_code(&out, 0);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expired: Vec<&str> = plan["expired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(expired, [b.as_str()]);
+    assert_eq!(plan["deleted"], false);
+    assert!(plan["bytes_freed"].as_u64().unwrap() > 0);
+    assert_eq!(files_below(src.repo.path()), before);
+    std::fs::remove_file(&conf).unwrap();
+
+    assert!(plan["wal"]["files"].as_u64().unwrap() > 0, "{plan}");
+
+    // Parts without a manifest: an old interrupted push is garbage, a
+    // recent one (maybe running) is not.
+    let old = "base_000000010000000000000001_20200101T000000Z".to_string();
+    let recent = format!(
+        "base_0000000100000000000000FF_{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+    );
+    for n in [&old, &recent] {
+        let dir = src.repo.path().join("backups").join(n);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("part_00001.tar"), b"leftover").unwrap();
+        pgark_testkit::pg::chown_to_pg_user(&dir).unwrap();
+    }
+    let wal_before = wal_segments(&src);
+
+    // From the environment, with --confirm: B goes, nothing under its
+    // prefix is left.
+    let mut cmd = crate::common::pgark_command(&src.bin, c, src.repo.path());
+    cmd.env("PGARK_RETAIN_COUNT", "1").args(["delete", "--confirm"]);
+    let out = pgark_testkit::pg::run_capture(&mut cmd, None, std::time::Duration::from_secs(600)).unwrap();
+    assert_code(&out, 0);
+    assert_eq!(names(listed(&src)), [a.clone(), full.clone(), delta.clone()]);
+    // WAL before the oldest kept non-permanent backup (full) is gone,
+    // except A's own; A's and everything from full on are kept.
+    let wal = wal_segments(&src);
+    let (a_start, a_stop) = wal_range(&src, &a);
+    let (full_start, _) = wal_range(&src, &full);
+    assert!(wal.contains(&a_start) && wal.contains(&a_stop), "{wal:?}");
+    assert!(wal.contains(&full_start), "{wal:?}");
+    for s in &wal {
+        assert!(
+            *s >= full_start || (*s >= a_start && *s <= a_stop),
+            "{s} should have been deleted (cutoff {full_start}, permanent {a_start}..{a_stop})"
+        );
+    }
+    assert!(wal.len() < wal_before.len(), "no WAL deleted: {wal:?}");
+    assert!(!src.repo.path().join("backups").join(&old).exists());
+    assert!(src
+        .repo
+        .path()
+        .join("backups")
+        .join(&recent)
+        .join("part_00001.tar")
+        .is_file());
+    assert!(
+        !files_below(src.repo.path())
+            .iter()
+            .any(|f| f.contains(&format!("{b}/")) || f.ends_with(&b)),
+        "leftovers of {b}"
+    );
+
+    // One backup by name: refused while a delta depends on it or it is
+    // permanent (exit 3); an unknown name exits 1.
+    let out = src.pgark(&["delete", &full, "--confirm"]);
+    assert_code(&out, 3);
+    assert!(stderr(&out).contains(&delta), "{}", stderr(&out));
+    assert_code(&src.pgark(&["delete", &a, "--confirm"]), 3);
+    assert_code(&src.pgark(&["delete", &b, "--confirm"]), 1);
+    // The permanent backup restores with its own WAL.
+    {
+        let (_dir, restored) =
+            restore_and_start(&src, &a, &["--target-immediate", "--target-action", "promote"]);
+        assert_eq!(restored.psql("select count(*) from t").unwrap(), "2000");
+    }
+    assert_code(&src.pgark(&["backup-mark", &a, "--impermanent"]), 0);
+    assert_code(&src.pgark(&["delete", &a, "--confirm"]), 0);
+    assert_eq!(names(listed(&src)), [full.clone(), delta.clone()]);
+    // A's WAL went with it.
+    assert!(wal_segments(&src).iter().all(|s| *s >= full_start));
+
+    // The kept delta restores, with recovery to the end of the archive.
+    crate::common::archive_current_wal(c);
+    let want = c.psql("select count(*) from t").unwrap();
+    let (_dir, restored) = restore_and_start(&src, &delta, &[]);
+    assert_eq!(restored.psql("select count(*) from t").unwrap(), want);
+
+    // backup-push applies the policy after a successful backup, unless
+    // --no-retain.
+    let newest = push(&src, &["--full", "--retain-count", "1"]);
+    assert_eq!(names(listed(&src)), vec![newest.clone()]);
+    let next = push(&src, &["--delta", "--retain-count", "1", "--no-retain"]);
+    assert_eq!(names(listed(&src)), [newest.clone(), next.clone()]);
+
+    // No repository: exit 11, for delete and backup-mark.
+    let empty = pgark_testkit::pg::scratch_dir("empty");
+    assert_code(&run(empty.path(), &["delete", "--retain-count", "1"]), 11);
+    assert_code(&run(empty.path(), &["backup-mark", &full, "--permanent"]), 11);
+}

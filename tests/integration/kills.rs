@@ -42,11 +42,18 @@ fn run_and_kill(cmd: &mut Command, after: Duration) -> bool {
     !child.wait().unwrap().success()
 }
 
-/// wal-push of one real 16 MiB segment, killed `rounds` times at random
-/// points, each time into a fresh repository made by `repo_flags(round)`:
+/// wal-push of one real 16 MiB segment, killed at random points until
+/// `kills_wanted` runs were killed halfway (at most `max_rounds` runs), each
+/// into a fresh repository made by `repo_flags(round)`:
 /// afterwards wal-fetch gives the segment byte for byte or says it is not
 /// there (exit 1), and wal-push run again succeeds and stores it whole.
-fn wal_push_killed(what: &str, rounds: u32, repo_flags: &dyn Fn(u32) -> Vec<String>, env: &[(&str, &str)]) {
+fn wal_push_killed(
+    what: &str,
+    kills_wanted: u32,
+    max_rounds: u32,
+    repo_flags: &dyn Fn(u32) -> Vec<String>,
+    env: &[(&str, &str)],
+) {
     let segment = fixture_files("wal", is_segment_name).remove(0);
     let name = segment.file_name().unwrap().to_str().unwrap().to_string();
     let original = std::fs::read(&segment).unwrap();
@@ -59,16 +66,30 @@ fn wal_push_killed(what: &str, rounds: u32, repo_flags: &dyn Fn(u32) -> Vec<Stri
         cmd.args(repo_flags(round)).args(args);
         cmd
     };
-    // How long one push takes here, to spread the kills over it.
-    let started = Instant::now();
-    let out = command(rounds, &["wal-push", segment.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_code(&out, 0);
-    let whole = started.elapsed().as_millis() as u64 + 20;
+    // How long one push takes here (the quickest of three, into
+    // repositories of their own), to spread the kills over it.
+    let whole = (0..3)
+        .map(|i| {
+            let started = Instant::now();
+            let out = command(max_rounds + i, &["wal-push", segment.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert_code(&out, 0);
+            started.elapsed().as_millis() as u64
+        })
+        .min()
+        .unwrap()
+        + 10;
     let mut rng = seeded_rng();
     let mut kills = 0;
-    for round in 0..rounds {
+    let mut rounds = 0;
+    // Until enough runs were killed halfway (bounded: a run that ends
+    // before its kill counts as a round, not a kill).
+    for round in 0..max_rounds {
+        if kills == kills_wanted {
+            break;
+        }
+        rounds += 1;
         let after = Duration::from_millis(rng() % whole);
         if run_and_kill(
             &mut command(round, &["wal-push", segment.to_str().unwrap()]),
@@ -105,9 +126,9 @@ fn wal_push_killed(what: &str, rounds: u32, repo_flags: &dyn Fn(u32) -> Vec<Stri
         assert!(std::fs::read(&again).unwrap() == original, "{what} round {round}");
     }
     eprintln!("{what}: {kills} of {rounds} runs killed halfway");
-    assert!(
-        kills * 2 >= rounds,
-        "{what}: too few kills landed ({kills} of {rounds})"
+    assert_eq!(
+        kills, kills_wanted,
+        "{what}: too few kills landed in {rounds} rounds"
     );
 }
 
@@ -117,7 +138,8 @@ fn wal_push_killed_at_random_points_into_a_local_repository() {
     let root = root.path().to_path_buf();
     wal_push_killed(
         "local",
-        24,
+        20,
+        60,
         &|round| {
             vec![
                 "--repo".into(),
@@ -137,7 +159,8 @@ fn wal_push_killed_at_random_points_into_s3() {
     let endpoint = moto.endpoint();
     wal_push_killed(
         "s3",
-        12,
+        8,
+        30,
         &|round| {
             vec![
                 "--repo".into(),

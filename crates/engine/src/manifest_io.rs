@@ -116,11 +116,11 @@ pub async fn list_summaries(
         .filter_map(|m| BackupName::from_manifest_key(&m.key))
         .collect();
     let with_summary = &with_summary;
-    let loaded: Vec<Result<Option<BackupSummary>, EngineError>> =
+    let loaded: Vec<Result<Result<BackupSummary, EngineError>, EngineError>> =
         futures::stream::iter(names.into_iter().map(|n| async move {
             if with_summary.contains(&n) {
                 match load_summary(store, &n, keys).await {
-                    Ok(s) => return Ok(Some(s)),
+                    Ok(s) => return Ok(Ok(s)),
                     Err(e) if is_damage(&e) => {
                         tracing::warn!("the summary of backup {n} is unusable ({e}): reading its manifest")
                     }
@@ -128,10 +128,10 @@ pub async fn list_summaries(
                 }
             }
             match load_manifest(store, &n, keys).await {
-                Ok(m) => Ok(Some(BackupSummary::of(&m))),
+                Ok(m) => Ok(Ok(BackupSummary::of(&m))),
                 Err(e) if is_damage(&e) => {
                     tracing::warn!("skipping backup {n}: its manifest is damaged ({e})");
-                    Ok(None)
+                    Ok(Err(e))
                 }
                 Err(e) => Err(e),
             }
@@ -139,12 +139,20 @@ pub async fn list_summaries(
         .buffered(8)
         .collect()
         .await;
-    let mut summaries: Vec<BackupSummary> = loaded
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .flatten()
-        .collect();
+    let mut summaries = Vec::new();
+    let mut first_damage = None;
+    for r in loaded {
+        match r? {
+            Ok(s) => summaries.push(s),
+            Err(e) => {
+                first_damage.get_or_insert(e);
+            }
+        }
+    }
+    // Backups there, all damaged: that is the answer, not "none".
+    if let (true, Some(e)) = (summaries.is_empty(), first_damage) {
+        return Err(e);
+    }
     summaries.sort_by(|a, b| {
         a.finished_at
             .cmp(&b.finished_at)

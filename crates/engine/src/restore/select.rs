@@ -122,8 +122,17 @@ pub(super) async fn select(
             // is read. One that turns out damaged, or not what its summary
             // said, is passed over for the next.
             let mut summaries = list_summaries(store, &opts.keys).await?;
+            let mut damage: Option<EngineError> = None;
             loop {
-                let (chosen, reason) = choose(&summaries, goal)?;
+                let (chosen, reason) = match choose(&summaries, goal) {
+                    Ok(c) => c,
+                    // Every backup that could serve is damaged: that is the
+                    // failure to report (exit 5), not "not found".
+                    Err(e) if e.class() == crate::ErrorClass::NotFound && summaries.is_empty() => {
+                        return Err(damage.unwrap_or(e))
+                    }
+                    Err(e) => return Err(e),
+                };
                 let manifest = match load_manifest(store, &chosen.name, &opts.keys).await {
                     Ok(m) if BackupSummary::of(&m) == chosen => m,
                     Ok(_) => {
@@ -137,6 +146,7 @@ pub(super) async fn select(
                     Err(e) if matches!(e.class(), crate::ErrorClass::Integrity) => {
                         tracing::warn!("skipping backup {}: {e}", chosen.name);
                         summaries.retain(|s| s.name != chosen.name);
+                        damage.get_or_insert(e);
                         continue;
                     }
                     Err(e) => return Err(e),

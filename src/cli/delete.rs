@@ -194,7 +194,7 @@ pub async fn execute(
 
 impl Done {
     pub fn to_json(&self) -> serde_json::Value {
-        let backup = |b: &pgark_engine::BackupSummary, reason: String| {
+        let backup = |b: &pgark_engine::RetentionCandidate, reason: String| {
             json!({
                 "name": b.name.as_str(),
                 "type": if b.parent.is_some() { "delta" } else { "full" },

@@ -19,8 +19,8 @@ mod plan;
 mod wal;
 
 pub use plan::{
-    format_age, plan_delete_one, plan_retention, BackupSummary, DeleteRefusal, ExpireReason, Expired,
-    KeepReason, Kept, RetentionPlan, RetentionPolicy,
+    format_age, plan_delete_one, plan_retention, DeleteRefusal, ExpireReason, Expired, KeepReason, Kept,
+    RetentionCandidate, RetentionPlan, RetentionPolicy,
 };
 pub use wal::{cutoff_backup, plan_wal_deletion, started_in, wal_file_expires, WalCutoff, WalPlan};
 
@@ -39,7 +39,7 @@ pub const DELETE_CONCURRENCY: usize = 16;
 #[derive(Debug, Clone, Default)]
 pub struct BackupInventory {
     /// Completed backups (those with a manifest), in name order.
-    pub backups: Vec<BackupSummary>,
+    pub backups: Vec<RetentionCandidate>,
     /// Names with objects but no manifest: interrupted pushes or
     /// half-finished deletes, with the bytes they hold.
     pub incomplete: Vec<(BackupName, u64)>,
@@ -69,7 +69,7 @@ pub async fn backup_inventory(
     let complete: Vec<(&BackupName, &Seen)> = seen.iter().filter(|(_, s)| s.manifest).collect();
     let backups = futures::stream::iter(complete.into_iter().map(|(name, s)| async move {
         let m = load_manifest(store, name, keys).await?;
-        BackupSummary::from_manifest(&m, s.size, s.permanent).ok_or_else(|| {
+        RetentionCandidate::from_manifest(&m, s.size, s.permanent).ok_or_else(|| {
             EngineError::Internal(format!(
                 "the manifest of {name} names WAL segments that do not parse ({}, {})",
                 m.start_wal_segment, m.stop_wal_segment
@@ -246,7 +246,7 @@ mod tests {
                 put(&store, &format!("{}{file}", name.prefix()), b"x").await;
             }
         }
-        let summary = |name: &BackupName| BackupSummary {
+        let summary = |name: &BackupName| RetentionCandidate {
             name: name.clone(),
             parent: None,
             finished_at: Utc::now(),

@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 
 /// What the planner needs to know about one completed backup.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackupSummary {
+pub struct RetentionCandidate {
     pub name: BackupName,
     /// The backup this one is a delta of; `None` for a full backup.
     pub parent: Option<BackupName>,
@@ -35,10 +35,10 @@ pub struct BackupSummary {
     pub stop_wal_segment: WalSegmentName,
 }
 
-impl BackupSummary {
+impl RetentionCandidate {
     /// `None` when the manifest's WAL segment names do not parse.
-    pub fn from_manifest(m: &BackupManifest, size: u64, permanent: bool) -> Option<BackupSummary> {
-        Some(BackupSummary {
+    pub fn from_manifest(m: &BackupManifest, size: u64, permanent: bool) -> Option<RetentionCandidate> {
+        Some(RetentionCandidate {
             name: m.name.clone(),
             parent: m.parent.clone(),
             finished_at: m.finished_at,
@@ -135,13 +135,13 @@ pub fn format_age(d: Duration) -> String {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kept {
-    pub backup: BackupSummary,
+    pub backup: RetentionCandidate,
     pub reason: KeepReason,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expired {
-    pub backup: BackupSummary,
+    pub backup: RetentionCandidate,
     pub reason: ExpireReason,
 }
 
@@ -157,7 +157,7 @@ pub struct RetentionPlan {
 
 /// Newest first: by finish time, then name (a delta always finishes after
 /// its parent).
-fn newest_first(backups: &[BackupSummary]) -> Vec<BackupSummary> {
+fn newest_first(backups: &[RetentionCandidate]) -> Vec<RetentionCandidate> {
     let mut v = backups.to_vec();
     v.sort_by(|a, b| {
         b.finished_at
@@ -169,7 +169,7 @@ fn newest_first(backups: &[BackupSummary]) -> Vec<BackupSummary> {
 
 /// The newest full backup and every backup whose chain of parents leads
 /// to it.
-fn newest_full_chain(sorted: &[BackupSummary]) -> HashSet<BackupName> {
+fn newest_full_chain(sorted: &[RetentionCandidate]) -> HashSet<BackupName> {
     let Some(full) = sorted.iter().find(|b| b.parent.is_none()) else {
         return HashSet::new();
     };
@@ -198,7 +198,7 @@ fn newest_full_chain(sorted: &[BackupSummary]) -> HashSet<BackupName> {
 
 /// Applies the rules of this module to `backups` (in any order).
 pub fn plan_retention(
-    backups: &[BackupSummary],
+    backups: &[RetentionCandidate],
     policy: &RetentionPolicy,
     now: DateTime<Utc>,
 ) -> RetentionPlan {
@@ -233,7 +233,7 @@ pub fn plan_retention(
 }
 
 /// Rule 4: keeps, transitively, the parent of every kept delta.
-fn keep_parents(sorted: &[BackupSummary], decisions: &mut [Result<KeepReason, ExpireReason>]) {
+fn keep_parents(sorted: &[RetentionCandidate], decisions: &mut [Result<KeepReason, ExpireReason>]) {
     let index: HashMap<&BackupName, usize> = sorted.iter().enumerate().map(|(i, b)| (&b.name, i)).collect();
     // Newest first, a child comes before its parent: one pass suffices
     // when finish times are consistent; loop until stable otherwise.
@@ -257,7 +257,10 @@ fn keep_parents(sorted: &[BackupSummary], decisions: &mut [Result<KeepReason, Ex
     }
 }
 
-fn assemble(sorted: Vec<BackupSummary>, decisions: Vec<Result<KeepReason, ExpireReason>>) -> RetentionPlan {
+fn assemble(
+    sorted: Vec<RetentionCandidate>,
+    decisions: Vec<Result<KeepReason, ExpireReason>>,
+) -> RetentionPlan {
     let mut plan = RetentionPlan::default();
     for (backup, d) in sorted.into_iter().zip(decisions) {
         match d {
@@ -287,7 +290,7 @@ pub enum DeleteRefusal {
 /// (transitively) when `with_dependents`. A permanent backup is never
 /// deleted: its mark must be removed first.
 pub fn plan_delete_one(
-    backups: &[BackupSummary],
+    backups: &[RetentionCandidate],
     name: &BackupName,
     with_dependents: bool,
 ) -> Result<RetentionPlan, DeleteRefusal> {
@@ -345,8 +348,8 @@ mod tests {
 
     /// Backup `i` finished `i` days after the epoch of the test; `parent`
     /// is the index of its parent.
-    fn backup(i: usize, parent: Option<usize>) -> BackupSummary {
-        BackupSummary {
+    fn backup(i: usize, parent: Option<usize>) -> RetentionCandidate {
+        RetentionCandidate {
             name: name(i),
             parent: parent.map(name),
             finished_at: t0() + Duration::days(i as i64),
@@ -540,7 +543,7 @@ mod tests {
     }
 
     /// A random repository: backup i is full or a delta of an earlier one.
-    fn repository() -> impl Strategy<Value = Vec<BackupSummary>> {
+    fn repository() -> impl Strategy<Value = Vec<RetentionCandidate>> {
         prop::collection::vec(
             (any::<bool>(), any::<prop::sample::Index>(), any::<bool>()),
             0..25,

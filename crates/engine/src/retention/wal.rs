@@ -17,7 +17,7 @@
 //! lowers the cutoff to its start segment (from its name), so WAL that a
 //! running backup-push will need is kept.
 
-use super::plan::{BackupSummary, RetentionPlan};
+use super::plan::{RetentionCandidate, RetentionPlan};
 use crate::pipe::decode_object;
 use crate::{EngineError, RepoKeys};
 use pgark_catalog::{parse_wal_key, wal_key, BackupName, WAL_PREFIX};
@@ -46,7 +46,7 @@ pub struct WalPlan {
 }
 
 /// The oldest kept non-permanent backup, if any.
-pub fn cutoff_backup(plan: &RetentionPlan) -> Option<&BackupSummary> {
+pub fn cutoff_backup(plan: &RetentionPlan) -> Option<&RetentionCandidate> {
     plan.kept
         .iter()
         .map(|k| &k.backup)
@@ -185,7 +185,7 @@ mod tests {
             .put(&history, bytes::Bytes::new(), PutMode::Create)
             .await
             .unwrap();
-        let backup = BackupSummary {
+        let backup = RetentionCandidate {
             name: BackupName::parse("base_000000010000000000000006_a").unwrap(),
             parent: None,
             finished_at: chrono::Utc::now(),

@@ -32,6 +32,7 @@ mod chain;
 mod delta;
 mod finish;
 mod guard;
+mod live;
 mod plan;
 mod recovery;
 mod select;

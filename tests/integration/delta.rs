@@ -156,10 +156,9 @@ fn delta_chain_restores_every_backup_exactly() {
         assert!(b.corrupt_pages.is_empty(), "{}: {:?}", b.name, b.corrupt_pages);
     }
     // Deltas store less than the full backup (not much less here: the
-    // load during the first delta and the table scans that set hint bits,
-    // each a full-page image with data checksums, touch a third of the
-    // pages; BENCHMARKS.md has the 1 % case), and unchanged files are
-    // references.
+    // table scans that set hint bits, each a full-page image with data
+    // checksums, touch many pages; BENCHMARKS.md has the 1 % case), and
+    // unchanged files are references.
     for d in &m[1..4] {
         let (stored_pages, pages): (u64, u64) = d
             .files
@@ -177,13 +176,26 @@ fn delta_chain_restores_every_backup_exactly() {
         biggest.sort();
         biggest.reverse();
         biggest.truncate(8);
-        assert!(
-            d.stored_size < m[0].stored_size,
-            "{}: {} vs {}; {stored_pages} of {pages} pages stored, {whole} bytes of whole files: {biggest:?}",
-            d.name,
-            d.stored_size,
-            m[0].stored_size
-        );
+        // The first delta ran under five seconds of load, which lands in it
+        // or, when the backup is quicker than the load, in the second: the
+        // size of these two has no fixed bound (it depends on the machine's
+        // speed); they store fewer pages than the files hold all the same
+        // (the load touches only the pgbench tables).
+        if d.name.as_str() == d1 || d.name.as_str() == d2 {
+            assert!(
+                stored_pages < pages,
+                "{}: {stored_pages} of {pages} pages stored",
+                d.name
+            );
+        } else {
+            assert!(
+                d.stored_size < m[0].stored_size,
+                "{}: {} vs {}; {stored_pages} of {pages} pages stored, {whole} bytes of whole files: {biggest:?}",
+                d.name,
+                d.stored_size,
+                m[0].stored_size
+            );
+        }
         assert!(d
             .files
             .iter()

@@ -267,3 +267,27 @@ pub fn amcheck(cluster: &PgCluster) {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// A small xorshift generator for tests that kill commands at random
+/// points, seeded from the clock; the seed is printed, and setting
+/// PGARK_TEST_SEED repeats a run.
+pub fn seeded_rng() -> impl FnMut() -> u64 {
+    let seed = std::env::var("PGARK_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("PGARK_TEST_SEED={seed}");
+    let mut x = seed;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}

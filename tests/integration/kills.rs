@@ -11,28 +11,6 @@ use pgark_testkit::servers::{moto_or_skip, MOTO_ACCESS_KEY_ID, MOTO_REGION, MOTO
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A small xorshift generator seeded from the clock or PGARK_TEST_SEED.
-fn seeded_rng() -> impl FnMut() -> u64 {
-    let seed = std::env::var("PGARK_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("PGARK_TEST_SEED={seed}");
-    let mut x = seed;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    }
-}
-
 /// Runs `cmd`, kills it with SIGKILL after `after`; whether it was killed
 /// (false: it had ended by itself).
 fn run_and_kill(cmd: &mut Command, after: Duration) -> bool {

@@ -428,29 +428,6 @@ fn a_clone_archiving_into_the_sources_repository_is_reported() {
     );
 }
 
-/// A small xorshift generator seeded from the clock (the seed is printed,
-/// so a failing run can be repeated by setting PGARK_TEST_SEED).
-fn seeded_rng() -> impl FnMut() -> u64 {
-    let seed = std::env::var("PGARK_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("PGARK_TEST_SEED={seed}");
-    let mut x = seed;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    }
-}
-
 /// backup-fetch killed with SIGKILL at random points (ten kills) into the
 /// same directory: after every kill the directory either cannot start (no
 /// pg_control) or is a whole restore (pg_verifybackup passes); a plain

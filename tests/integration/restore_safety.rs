@@ -454,17 +454,24 @@ fn backup_fetch_killed_at_random_points_never_leaves_a_startable_half_restore() 
         "--archive-mode",
         "off",
     ];
-    // How long one whole restore takes here, to spread the kills over it.
-    let probe = dir.path().join("probe");
+    // How long the restore the kills interrupt takes here (a --delta run
+    // over a finished restore whose `base` was taken away, page cache
+    // warm), to spread the kills over it.
+    assert_code(&src.pgark(&args), 0);
+    std::fs::remove_dir_all(dest.join("base")).unwrap();
     let started = std::time::Instant::now();
-    assert_code(&src.backup_fetch(&probe, &name, &[]), 0);
-    let whole = started.elapsed().as_millis() as u64 + 50;
+    assert_code(&src.pgark(&args), 0);
+    let whole = started.elapsed().as_millis() as u64 + 20;
+    std::fs::remove_dir_all(dest.join("base")).unwrap();
     let mut rng = seeded_rng();
     let mut refused_once = false;
     let mut kills = 0;
+    // Set while the directory is as this test left it (a finished restore
+    // with `base` taken away) and no run has removed its pg_control yet.
+    let mut tampered = true;
     // Until ten runs were killed halfway (bounded: a run that finishes
     // before its kill counts as a round, not a kill).
-    for round in 0..30 {
+    for round in 0..40 {
         if kills == 10 {
             break;
         }
@@ -483,7 +490,10 @@ fn backup_fetch_killed_at_random_points_never_leaves_a_startable_half_restore() 
         let control = dest.join("global/pg_control").exists();
         let marker = dest.join("pgark_restore_in_progress").exists();
         eprintln!("round {round}: killed after {after:?} ({status}); pg_control {control}, marker {marker}");
-        if control {
+        if control && tampered && !dest.join("base").exists() {
+            // Still as this test left it: the run was killed before it
+            // removed pg_control, its first change after the marker.
+        } else if control {
             // Startable only when whole.
             let mut cmd = c.install().command("pg_verifybackup");
             cmd.args(["-n", "-i", "pgark_restore_in_progress"]).arg(&dest);
@@ -498,6 +508,9 @@ fn backup_fetch_killed_at_random_points_never_leaves_a_startable_half_restore() 
             // The run finished before the kill: take most of the data away
             // again, so the next run has it to restore.
             std::fs::remove_dir_all(dest.join("base")).unwrap();
+            tampered = true;
+        } else if !control {
+            tampered = false;
         }
         if marker && !refused_once {
             // A plain restore does not take over what a killed one left.
@@ -507,7 +520,7 @@ fn backup_fetch_killed_at_random_points_never_leaves_a_startable_half_restore() 
             refused_once = true;
         }
     }
-    assert_eq!(kills, 10, "ten runs killed halfway in 30 rounds");
+    assert_eq!(kills, 10, "ten runs killed halfway in 40 rounds");
     let out = src.pgark(&args);
     assert_code(&out, 0);
     assert!(!dest.join("pgark_restore_in_progress").exists());

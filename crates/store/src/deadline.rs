@@ -11,7 +11,7 @@
 
 use crate::StoreError;
 use crate::{
-    ErrorKind, GetResult, Key, MultipartUpload, ObjectMeta, ObjectStore, Operation, PutMode, Result,
+    ErrorKind, GetResult, Key, Leftover, MultipartUpload, ObjectMeta, ObjectStore, Operation, PutMode, Result,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -169,6 +169,38 @@ impl ObjectStore for DeadlineStore {
         let inner = &*self.inner;
         self.limit
             .bound(Operation::Delete, inner, key.as_str(), inner.delete(key))
+            .await
+    }
+
+    async fn delete_many(&self, keys: &[Key]) -> Result<()> {
+        let inner = &*self.inner;
+        let target = keys.first().map_or("", Key::as_str);
+        self.limit
+            .bound(Operation::Delete, inner, target, inner.delete_many(keys))
+            .await
+    }
+
+    async fn leftovers(&self, before: std::time::SystemTime) -> Result<Vec<Leftover>> {
+        let inner = &*self.inner;
+        self.limit
+            .bound(
+                Operation::List,
+                inner,
+                "unfinished uploads",
+                inner.leftovers(before),
+            )
+            .await
+    }
+
+    async fn remove_leftover(&self, leftover: &Leftover) -> Result<()> {
+        let inner = &*self.inner;
+        self.limit
+            .bound(
+                Operation::Delete,
+                inner,
+                &leftover.name,
+                inner.remove_leftover(leftover),
+            )
             .await
     }
 }

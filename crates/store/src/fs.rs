@@ -614,6 +614,39 @@ impl ObjectStore for LocalStore {
         })
         .await
     }
+
+    async fn leftovers(&self, before: std::time::SystemTime) -> Result<Vec<crate::Leftover>> {
+        let this = self.clone();
+        self.blocking(Operation::List, &"scratch files", move || {
+            crate::scratch::find(&this.inner.root, TMP_SUFFIX, before).map_err(|e| {
+                let what = format!(
+                    "cannot look for scratch files under {}",
+                    this.inner.root.display()
+                );
+                this.fail(Operation::List, "*.pgark-tmp", FsFail::new(what, e))
+            })
+        })
+        .await
+    }
+
+    async fn remove_leftover(&self, leftover: &crate::Leftover) -> Result<()> {
+        let crate::LeftoverHandle::File(path) = &leftover.handle else {
+            return Ok(());
+        };
+        let this = self.clone();
+        let path = path.clone();
+        let name = leftover.name.clone();
+        self.blocking(Operation::Delete, &leftover.name, move || {
+            crate::scratch::remove(&path).map_err(|e| {
+                this.fail(
+                    Operation::Delete,
+                    &name,
+                    FsFail::new(format!("cannot remove {}", path.display()), e),
+                )
+            })
+        })
+        .await
+    }
 }
 
 /// Streams `size` bytes of `file` in [`READ_CHUNK`] pieces, each read on the

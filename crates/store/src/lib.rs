@@ -35,6 +35,7 @@ mod key;
 mod memory;
 #[cfg(feature = "s3")]
 mod s3;
+mod scratch;
 mod upload;
 
 pub use deadline::{format_duration, DeadlineStore};
@@ -177,6 +178,74 @@ pub trait ObjectStore: Send + Sync + fmt::Debug + fmt::Display + 'static {
     /// Removes `key`. Idempotent: deleting a missing key succeeds. A failure
     /// leaves the object present or absent, never partial.
     async fn delete(&self, key: &Key) -> Result<()>;
+
+    /// Removes every key of `keys`, as few requests as the backend allows
+    /// (S3: `DeleteObjects`, 1000 keys a request); the default sends
+    /// [`DELETE_CONCURRENCY`] single deletes at a time. Idempotent: missing
+    /// keys are not errors. Not atomic: a failure leaves each key present
+    /// or absent, never partial, and the first error is returned.
+    async fn delete_many(&self, keys: &[Key]) -> Result<()> {
+        use futures::{StreamExt, TryStreamExt};
+        // Made up front: a closure in the stream trips the compiler's
+        // higher-ranked lifetime check under async_trait's Send bound.
+        for chunk in keys.chunks(1000) {
+            let deletes: Vec<_> = chunk.iter().map(|k| self.delete(k)).collect();
+            futures::stream::iter(deletes)
+                .buffer_unordered(DELETE_CONCURRENCY)
+                .try_collect::<Vec<()>>()
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// What uploads that never finished left in the store, started before
+    /// `before`: scratch data no key shows and `list` never returns (a
+    /// local repository's `*.pgark-tmp` files, S3's incomplete multipart
+    /// uploads). Backends whose service discards such data itself (GCS
+    /// resumable sessions and Azure uncommitted blocks, after a week)
+    /// return none. Read-only.
+    async fn leftovers(&self, before: std::time::SystemTime) -> Result<Vec<Leftover>> {
+        let _ = before;
+        Ok(Vec::new())
+    }
+
+    /// Removes one leftover found by [`ObjectStore::leftovers`].
+    /// Idempotent: one already gone is not an error.
+    async fn remove_leftover(&self, leftover: &Leftover) -> Result<()> {
+        let _ = leftover;
+        Ok(())
+    }
+}
+
+/// Single deletes in flight at once in [`ObjectStore::delete_many`]'s
+/// default implementation.
+pub const DELETE_CONCURRENCY: usize = 16;
+
+/// Scratch data of an upload that never finished (see
+/// [`ObjectStore::leftovers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    /// What it is, for people: the file's path, or the object name and
+    /// upload id of an S3 multipart upload.
+    pub name: String,
+    /// When the upload started (S3) or the file was last written.
+    pub since: std::time::SystemTime,
+    /// Bytes it holds, when known without further requests.
+    pub size: Option<u64>,
+    /// The key the upload was for, when the backend tells it (S3).
+    pub key: Option<Key>,
+    /// What the backend needs to remove it.
+    pub(crate) handle: LeftoverHandle,
+}
+
+/// How a backend finds a [`Leftover`] again to remove it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LeftoverHandle {
+    /// A scratch file of a local repository.
+    File(std::path::PathBuf),
+    /// An incomplete S3 multipart upload: object name and upload id.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    Multipart { object: String, upload_id: String },
 }
 
 /// An upload in progress, created by [`ObjectStore::put_multipart`].

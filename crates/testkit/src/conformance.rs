@@ -64,6 +64,7 @@ pub async fn run_all(store: Arc<dyn ObjectStore>, prefix: &str) {
     check_list_many(s, &sub("list-many")).await;
     check_not_found(s, &sub("not-found")).await;
     check_delete(s, &sub("delete")).await;
+    check_delete_many(s, &sub("delete-many")).await;
     check_key_characters(s, &sub("key-chars")).await;
 
     clear(s, &base).await;
@@ -749,6 +750,38 @@ pub async fn check_delete(store: &dyn ObjectStore, prefix: &str) {
             "after deleting everything list({prefix:?}) gave {listed:?}"
         ));
     }
+}
+
+/// `delete_many` of more keys than one S3 batch holds (1000), some of
+/// them missing and some named twice, removes exactly those keys.
+pub async fn check_delete_many(store: &dyn ObjectStore, prefix: &str) {
+    let ck = Check::new("delete many", store);
+    let keep = ck.key(format!("{prefix}keep"));
+    ck.put(&keep, Bytes::from_static(b"kept"), PutMode::Overwrite)
+        .await;
+    let keys: Vec<Key> = (0..1203).map(|i| ck.key(format!("{prefix}d/{i:05}"))).collect();
+    let ck = &ck;
+    futures::stream::iter(keys.iter().step_by(2).map(|k| async move {
+        ck.put(k, Bytes::from(k.to_string()), PutMode::Overwrite).await;
+    }))
+    .buffer_unordered(16)
+    .collect::<Vec<()>>()
+    .await;
+    // Every other key was never written; one is named twice.
+    let mut asked = keys.clone();
+    asked.push(keys[0].clone());
+    ck.ok(store.delete_many(&asked).await, "delete_many");
+    let listed = ck.list(prefix).await;
+    if listed != [(keep.to_string(), 4)] {
+        ck.fail(format!(
+            "after delete_many, list({prefix:?}) gave {} objects: {:?}",
+            listed.len(),
+            listed.iter().take(5).collect::<Vec<_>>()
+        ));
+    }
+    ck.ok(store.delete_many(&asked).await, "second delete_many");
+    ck.ok(store.delete_many(&[]).await, "delete_many of nothing");
+    ck.ok(store.delete(&keep).await, "delete");
 }
 
 /// Every printable ASCII character a [`Key`] allows round-trips through put,

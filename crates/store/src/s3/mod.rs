@@ -32,7 +32,9 @@
 //!   keeps the uploaded parts (invisible, but billed) until a bucket
 //!   lifecycle rule `AbortIncompleteMultipartUpload` removes them.
 //! - **Deletes** are idempotent (S3's `DeleteObject` of a missing key
-//!   succeeds).
+//!   succeeds); many keys go 1000 to a `DeleteObjects` request (see
+//!   `cleanup`), and the garbage collector finds and aborts multipart
+//!   uploads a killed process left.
 //! - **Reads** stream the response body; a body that ends before its
 //!   `Content-Length` is an error, never a short object.
 //!
@@ -59,6 +61,8 @@
 //! with jitter, at most [`S3Options::max_attempts`] attempts per request);
 //! what is still failing after that is reported as transient so that callers
 //! may retry the whole operation.
+
+mod cleanup;
 
 use crate::{
     ErrorKind, GetResult, Key, MultipartUpload, ObjectMeta, ObjectStore, Operation, PutMode, Result,
@@ -746,6 +750,18 @@ impl ObjectStore for S3Store {
                 }
             }
         }
+    }
+
+    async fn delete_many(&self, keys: &[Key]) -> Result<()> {
+        self.delete_batches(keys).await
+    }
+
+    async fn leftovers(&self, before: std::time::SystemTime) -> Result<Vec<crate::Leftover>> {
+        self.multipart_leftovers(before).await
+    }
+
+    async fn remove_leftover(&self, leftover: &crate::Leftover) -> Result<()> {
+        self.abort_leftover(leftover).await
     }
 }
 

@@ -134,6 +134,8 @@ pub enum What {
 pub struct Done {
     pub plan: RetentionPlan,
     pub garbage: Vec<(BackupName, u64)>,
+    /// Scratch data of interrupted uploads older than the garbage age.
+    pub unfinished: Vec<pgark_store::Leftover>,
     pub wal: WalPlan,
     pub confirmed: bool,
     pub objects_deleted: Option<usize>,
@@ -150,22 +152,26 @@ pub async fn execute(
 ) -> anyhow::Result<Done> {
     let inventory = pgark_engine::backup_inventory(store, keys).await?;
     let now = chrono::Utc::now();
-    let (plan, garbage) = match what {
+    let (plan, garbage, unfinished) = match what {
         What::One {
             name,
             with_dependents,
         } => (
             pgark_engine::plan_delete_backup(&inventory, name, *with_dependents)?,
             Vec::new(),
+            Vec::new(),
         ),
         What::Policy { policy, garbage_age } => (
             pgark_engine::plan_retention(&inventory.backups, policy, now),
             pgark_engine::garbage(&inventory, now, *garbage_age),
+            pgark_engine::unfinished_uploads(store, now - *garbage_age).await?,
         ),
     };
     let objects_deleted = if confirm {
         let outcome = pgark_engine::apply_plan(store, &plan).await?;
-        Some(outcome.objects_deleted + pgark_engine::delete_garbage(store, &garbage).await?)
+        let garbage_objects = pgark_engine::delete_garbage(store, &garbage).await?;
+        pgark_engine::remove_unfinished_uploads(store, &unfinished).await?;
+        Some(outcome.objects_deleted + garbage_objects)
     } else {
         None
     };
@@ -186,6 +192,7 @@ pub async fn execute(
     Ok(Done {
         plan,
         garbage,
+        unfinished,
         wal,
         confirmed: confirm,
         objects_deleted,
@@ -213,6 +220,11 @@ impl Done {
             "bytes_freed": plan.bytes_freed,
             "objects_deleted": self.objects_deleted,
             "garbage": self.garbage.iter().map(|(n, size)| json!({"name": n.as_str(), "size": size})).collect::<Vec<_>>(),
+            "unfinished_uploads": self.unfinished.iter().map(|l| json!({
+                "name": l.name,
+                "since": chrono::DateTime::<chrono::Utc>::from(l.since).to_rfc3339(),
+                "size": l.size,
+            })).collect::<Vec<_>>(),
             "wal": {
                 "before_segment": self.wal.cutoff.map(|s| s.to_string()),
                 "files": self.wal.keys.len(),
@@ -227,6 +239,15 @@ impl Done {
             out += &format!(
                 "\n{} garbage {n} ({size} bytes: parts of a backup that never completed, or half deleted)",
                 if self.confirmed { "deleted" } else { "would delete" }
+            );
+        }
+        for l in &self.unfinished {
+            out += &format!(
+                "\n{} unfinished upload {} (started {}{}: left by an interrupted push)",
+                if self.confirmed { "removed" } else { "would remove" },
+                l.name,
+                chrono::DateTime::<chrono::Utc>::from(l.since).format("%Y-%m-%dT%H:%M:%SZ"),
+                l.size.map(|s| format!(", {s} bytes")).unwrap_or_default()
             );
         }
         out

@@ -510,3 +510,39 @@ fn wal_fetch_and_backup_list_refuse_a_missing_or_empty_repository_on_azure() {
     assert_code(&out, 0);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
 }
+
+/// Issue 13 on Azure (Azurite): see `retention::retention_on_a_store`.
+#[test]
+fn retention_deletes_the_right_objects_on_azure() {
+    let Some(server) = azurite_or_skip("Azure retention") else {
+        return;
+    };
+    let src = AzureSource::start(server, "pg/ret");
+    let pgark = |args: &[&str]| src.pgark(args);
+    let objects = || {
+        let mut names = Vec::new();
+        let mut marker = String::new();
+        loop {
+            let path = format!(
+                "/{AZURITE_ACCOUNT}/backups?restype=container&comp=list&prefix=pg/ret/&maxresults=5000{marker}"
+            );
+            let (status, body) = src.server.request("GET", &path, b"").unwrap();
+            assert_eq!(status, 200, "{body}");
+            for name in crate::retention::values_of(&body, "Name") {
+                names.push(name.strip_prefix("pg/ret/").unwrap().to_string());
+            }
+            match crate::retention::values_of(&body, "NextMarker").first() {
+                Some(m) if !m.is_empty() => marker = format!("&marker={m}"),
+                _ => break,
+            }
+        }
+        names
+    };
+    let env = format!("env AZURE_STORAGE_ACCESS_KEY={} ", shell_quote(AZURITE_KEY));
+    crate::retention::retention_on_a_store(&crate::retention::RemoteRepo {
+        cluster: &src.cluster,
+        pgark: &pgark,
+        objects: &objects,
+        restore_env: &env,
+    });
+}

@@ -469,3 +469,38 @@ fn wal_fetch_and_backup_list_refuse_a_missing_or_empty_repository_on_gcs() {
     assert_code(&out, 0);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
 }
+
+/// Issue 13 on GCS (fake-gcs-server): see `retention::retention_on_a_store`.
+#[test]
+fn retention_deletes_the_right_objects_on_gcs() {
+    let Some(server) = fake_gcs_or_skip("GCS retention") else {
+        return;
+    };
+    let src = GcsSource::start(server, "pg/ret");
+    let pgark = |args: &[&str]| src.pgark(args);
+    let objects = || {
+        let mut names = Vec::new();
+        let mut token = String::new();
+        loop {
+            let path = format!("/storage/v1/b/backups/o?prefix=pg/ret/&maxResults=1000{token}");
+            let (status, body) = src.server.request("GET", &path, b"").unwrap();
+            assert_eq!(status, 200, "{body}");
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+            for item in json["items"].as_array().into_iter().flatten() {
+                let name = item["name"].as_str().unwrap();
+                names.push(name.strip_prefix("pg/ret/").unwrap().to_string());
+            }
+            match json["nextPageToken"].as_str() {
+                Some(t) if !t.is_empty() => token = format!("&pageToken={t}"),
+                _ => break,
+            }
+        }
+        names
+    };
+    crate::retention::retention_on_a_store(&crate::retention::RemoteRepo {
+        cluster: &src.cluster,
+        pgark: &pgark,
+        objects: &objects,
+        restore_env: "",
+    });
+}

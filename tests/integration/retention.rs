@@ -148,6 +148,26 @@ fn delete_applies_the_policy_from_every_source_and_kept_backups_restore() {
         std::fs::write(dir.join("part_00001.tar"), b"leftover").unwrap();
         pgark_testkit::pg::chown_to_pg_user(&dir).unwrap();
     }
+    // Scratch files of interrupted puts: an old one is garbage, a young
+    // one (a put maybe still writing it) is not.
+    let scratch_old = src
+        .repo
+        .path()
+        .join("wal/000000010000000000000001.1f2e3d4c.pgark-tmp");
+    let scratch_young = src
+        .repo
+        .path()
+        .join("backups/000000010000000000000002.5a6b7c8d.pgark-tmp");
+    for f in [&scratch_old, &scratch_young] {
+        std::fs::write(f, b"half an object").unwrap();
+        pgark_testkit::pg::chown_to_pg_user(f).unwrap();
+    }
+    std::fs::File::options()
+        .write(true)
+        .open(&scratch_old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(48 * 3600))
+        .unwrap();
     let wal_before = wal_segments(&src);
 
     // From the environment, with --confirm: B goes, nothing under its
@@ -172,6 +192,9 @@ fn delete_applies_the_policy_from_every_source_and_kept_backups_restore() {
     }
     assert!(wal.len() < wal_before.len(), "no WAL deleted: {wal:?}");
     assert!(!src.repo.path().join("backups").join(&old).exists());
+    assert!(!scratch_old.exists(), "old scratch file kept");
+    assert!(scratch_young.exists(), "young scratch file removed");
+    std::fs::remove_file(&scratch_young).unwrap();
     assert!(src
         .repo
         .path()
@@ -222,4 +245,169 @@ fn delete_applies_the_policy_from_every_source_and_kept_backups_restore() {
     let empty = pgark_testkit::pg::scratch_dir("empty");
     assert_code(&run(empty.path(), &["delete", "--retain-count", "1"]), 11);
     assert_code(&run(empty.path(), &["backup-mark", &full, "--permanent"]), 11);
+}
+
+/// A repository on an object store (emulator) under test, for
+/// [`retention_on_a_store`].
+pub(crate) struct RemoteRepo<'a> {
+    pub cluster: &'a pgark_testkit::pg::PgCluster,
+    /// pgark with the repository's settings and credentials.
+    pub pgark: &'a dyn Fn(&[&str]) -> std::process::Output,
+    /// Every object name under the repository's prefix, relative to it,
+    /// as the store itself lists them (not as pgark does).
+    pub objects: &'a dyn Fn() -> Vec<String>,
+    /// Prepended to the restore_command pgark writes: the credentials a
+    /// restored server's environment would hold.
+    pub restore_env: &'a str,
+}
+
+/// Issue 13 on an object store: full and delta backups with WAL between
+/// them and a permanent old backup; `delete --retain-count 2 --confirm`
+/// leaves exactly the right backups and WAL (read from the store's own
+/// listing), nothing under the deleted backups' keys, and the kept
+/// backups restore: the newest delta to the end of WAL, the permanent one
+/// with --target-immediate.
+pub(crate) fn retention_on_a_store(r: &RemoteRepo) {
+    let c = r.cluster;
+    let push = |extra: &[&str]| {
+        let mut args = vec!["backup-push", c.data_dir().to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = (r.pgark)(&args);
+        assert_code(&out, 0);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let rows = |n: u32| {
+        c.psql(&format!(
+            "insert into t (batch) select 'b{n}' from generate_series(1, 1000)"
+        ))
+        .unwrap();
+    };
+    rows(0);
+    let a = push(&["--permanent"]);
+    let at_a = c.psql("select count(*) from t").unwrap();
+    rows(1);
+    let b = push(&["--full"]);
+    rows(2);
+    let b2 = push(&["--delta"]);
+    rows(3);
+    let d = push(&["--full"]);
+    rows(4);
+    let e = push(&["--delta"]);
+    rows(5);
+    crate::common::archive_current_wal(c);
+
+    let detail = |name: &str| {
+        let out = (r.pgark)(&["backup-list", "--json", "--detail"]);
+        assert_code(&out, 0);
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let b = list.iter().find(|b| b["name"] == name).expect("listed").clone();
+        (
+            b["start_wal_segment"].as_str().unwrap().to_string(),
+            b["stop_wal_segment"].as_str().unwrap().to_string(),
+        )
+    };
+    let (a_start, a_stop) = detail(&a);
+    let (d_start, _) = detail(&d);
+    let segments = || -> Vec<String> {
+        (r.objects)()
+            .iter()
+            .filter(|k| k.starts_with("wal/"))
+            .filter_map(|k| k.rsplit('/').next())
+            .filter_map(|n| n.split('.').next())
+            .filter(|n| crate::common::is_segment_name(n))
+            .map(str::to_owned)
+            .collect()
+    };
+    let wal_before = segments();
+
+    let out = (r.pgark)(&["delete", "--retain-count", "2", "--confirm", "--json"]);
+    assert_code(&out, 0);
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expired: Vec<&str> = done["expired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(expired, [b2.as_str(), b.as_str()], "{done}");
+
+    // The store holds nothing of B and B2, every object of A, D and E.
+    let objects = (r.objects)();
+    for gone in [&b, &b2] {
+        let prefix = format!("backups/{gone}/");
+        assert!(
+            !objects.iter().any(|k| k.starts_with(&prefix)),
+            "objects of {gone} left: {objects:?}"
+        );
+    }
+    for kept in [&a, &d, &e] {
+        let manifest = format!("backups/{kept}/manifest");
+        assert!(objects.contains(&manifest), "{manifest} missing: {objects:?}");
+    }
+    let listed: Vec<String> = {
+        let out = (r.pgark)(&["backup-list", "--json"]);
+        assert_code(&out, 0);
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        list.iter()
+            .map(|b| b["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(listed, [a.clone(), d.clone(), e.clone()]);
+    // WAL: what is left is D's and later, and A's own.
+    let wal = segments();
+    assert!(wal.len() < wal_before.len(), "no WAL deleted");
+    for s in &wal {
+        assert!(
+            *s >= d_start || (*s >= a_start && *s <= a_stop),
+            "{s} should have been deleted (cutoff {d_start}, permanent {a_start}..{a_stop})"
+        );
+    }
+    for s in wal_before
+        .iter()
+        .filter(|s| **s >= d_start || (**s >= a_start && **s <= a_stop))
+    {
+        assert!(wal.contains(s), "{s} was deleted but is needed");
+    }
+
+    // The kept backups restore.
+    let restore = |name: &str, flags: &[&str]| {
+        let dir = pgark_testkit::pg::scratch_dir("retention-restore");
+        let dest = dir.path().join("data");
+        let mut args = vec!["backup-fetch", dest.to_str().unwrap(), name];
+        args.extend_from_slice(flags);
+        assert_code(&(r.pgark)(&args), 0);
+        let command = crate::s3::written_restore_command(&dest);
+        crate::s3::rewrite_restore_command(&dest, &format!("{}{command}", r.restore_env));
+        let restored = crate::common::start_restored(c.install(), &dest);
+        (dir, restored)
+    };
+    let want = crate::s3::checksum(c);
+    {
+        let (_dir, restored) = restore(&e, &[]);
+        assert_eq!(crate::s3::checksum(&restored), want);
+        restored.stop().unwrap();
+    }
+    let (_dir, restored) = restore(&a, &["--target-immediate", "--target-action", "promote"]);
+    assert_eq!(restored.psql("select count(*) from t").unwrap(), at_a);
+    restored.stop().unwrap();
+}
+
+/// The texts of every `<tag>...</tag>` (or JSON `"tag": "..."`) in `body`,
+/// for the emulators' listings.
+pub(crate) fn values_of(body: &str, tag: &str) -> Vec<String> {
+    let (open, close) = if body.trim_start().starts_with('{') {
+        (format!("\"{tag}\": \""), "\"".to_string())
+    } else {
+        (format!("<{tag}>"), format!("</{tag}>"))
+    };
+    let mut out = Vec::new();
+    let mut rest = body;
+    while let Some(i) = rest.find(&open) {
+        rest = &rest[i + open.len()..];
+        let Some(j) = rest.find(&close) else { break };
+        out.push(rest[..j].to_string());
+        rest = &rest[j + close.len()..];
+    }
+    out
 }

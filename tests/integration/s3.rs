@@ -583,3 +583,35 @@ fn wal_fetch_and_backup_list_refuse_a_missing_or_empty_repository_on_s3() {
     assert_code(&out, 0);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
 }
+
+/// Issue 13 on S3 (moto): see `retention::retention_on_a_store`.
+#[test]
+fn retention_deletes_the_right_objects_on_s3() {
+    let Some(moto) = moto_or_skip("S3 retention") else {
+        return;
+    };
+    let src = S3Source::start(moto, "pg/ret");
+    let pgark = |args: &[&str]| src.pgark(args);
+    let objects = || {
+        let (status, body) = src
+            .moto
+            .request("GET", "/backups?list-type=2&prefix=pg/ret/&max-keys=100000", b"")
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(!body.contains("<IsTruncated>true"), "listing truncated");
+        crate::retention::values_of(&body, "Key")
+            .into_iter()
+            .map(|k| k.strip_prefix("pg/ret/").unwrap().to_string())
+            .collect()
+    };
+    let env = format!(
+        "env AWS_ACCESS_KEY_ID={MOTO_ACCESS_KEY_ID} AWS_SECRET_ACCESS_KEY={MOTO_SECRET_ACCESS_KEY} \
+         AWS_EC2_METADATA_DISABLED=true "
+    );
+    crate::retention::retention_on_a_store(&crate::retention::RemoteRepo {
+        cluster: &src.cluster,
+        pgark: &pgark,
+        objects: &objects,
+        restore_env: &env,
+    });
+}

@@ -36,10 +36,10 @@ pub use restore::{
 };
 pub use retention::{
     apply_plan, apply_wal_plan, backup_inventory, cutoff_backup, delete_garbage, format_age, garbage,
-    mark_permanent, plan_delete_backup, plan_delete_one, plan_retention, plan_wal_deletion, started_in,
-    wal_file_expires, BackupInventory, DeleteOutcome, DeleteRefusal, ExpireReason, Expired, KeepReason, Kept,
-    RetentionCandidate, RetentionPlan, RetentionPolicy, WalCutoff, WalPlan, DEFAULT_GARBAGE_AGE,
-    DELETE_CONCURRENCY,
+    mark_permanent, plan_delete_backup, plan_delete_one, plan_retention, plan_wal_deletion,
+    remove_unfinished_uploads, started_in, unfinished_uploads, wal_file_expires, BackupInventory,
+    DeleteOutcome, DeleteRefusal, ExpireReason, Expired, KeepReason, Kept, RetentionCandidate, RetentionPlan,
+    RetentionPolicy, WalCutoff, WalPlan, DEFAULT_GARBAGE_AGE, DELETE_CONCURRENCY,
 };
 pub use retry::RetryPolicy;
 pub use timelines::{diverged_timelines, Divergence};

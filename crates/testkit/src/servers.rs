@@ -287,8 +287,26 @@ pub fn http_request(
         .nth(1)
         .and_then(|s| s.parse::<u16>().ok())
         .ok_or_else(|| format!("{addr} sent no HTTP response: {text:?}"))?;
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
     Ok((status, body))
+}
+
+/// The payload of a body in HTTP/1.1 chunked transfer encoding.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].strip_prefix("\r\n").unwrap_or(&rest[size..]);
+    }
+    out
 }
 
 /// Why [`Spawned::start_on`] failed: the program exited (perhaps its port

@@ -8,7 +8,9 @@
 //! 1. the manifests (completion markers) of the expired backups go first,
 //!    newest first, so every delta loses its manifest before its parent;
 //! 2. then every object under each expired backup's prefix, listed by
-//!    prefix and deleted with bounded parallelism.
+//!    prefix and deleted in batches ([`ObjectStore::delete_many`]: S3's
+//!    `DeleteObjects`, 1000 keys a request; bounded parallel deletes
+//!    elsewhere).
 //!
 //! A run killed between the two leaves parts without a manifest: a
 //! half-deleted backup is what an interrupted backup-push leaves, which
@@ -29,11 +31,10 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use pgark_catalog::{BackupName, BACKUPS_PREFIX};
-use pgark_store::{ObjectStore, PutMode};
+use pgark_store::{Leftover, ObjectStore, PutMode};
 use std::collections::BTreeMap;
 
-/// Deletes in flight at once when a backend has no batch delete.
-pub const DELETE_CONCURRENCY: usize = 16;
+pub use pgark_store::DELETE_CONCURRENCY;
 
 /// What is stored under `backups/`, grouped by backup.
 #[derive(Debug, Clone, Default)]
@@ -144,11 +145,44 @@ pub async fn delete_garbage(
     store: &dyn ObjectStore,
     garbage: &[(BackupName, u64)],
 ) -> Result<usize, EngineError> {
-    let mut n = 0;
+    let mut keys = Vec::new();
     for (name, _) in garbage {
-        n += delete_prefix(store, &name.prefix()).await?;
+        keys.extend(store.list(&name.prefix()).await?.into_iter().map(|m| m.key));
     }
-    Ok(n)
+    store.delete_many(&keys).await?;
+    Ok(keys.len())
+}
+
+/// What interrupted uploads left in the repository that started before
+/// `before` (see [`ObjectStore::leftovers`]): a local repository's
+/// `*.pgark-tmp` files, S3's incomplete multipart uploads. Of the uploads
+/// that tell their key, only those of pgark's own objects (under
+/// `backups/` or `wal/`).
+pub async fn unfinished_uploads(
+    store: &dyn ObjectStore,
+    before: DateTime<Utc>,
+) -> Result<Vec<Leftover>, EngineError> {
+    let found = store.leftovers(before.into()).await?;
+    Ok(found
+        .into_iter()
+        .filter(|l| {
+            l.key.as_ref().is_none_or(|k| {
+                k.as_str().starts_with(BACKUPS_PREFIX) || k.as_str().starts_with(pgark_catalog::WAL_PREFIX)
+            })
+        })
+        .collect())
+}
+
+/// Removes the leftovers found by [`unfinished_uploads`]. Idempotent.
+pub async fn remove_unfinished_uploads(
+    store: &dyn ObjectStore,
+    found: &[Leftover],
+) -> Result<(), EngineError> {
+    futures::stream::iter(found.iter().map(|l| store.remove_leftover(l)))
+        .buffer_unordered(DELETE_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
 }
 
 /// What carrying out a plan did.
@@ -159,43 +193,35 @@ pub struct DeleteOutcome {
 }
 
 /// Carries out `plan`: removes the expired backups' manifests, newest
-/// first, then every object under their prefixes. Idempotent: running it
-/// again after a failure or a kill finishes the job.
+/// first, then every object under their prefixes (batched, see
+/// [`ObjectStore::delete_many`]). Idempotent: running it again after a
+/// failure or a kill finishes the job.
 pub async fn apply_plan(store: &dyn ObjectStore, plan: &RetentionPlan) -> Result<DeleteOutcome, EngineError> {
     // The order of `expired` puts every delta before its parent.
     for e in &plan.expired {
         store.delete(&e.backup.name.manifest_key()).await?;
     }
-    let mut outcome = DeleteOutcome::default();
+    let mut keys = Vec::new();
     for e in &plan.expired {
-        outcome.objects_deleted += delete_prefix(store, &e.backup.name.prefix()).await?;
-        outcome.backups_deleted += 1;
+        keys.extend(
+            store
+                .list(&e.backup.name.prefix())
+                .await?
+                .into_iter()
+                .map(|m| m.key),
+        );
     }
-    Ok(outcome)
-}
-
-/// Deletes every object under `prefix`, [`DELETE_CONCURRENCY`] at a time;
-/// returns how many there were.
-async fn delete_prefix(store: &dyn ObjectStore, prefix: &str) -> Result<usize, EngineError> {
-    let objects = store.list(prefix).await?;
-    let keys: Vec<pgark_store::Key> = objects.into_iter().map(|m| m.key).collect();
-    delete_keys(store, &keys).await?;
-    Ok(keys.len())
-}
-
-/// Deletes `keys`, [`DELETE_CONCURRENCY`] at a time. Idempotent.
-async fn delete_keys(store: &dyn ObjectStore, keys: &[pgark_store::Key]) -> Result<(), EngineError> {
-    futures::stream::iter(keys.iter().map(|k| async move { store.delete(k).await }))
-        .buffer_unordered(DELETE_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(())
+    store.delete_many(&keys).await?;
+    Ok(DeleteOutcome {
+        backups_deleted: plan.expired.len(),
+        objects_deleted: keys.len(),
+    })
 }
 
 /// Carries out a [`WalPlan`] (after [`apply_plan`]): deletes the WAL
-/// files it names. Idempotent.
+/// files it names, batched. Idempotent.
 pub async fn apply_wal_plan(store: &dyn ObjectStore, plan: &WalPlan) -> Result<usize, EngineError> {
-    delete_keys(store, &plan.keys).await?;
+    store.delete_many(&plan.keys).await?;
     Ok(plan.keys.len())
 }
 

@@ -4,7 +4,8 @@
 //! WAL segment sizes and file names, the names `archive_command` is handed, WAL page
 //! headers and the PostgreSQL version they reveal, relation page headers and checksums,
 //! the control file, `backup_label`, what a base backup copies ([`layout`]) and the
-//! `backup_manifest` that `pg_verifybackup` checks.
+//! `backup_manifest` that `pg_verifybackup` checks, and the WAL records themselves as far as
+//! finding commit and abort records and their times ([`WalReader`]).
 //! Keeping that knowledge in one place, with no I/O, lets the rest of pgark treat files as
 //! bytes and ask this crate what they mean.
 //!
@@ -49,6 +50,7 @@ mod segment;
 mod timeline;
 mod validate;
 mod wal_reader;
+mod wal_scan;
 mod xact;
 mod xlog_page;
 mod xlog_record;
@@ -69,7 +71,8 @@ pub use manifest::{
 pub use segment::{SegmentNo, WalSegmentName, WalSegmentSize};
 pub use timeline::TimelineId;
 pub use validate::{validate_segment, SegmentInfo};
-pub use wal_reader::{read_xact_records, WalReader, WalScan, WalStop};
+pub use wal_reader::{read_xact_records, WalReader};
+pub use wal_scan::{WalScan, WalStop};
 pub use xact::{
     PgTimestamp, XactKind, XactRecord, XLOG_XACT_ABORT, XLOG_XACT_ABORT_PREPARED, XLOG_XACT_COMMIT,
     XLOG_XACT_COMMIT_PREPARED, XLOG_XACT_HAS_INFO, XLOG_XACT_OPMASK,

@@ -227,9 +227,6 @@ pub fn decode_record_headers(
                         // XLogRecordBlockCompressHeader: hole_length.
                         take(&mut pos, 2)?;
                     }
-                    if bimg_len == 0 {
-                        return Err("block image of length 0");
-                    }
                     data_total += u64::from(bimg_len);
                 }
                 if fork_flags & BKPBLOCK_SAME_REL == 0 {

@@ -160,6 +160,16 @@ pub enum PgError {
         name: TimelineId,
     },
 
+    /// A WAL segment handed to a reader out of order: not the segment after the previous
+    /// one, or on an earlier timeline.
+    #[error("WAL segment {found}: expected segment {expected} next (or its number on a later timeline)")]
+    WalSegmentOutOfOrder {
+        /// The segment expected.
+        expected: String,
+        /// The segment given.
+        found: String,
+    },
+
     /// A relation page whose length is not a block size PostgreSQL can be built with.
     #[error("invalid page size {len} bytes: BLCKSZ is a power of two from 1 kB to 32 kB")]
     InvalidPageSize {

@@ -30,6 +30,10 @@ fn listed(src: &Source) -> Vec<(String, bool)> {
         .collect()
 }
 
+fn names(l: Vec<(String, bool)>) -> Vec<String> {
+    l.into_iter().map(|(n, _)| n).collect()
+}
+
 /// The archived complete segments (file names), sorted.
 fn wal_segments(src: &Source) -> Vec<String> {
     let mut v: Vec<String> = files_below(&src.repo.path().join("wal"))
@@ -80,7 +84,6 @@ fn delete_applies_the_policy_from_every_source_and_kept_backups_restore() {
     assert_code(&src.pgark(&["backup-mark", &b, "--impermanent"]), 0);
     assert_code(&src.pgark(&["backup-mark", &b, "--impermanent"]), 0);
     assert_code(&src.pgark(&["backup-mark", &b]), 2);
-    let names = |l: Vec<(String, bool)>| l.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
     assert_eq!(
         listed(&src),
         [
@@ -410,4 +413,153 @@ pub(crate) fn values_of(body: &str, tag: &str) -> Vec<String> {
         rest = &rest[j + close.len()..];
     }
     out
+}
+
+/// Issue 13: `delete --retain-count 1 --confirm` run over and over while
+/// backup-push runs three times and the server archives under pgbench
+/// load: every push succeeds, archiving never fails, and the newest
+/// backup restores to the end of WAL with the source's data.
+#[test]
+fn delete_while_backup_push_and_wal_push_run() {
+    let src = archiving_source();
+    let c = &src.cluster;
+    c.pgbench(&["-i", "-s", "2", "-q"]).unwrap();
+    let first = push(&src, &["--full"]);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (pushed, deletes) = std::thread::scope(|s| {
+        let load = s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                c.pgbench(&["-n", "-c", "2", "-T", "2"]).unwrap();
+                c.psql("select pg_switch_wal()").unwrap();
+            }
+        });
+        let pusher = s.spawn(|| {
+            let mut pushed = Vec::new();
+            for _ in 0..3 {
+                pushed.push(push(&src, &["--full"]));
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            pushed
+        });
+        let mut deletes = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let out = src.pgark(&["delete", "--retain-count", "1", "--confirm"]);
+            assert_code(&out, 0);
+            deletes += 1;
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        load.join().unwrap();
+        (pusher.join().unwrap(), deletes)
+    });
+    eprintln!("{deletes} deletes ran during the pushes");
+    assert!(deletes >= 2, "the deletes did not overlap the pushes");
+    let failed = c.psql("select failed_count from pg_stat_archiver").unwrap();
+    assert_eq!(failed, "0", "archiving failed during the deletes");
+    // The newest backup is listed (the first is long gone) and restores.
+    let now = names(listed(&src));
+    assert!(!now.contains(&first), "{now:?}");
+    let newest = pushed.last().unwrap();
+    assert!(now.contains(newest), "{now:?}");
+    assert_code(&src.pgark(&["verify", "--all"]), 0);
+    let want = crate::common::table_digest(c, "pgbench_accounts", "aid");
+    crate::common::archive_current_wal(c);
+    let (_dir, restored) = restore_and_start(&src, newest, &[]);
+    assert_eq!(
+        crate::common::table_digest(&restored, "pgbench_accounts", "aid"),
+        want
+    );
+}
+
+/// Issue 13: `delete --retain-count 1 --confirm` killed with SIGKILL at
+/// random points (until three kills landed with work done and work left,
+/// at most 12 runs): after every kill, every listed backup is whole with
+/// its WAL (`pgark verify --all`) and the newest is listed; the same
+/// command run again finishes the job and the store holds nothing under
+/// the deleted backups' keys; at the end the newest backup restores to the
+/// end of WAL with the source's data.
+pub(crate) fn delete_killed_on_a_store(r: &RemoteRepo, command: &dyn Fn() -> std::process::Command) {
+    let c = r.cluster;
+    let push = || {
+        c.psql("insert into t (batch) select 'x' from generate_series(1, 2000)")
+            .unwrap();
+        let out = (r.pgark)(&["backup-push", c.data_dir().to_str().unwrap(), "--full"]);
+        assert_code(&out, 0);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    };
+    let listed = || -> Vec<String> {
+        let out = (r.pgark)(&["backup-list", "--json"]);
+        assert_code(&out, 0);
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        list.iter()
+            .map(|b| b["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let args = ["delete", "--retain-count", "1", "--confirm"];
+    let mut rng = crate::common::seeded_rng();
+    let mut midway = 0;
+    push();
+    for round in 0..12 {
+        if midway == 3 {
+            break;
+        }
+        while listed().len() < 4 {
+            push();
+        }
+        crate::common::archive_current_wal(c);
+        let before = listed();
+        // How long planning alone takes here, to spread the kills over
+        // the whole run (planning, manifests, objects, WAL).
+        let started = std::time::Instant::now();
+        assert_code(&(r.pgark)(&["delete", "--retain-count", "1"]), 0);
+        let plan_ms = started.elapsed().as_millis() as u64;
+        let mut cmd = command();
+        cmd.args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        // Planning is most of a run here: kill from three quarters of it on.
+        let after = std::time::Duration::from_millis(plan_ms * 3 / 4 + rng() % (plan_ms + 1));
+        std::thread::sleep(after);
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let now = listed();
+        eprintln!(
+            "round {round}: killed after {after:?} (planning takes {plan_ms} ms): {status}; listed {} of {}",
+            now.len(),
+            before.len()
+        );
+        if !status.success() && now != before {
+            midway += 1;
+        }
+        assert!(
+            now.contains(before.last().unwrap()),
+            "the newest backup was deleted: {now:?}"
+        );
+        let out = (r.pgark)(&["verify", "--all"]);
+        assert_code(&out, 0);
+        // Run again, it finishes the job.
+        assert_code(&(r.pgark)(&args), 0);
+        assert_eq!(listed(), [before.last().unwrap().clone()]);
+        let objects = (r.objects)();
+        for gone in &before[..before.len() - 1] {
+            let prefix = format!("backups/{gone}/");
+            assert!(
+                !objects.iter().any(|k| k.starts_with(&prefix)),
+                "objects of {gone} left: {objects:?}"
+            );
+        }
+    }
+    eprintln!("{midway} runs killed with work done and work left");
+    assert!(midway >= 1, "no kill landed in the middle of a delete");
+    let last = listed().pop().unwrap();
+    let want = crate::s3::checksum(c);
+    crate::common::archive_current_wal(c);
+    let dir = pgark_testkit::pg::scratch_dir("killed-delete-restore");
+    let dest = dir.path().join("data");
+    assert_code(&(r.pgark)(&["backup-fetch", dest.to_str().unwrap(), &last]), 0);
+    let restore = crate::s3::written_restore_command(&dest);
+    crate::s3::rewrite_restore_command(&dest, &format!("{}{restore}", r.restore_env));
+    let restored = crate::common::start_restored(c.install(), &dest);
+    assert_eq!(crate::s3::checksum(&restored), want);
+    restored.stop().unwrap();
 }

@@ -384,6 +384,13 @@ impl S3Source {
 
     /// pgark as the unprivileged user, configured through PGARK_* variables.
     fn pgark(&self, args: &[&str]) -> Output {
+        let mut cmd = self.command();
+        cmd.args(args);
+        run_capture(&mut cmd, None, Duration::from_secs(600)).expect("pgark runs")
+    }
+
+    /// The command [`S3Source::pgark`] runs, without arguments.
+    fn command(&self) -> Command {
         let mut cmd = command_as_pg_user(&self.bin);
         isolate(&mut cmd, true);
         cmd.env("PGHOST", self.cluster.socket_dir())
@@ -392,9 +399,8 @@ impl S3Source {
             .env("PGARK_REPO", &self.repo)
             .env("PGARK_S3_ENDPOINT", self.moto.endpoint())
             .env("PGARK_S3_FORCE_PATH_STYLE", "1")
-            .env("PGARK_S3_REGION", MOTO_REGION)
-            .args(args);
-        run_capture(&mut cmd, None, Duration::from_secs(600)).expect("pgark runs")
+            .env("PGARK_S3_REGION", MOTO_REGION);
+        cmd
     }
 }
 
@@ -584,6 +590,31 @@ fn wal_fetch_and_backup_list_refuse_a_missing_or_empty_repository_on_s3() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
 }
 
+/// The store's own listing of the repository `pg/<prefix>` in bucket
+/// `backups`, relative to it.
+fn moto_objects(moto: &MotoServer, prefix: &str) -> Vec<String> {
+    let (status, body) = moto
+        .request(
+            "GET",
+            &format!("/backups?list-type=2&prefix={prefix}/&max-keys=100000"),
+            b"",
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("<IsTruncated>true"), "listing truncated");
+    crate::retention::values_of(&body, "Key")
+        .into_iter()
+        .map(|k| k.strip_prefix(&format!("{prefix}/")).unwrap().to_string())
+        .collect()
+}
+
+fn moto_restore_env() -> String {
+    format!(
+        "env AWS_ACCESS_KEY_ID={MOTO_ACCESS_KEY_ID} AWS_SECRET_ACCESS_KEY={MOTO_SECRET_ACCESS_KEY} \
+         AWS_EC2_METADATA_DISABLED=true "
+    )
+}
+
 /// Issue 13 on S3 (moto): see `retention::retention_on_a_store`.
 #[test]
 fn retention_deletes_the_right_objects_on_s3() {
@@ -591,27 +622,26 @@ fn retention_deletes_the_right_objects_on_s3() {
         return;
     };
     let src = S3Source::start(moto, "pg/ret");
-    let pgark = |args: &[&str]| src.pgark(args);
-    let objects = || {
-        let (status, body) = src
-            .moto
-            .request("GET", "/backups?list-type=2&prefix=pg/ret/&max-keys=100000", b"")
-            .unwrap();
-        assert_eq!(status, 200, "{body}");
-        assert!(!body.contains("<IsTruncated>true"), "listing truncated");
-        crate::retention::values_of(&body, "Key")
-            .into_iter()
-            .map(|k| k.strip_prefix("pg/ret/").unwrap().to_string())
-            .collect()
-    };
-    let env = format!(
-        "env AWS_ACCESS_KEY_ID={MOTO_ACCESS_KEY_ID} AWS_SECRET_ACCESS_KEY={MOTO_SECRET_ACCESS_KEY} \
-         AWS_EC2_METADATA_DISABLED=true "
-    );
     crate::retention::retention_on_a_store(&crate::retention::RemoteRepo {
         cluster: &src.cluster,
-        pgark: &pgark,
-        objects: &objects,
-        restore_env: &env,
+        pgark: &|args| src.pgark(args),
+        objects: &|| moto_objects(&src.moto, "pg/ret"),
+        restore_env: &moto_restore_env(),
     });
+}
+
+/// Issue 13 on S3 (moto): see `retention::delete_killed_on_a_store`.
+#[test]
+fn delete_killed_at_random_points_on_s3() {
+    let Some(moto) = moto_or_skip("S3 delete killed") else {
+        return;
+    };
+    let src = S3Source::start(moto, "pg/killed");
+    let repo = crate::retention::RemoteRepo {
+        cluster: &src.cluster,
+        pgark: &|args| src.pgark(args),
+        objects: &|| moto_objects(&src.moto, "pg/killed"),
+        restore_env: &moto_restore_env(),
+    };
+    crate::retention::delete_killed_on_a_store(&repo, &|| src.command());
 }

@@ -39,6 +39,7 @@ pub fn delta_entry_name(path: &str) -> String {
 const MANIFEST_FILE: &str = "manifest";
 const SUMMARY_FILE: &str = "summary";
 const PERMANENT_FILE: &str = "permanent";
+const DELETING_FILE: &str = "deleting";
 
 /// A backup's name: `base_<start WAL segment>_<start time>`, e.g.
 /// `base_000000010000000000000002_20261122T031500Z`. Names sort by
@@ -124,6 +125,14 @@ impl BackupName {
             .expect("backup names form valid keys")
     }
 
+    /// Key of the deletion mark: an empty object `pgark delete` writes
+    /// before it removes the backup's manifest, so that what a killed
+    /// delete leaves (objects without a manifest) is known to be garbage
+    /// at once, not only after the garbage age.
+    pub fn deleting_key(&self) -> Key {
+        Key::new(format!("{BACKUPS_PREFIX}{}/{DELETING_FILE}", self.0)).expect("backup names form valid keys")
+    }
+
     /// The backup a key under `backups/` belongs to, and the key's file
     /// name within it.
     pub fn from_key(key: &Key) -> Option<(BackupName, &str)> {
@@ -139,6 +148,10 @@ impl BackupName {
     }
     pub fn is_permanent_file(file: &str) -> bool {
         file == PERMANENT_FILE
+    }
+    /// Whether `file` is the deletion mark ([`BackupName::deleting_key`]).
+    pub fn is_deleting_file(file: &str) -> bool {
+        file == DELETING_FILE
     }
 
     /// Key of data part `index` (1-based).

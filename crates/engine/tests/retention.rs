@@ -310,6 +310,19 @@ async fn a_delete_killed_anywhere_leaves_only_listed_backups_that_are_whole() {
                 );
             }
         }
+        // What lost its manifest is garbage at once for the next policy
+        // run, whatever its age (no backup-push runs here).
+        let inventory = pgark_engine::backup_inventory(&*store, &RepoKeys::none())
+            .await
+            .unwrap();
+        let garbage =
+            pgark_engine::garbage(&inventory, chrono::Utc::now(), pgark_engine::DEFAULT_GARBAGE_AGE);
+        for (name, _) in &inventory.incomplete {
+            assert!(
+                garbage.iter().any(|(g, _)| g == name),
+                "after kill {kills}: {name} has no manifest and is not garbage"
+            );
+        }
         assert!(kills < 1000, "the delete makes no progress");
     }
     assert!(kills > 3, "{kills} kills");

@@ -4,18 +4,22 @@
 //! Planning is a pure function (see [`plan`]); this module reads what it
 //! needs from the repository and carries a plan out so that a delete
 //! killed at any point never leaves a listed backup that does not
-//! restore:
-//! 1. the manifests (completion markers) of the expired backups go first,
+//! restore, nor objects that only age would make garbage:
+//! 1. each expired backup gets a deletion mark (`backups/<name>/deleting`);
+//! 2. the manifests (completion markers) of the expired backups go,
 //!    newest first, so every delta loses its manifest before its parent;
-//! 2. then every object under each expired backup's prefix, listed by
+//! 3. then every object under each expired backup's prefix, listed by
 //!    prefix and deleted in batches ([`ObjectStore::delete_many`]: S3's
 //!    `DeleteObjects`, 1000 keys a request; bounded parallel deletes
-//!    elsewhere).
+//!    elsewhere);
+//! 4. the marks last.
 //!
-//! A run killed between the two leaves parts without a manifest: a
-//! half-deleted backup is what an interrupted backup-push leaves, which
-//! no command reads, and which a later delete of the same name (or garbage
-//! collection) removes.
+//! A run killed after step 2 leaves objects without a manifest, which no
+//! command reads; their mark makes them garbage at once, so the next
+//! policy run (`pgark delete --retain-*`, or a backup-push applying the
+//! policy) removes them, and they do not hold back the WAL cutoff. A mark
+//! beside a manifest (a run killed during step 1) means nothing: the
+//! backup is whole and listed, and the next plan decides afresh.
 
 mod plan;
 mod wal;
@@ -44,6 +48,10 @@ pub struct BackupInventory {
     /// Names with objects but no manifest: interrupted pushes or
     /// half-finished deletes, with the bytes they hold.
     pub incomplete: Vec<(BackupName, u64)>,
+    /// Those of `incomplete` that carry a deletion mark: a delete removed
+    /// their manifest and was stopped before it removed the rest. Garbage
+    /// whatever their age.
+    pub deleting: Vec<BackupName>,
 }
 
 /// Lists `backups/` once and reads every manifest.
@@ -55,6 +63,7 @@ pub async fn backup_inventory(
     struct Seen {
         manifest: bool,
         permanent: bool,
+        deleting: bool,
         size: u64,
     }
     let mut seen: BTreeMap<BackupName, Seen> = BTreeMap::new();
@@ -66,6 +75,7 @@ pub async fn backup_inventory(
         entry.size += meta.size;
         entry.manifest |= BackupName::is_manifest_file(file);
         entry.permanent |= BackupName::is_permanent_file(file);
+        entry.deleting |= BackupName::is_deleting_file(file);
     }
     let complete: Vec<(&BackupName, &Seen)> = seen.iter().filter(|(_, s)| s.manifest).collect();
     let backups = futures::stream::iter(complete.into_iter().map(|(name, s)| async move {
@@ -85,7 +95,16 @@ pub async fn backup_inventory(
         .filter(|(_, s)| !s.manifest)
         .map(|(n, s)| (n.clone(), s.size))
         .collect();
-    Ok(BackupInventory { backups, incomplete })
+    let deleting = seen
+        .iter()
+        .filter(|(_, s)| !s.manifest && s.deleting)
+        .map(|(n, _)| n.clone())
+        .collect();
+    Ok(BackupInventory {
+        backups,
+        incomplete,
+        deleting,
+    })
 }
 
 /// [`plan_delete_one`] over `inventory`, its refusals as errors:
@@ -123,10 +142,11 @@ pub fn plan_delete_backup(
 /// enough that no running backup-push is touched.
 pub const DEFAULT_GARBAGE_AGE: chrono::Duration = chrono::Duration::hours(24);
 
-/// The backups of `inventory` without a manifest that started more than
-/// `min_age` before `now` (by the start time in their name; names without
-/// one are never garbage): interrupted backup-push runs and half-finished
-/// deletes. With their sizes.
+/// The backups of `inventory` without a manifest that are garbage: those
+/// a stopped delete left (they carry its deletion mark), and those that
+/// started more than `min_age` before `now` (by the start time in their
+/// name; names without one are never garbage by age): interrupted
+/// backup-push runs. With their sizes.
 pub fn garbage(
     inventory: &BackupInventory,
     now: DateTime<Utc>,
@@ -135,21 +155,40 @@ pub fn garbage(
     inventory
         .incomplete
         .iter()
-        .filter(|(name, _)| name.started_at().is_some_and(|at| at < now - min_age))
+        .filter(|(name, _)| {
+            inventory.deleting.contains(name) || name.started_at().is_some_and(|at| at < now - min_age)
+        })
         .cloned()
         .collect()
 }
 
 /// Deletes every object of each garbage backup; returns how many objects.
+/// Deletion marks go last, so a run stopped halfway leaves them to say
+/// what is garbage.
 pub async fn delete_garbage(
     store: &dyn ObjectStore,
     garbage: &[(BackupName, u64)],
 ) -> Result<usize, EngineError> {
+    let names: Vec<&BackupName> = garbage.iter().map(|(n, _)| n).collect();
+    delete_backup_objects(store, &names).await
+}
+
+/// Deletes every object under the prefixes of `names`, batched, the
+/// deletion marks last; returns how many objects there were.
+async fn delete_backup_objects(store: &dyn ObjectStore, names: &[&BackupName]) -> Result<usize, EngineError> {
     let mut keys = Vec::new();
-    for (name, _) in garbage {
-        keys.extend(store.list(&name.prefix()).await?.into_iter().map(|m| m.key));
+    let mut marks = Vec::new();
+    for name in names {
+        for meta in store.list(&name.prefix()).await? {
+            if meta.key == name.deleting_key() {
+                marks.push(meta.key);
+            } else {
+                keys.push(meta.key);
+            }
+        }
     }
     store.delete_many(&keys).await?;
+    store.delete_many(&marks).await?;
     Ok(keys.len())
 }
 
@@ -192,29 +231,26 @@ pub struct DeleteOutcome {
     pub objects_deleted: usize,
 }
 
-/// Carries out `plan`: removes the expired backups' manifests, newest
-/// first, then every object under their prefixes (batched, see
-/// [`ObjectStore::delete_many`]). Idempotent: running it again after a
-/// failure or a kill finishes the job.
+/// Carries out `plan`: marks every expired backup as being deleted,
+/// removes their manifests, newest first, then every object under their
+/// prefixes (batched, see [`ObjectStore::delete_many`]), the marks last.
+/// Idempotent: a policy run after a failure or a kill finishes the job,
+/// since what carries a mark and no manifest is garbage at once.
 pub async fn apply_plan(store: &dyn ObjectStore, plan: &RetentionPlan) -> Result<DeleteOutcome, EngineError> {
+    for e in &plan.expired {
+        store
+            .put(&e.backup.name.deleting_key(), Bytes::new(), PutMode::Overwrite)
+            .await?;
+    }
     // The order of `expired` puts every delta before its parent.
     for e in &plan.expired {
         store.delete(&e.backup.name.manifest_key()).await?;
     }
-    let mut keys = Vec::new();
-    for e in &plan.expired {
-        keys.extend(
-            store
-                .list(&e.backup.name.prefix())
-                .await?
-                .into_iter()
-                .map(|m| m.key),
-        );
-    }
-    store.delete_many(&keys).await?;
+    let names: Vec<&BackupName> = plan.expired.iter().map(|e| &e.backup.name).collect();
+    let objects_deleted = delete_backup_objects(store, &names).await?;
     Ok(DeleteOutcome {
         backups_deleted: plan.expired.len(),
-        objects_deleted: keys.len(),
+        objects_deleted,
     })
 }
 
@@ -314,10 +350,20 @@ mod tests {
         let unnamed = BackupName::parse("base_000000010000000000000001_custom").unwrap();
         let inventory = BackupInventory {
             backups: vec![],
-            incomplete: vec![(old.clone(), 7), (recent, 8), (unnamed, 9)],
+            incomplete: vec![(old.clone(), 7), (recent.clone(), 8), (unnamed.clone(), 9)],
+            deleting: vec![],
         };
-        assert_eq!(garbage(&inventory, now, DEFAULT_GARBAGE_AGE), [(old, 7)]);
+        assert_eq!(garbage(&inventory, now, DEFAULT_GARBAGE_AGE), [(old.clone(), 7)]);
         assert_eq!(garbage(&inventory, now, Duration::hours(1)).len(), 2);
+        // What a stopped delete marked is garbage whatever its age.
+        let inventory = BackupInventory {
+            deleting: vec![recent.clone(), unnamed.clone()],
+            ..inventory
+        };
+        assert_eq!(
+            garbage(&inventory, now, DEFAULT_GARBAGE_AGE),
+            [(old, 7), (recent, 8), (unnamed, 9)]
+        );
     }
 
     #[tokio::test]

@@ -48,6 +48,7 @@ pub struct FileConfig {
     pub retain_count: Option<u32>,
     pub retain_max_age: Option<String>,
     pub garbage_age: Option<String>,
+    pub max_archive_age: Option<String>,
     pub encryption_key_file: Option<PathBuf>,
     pub encryption_key_command: Option<String>,
     pub encryption_passphrase_file: Option<PathBuf>,

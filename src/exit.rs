@@ -42,6 +42,9 @@ pub enum Exit {
     /// wal-push and backup-push create a repository. Not "not found": in
     /// abort mode it is fatal, so recovery does not end at a wrong URL.
     NoRepository = 11,
+    /// `status`: the repository was read, and it is not healthy (the
+    /// reasons are printed).
+    Unhealthy = 12,
 }
 
 /// With `--abort-on-error`, failures other than "not found" exit with
@@ -102,6 +105,7 @@ impl Failure {
             None => match error.downcast_ref::<pgark_store::StoreError>() {
                 Some(e) if e.kind() == pgark_store::ErrorKind::DeadlineExceeded => Exit::TimedOut,
                 Some(_) => Exit::Storage,
+                None if error.downcast_ref::<Unhealthy>().is_some() => Exit::Unhealthy,
                 None if error.downcast_ref::<crate::config::ConfigError>().is_some() => Exit::Usage,
                 None if error.downcast_ref::<pgark_catalog::CatalogError>().is_some() => Exit::Usage,
                 None => Exit::Internal,
@@ -162,6 +166,7 @@ mod tests {
             (Exit::Internal, 9, 137),
             (Exit::TimedOut, 10, 138),
             (Exit::NoRepository, 11, 139),
+            (Exit::Unhealthy, 12, 140),
         ];
         for (exit, normal, abort) in table {
             assert_eq!(exit.code(false), normal, "{exit:?}");
@@ -184,3 +189,9 @@ mod tests {
         assert_ne!(failure.exit, Exit::NotFound);
     }
 }
+
+/// `status` found the repository not healthy: exit 12, the message says
+/// why.
+#[derive(Debug, thiserror::Error)]
+#[error("not healthy: {0}")]
+pub struct Unhealthy(pub String);

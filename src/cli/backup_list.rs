@@ -31,6 +31,7 @@ fn summary(m: &BackupManifest, permanent: bool, detail: bool) -> serde_json::Val
         "status": "ok",
         "start_time": m.started_at.to_rfc3339(),
         "finish_time": m.finished_at.to_rfc3339(),
+        "server_stop_time": m.server_stop_time.map(|t| t.to_rfc3339()),
         "start_lsn": m.start_lsn,
         "start_wal_segment": m.start_wal_segment,
         "original_size": m.original_size,

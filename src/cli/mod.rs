@@ -6,7 +6,9 @@ mod backup_list;
 mod backup_mark;
 mod backup_push;
 mod delete;
+mod exporter;
 mod key;
+mod status;
 mod verify;
 mod wal_fetch;
 mod wal_push;
@@ -27,7 +29,8 @@ Exit codes: 0 success, 1 not found, 2 usage or configuration error (also a missi
 encryption key), 3 input refused, \
 4 archive conflict, 5 damaged object, 6 repository failure, 7 local file failure, \
 8 PostgreSQL failure, 9 internal error, 10 timed out, 11 no repository at --repo (only wal-push and \
-backup-push create one); with --abort-on-error, failures other than 1 exit 128 + code.";
+backup-push create one), 12 status: not healthy; with --abort-on-error, failures other than 1 exit \
+128 + code.";
 
 /// pgark: PostgreSQL WAL archiving and physical backups.
 #[derive(Debug, Parser)]
@@ -200,6 +203,8 @@ pub enum Command {
     BackupFetch(backup_fetch::BackupFetchArgs),
     BackupList(backup_list::BackupListArgs),
     Verify(verify::VerifyArgs),
+    Status(status::StatusArgs),
+    Exporter(exporter::ExporterArgs),
     BackupMark(backup_mark::BackupMarkArgs),
     Delete(delete::DeleteArgs),
     #[command(subcommand)]
@@ -215,6 +220,8 @@ impl Command {
             Command::BackupFetch(_) => "backup-fetch",
             Command::BackupList(_) => "backup-list",
             Command::Verify(_) => "verify",
+            Command::Status(_) => "status",
+            Command::Exporter(_) => "exporter",
             Command::BackupMark(_) => "backup-mark",
             Command::Delete(_) => "delete",
             Command::Key(key::KeyCommand::Rotate(_)) => "key rotate",
@@ -229,12 +236,15 @@ impl Command {
     /// is).
     pub fn default_timeout(&self) -> Duration {
         match self {
-            Command::WalPush(_) | Command::WalFetch(_) | Command::BackupList(_) | Command::BackupMark(_) => {
-                Duration::from_secs(600)
-            }
+            Command::WalPush(_)
+            | Command::WalFetch(_)
+            | Command::BackupList(_)
+            | Command::BackupMark(_)
+            | Command::Status(_) => Duration::from_secs(600),
             Command::BackupPush(_)
             | Command::BackupFetch(_)
             | Command::Verify(_)
+            | Command::Exporter(_)
             | Command::Delete(_)
             | Command::Key(_) => Duration::ZERO,
         }
@@ -290,6 +300,8 @@ async fn run_command(
         Command::BackupFetch(args) => backup_fetch::run(args, settings, config).await,
         Command::BackupList(args) => backup_list::run(args, settings).await,
         Command::Verify(args) => verify::run(args, settings).await,
+        Command::Status(args) => status::run(args, settings).await,
+        Command::Exporter(args) => exporter::run(args, settings).await,
         Command::BackupMark(args) => backup_mark::run(args, settings).await,
         Command::Delete(args) => delete::run(args, settings).await,
         Command::Key(key::KeyCommand::Rotate(args)) => key::rotate(args, settings).await,

@@ -14,6 +14,7 @@ mod kills;
 mod restore_safety;
 mod retention;
 mod s3;
+mod status;
 mod verify;
 mod versions;
 mod wal_archive;

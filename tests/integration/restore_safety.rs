@@ -426,6 +426,13 @@ fn a_clone_archiving_into_the_sources_repository_is_reported() {
         "{}",
         stderr(&out)
     );
+    // Issue 14: status reports the fork and is not healthy.
+    let out = src.pgark(&["status", "--json"]);
+    assert_code(&out, 12);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["timelineForks"][0]["timeline"], 2, "{json}");
+    assert_eq!(json["timelineForks"][0]["parent"], 1, "{json}");
+    assert!(json["problems"].to_string().contains("forked"), "{json}");
 }
 
 /// backup-fetch killed with SIGKILL at random points (ten kills) into the

@@ -17,6 +17,7 @@ mod restore;
 mod retention;
 mod retry;
 mod scan;
+mod status;
 mod timelines;
 mod verify;
 mod wal_fetch;
@@ -42,6 +43,7 @@ pub use retention::{
     RetentionPolicy, WalCutoff, WalPlan, DEFAULT_GARBAGE_AGE, DELETE_CONCURRENCY,
 };
 pub use retry::RetryPolicy;
+pub use status::{status, ArchivedSegment, ArchiverView, LastTransaction, Status, COMMIT_SEARCH_SEGMENTS};
 pub use timelines::{diverged_timelines, Divergence};
 pub use verify::{verify, BackupVerdict, VerifyTarget};
 pub use wal_fetch::{wal_fetch, WalFetchOptions, WalFetchOutcome};

@@ -300,15 +300,15 @@ async fn verify_objects(
 }
 
 /// The archive's segments by timeline, and its timelines' histories.
-struct WalIndex {
-    segments: HashMap<u32, BTreeSet<u64>>,
+pub(crate) struct WalIndex {
+    pub(crate) segments: HashMap<u32, BTreeSet<u64>>,
     /// Timeline -> (parent, switch LSN), from `<TLI>.history`.
-    forks: HashMap<u32, (u32, Lsn)>,
-    seg_size: Option<WalSegmentSize>,
+    pub(crate) forks: HashMap<u32, (u32, Lsn)>,
+    pub(crate) seg_size: Option<WalSegmentSize>,
 }
 
 impl WalIndex {
-    async fn load(store: &dyn ObjectStore, keys: &RepoKeys) -> Result<WalIndex, EngineError> {
+    pub(crate) async fn load(store: &dyn ObjectStore, keys: &RepoKeys) -> Result<WalIndex, EngineError> {
         let seg_size = crate::repository::load_repository_meta(store)
             .await?
             .and_then(|m| WalSegmentSize::new(u64::from(m.wal_segment_size)).ok());
@@ -350,7 +350,10 @@ impl WalIndex {
 
     /// Follows the archive from `m`'s start segment (see the module docs):
     /// (reached, first gap, problems).
-    fn follow(&self, m: &BackupManifest) -> (Option<WalSegmentName>, Option<WalSegmentName>, Vec<String>) {
+    pub(crate) fn follow(
+        &self,
+        m: &BackupManifest,
+    ) -> (Option<WalSegmentName>, Option<WalSegmentName>, Vec<String>) {
         let Some(size) = self
             .seg_size
             .or_else(|| WalSegmentSize::new(u64::from(m.wal_segment_size)).ok())

@@ -246,6 +246,21 @@ pub struct ArchiverStatus {
     pub last_failed_time: Option<String>,
 }
 
+/// [`Session::archiver_health`]: `pg_stat_archiver` and the segment being
+/// written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiverHealth {
+    pub failed_count: i64,
+    pub last_archived_wal: Option<String>,
+    pub last_archived_time: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_failed_wal: Option<String>,
+    pub last_failed_time: Option<chrono::DateTime<chrono::Utc>>,
+    pub current_wal: Option<String>,
+    /// Files waiting for `archive_command` (`.ready` in
+    /// `pg_wal/archive_status`); `None` when the role may not look.
+    pub ready_segments: Option<i64>,
+}
+
 /// A user tablespace: its OID and location on the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tablespace {
@@ -485,6 +500,43 @@ impl Session {
             failed_count: row.get(3),
             last_failed_wal: row.get(4),
             last_failed_time: row.get(5),
+        })
+    }
+
+    /// `pg_stat_archiver` with times as timestamps, and the segment the
+    /// server writes now (`None` on a standby, where there is none).
+    pub async fn archiver_health(&self) -> Result<ArchiverHealth> {
+        let row = self
+            .client
+            .query_one(
+                "select failed_count, last_archived_wal, \
+                 (extract(epoch from last_archived_time) * 1000000)::int8, last_failed_wal, \
+                 (extract(epoch from last_failed_time) * 1000000)::int8, \
+                 case when pg_is_in_recovery() then null else pg_walfile_name(pg_current_wal_lsn()) end \
+                 from pg_stat_archiver",
+                &[],
+            )
+            .await
+            .map_err(|e| PgClientError::query("pg_stat_archiver", e))?;
+        let time = |micros: Option<i64>| micros.and_then(chrono::DateTime::from_timestamp_micros);
+        // Needs superuser or pg_monitor: without, unknown.
+        let ready = self
+            .client
+            .query_one(
+                "select count(*) from pg_ls_archive_statusdir() where name like '%.ready'",
+                &[],
+            )
+            .await
+            .ok()
+            .map(|r| r.get::<_, i64>(0));
+        Ok(ArchiverHealth {
+            ready_segments: ready,
+            failed_count: row.get(0),
+            last_archived_wal: row.get(1),
+            last_archived_time: time(row.get(2)),
+            last_failed_wal: row.get(3),
+            last_failed_time: time(row.get(4)),
+            current_wal: row.get(5),
         })
     }
 

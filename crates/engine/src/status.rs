@@ -1,0 +1,319 @@
+//! `status`: what an operator asks every day, read from the repository
+//! (and, optionally, the server's archiver statistics) without restoring:
+//! when was the last backup, is WAL archiving healthy, what can be
+//! recovered (the recovery window).
+//!
+//! Cost: one listing of the repository, one listing of `wal/` (the
+//! timeline walk of `verify`), the small summary object of each backup,
+//! the manifests of the oldest and newest backups, the timelines' history
+//! files, and the newest few WAL segments (read for the time of their last
+//! commit). No manifest of the backups in between, no part.
+//!
+//! - **Recovery window.** It starts at the end of the oldest backup whose
+//!   own WAL (start to stop segment) is archived: the earliest point a
+//!   restore can stop at. It ends at the last commit or abort record in
+//!   the newest archived WAL reachable without a gap from the newest such
+//!   backup, read from the WAL records themselves (`xact_time`), not from
+//!   an object's upload time.
+//! - **Healthy** means all of: WAL is contiguous from the oldest backup's
+//!   start to the newest archived segment; the newest segment arrived less
+//!   than `max_archive_age` ago, or the server (when asked) has nothing
+//!   more to archive; the server's archiver has no failure newer than its
+//!   last success. Every reason it is not is listed.
+//!
+//! Read-only.
+
+use crate::manifest_io::{list_summaries, load_manifest};
+use crate::pipe::{classify_read_error, decode_object};
+use crate::timelines::{diverged_timelines, Divergence};
+use crate::verify::WalIndex;
+use crate::{EngineError, RepoKeys};
+use chrono::{DateTime, Utc};
+use pgark_catalog::{parse_wal_key, wal_key, BackupSummary, BACKUPS_PREFIX, WAL_PREFIX};
+use pgark_pg::{ArchivedFile, SegmentNo, TimelineId, WalSegmentName, WalSegmentSize};
+use pgark_store::ObjectStore;
+use std::io::Read;
+
+/// Segments read back from the end of the contiguous archive, at most, to
+/// find the last commit (an idle server's segments hold none).
+pub const COMMIT_SEARCH_SEGMENTS: u64 = 8;
+
+/// What the server's `pg_stat_archiver` says, for [`status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiverView {
+    pub failed_count: i64,
+    pub last_archived_wal: Option<String>,
+    pub last_archived_time: Option<DateTime<Utc>>,
+    pub last_failed_wal: Option<String>,
+    pub last_failed_time: Option<DateTime<Utc>>,
+    /// The segment the server writes now (`None` on a standby).
+    pub current_wal: Option<String>,
+    /// Files waiting to be archived (`.ready`), when the server lets
+    /// pgark look (superuser or `pg_monitor`).
+    pub ready_segments: Option<i64>,
+}
+
+impl ArchiverView {
+    /// Completed segments not archived yet: the server's `.ready` files,
+    /// else the segments from the last archived one to the one being
+    /// written (which counts a segment just switched away from as being
+    /// written); `None` when it cannot be told.
+    pub fn lag_segments(&self, size: WalSegmentSize) -> Option<u64> {
+        if let Some(ready) = self.ready_segments {
+            return Some(ready.max(0) as u64);
+        }
+        let last = WalSegmentName::parse(self.last_archived_wal.as_deref()?).ok()?;
+        let current = WalSegmentName::parse(self.current_wal.as_deref()?).ok()?;
+        let (last, current) = (last.segment_no(size).ok()?, current.segment_no(size).ok()?);
+        Some(current.0.saturating_sub(last.0 + 1))
+    }
+
+    /// Whether the last failure is newer than the last success.
+    pub fn failing(&self) -> bool {
+        match (self.last_failed_time, self.last_archived_time) {
+            (Some(failed), Some(ok)) => failed > ok,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+}
+
+/// A segment and when the store says it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedSegment {
+    pub name: WalSegmentName,
+    pub arrived: Option<DateTime<Utc>>,
+}
+
+/// The last transaction end found in the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastTransaction {
+    pub time: DateTime<Utc>,
+    /// `COMMIT`, `ABORT`, `COMMIT_PREPARED`, `ABORT_PREPARED` (as `pg_waldump`).
+    pub kind: String,
+    pub segment: WalSegmentName,
+}
+
+/// What [`status`] found.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub backup_count: usize,
+    /// The newest backup (by finish time).
+    pub last_backup: Option<BackupSummary>,
+    /// The oldest backup whose own WAL is archived: where the window
+    /// starts.
+    pub first_restorable: Option<BackupSummary>,
+    pub recovery_window_start: Option<DateTime<Utc>>,
+    pub recovery_window_end: Option<LastTransaction>,
+    /// The newest segment reachable without a gap from the newest
+    /// restorable backup.
+    pub contiguous_to: Option<WalSegmentName>,
+    /// The newest archived segment of all.
+    pub newest_segment: Option<ArchivedSegment>,
+    /// The first missing segment after the oldest backup's start, if the
+    /// archive goes on past it.
+    pub first_gap: Option<WalSegmentName>,
+    pub forks: Vec<Divergence>,
+    pub repository_bytes: u64,
+    pub wal_bytes: u64,
+    pub archiver: Option<ArchiverView>,
+    pub healthy: bool,
+    /// Why not healthy (empty when healthy).
+    pub problems: Vec<String>,
+}
+
+/// Reads the status of the repository (see the module docs). `archiver`:
+/// the server's view, when pgark could ask it.
+pub async fn status(
+    store: &dyn ObjectStore,
+    keys: &RepoKeys,
+    archiver: Option<ArchiverView>,
+    max_archive_age: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Result<Status, EngineError> {
+    let all = store.list("").await?;
+    let repository_bytes = all.iter().map(|m| m.size).sum();
+    let mut wal_bytes = 0;
+    let mut newest: Option<(WalSegmentName, Option<DateTime<Utc>>)> = None;
+    for meta in all.iter().filter(|m| m.key.as_str().starts_with(WAL_PREFIX)) {
+        wal_bytes += meta.size;
+        if let Some(ArchivedFile::Segment(seg)) = parse_wal_key(&meta.key) {
+            let later = newest
+                .as_ref()
+                .is_none_or(|(n, _)| (seg.timeline, seg.log, seg.seg) > (n.timeline, n.log, n.seg));
+            if later {
+                newest = Some((seg, meta.modified.map(DateTime::<Utc>::from)));
+            }
+        }
+    }
+    let has_backups = all.iter().any(|m| m.key.as_str().starts_with(BACKUPS_PREFIX));
+    let summaries = if has_backups {
+        list_summaries(store, keys).await?
+    } else {
+        Vec::new()
+    };
+    let index = WalIndex::load(store, keys).await?;
+    let seg_size = index.seg_size;
+    let mut problems = Vec::new();
+
+    // The oldest backup whose own WAL is there, and the first gap after it.
+    let mut first_restorable = None;
+    let mut first_gap = None;
+    for s in &summaries {
+        let m = load_manifest(store, &s.name, keys).await?;
+        let (_, gap, own) = index.follow(&m);
+        if own.is_empty() {
+            first_restorable = Some(s.clone());
+            first_gap = gap;
+            break;
+        }
+        problems.push(format!(
+            "backup {} cannot be restored: {}",
+            s.name,
+            own.join("; ")
+        ));
+    }
+    // How far the newest restorable backup reaches.
+    let mut contiguous_to = None;
+    for s in summaries.iter().rev() {
+        let m = load_manifest(store, &s.name, keys).await?;
+        let (reaches, _, own) = index.follow(&m);
+        if own.is_empty() {
+            contiguous_to = reaches;
+            break;
+        }
+    }
+    let recovery_window_end = match (&contiguous_to, seg_size) {
+        (Some(end), Some(size)) => last_transaction(store, keys, &index, end, size).await?,
+        _ => None,
+    };
+    let forks = match seg_size {
+        Some(size) => diverged_timelines(store, keys, size).await?,
+        None => Vec::new(),
+    };
+
+    // Health.
+    if summaries.is_empty() {
+        problems.push("no backup in the repository".into());
+    }
+    if let Some(gap) = &first_gap {
+        problems.push(format!(
+            "WAL segment {gap} is missing from the archive, which goes on after it"
+        ));
+    }
+    if let (Some((newest_name, _)), Some(reached)) = (&newest, &contiguous_to) {
+        if newest_name != reached && first_gap.is_none() {
+            problems.push(format!(
+                "the archive is contiguous only up to {reached}; it holds segments up to {newest_name}"
+            ));
+        }
+    }
+    for f in &forks {
+        problems.push(format!("{f} (a restored clone archiving into this repository?)"));
+    }
+    let idle = archiver
+        .as_ref()
+        .zip(seg_size)
+        .and_then(|(a, size)| a.lag_segments(size))
+        .is_some_and(|lag| lag == 0);
+    match &newest {
+        None => problems.push("no WAL segment archived".into()),
+        Some((name, Some(arrived))) => {
+            let age = now - *arrived;
+            if age > max_archive_age && !idle {
+                problems.push(format!(
+                    "the newest archived segment, {name}, arrived {} ago (more than {}), and the server does not \
+                     say it has nothing more to archive",
+                    crate::format_age(age),
+                    crate::format_age(max_archive_age)
+                ));
+            }
+        }
+        Some((name, None)) if !idle => problems.push(format!(
+            "the store does not tell when {name} arrived, and the server was not asked whether archiving keeps up"
+        )),
+        Some(_) => {}
+    }
+    if let Some(a) = &archiver {
+        if a.failing() {
+            problems.push(format!(
+                "the server's archiver failed on {} at {} and has not succeeded since ({} failures in all)",
+                a.last_failed_wal.as_deref().unwrap_or("?"),
+                a.last_failed_time.map_or("?".into(), |t| t.to_rfc3339()),
+                a.failed_count
+            ));
+        }
+    }
+    Ok(Status {
+        backup_count: summaries.len(),
+        last_backup: summaries.last().cloned(),
+        recovery_window_start: first_restorable
+            .as_ref()
+            .map(|s: &BackupSummary| s.server_stop_time.unwrap_or(s.finished_at)),
+        first_restorable,
+        recovery_window_end,
+        contiguous_to,
+        newest_segment: newest.map(|(name, arrived)| ArchivedSegment { name, arrived }),
+        first_gap,
+        forks,
+        repository_bytes,
+        wal_bytes,
+        archiver,
+        healthy: problems.is_empty(),
+        problems,
+    })
+}
+
+/// The last commit or abort in the archive at or before `end`, reading
+/// back at most [`COMMIT_SEARCH_SEGMENTS`] segments along `end`'s
+/// timeline and its ancestors.
+async fn last_transaction(
+    store: &dyn ObjectStore,
+    keys: &RepoKeys,
+    index: &WalIndex,
+    end: &WalSegmentName,
+    size: WalSegmentSize,
+) -> Result<Option<LastTransaction>, EngineError> {
+    let Ok(mut no) = end.segment_no(size) else {
+        return Ok(None);
+    };
+    let mut tli = end.timeline.0;
+    for _ in 0..COMMIT_SEARCH_SEGMENTS {
+        // Before a fork, the segment is the parent timeline's.
+        while !index.segments.get(&tli).is_some_and(|s| s.contains(&no.0)) {
+            match index.forks.get(&tli) {
+                Some((parent, _)) => tli = *parent,
+                None => return Ok(None),
+            }
+        }
+        let name = WalSegmentName::from_segment_no(TimelineId(tli), no, size);
+        let key = wal_key(&ArchivedFile::Segment(name));
+        let named = key.clone();
+        let bytes = decode_object(store, &key, keys.data_key.as_ref(), move |reader| {
+            let mut buf = Vec::with_capacity(size.bytes() as usize);
+            reader
+                .read_to_end(&mut buf)
+                .map_err(|e| classify_read_error(&named, e))?;
+            Ok(buf)
+        })
+        .await?;
+        let found = pgark_pg::read_xact_records(&name, size, &bytes)
+            .ok()
+            .and_then(|scan| {
+                let last = scan.xacts.last()?;
+                Some(LastTransaction {
+                    time: DateTime::<Utc>::from(last.time.to_system_time()?),
+                    kind: last.kind.name().to_string(),
+                    segment: name,
+                })
+            });
+        if found.is_some() {
+            return Ok(found);
+        }
+        if no.0 == 0 {
+            break;
+        }
+        no = SegmentNo(no.0 - 1);
+    }
+    Ok(None)
+}

@@ -298,7 +298,38 @@ pub(crate) fn retention_on_a_store(r: &RemoteRepo) {
     rows(4);
     let e = push(&["--delta"]);
     rows(5);
+    let last_commit: chrono::DateTime<chrono::Utc> = c
+        .psql(
+            "insert into t (batch) values ('last') returning to_char(clock_timestamp() at time zone 'UTC', \
+             'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+        )
+        .unwrap()
+        .parse()
+        .unwrap();
     crate::common::archive_current_wal(c);
+
+    // Issue 14 on this store: status reads the window from the WAL and
+    // the newest segment's time from the store.
+    let out = (r.pgark)(&["status", "--json", "--max-archive-age", "1h"]);
+    assert_code(&out, 0);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["backupCount"], 5, "{status}");
+    assert_eq!(status["lastBackupName"], e.as_str(), "{status}");
+    assert_eq!(status["walArchivingHealthy"], true, "{status}");
+    let end: chrono::DateTime<chrono::Utc> = status["recoveryWindowEnd"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (0..1000).contains(&(end - last_commit).num_milliseconds()),
+        "window end {end}, last commit {last_commit}: {status}"
+    );
+    let arrived: chrono::DateTime<chrono::Utc> = status["newestArchivedSegmentTime"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (chrono::Utc::now() - arrived).num_seconds().abs() < 600,
+        "{status}"
+    );
 
     let detail = |name: &str| {
         let out = (r.pgark)(&["backup-list", "--json", "--detail"]);

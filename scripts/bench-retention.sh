@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# pgark delete on a repository holding 20,000 archived WAL segments: how
-# long `delete --retain-count 1 --confirm` takes and how many requests it
-# sends, on S3 (moto's server on 127.0.0.1) and, for reference, on a local
-# directory, in ONE run, alternated round by round.
+# pgark status and pgark delete on a repository holding 50 backups and
+# 20,000 archived WAL segments: how long `status` and `delete
+# --retain-count 1 --confirm` take and how many requests they send, on S3
+# (moto's server on 127.0.0.1) and, for reference, on a local directory, in
+# ONE run, alternated round by round.
 #
 #   scripts/bench-retention.sh      # as root, from the project root
 #
@@ -11,17 +12,18 @@
 #      with pg_resetwal -l to timeline 1, log 0x50, so that the archive can
 #      hold $WAL_OBJECTS older segments (20,000 reach log 0x4E);
 #      archive_command /bin/true (backup-push runs with --archive-timeout 0).
-#   2. Two full backup-push runs into the repository.
+#   2. $BACKUPS full backup-push runs into the repository (a second apart:
+#      names carry the start time to the second).
 #   3. $WAL_OBJECTS objects under wal/ named as archived segments
 #      000000010000000000000001 onwards (64 bytes each: delete lists and
 #      deletes, it never reads them), written with boto3 (32 threads) on
 #      S3 and as files locally.
-#   4. `pgark delete --retain-count 1 --confirm` (as postgres, under
-#      /usr/bin/time: wall, CPU, peak RSS): the older backup and every WAL
-#      segment before the newer backup's start go, that is all
-#      $WAL_OBJECTS. On S3, moto's request log counts the requests the
-#      delete sent, by kind. Checked after: one backup listed, no WAL object
-#      of the deleted range left.
+#   4. `pgark status --json --no-fail`, then `pgark delete --retain-count 1
+#      --confirm` (as postgres, under /usr/bin/time: wall, CPU, peak RSS):
+#      the delete removes all backups but the newest and every WAL segment
+#      before its start, that is all $WAL_OBJECTS. On S3, moto's request
+#      log counts the requests each command sent, by kind. Checked after:
+#      one backup listed, no WAL object of the deleted range left.
 # Results in $BENCH_DIR/results/{times.tsv,requests.tsv,summary.txt}.
 #
 # moto keeps objects in its Python process's memory and handles requests
@@ -29,7 +31,7 @@
 # many at once. The request count is what carries over.
 #
 # Environment: BENCH_DIR (/tmp/pgark-bench-retention, wiped), PORT (54361),
-# MOTO_PORT (54362), WAL_OBJECTS (20000), RUNS (3), PGARK (else a release
+# MOTO_PORT (54362), WAL_OBJECTS (20000), BACKUPS (50), RUNS (3), PGARK (else a release
 # build of the work tree), PGBIN (newest /usr/lib/postgresql/*/bin),
 # MOTO_SERVER (/opt/pgark-test/moto/bin/moto_server).
 set -euo pipefail
@@ -40,6 +42,7 @@ BENCH_DIR=${BENCH_DIR:-/tmp/pgark-bench-retention}
 PORT=${PORT:-54361}
 MOTO_PORT=${MOTO_PORT:-54362}
 WAL_OBJECTS=${WAL_OBJECTS:-20000}
+BACKUPS=${BACKUPS:-50}
 RUNS=${RUNS:-3}
 PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
 MOTO_SERVER=${MOTO_SERVER:-/opt/pgark-test/moto/bin/moto_server}
@@ -93,8 +96,8 @@ S3_FLAGS=(--s3-endpoint "http://127.0.0.1:$MOTO_PORT" --s3-force-path-style --s3
 
 TIMES=$RES/times.tsv
 REQS=$RES/requests.tsv
-printf 'repo\tround\twall_s\tuser_s\tsys_s\tmaxrss_kib\tload1\n' >"$TIMES"
-printf 'round\tkind\tcount\n' >"$REQS"
+printf 'command\trepo\tround\twall_s\tuser_s\tsys_s\tmaxrss_kib\tload1\n' >"$TIMES"
+printf 'command\tround\tkind\tcount\n' >"$REQS"
 
 pgark_as_pg() { # REPO ARGS...: pgark as postgres on REPO (local path or round prefix)
   local repo=$1
@@ -120,7 +123,7 @@ archive_mode = on
 archive_command = '/bin/true'
 CONF
   runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w start >/dev/null
-  for _ in 1 2; do
+  for _ in $(seq 1 "$BACKUPS"); do
     pgark_as_pg "$repo" backup-push --archive-timeout 0 "$WORK/data" >/dev/null
     sleep 1.1
   done
@@ -170,8 +173,9 @@ print(sum(1 for k in keys if k.split("/")[1][8:16] < "00000050"))
 EOF
 }
 
-timed_delete() { # REPO KIND ROUND
-  local repo=$1 kind=$2 round=$3 load before after
+timed() { # COMMAND REPO KIND ROUND ARGS...: one pgark command, timed, its S3 requests counted
+  local command=$1 repo=$2 kind=$3 round=$4 load before after
+  shift 4
   load=$(cut -d' ' -f1 /proc/loadavg)
   before=$(wc -l <"$RES/moto.log")
   sync
@@ -181,17 +185,17 @@ timed_delete() { # REPO KIND ROUND
     flags=("${S3_FLAGS[@]}")
   fi
   runuser -u postgres -- /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.out" \
-    env "${envs[@]}" PGHOST="$WORK" PGPORT="$PORT" "$BIN" --repo "$repo" "${flags[@]}" \
-    delete --retain-count 1 --confirm --json >"$WORK/out.json" 2>"$WORK/err.txt" \
-    || { cat "$WORK/err.txt" >&2; die "delete on $kind round $round failed"; }
+    env "${envs[@]}" PGHOST="$WORK" PGPORT="$PORT" "$BIN" --repo "$repo" "${flags[@]}" "$@" \
+    >"$WORK/out.json" 2>"$WORK/err.txt" \
+    || { cat "$WORK/err.txt" >&2; die "$command on $kind round $round failed"; }
   read -r wall user sys rss <"$WORK/time.out"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$round" "$wall" "$user" "$sys" "$rss" "$load" >>"$TIMES"
-  printf '   delete %-6s round %s: %6.2f s wall, %6.2f s cpu, %7s KiB, load %s\n' \
-    "$kind" "$round" "$wall" "$(echo "$user + $sys" | bc)" "$rss" "$load" >&2
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$command" "$kind" "$round" "$wall" "$user" "$sys" "$rss" "$load" >>"$TIMES"
+  printf '   %-6s %-6s round %s: %6.2f s wall, %6.2f s cpu, %7s KiB, load %s\n' \
+    "$command" "$kind" "$round" "$wall" "$(echo "$user + $sys" | bc)" "$rss" "$load" >&2
   if [ "$kind" = s3 ]; then
     after=$(wc -l <"$RES/moto.log")
     # (werkzeug colours some lines: the escapes go first)
-    sed -n "$((before + 1)),${after}p" "$RES/moto.log" | sed 's/\x1b\[[0-9;]*m//g' | awk -v r="$round" '
+    sed -n "$((before + 1)),${after}p" "$RES/moto.log" | sed 's/\x1b\[[0-9;]*m//g' | awk -v c="$command" -v r="$round" '
       /"POST [^ ]*\?delete/ {k["DeleteObjects"]++; next}
       /"DELETE / {k["DeleteObject"]++; next}
       /"GET [^ ]*list-type=2/ {k["ListObjectsV2"]++; next}
@@ -200,47 +204,54 @@ timed_delete() { # REPO KIND ROUND
       /"PUT / {k["PutObject"]++; next}
       /"HEAD / {k["HeadObject"]++; next}
       /"(POST|GET|PUT|DELETE|HEAD) / {k["other"]++}
-      END {for (x in k) printf "%s\t%s\t%d\n", r, x, k[x]}' >>"$REQS"
+      END {for (x in k) printf "%s\t%s\t%s\t%d\n", c, r, x, k[x]}' >>"$REQS"
   fi
-  local left listed
+}
+
+check_after_delete() { # REPO KIND ROUND
+  local repo=$1 kind=$2 round=$3 left listed
   left=$(remaining_wal "$repo")
   [ "$left" = 0 ] || die "$kind round $round: $left WAL objects of the deleted range left"
   listed=$(pgark_as_pg "$repo" backup-list --json | "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)))')
   [ "$listed" = 1 ] || die "$kind round $round: $listed backups listed, expected 1"
 }
 
-say "$RUNS rounds (S3 and local alternated), $WAL_OBJECTS WAL objects each"
+say "$RUNS rounds (S3 and local alternated), $BACKUPS backups and $WAL_OBJECTS WAL objects each"
 for round in $(seq 1 "$RUNS"); do
   if [ $((round % 2)) = 1 ]; then order="s3 local"; else order="local s3"; fi
   for kind in $order; do
     if [ "$kind" = s3 ]; then repo="s3://bench/round$round"; else repo="$WORK/local-repo-$round"; fi
-    say "round $round, $kind: cluster, two backups, $WAL_OBJECTS WAL objects"
+    say "round $round, $kind: cluster, $BACKUPS backups, $WAL_OBJECTS WAL objects"
     cluster_and_backups "$repo"
     populate "$repo"
-    timed_delete "$repo" "$kind" "$round"
+    timed status "$repo" "$kind" "$round" status --json --no-fail --max-archive-age 1h
+    timed delete "$repo" "$kind" "$round" delete --retain-count 1 --confirm --json
+    check_after_delete "$repo" "$kind" "$round"
     [ "$kind" = local ] && rm -rf "$repo"
   done
 done
 
-python3 - "$TIMES" "$REQS" "$WAL_OBJECTS" >"$RES/summary.txt" <<'EOF'
+python3 - "$TIMES" "$REQS" "$WAL_OBJECTS" "$BACKUPS" >"$RES/summary.txt" <<'EOF'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 reqs = list(csv.DictReader(open(sys.argv[2]), delimiter="\t"))
-n = int(sys.argv[3])
+n, backups = int(sys.argv[3]), int(sys.argv[4])
 loads = [float(r["load1"]) for r in rows]
-print(f"delete --retain-count 1 --confirm of one backup and {n} WAL objects")
+print(f"{backups} backups and {n} WAL objects: status, then delete --retain-count 1 --confirm")
 print(f"load average before each command: min {min(loads):.2f}, median {statistics.median(loads):.2f}, max {max(loads):.2f}")
-print(f"{'repository':<12}{'median s':>10}{'min':>8}{'max':>8}{'cpu s':>8}{'peak RSS KiB':>14}{'objects/s':>11}")
-for kind in ("s3", "local"):
-    w = [float(r["wall_s"]) for r in rows if r["repo"] == kind]
-    cpu = [float(r["user_s"]) + float(r["sys_s"]) for r in rows if r["repo"] == kind]
-    rss = max(int(r["maxrss_kib"]) for r in rows if r["repo"] == kind)
-    print(f"{kind:<12}{statistics.median(w):>10.2f}{min(w):>8.2f}{max(w):>8.2f}{statistics.median(cpu):>8.2f}{rss:>14}{n / statistics.median(w):>11.0f}")
+print(f"{'command':<16}{'median s':>10}{'min':>8}{'max':>8}{'cpu s':>8}{'peak RSS KiB':>14}")
+for command in ("status", "delete"):
+    for kind in ("s3", "local"):
+        sel = [r for r in rows if r["command"] == command and r["repo"] == kind]
+        w = [float(r["wall_s"]) for r in sel]
+        cpu = [float(r["user_s"]) + float(r["sys_s"]) for r in sel]
+        rss = max(int(r["maxrss_kib"]) for r in sel)
+        print(f"{command + ' ' + kind:<16}{statistics.median(w):>10.2f}{min(w):>8.2f}{max(w):>8.2f}{statistics.median(cpu):>8.2f}{rss:>14}")
 print()
-print("S3 requests per delete (moto's log), by round:")
-for r in sorted({x["round"] for x in reqs}):
-    kinds = {x["kind"]: int(x["count"]) for x in reqs if x["round"] == r}
-    total = sum(kinds.values())
-    print(f"  round {r}: {total} requests: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
+print("S3 requests per command (moto's log), by round:")
+for command in ("status", "delete"):
+    for r in sorted({x["round"] for x in reqs if x["command"] == command}):
+        kinds = {x["kind"]: int(x["count"]) for x in reqs if x["round"] == r and x["command"] == command}
+        print(f"  {command} round {r}: {sum(kinds.values())} requests: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
 EOF
 cat "$RES/summary.txt"

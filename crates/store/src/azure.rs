@@ -109,7 +109,7 @@ use sha2::Sha256;
 use std::fmt;
 use std::num::NonZero;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The Blob service REST API version account SAS are signed for (`sv`).
 /// Requests themselves carry the version of the `azure_storage_blob` crate.
@@ -670,6 +670,7 @@ impl AzureStore {
         Ok(ObjectMeta {
             key: key.clone(),
             size,
+            modified: None,
         })
     }
 }
@@ -1011,6 +1012,7 @@ impl ObjectStore for AzureStore {
             meta: ObjectMeta {
                 key: key.clone(),
                 size,
+                modified: resp.properties.last_modified.map(SystemTime::from),
             },
             stream: crate::body::checked_body(
                 resp.body,
@@ -1043,9 +1045,13 @@ impl ObjectStore for AzureStore {
                 "Get Blob Properties response without Content-Length",
             )
         })?;
+        // `Last-Modified`, RFC 1123; a missing or unreadable one is no
+        // reason to fail.
+        let modified = resp.last_modified().ok().flatten().map(SystemTime::from);
         Ok(ObjectMeta {
             key: key.clone(),
             size,
+            modified,
         })
     }
 
@@ -1066,17 +1072,19 @@ impl ObjectStore for AzureStore {
             let bad = |m: String| StoreError::new(ErrorKind::Transient, Operation::List, self, prefix, m);
             for blob in page.blob_items {
                 let name = blob.name.ok_or_else(|| bad("a listed blob has no name".into()))?;
-                let size = blob
-                    .properties
-                    .and_then(|p| p.content_length)
+                let properties = blob.properties.unwrap_or_default();
+                let size = properties
+                    .content_length
                     .ok_or_else(|| bad(format!("listed blob {name:?} has no Content-Length")))?;
+                // `<Last-Modified>` of `<Properties>`, RFC 1123.
+                let modified = properties.last_modified.map(SystemTime::from);
                 let Some(name) = name.strip_prefix(&self.inner.opts.prefix) else {
                     continue;
                 };
                 let Ok(key) = Key::new(unescape_name(name)) else {
                     continue;
                 };
-                out.push(ObjectMeta { key, size });
+                out.push(ObjectMeta { key, size, modified });
             }
         }
         out.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
@@ -1179,6 +1187,7 @@ impl MultipartUpload for AzureUpload {
         Ok(ObjectMeta {
             key: self.key.clone(),
             size: self.size,
+            modified: None,
         })
     }
 

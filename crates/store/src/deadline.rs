@@ -302,6 +302,7 @@ mod tests {
                 meta: ObjectMeta {
                     key: key.clone(),
                     size: 100,
+                    modified: None,
                 },
                 stream: Box::pin(first.chain(futures::stream::pending())),
             })

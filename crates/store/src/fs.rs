@@ -333,18 +333,19 @@ impl LocalStore {
         result.map(|()| ObjectMeta {
             key: key.clone(),
             size: data.len() as u64,
+            modified: None,
         })
     }
 
-    /// Opens `key` for reading: the file and its size.
-    fn open_blocking(&self, op: Operation, key: &Key) -> Result<(File, u64)> {
+    /// Opens `key` for reading: the file and its metadata.
+    fn open_blocking(&self, op: Operation, key: &Key) -> Result<(File, fs::Metadata)> {
         let path = self.path_of(key);
         let file = File::open(&path).map_err(|e| self.read_fail(op, key, &path, e))?;
         let meta = file.metadata().map_err(|e| self.read_fail(op, key, &path, e))?;
         if !meta.is_file() {
             return Err(self.not_found(op, key));
         }
-        Ok((file, meta.len()))
+        Ok((file, meta))
     }
 
     fn head_blocking(&self, key: &Key) -> Result<ObjectMeta> {
@@ -356,6 +357,7 @@ impl LocalStore {
         Ok(ObjectMeta {
             key: key.clone(),
             size: meta.len(),
+            modified: meta.modified().ok(),
         })
     }
 
@@ -517,6 +519,7 @@ fn walk_entries(
                     out.push(ObjectMeta {
                         key,
                         size: meta.len(),
+                        modified: meta.modified().ok(),
                     });
                 }
             }
@@ -573,14 +576,16 @@ impl ObjectStore for LocalStore {
     async fn get(&self, key: &Key) -> Result<GetResult> {
         let this = self.clone();
         let k = key.clone();
-        let (file, size) = self
+        let (file, file_meta) = self
             .blocking(Operation::Get, key, move || {
                 this.open_blocking(Operation::Get, &k)
             })
             .await?;
+        let size = file_meta.len();
         let meta = ObjectMeta {
             key: key.clone(),
             size,
+            modified: file_meta.modified().ok(),
         };
         Ok(GetResult {
             meta,
@@ -797,7 +802,11 @@ impl MultipartUpload for LocalUpload {
                 if result.is_err() {
                     let _ = fs::remove_file(&tmp);
                 }
-                result.map(|()| ObjectMeta { key: k, size })
+                result.map(|()| ObjectMeta {
+                    key: k,
+                    size,
+                    modified: None,
+                })
             })
             .await
     }

@@ -118,6 +118,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::SystemTime;
 use tokio::sync::{mpsc, watch, OnceCell};
 
 /// The GCS JSON API endpoint.
@@ -706,6 +707,7 @@ impl GcsStore {
                 Ok(ObjectMeta {
                     key: key.clone(),
                     size,
+                    modified: None,
                 })
             }
             Ok(Err(e)) => Err(self.write_error(Operation::Put, "objects.insert", key, e).await),
@@ -733,9 +735,14 @@ impl GcsStore {
 }
 
 impl GcsStore {
-    /// The size and generation of `key` (`objects.get` for metadata).
-    async fn object_resource(&self, op: Operation, key: &Key) -> Result<(u64, Option<i64>)> {
-        let url = format!("{}?fields=name,size,generation", self.object_url(key));
+    /// The size, generation and modification time of `key` (`objects.get`
+    /// for metadata).
+    async fn object_resource(
+        &self,
+        op: Operation,
+        key: &Key,
+    ) -> Result<(u64, Option<i64>, Option<SystemTime>)> {
+        let url = format!("{}?fields=name,size,generation,updated", self.object_url(key));
         let http = self.inner.http.inner();
         let resp = self.send(op, "objects.get", key, || http.get(&url)).await?;
         match resp.status().as_u16() {
@@ -763,7 +770,8 @@ impl GcsStore {
             .size
             .parse()
             .map_err(|_| bad(format!("objects.get: size {:?} is not a number", obj.size)))?;
-        Ok((size, obj.generation.and_then(|g| g.parse().ok())))
+        let modified = obj.modified();
+        Ok((size, obj.generation.and_then(|g| g.parse().ok()), modified))
     }
 
     /// For errors of resumable uploads through an endpoint with a port of
@@ -848,6 +856,20 @@ struct ObjectResource {
     size: String,
     #[serde(default)]
     generation: Option<String>,
+    /// When the object (its metadata included) was last written, RFC 3339.
+    #[serde(default)]
+    updated: Option<String>,
+}
+
+impl ObjectResource {
+    /// `updated` as a [`SystemTime`]; `None` if absent or unreadable (the
+    /// time is informational, not worth failing a listing over).
+    fn modified(&self) -> Option<SystemTime> {
+        let updated = self.updated.as_deref()?;
+        chrono::DateTime::parse_from_rfc3339(updated)
+            .ok()
+            .map(SystemTime::from)
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -899,11 +921,14 @@ impl ObjectStore for GcsStore {
         self.seen_bucket();
         let object = resp.object();
         let mut size = u64::try_from(object.size).unwrap_or(0);
+        // The read response carries no modification time; only the
+        // metadata request below does (`get` may leave it `None`).
+        let mut modified = None;
         if size == 0 {
             // The crate takes the size from `x-goog-stored-content-length`,
             // which fake-gcs-server does not send: ask for the metadata of
             // the generation being read.
-            let (meta_size, generation) = self.object_resource(Operation::Get, key).await?;
+            let (meta_size, generation, meta_modified) = self.object_resource(Operation::Get, key).await?;
             if generation.is_some_and(|g| g != object.generation) {
                 return Err(StoreError::new(
                     ErrorKind::Transient,
@@ -914,11 +939,13 @@ impl ObjectStore for GcsStore {
                 ));
             }
             size = meta_size;
+            modified = meta_modified;
         }
         Ok(GetResult {
             meta: ObjectMeta {
                 key: key.clone(),
                 size,
+                modified,
             },
             stream: crate::body::checked_body(
                 futures::stream::unfold(resp, |mut r| async move { r.next().await.map(|item| (item, r)) }),
@@ -935,17 +962,18 @@ impl ObjectStore for GcsStore {
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
-        let (size, _) = self.object_resource(Operation::Head, key).await?;
+        let (size, _, modified) = self.object_resource(Operation::Head, key).await?;
         Ok(ObjectMeta {
             key: key.clone(),
             size,
+            modified,
         })
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let full_prefix = format!("{}{prefix}", self.inner.opts.prefix);
         let base = format!(
-            "{}/storage/v1/b/{}/o?prefix={}&maxResults={}&fields=items(name,size),nextPageToken",
+            "{}/storage/v1/b/{}/o?prefix={}&maxResults={}&fields=items(name,size,updated),nextPageToken",
             self.inner.endpoint,
             encode_component(self.bucket()),
             encode_component(&full_prefix),
@@ -983,7 +1011,8 @@ impl ObjectStore for GcsStore {
                     .size
                     .parse()
                     .map_err(|_| bad(format!("objects.list: size {:?} is not a number", item.size)))?;
-                out.push(ObjectMeta { key, size });
+                let modified = item.modified();
+                out.push(ObjectMeta { key, size, modified });
             }
             match page.next_page_token {
                 Some(t) if !t.is_empty() => token = Some(t),
@@ -1337,6 +1366,7 @@ impl MultipartUpload for GcsUpload {
         Ok(ObjectMeta {
             key: self.key.clone(),
             size,
+            modified: None,
         })
     }
 

@@ -97,6 +97,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use std::fmt;
+use std::time::SystemTime;
 
 /// Result type of every store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -118,6 +119,15 @@ pub struct ObjectMeta {
     pub key: Key,
     /// Size of the stored object in bytes.
     pub size: u64,
+    /// When the object was last written, as the store reports it (the
+    /// store's clock, not this host's).
+    ///
+    /// [`ObjectStore::list`] and [`ObjectStore::head`] fill it on every
+    /// backend that reports a modification time (all of this crate's:
+    /// local directory, memory, S3, GCS and Azure). [`ObjectStore::put`],
+    /// [`MultipartUpload::complete`] and [`ObjectStore::get`] may leave it
+    /// `None`; wrappers and test doubles that know nothing leave it `None`.
+    pub modified: Option<SystemTime>,
 }
 
 /// A stream of an object's bytes, in order. The stream ends after the last

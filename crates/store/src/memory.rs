@@ -10,11 +10,30 @@ use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 /// A thread-safe in-memory [`ObjectStore`]. Cloning shares the contents.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
-    objects: Arc<Mutex<BTreeMap<Key, Bytes>>>,
+    objects: Arc<Mutex<BTreeMap<Key, Stored>>>,
+}
+
+/// One object: its bytes and when it was put (the `modified` of its
+/// [`ObjectMeta`]).
+#[derive(Debug, Clone)]
+struct Stored {
+    data: Bytes,
+    modified: SystemTime,
+}
+
+impl Stored {
+    fn meta(&self, key: &Key) -> ObjectMeta {
+        ObjectMeta {
+            key: key.clone(),
+            size: self.data.len() as u64,
+            modified: Some(self.modified),
+        }
+    }
 }
 
 impl MemoryStore {
@@ -33,12 +52,13 @@ impl MemoryStore {
                 "object already exists",
             ));
         }
-        let size = data.len() as u64;
-        objects.insert(key.clone(), data);
-        Ok(ObjectMeta {
-            key: key.clone(),
-            size,
-        })
+        let stored = Stored {
+            data,
+            modified: SystemTime::now(),
+        };
+        let meta = stored.meta(key);
+        objects.insert(key.clone(), stored);
+        Ok(meta)
     }
 
     fn not_found(&self, op: Operation, key: &Key) -> StoreError {
@@ -68,17 +88,15 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn get(&self, key: &Key) -> Result<GetResult> {
-        let data = self
+        let stored = self
             .objects
             .lock()
             .expect("memory store lock poisoned")
             .get(key)
             .cloned();
-        let data = data.ok_or_else(|| self.not_found(Operation::Get, key))?;
-        let meta = ObjectMeta {
-            key: key.clone(),
-            size: data.len() as u64,
-        };
+        let stored = stored.ok_or_else(|| self.not_found(Operation::Get, key))?;
+        let meta = stored.meta(key);
+        let data = stored.data;
         // Hand the object out in modest chunks, as a network store would.
         let chunks: Vec<Result<Bytes>> = data.chunks(64 << 10).map(|c| Ok(data.slice_ref(c))).collect();
         Ok(GetResult {
@@ -89,13 +107,10 @@ impl ObjectStore for MemoryStore {
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
         let objects = self.objects.lock().expect("memory store lock poisoned");
-        let data = objects
+        let stored = objects
             .get(key)
             .ok_or_else(|| self.not_found(Operation::Head, key))?;
-        Ok(ObjectMeta {
-            key: key.clone(),
-            size: data.len() as u64,
-        })
+        Ok(stored.meta(key))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -103,10 +118,7 @@ impl ObjectStore for MemoryStore {
         Ok(objects
             .iter()
             .filter(|(k, _)| k.as_str().starts_with(prefix))
-            .map(|(k, v)| ObjectMeta {
-                key: k.clone(),
-                size: v.len() as u64,
-            })
+            .map(|(k, v)| v.meta(k))
             .collect())
     }
 

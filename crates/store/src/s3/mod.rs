@@ -83,7 +83,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
@@ -570,6 +570,7 @@ impl S3Store {
                     return Ok(ObjectMeta {
                         key: key.clone(),
                         size,
+                        modified: None,
                     });
                 }
                 Err(err) if is_conflict(&err) && attempt < CONFLICT_ATTEMPTS => {
@@ -579,6 +580,12 @@ impl S3Store {
             }
         }
     }
+}
+
+/// An S3 `LastModified` as a [`SystemTime`]; `None` if absent or out of
+/// range.
+fn system_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<SystemTime> {
+    t.and_then(|t| SystemTime::try_from(*t).ok())
 }
 
 impl fmt::Debug for S3Store {
@@ -628,6 +635,7 @@ impl ObjectStore for S3Store {
             .map_err(|e| self.error(Operation::Get, "GetObject", key, e))?;
         self.seen_bucket();
         let size = out.content_length().unwrap_or(0).max(0) as u64;
+        let modified = system_time(out.last_modified());
         let stream = crate::body::checked_body(
             futures::stream::unfold(
                 out.body,
@@ -647,6 +655,7 @@ impl ObjectStore for S3Store {
             meta: ObjectMeta {
                 key: key.clone(),
                 size,
+                modified,
             },
             stream,
         })
@@ -666,6 +675,7 @@ impl ObjectStore for S3Store {
                 Ok(ObjectMeta {
                     key: key.clone(),
                     size: out.content_length().unwrap_or(0).max(0) as u64,
+                    modified: system_time(out.last_modified()),
                 })
             }
             Err(err) => {
@@ -709,6 +719,7 @@ impl ObjectStore for S3Store {
                 out.push(ObjectMeta {
                     key,
                     size: object.size().unwrap_or(0).max(0) as u64,
+                    modified: system_time(object.last_modified()),
                 });
             }
             if page.is_truncated() != Some(true) {
@@ -956,6 +967,7 @@ impl S3Upload {
                     return Ok(ObjectMeta {
                         key: self.key.clone(),
                         size: self.size,
+                        modified: None,
                     });
                 }
                 Err(err) if is_conflict(&err) && attempt < CONFLICT_ATTEMPTS => {

@@ -174,6 +174,7 @@ async fn conforms_on_a_server_that_checks_signatures() {
         c::check_multipart_abort_and_drop(&store, &p("multipart-abort")).await;
         c::check_put_stream(&store, &p("put-stream")).await;
         c::check_put_stream_error(&store, &p("put-stream-error")).await;
+        c::check_modified(&store, &p("modified")).await;
         c::check_list(&store, &p("list")).await;
         c::check_list_many(&store, &p("list-many")).await;
         // Not `check_not_found`: s3s-fs keeps objects as files, so a

@@ -4,7 +4,7 @@
 //! [`ObjectStore`] and [`MultipartUpload`](pgark_store::MultipartUpload):
 //! atomic and exact round trips, create-only puts (also when racing),
 //! multipart uploads (completed, conflicting, aborted, dropped),
-//! [`put_stream`] (also of streams that end with an error), listing semantics, not-found reporting and idempotent
+//! [`put_stream`] (also of streams that end with an error), listing semantics, modification times, not-found reporting and idempotent
 //! deletes.
 //!
 //! Every key the suite touches lives under the prefix it is given, so a
@@ -26,6 +26,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 const MIB: usize = 1 << 20;
 
@@ -60,6 +61,7 @@ pub async fn run_all(store: Arc<dyn ObjectStore>, prefix: &str) {
     check_multipart_abort_and_drop(s, &sub("multipart-abort")).await;
     check_put_stream(s, &sub("put-stream")).await;
     check_put_stream_error(s, &sub("put-stream-error")).await;
+    check_modified(s, &sub("modified")).await;
     check_list(s, &sub("list")).await;
     check_list_many(s, &sub("list-many")).await;
     check_not_found(s, &sub("not-found")).await;
@@ -578,6 +580,54 @@ pub async fn check_put_stream_error(store: &dyn ObjectStore, prefix: &str) {
     }
 }
 
+/// How far a store's modification time may be from this host's clock. The
+/// suite runs against local emulators and against cloud stores, whose
+/// clocks are synchronised; minutes leave room for slow runs.
+const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// `list` and `head` report when an object was last written
+/// ([`ObjectMeta::modified`]): set, within [`CLOCK_SKEW`] of this host's
+/// clock around the put, for objects written in one piece and in parts;
+/// and an overwrite a little later does not report an earlier time (the
+/// times of S3's HEAD and Azure's are whole seconds, hence the pause).
+pub async fn check_modified(store: &dyn ObjectStore, prefix: &str) {
+    let ck = Check::new("modification time", store);
+    let key = ck.key(format!("{prefix}object"));
+    let before = SystemTime::now();
+    ck.put(&key, Bytes::from_static(b"first"), PutMode::Overwrite)
+        .await;
+    let (head, listed) = ck.modified_of(&key, before, "after a put").await;
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = SystemTime::now();
+    ck.put(&key, Bytes::from_static(b"second, longer"), PutMode::Overwrite)
+        .await;
+    let (head2, listed2) = ck.modified_of(&key, before, "after an overwrite").await;
+    if head2 < head {
+        ck.fail(format!(
+            "head({key}) went back in time after an overwrite: {head:?} then {head2:?}"
+        ));
+    }
+    if listed2 < listed {
+        ck.fail(format!(
+            "list shows {key} going back in time after an overwrite: {listed:?} then {listed2:?}"
+        ));
+    }
+
+    let parts = ck.key(format!("{prefix}in-parts"));
+    let before = SystemTime::now();
+    let mut upload = ck.ok(
+        store.put_multipart(&parts, PutMode::Overwrite).await,
+        format!("put_multipart {parts}"),
+    );
+    ck.ok(
+        upload.put_part(Bytes::from_static(b"one part")).await,
+        format!("put_part {parts}"),
+    );
+    ck.ok(upload.complete().await, format!("complete {parts}"));
+    ck.modified_of(&parts, before, "after a multipart upload").await;
+}
+
 /// `list` is sorted by key (byte order, also across `/`), uses plain string
 /// prefixes (`a/b` matches `a/b/c` and `a/bc`), reports sizes, and a prefix
 /// nothing matches gives an empty list.
@@ -963,6 +1013,35 @@ impl<'a> Check<'a> {
         if listed.iter().any(|(k, _)| k == key.as_str()) {
             self.fail(format!("list shows {key}, which should be missing"));
         }
+    }
+
+    /// The modification times `head` and `list` report for `key`, written
+    /// by a put that started at `before`, checking both are set and near
+    /// this host's clock.
+    async fn modified_of(&self, key: &Key, before: SystemTime, what: &str) -> (SystemTime, SystemTime) {
+        let head = self.ok(self.store.head(key).await, format!("head {key}"));
+        let listed = self.ok(self.store.list(key.as_str()).await, format!("list({key:?})"));
+        let Some(listed) = listed.into_iter().find(|m| m.key == *key) else {
+            self.fail(format!("list({key:?}) does not show {key} {what}"));
+        };
+        let after = SystemTime::now();
+        let near = |meta: &ObjectMeta, how: &str| -> SystemTime {
+            let Some(t) = meta.modified else {
+                self.fail(format!(
+                    "{how} of {key} {what} reports no modification time: {meta:?}"
+                ));
+            };
+            let earliest = before - CLOCK_SKEW;
+            let latest = after + CLOCK_SKEW;
+            if t < earliest || t > latest {
+                self.fail(format!(
+                    "{how} of {key} {what} reports modification time {t:?}, more than {CLOCK_SKEW:?} \
+                     outside this host's clock around the put ({before:?} to {after:?})"
+                ));
+            }
+            t
+        };
+        (near(&head, "head"), near(&listed, "list"))
     }
 
     /// Keys and sizes under `prefix`, checking the listing is sorted, free of

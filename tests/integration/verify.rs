@@ -191,4 +191,12 @@ fn verify_wal_reads_the_records_of_a_backups_wal_and_the_run_is_recorded() {
     // A backup the last run did not check shows no verify.
     let newer = src.backup_push(&[]);
     assert!(listed(&src, &newer)["last_verify"].is_null());
+
+    // delete goes by backups/ and wal/: verify/latest stays, and listing
+    // still works beside it.
+    let out = src.pgark(&["delete", &name, "--confirm"]);
+    assert_code(&out, 0);
+    assert_eq!(last_record(&src)["outcome"], "damaged");
+    let names: Vec<serde_json::Value> = src.backup_list().into_iter().map(|b| b["name"].clone()).collect();
+    assert_eq!(names, vec![serde_json::Value::from(newer.as_str())]);
 }

@@ -1,7 +1,7 @@
 use crate::config::Settings;
 use clap::Args;
 use pgark_catalog::BackupManifest;
-use pgark_engine::ListedBackup;
+use pgark_engine::{ListedBackup, VerifyRecord};
 use serde_json::json;
 
 /// List completed backups, oldest first.
@@ -13,19 +13,36 @@ use serde_json::json;
 ///
 /// Columns: name, status, start and finish time, start LSN and WAL segment, original and stored
 /// size, PostgreSQL version, whether it is permanent (pgark backup-mark). --json prints the same fields (and with --detail the rest of the
-/// manifest summary) as a JSON array for scripts.
+/// manifest summary) as a JSON array for scripts. --detail also shows whether the last
+/// `pgark verify` run (recorded in the repository) checked each backup, when, and what it found.
 #[derive(Debug, Clone, Args)]
 pub struct BackupListArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
     /// Add stop LSN and segment, timeline, source, compression, file and part counts, full or
-    /// delta (and its parent), and pages that failed their data checksum.
+    /// delta (and its parent), pages that failed their data checksum, and the last verify run
+    /// that checked the backup (time and whole or damaged).
     #[arg(long)]
     pub detail: bool,
 }
 
-fn summary(m: &BackupManifest, permanent: bool, detail: bool) -> serde_json::Value {
+/// What the last verify run found about `m`: (time, whole), if it checked it.
+fn last_verify_of(record: Option<&VerifyRecord>, m: &BackupManifest) -> Option<(String, bool)> {
+    let record = record?;
+    let b = record.backup(m.name.as_str())?;
+    Some((
+        record.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        b.whole,
+    ))
+}
+
+fn summary(
+    m: &BackupManifest,
+    permanent: bool,
+    detail: bool,
+    verified: Option<&VerifyRecord>,
+) -> serde_json::Value {
     let mut v = json!({
         "name": m.name.as_str(),
         "status": "ok",
@@ -60,6 +77,7 @@ fn summary(m: &BackupManifest, permanent: bool, detail: bool) -> serde_json::Val
                 .iter()
                 .map(|c| json!({"path": c.path, "blocks": c.blocks}))
                 .collect::<Vec<_>>(),
+            "last_verify": last_verify_of(verified, m).map(|(time, whole)| json!({"time": time, "whole": whole})),
         });
         if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
             o.extend(e.clone());
@@ -79,11 +97,25 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
     let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
     let backups = pgark_engine::list_backups_detailed(&*store, &keys).await?;
     let permanent = pgark_engine::permanent_marks(&*store).await?;
+    let verified = if args.detail {
+        match pgark_engine::last_verify(&*store, &keys).await {
+            Ok(record) => record,
+            Err(e) if e.class() == pgark_engine::ErrorClass::Integrity => {
+                tracing::warn!("the record of the last verify run is unusable: {e}");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
     if args.json {
         let list: Vec<_> = backups
             .iter()
             .map(|b| match b {
-                ListedBackup::Ok(m) => summary(m, permanent.contains(&m.name), args.detail),
+                ListedBackup::Ok(m) => {
+                    summary(m, permanent.contains(&m.name), args.detail, verified.as_ref())
+                }
                 ListedBackup::Damaged { name, reason, .. } => damaged_summary(name.as_str(), reason),
             })
             .collect();
@@ -105,8 +137,18 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
     );
     if args.detail {
         header += &format!(
-            " {:<12} {:<24} {:>3} {:<8} {:<5} {:>6} {:<7} {:<46} {:>7}",
-            "stop_lsn", "stop_wal_segment", "tli", "from", "codec", "files", "type", "parent", "corrupt"
+            " {:<12} {:<24} {:>3} {:<8} {:<5} {:>6} {:<7} {:<46} {:>7} {:<20} {:<8}",
+            "stop_lsn",
+            "stop_wal_segment",
+            "tli",
+            "from",
+            "codec",
+            "files",
+            "type",
+            "parent",
+            "corrupt",
+            "last_verify",
+            "verified"
         );
     }
     println!("{header}");
@@ -132,8 +174,12 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
             if permanent.contains(&m.name) { "yes" } else { "no" }
         );
         if args.detail {
+            let (verify_time, verify_outcome) = match last_verify_of(verified.as_ref(), m) {
+                Some((time, whole)) => (time, if whole { "whole" } else { "damaged" }),
+                None => ("-".to_string(), "-"),
+            };
             line += &format!(
-                " {:<12} {:<24} {:>3} {:<8} {:<5} {:>6} {:<7} {:<46} {:>7}",
+                " {:<12} {:<24} {:>3} {:<8} {:<5} {:>6} {:<7} {:<46} {:>7} {:<20} {:<8}",
                 m.stop_lsn,
                 m.stop_wal_segment,
                 m.timeline,
@@ -142,7 +188,9 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
                 m.files.len(),
                 if m.is_delta() { "delta" } else { "full" },
                 m.parent.as_ref().map_or("-", |p| p.as_str()),
-                m.corrupt_pages.iter().map(|c| c.blocks.len()).sum::<usize>()
+                m.corrupt_pages.iter().map(|c| c.blocks.len()).sum::<usize>(),
+                verify_time,
+                verify_outcome
             );
         }
         println!("{line}");

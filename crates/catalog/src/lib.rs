@@ -14,6 +14,7 @@
 //! wal/<TLI>.history                                timeline history files
 //! backups/<name>/part_NNNNN.tar, backups/<name>/manifest   base backups (see [`BackupName`])
 //! backups/<name>/summary                           a backup's summary, for listing (see [`BackupSummary`])
+//! verify/latest                                    the last `pgark verify` run (see [`VerifyRecord`])
 //! ```
 //! Every object under `wal/` is a self-describing pgark object (see the
 //! codec crate): no extension says how it is compressed.
@@ -21,6 +22,7 @@
 mod backup;
 mod error;
 mod repository;
+mod verify_record;
 
 pub use backup::{
     delta_entry_name, piece_entry_name, BackupManifest, BackupName, BackupSummary, CorruptPages, DeltaEntry,
@@ -29,6 +31,9 @@ pub use backup::{
 };
 pub use error::CatalogError;
 pub use repository::{RepositoryMeta, REPOSITORY_FORMAT};
+pub use verify_record::{
+    verify_record_key, VerifiedBackup, VerifyOutcome, VerifyRecord, VERIFY_PREFIX, VERIFY_RECORD_KEY,
+};
 
 use pgark_pg::ArchivedFile;
 use pgark_store::Key;

@@ -30,6 +30,7 @@ pub use keys::RepoKeys;
 pub use manifest_io::{
     list_backups, list_backups_detailed, list_backups_marked, load_manifest, permanent_marks, ListedBackup,
 };
+pub use pgark_catalog::{VerifiedBackup, VerifyOutcome, VerifyRecord};
 pub use repository::{ensure_repository_meta, load_repository_meta, require_repository};
 pub use restore::{
     backup_fetch, parse_target_time, ArchiveMode, BackupFetchOptions, BackupFetchOutcome, BackupSelector,
@@ -45,6 +46,8 @@ pub use retention::{
 pub use retry::RetryPolicy;
 pub use status::{status, ArchivedSegment, ArchiverView, LastTransaction, Status, COMMIT_SEARCH_SEGMENTS};
 pub use timelines::{diverged_timelines, Divergence};
-pub use verify::{verify, BackupVerdict, VerifyTarget};
+pub use verify::{
+    last_verify, record_verify, verify, verify_record, BackupVerdict, VerifyOptions, VerifyTarget,
+};
 pub use wal_fetch::{wal_fetch, WalFetchOptions, WalFetchOutcome};
 pub use wal_push::{wal_push, WalPushOptions, WalPushOutcome, WalPushStatus};

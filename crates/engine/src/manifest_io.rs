@@ -54,7 +54,11 @@ async fn put_summary(store: &dyn ObjectStore, manifest: &BackupManifest, keys: &
 
 /// Decodes and verifies a small stored object (a manifest, a summary):
 /// with a data key it must be encrypted under it for `key`.
-fn decode_small(stored: &[u8], key: &pgark_store::Key, keys: &RepoKeys) -> Result<Vec<u8>, EngineError> {
+pub(crate) fn decode_small(
+    stored: &[u8],
+    key: &pgark_store::Key,
+    keys: &RepoKeys,
+) -> Result<Vec<u8>, EngineError> {
     let integrity = |source| EngineError::Integrity {
         key: key.to_string(),
         source,

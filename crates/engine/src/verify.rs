@@ -1,4 +1,4 @@
-//! `verify`: read every object of a backup and check it, writing nothing.
+//! `verify`: read every object of a backup and check it, writing only the record of the run.
 //!
 //! For each backup: the manifest decodes; every part is read whole through
 //! the verifying decoder (length and digest against its trailer), its
@@ -13,19 +13,37 @@
 //! (their history files), to the first missing segment: the point up to
 //! which the backup can restore.
 //!
+//! At the WAL level ([`VerifyOptions::wal_level`], `verify --wal`), the
+//! backup's own WAL is also read: every segment from its start segment to
+//! its stop segment, on its timeline, is downloaded and decoded (length and
+//! digest checked) into memory, one at a time, and handed in order to
+//! [`WalReader`]: its page headers must be valid (magic, page address,
+//! timeline) and its records must chain (`xl_prev`) with valid CRCs up to
+//! the backup's stop LSN. A segment that does not decode, or where the
+//! reader stops for anything but the end of its input before the stop LSN,
+//! is a problem naming its key.
+//!
 //! Parts are read `concurrency` at a time, each through a bounded channel
-//! (see `pipe`): memory does not grow with the backup. Read-only; a failure
-//! of the repository ends the command (exit 6), what is damaged or missing
-//! is reported per backup and the command goes on.
+//! (see `pipe`): memory does not grow with the backup; WAL segments are
+//! held one at a time. Read-only, but for the record of the run
+//! ([`record_verify`], written by the command); a failure of the repository
+//! ends the command (exit 6), what is damaged or missing is reported per
+//! backup and the command goes on.
 
-use crate::manifest_io::{list_backups, load_manifest};
+use crate::manifest_io::{decode_small, list_backups, load_manifest};
 use crate::pipe::{classify_read_error, decode_object};
 use crate::timelines::history_entries;
 use crate::{EngineError, ErrorClass, RepoKeys};
 use futures::StreamExt;
-use pgark_catalog::{delta_entry_name, parse_wal_key, piece_entry_name, wal_key, BackupManifest, BackupName};
-use pgark_pg::{ArchivedFile, Lsn, SegmentNo, TimelineId, WalSegmentName, WalSegmentSize};
-use pgark_store::ObjectStore;
+use pgark_catalog::{
+    delta_entry_name, parse_wal_key, piece_entry_name, verify_record_key, wal_key, BackupManifest,
+    BackupName, VerifiedBackup, VerifyOutcome, VerifyRecord,
+};
+use pgark_codec::{encode_to_vec, encode_to_vec_encrypted, CompressionSpec};
+use pgark_pg::{
+    ArchivedFile, Lsn, SegmentNo, TimelineId, WalReader, WalSegmentName, WalSegmentSize, WalStop,
+};
+use pgark_store::{Key, ObjectStore, ObjectStoreExt, PutMode};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Read;
 use std::sync::Arc;
@@ -36,6 +54,25 @@ pub enum VerifyTarget {
     Latest,
     Named(BackupName),
     All,
+}
+
+/// How to verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Parts read at once.
+    pub concurrency: usize,
+    /// Also read every WAL segment from each backup's start to its stop and
+    /// check its pages and records (see the module docs).
+    pub wal_level: bool,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            concurrency: 2,
+            wal_level: false,
+        }
+    }
 }
 
 /// The outcome for one backup.
@@ -53,6 +90,9 @@ pub struct BackupVerdict {
     pub wal_reaches: Option<WalSegmentName>,
     /// The first segment missing after that, if the archive goes on past it.
     pub wal_gap: Option<WalSegmentName>,
+    /// At the WAL level: the segments of the backup's own WAL read and
+    /// checked (`None`: not verified at the WAL level).
+    pub wal_checked_segments: Option<usize>,
 }
 
 impl BackupVerdict {
@@ -66,8 +106,9 @@ pub async fn verify(
     store: Arc<dyn ObjectStore>,
     target: &VerifyTarget,
     keys: &RepoKeys,
-    concurrency: usize,
+    opts: &VerifyOptions,
 ) -> Result<Vec<BackupVerdict>, EngineError> {
+    let concurrency = opts.concurrency;
     let manifests: Vec<BackupManifest> = match target {
         VerifyTarget::Named(name) => vec![load_manifest(&*store, name, keys).await?],
         VerifyTarget::Latest => {
@@ -117,6 +158,13 @@ pub async fn verify(
                 reaches.as_ref().map_or("none of its WAL".to_string(), |r| format!("the end of {r}"))
             ));
         }
+        let wal_checked_segments = if opts.wal_level {
+            let (read, wal_problems) = verify_wal_records(&store, &m, keys, &wal).await?;
+            problems.extend(wal_problems);
+            Some(read)
+        } else {
+            None
+        };
         verdicts.push(BackupVerdict {
             name: m.name.clone(),
             parts,
@@ -124,6 +172,7 @@ pub async fn verify(
             problems,
             wal_reaches: reaches,
             wal_gap: gap,
+            wal_checked_segments,
         });
     }
     Ok(verdicts)
@@ -420,6 +469,312 @@ impl WalIndex {
                 size,
             ));
             no += 1;
+        }
+    }
+}
+
+impl WalIndex {
+    fn has(&self, tli: TimelineId, no: SegmentNo) -> bool {
+        self.segments.get(&tli.0).is_some_and(|s| s.contains(&no.0))
+    }
+}
+
+/// Where reading stopped, for a stop that is not the end of the input.
+fn stop_position(stop: &WalStop) -> Option<Lsn> {
+    match *stop {
+        WalStop::EndOfInput { .. } => None,
+        WalStop::ZeroLength { lsn }
+        | WalStop::BrokenPrevLink { lsn, .. }
+        | WalStop::CrcMismatch { lsn, .. }
+        | WalStop::InvalidRecord { lsn, .. } => Some(lsn),
+        WalStop::RecycledPage { page, .. } | WalStop::InvalidPageHeader { page, .. } => Some(page),
+    }
+}
+
+/// What the WAL reader found wrong, in words.
+fn describe_stop(stop: &WalStop) -> String {
+    match *stop {
+        WalStop::EndOfInput { next, .. } => format!("the WAL ends at {next}"),
+        WalStop::ZeroLength { lsn } => format!("no record at {lsn} (zeroed space)"),
+        WalStop::RecycledPage { page, found } => {
+            format!("the page at {page} holds the address {found} (a recycled segment's old contents)")
+        }
+        WalStop::InvalidPageHeader { page, reason } => format!("invalid page header at {page}: {reason}"),
+        WalStop::BrokenPrevLink { lsn, expected, found } => {
+            format!("the record at {lsn} points back to {found}, not to the previous record at {expected}")
+        }
+        WalStop::CrcMismatch {
+            lsn,
+            stored,
+            computed,
+        } => format!("the record at {lsn} has CRC-32C {computed:08x}, not its stored {stored:08x}"),
+        WalStop::InvalidRecord { lsn, reason } => format!("invalid record at {lsn}: {reason}"),
+    }
+}
+
+/// Reads `m`'s own WAL with [`WalReader`] (see the module docs): (segments
+/// read, problems). Stops at the first segment missing from the archive
+/// (the presence check names it) or damaged.
+async fn verify_wal_records(
+    store: &Arc<dyn ObjectStore>,
+    m: &BackupManifest,
+    keys: &RepoKeys,
+    wal: &WalIndex,
+) -> Result<(usize, Vec<String>), EngineError> {
+    let bad = |what: &str| {
+        Ok((
+            0,
+            vec![format!("backup {}: {what}: its WAL cannot be read", m.name)],
+        ))
+    };
+    let Some(size) = wal
+        .seg_size
+        .or_else(|| WalSegmentSize::new(u64::from(m.wal_segment_size)).ok())
+    else {
+        return bad("the WAL segment size is unknown");
+    };
+    let (Ok(start), Ok(stop)) = (
+        WalSegmentName::parse(&m.start_wal_segment),
+        WalSegmentName::parse(&m.stop_wal_segment),
+    ) else {
+        return bad("bad WAL segment names");
+    };
+    let (Ok(first), Ok(last)) = (start.segment_no(size), stop.segment_no(size)) else {
+        return bad("bad WAL segment names");
+    };
+    let Ok(stop_lsn) = m.stop_lsn.parse::<Lsn>() else {
+        return bad("bad stop LSN");
+    };
+    let mut reader = Some(WalReader::new(size));
+    // The segments read, by number: to name the one where reading stopped.
+    let mut read: Vec<(u64, Key)> = Vec::new();
+    let mut problems = Vec::new();
+    for no in first.0..=last.0 {
+        let name = WalSegmentName::from_segment_no(start.timeline, SegmentNo(no), size);
+        if !wal.has(start.timeline, SegmentNo(no)) {
+            // Missing: the presence check reports it.
+            break;
+        }
+        let key = wal_key(&ArchivedFile::Segment(name));
+        let named = key.clone();
+        let limit = u64::from(size.bytes());
+        let mut r = reader.take().expect("the reader is put back after each segment");
+        let decoded = decode_object(&**store, &key, keys.data_key.as_ref(), move |dec| {
+            // At most one segment in memory; a longer object is damaged.
+            let mut bytes = Vec::with_capacity(limit as usize);
+            (&mut *dec)
+                .take(limit + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| classify_read_error(&named, e))?;
+            if bytes.len() as u64 > limit {
+                return Ok((
+                    r,
+                    Err(format!(
+                        "{named}: longer than the WAL segment size ({limit} bytes)"
+                    )),
+                ));
+            }
+            dec.summary()
+                .ok_or_else(|| EngineError::Internal(format!("{named}: decoder ended unverified")))?;
+            let pushed = r
+                .push_segment(&name, &bytes)
+                .map_err(|e| format!("{named}: not a WAL segment that can be read: {e}"));
+            Ok((r, pushed))
+        })
+        .await;
+        match decoded {
+            Ok((r, Ok(()))) => {
+                read.push((no, key));
+                let stopped = r.is_stopped();
+                reader = Some(r);
+                if stopped {
+                    break;
+                }
+            }
+            Ok((_, Err(p))) => {
+                problems.push(p);
+                return Ok((read.len(), problems));
+            }
+            Err(e) => match e.class() {
+                ErrorClass::NotFound => {
+                    problems.push(format!("{key}: missing"));
+                    return Ok((read.len(), problems));
+                }
+                ErrorClass::Integrity => {
+                    problems.push(e.to_string());
+                    return Ok((read.len(), problems));
+                }
+                _ => return Err(e),
+            },
+        }
+    }
+    let Some((_, last_read)) = read.last() else {
+        return Ok((0, problems));
+    };
+    let scan = reader.expect("the reader is back").finish();
+    match stop_position(&scan.stop) {
+        Some(at) if at < stop_lsn => {
+            let seg = at.segment_no(size).0;
+            let at_key = read.iter().find(|(n, _)| *n == seg).map_or(last_read, |(_, k)| k);
+            let found_in = if at_key == last_read {
+                String::new()
+            } else {
+                format!(" (found reading {last_read})")
+            };
+            problems.push(format!(
+                "WAL segment {at_key} is damaged: {}, before backup {}'s stop LSN {stop_lsn}{found_in}",
+                describe_stop(&scan.stop),
+                m.name
+            ));
+        }
+        Some(_) => {}
+        None => {
+            // Every segment through the stop segment was read: its valid WAL
+            // must reach the stop LSN.
+            let complete = read.len() as u64 == last.0 - first.0 + 1;
+            if complete && scan.end_of_valid_wal.is_none_or(|end| end < stop_lsn) {
+                problems.push(format!(
+                    "WAL segment {last_read} is damaged: valid WAL ends at {}, before backup {}'s stop LSN \
+                     {stop_lsn}",
+                    scan.end_of_valid_wal
+                        .map_or("its start".to_string(), |e| e.to_string()),
+                    m.name
+                ));
+            }
+        }
+    }
+    Ok((read.len(), problems))
+}
+
+/// The record of a verify run of `target` that found `verdicts`.
+pub fn verify_record(target: &VerifyTarget, wal_level: bool, verdicts: &[BackupVerdict]) -> VerifyRecord {
+    let whole = verdicts.iter().all(BackupVerdict::is_whole);
+    VerifyRecord {
+        time: chrono::Utc::now(),
+        target: match target {
+            VerifyTarget::All => "all".to_string(),
+            VerifyTarget::Latest => "latest".to_string(),
+            VerifyTarget::Named(name) => name.to_string(),
+        },
+        wal_level,
+        backups: verdicts
+            .iter()
+            .map(|v| VerifiedBackup {
+                name: v.name.to_string(),
+                whole: v.is_whole(),
+                problems: v.problems.clone(),
+            })
+            .collect(),
+        outcome: if whole {
+            VerifyOutcome::Whole
+        } else {
+            VerifyOutcome::Damaged
+        },
+        pgark_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// Writes `record` as `verify/latest`, replacing the last run's. Like a
+/// backup's summary: a pgark object of JSON, encrypted under the data key
+/// in an encrypted repository.
+pub async fn record_verify(
+    store: &dyn ObjectStore,
+    keys: &RepoKeys,
+    record: &VerifyRecord,
+) -> Result<(), EngineError> {
+    let json = record.to_json();
+    let key = verify_record_key();
+    let (stored, _) = match &keys.data_key {
+        Some(dk) => encode_to_vec_encrypted(&json, CompressionSpec::default(), dk, key.as_str()),
+        None => encode_to_vec(&json, CompressionSpec::default()),
+    }
+    .map_err(|e| EngineError::Internal(e.to_string()))?;
+    store.put(&key, stored.into(), PutMode::Overwrite).await?;
+    Ok(())
+}
+
+/// The record of the last verify run (`None`: never verified). A record
+/// that does not decode or parse is an integrity error.
+pub async fn last_verify(
+    store: &dyn ObjectStore,
+    keys: &RepoKeys,
+) -> Result<Option<VerifyRecord>, EngineError> {
+    let key = verify_record_key();
+    let stored = match store.get_bytes(&key).await {
+        Ok(stored) => stored,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(source) => return Err(EngineError::Store { source }),
+    };
+    let json = decode_small(&stored, &key, keys)?;
+    VerifyRecord::from_json(&json)
+        .map(Some)
+        .map_err(|e| EngineError::Integrity {
+            key: key.to_string(),
+            source: pgark_codec::CodecError::Io(std::io::Error::other(e.to_string())),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgark_store::MemoryStore;
+
+    fn verdict(name: &str, problems: &[&str]) -> BackupVerdict {
+        BackupVerdict {
+            name: BackupName::parse(name).unwrap(),
+            parts: 1,
+            bytes: 1,
+            problems: problems.iter().map(|p| p.to_string()).collect(),
+            wal_reaches: None,
+            wal_gap: None,
+            wal_checked_segments: Some(1),
+        }
+    }
+
+    /// The record round-trips, plain and encrypted; none before the first
+    /// run; a damaged one, or one read without its repository's key, is an
+    /// integrity error.
+    #[tokio::test]
+    async fn the_last_run_is_recorded_and_read_back() {
+        let a = "base_000000010000000000000002_20260102T030000Z";
+        let b = "base_000000010000000000000005_20260102T040000Z";
+        for keys in [
+            RepoKeys::default(),
+            RepoKeys {
+                data_key: Some(pgark_crypto::DataKey::generate()),
+            },
+        ] {
+            let store = MemoryStore::new();
+            assert_eq!(last_verify(&store, &keys).await.unwrap(), None);
+            let record = verify_record(
+                &VerifyTarget::All,
+                true,
+                &[verdict(a, &[]), verdict(b, &["wal/x: damaged"])],
+            );
+            assert_eq!(record.outcome, VerifyOutcome::Damaged);
+            assert_eq!(record.target, "all");
+            record_verify(&store, &keys, &record).await.unwrap();
+            assert_eq!(last_verify(&store, &keys).await.unwrap(), Some(record));
+            let again = verify_record(
+                &VerifyTarget::Named(BackupName::parse(a).unwrap()),
+                false,
+                &[verdict(a, &[])],
+            );
+            assert_eq!(again.outcome, VerifyOutcome::Whole);
+            assert_eq!(again.target, a);
+            record_verify(&store, &keys, &again).await.unwrap();
+            let read = last_verify(&store, &keys).await.unwrap().unwrap();
+            assert!(read.backup(a).unwrap().whole && read.backup(b).is_none());
+            if keys.is_encrypted() {
+                let err = last_verify(&store, &RepoKeys::default()).await.unwrap_err();
+                assert_eq!(err.class(), ErrorClass::Integrity, "{err}");
+            }
+            store
+                .put(&verify_record_key(), "{ damaged".into(), PutMode::Overwrite)
+                .await
+                .unwrap();
+            let err = last_verify(&store, &keys).await.unwrap_err();
+            assert_eq!(err.class(), ErrorClass::Integrity, "{err}");
         }
     }
 }

@@ -164,6 +164,14 @@ pub fn to_json(s: &Status) -> serde_json::Value {
             "switchLsn": f.switch.to_string(),
             "parentWentOnTo": f.parent_went_on_to.to_string(),
         })).collect::<Vec<_>>(),
+        "lastVerify": s.last_verify.as_ref().map(|v| json!({
+            "time": rfc3339(Some(v.time)),
+            "target": v.target,
+            "walLevel": v.wal_level,
+            "whole": v.outcome == pgark_catalog::VerifyOutcome::Whole,
+            "backups": v.backups.len(),
+        })),
+        "lastRestoreTest": serde_json::Value::Null,
         "repositoryBytes": s.repository_bytes,
         "walBytes": s.wal_bytes,
         "archiver": s.archiver.as_ref().map(|a| json!({
@@ -222,6 +230,24 @@ fn to_text(s: &Status) -> String {
     out += &format!(
         "repository: {} bytes ({} of WAL)\n",
         s.repository_bytes, s.wal_bytes
+    );
+    out += &format!(
+        "last verify: {}\n",
+        match &s.last_verify {
+            Some(v) => format!(
+                "{} of {} ({} backups{}): {}",
+                or_none(rfc3339(Some(v.time))),
+                v.target,
+                v.backups.len(),
+                if v.wal_level { ", with --wal" } else { "" },
+                if v.outcome == pgark_catalog::VerifyOutcome::Whole {
+                    "whole"
+                } else {
+                    "DAMAGED"
+                }
+            ),
+            None => "never".into(),
+        }
     );
     if let Some(a) = &s.archiver {
         out += &format!(
@@ -296,6 +322,22 @@ pub fn to_prometheus(s: &Status) -> String {
         "1 when a WAL segment is missing after the oldest backup's start, else 0.",
         Some(if s.first_gap.is_some() { 1.0 } else { 0.0 }),
     );
+    if let Some(v) = &s.last_verify {
+        gauge(
+            "pgark_last_verify_timestamp_seconds",
+            "When the last pgark verify run ended, as a Unix time.",
+            secs(Some(v.time)),
+        );
+        gauge(
+            "pgark_last_verify_success",
+            "1 when every backup the last pgark verify run checked was whole, else 0.",
+            Some(if v.outcome == pgark_catalog::VerifyOutcome::Whole {
+                1.0
+            } else {
+                0.0
+            }),
+        );
+    }
     if let Some(a) = &s.archiver {
         gauge(
             "pgark_archiver_failed_count",

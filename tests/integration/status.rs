@@ -75,10 +75,13 @@ fn status_tells_the_recovery_window_and_archiving_health() {
         .parse()
         .unwrap();
     src.archive_current_wal();
+    assert_code(&src.pgark(&["verify"]), 0);
 
     let (out, json) = status(&src, &[]);
     assert_code(&out, 0);
     assert_eq!(json["walArchivingHealthy"], true, "{json}");
+    assert_eq!(json["lastVerify"]["whole"], true, "{json}");
+    assert_eq!(json["lastVerify"]["target"], "latest", "{json}");
     assert_eq!(json["backupCount"], 1, "{json}");
     assert_eq!(json["lastBackupName"], name.as_str(), "{json}");
     let end = time(&json["recoveryWindowEnd"]);
@@ -110,6 +113,7 @@ fn status_tells_the_recovery_window_and_archiving_health() {
         end.timestamp_micros().div_euclid(1_000_000) + i64::from(end.timestamp_subsec_micros() >= 500_000)
     );
     assert!(samples["pgark_repository_bytes"] > 0.0);
+    assert_eq!(samples["pgark_last_verify_success"], 1.0);
 
     // An archive that stopped: the newest segment is older than the limit
     // and the server has a segment it did not archive.

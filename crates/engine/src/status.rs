@@ -6,8 +6,10 @@
 //! Cost: one listing of the repository, one listing of `wal/` (the
 //! timeline walk of `verify`), the small summary object of each backup,
 //! the manifests of the oldest and newest backups, the timelines' history
-//! files, and the newest few WAL segments (read for the time of their last
-//! commit). No manifest of the backups in between, no part.
+//! files, the record of the last verify run, and the newest few WAL
+//! segments (read for the time of their last commit, one at a time, each
+//! held in memory whole: 16 MiB by default). No manifest of the backups in
+//! between, no part.
 //!
 //! - **Recovery window.** It starts at the end of the oldest backup whose
 //!   own WAL (start to stop segment) is archived: the earliest point a
@@ -117,6 +119,8 @@ pub struct Status {
     pub repository_bytes: u64,
     pub wal_bytes: u64,
     pub archiver: Option<ArchiverView>,
+    /// The record of the last `pgark verify` run, if any.
+    pub last_verify: Option<pgark_catalog::VerifyRecord>,
     pub healthy: bool,
     /// Why not healthy (empty when healthy).
     pub problems: Vec<String>,
@@ -192,6 +196,16 @@ pub async fn status(
         None => Vec::new(),
     };
 
+    // The last verify's record: a damaged one is said, not fatal.
+    let last_verify = match crate::verify::last_verify(store, keys).await {
+        Ok(record) => record,
+        Err(e) if matches!(e.class(), crate::ErrorClass::Integrity) => {
+            tracing::warn!("the record of the last verify run is unreadable: {e}");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+
     // Health.
     if summaries.is_empty() {
         problems.push("no backup in the repository".into());
@@ -259,6 +273,7 @@ pub async fn status(
         repository_bytes,
         wal_bytes,
         archiver,
+        last_verify,
         healthy: problems.is_empty(),
         problems,
     })

@@ -3,8 +3,8 @@
 //! when was the last backup, is WAL archiving healthy, what can be
 //! recovered (the recovery window).
 //!
-//! Cost: one listing of the repository, one listing of `wal/` (the
-//! timeline walk of `verify`), the small summary object of each backup,
+//! Cost: one listing of the repository, the small summary object of each
+//! backup (after a listing of `backups/`),
 //! the manifests of the oldest and newest backups, the timelines' history
 //! files, the record of the last verify run, and the newest few WAL
 //! segments (read for the time of their last commit, one at a time, each
@@ -156,7 +156,7 @@ pub async fn status(
     } else {
         Vec::new()
     };
-    let index = WalIndex::load(store, keys).await?;
+    let index = WalIndex::from_listing(store, keys, &all).await?;
     let seg_size = index.seg_size;
     let mut problems = Vec::new();
 

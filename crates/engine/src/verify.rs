@@ -358,12 +358,23 @@ pub(crate) struct WalIndex {
 
 impl WalIndex {
     pub(crate) async fn load(store: &dyn ObjectStore, keys: &RepoKeys) -> Result<WalIndex, EngineError> {
+        let listing = store.list(pgark_catalog::WAL_PREFIX).await?;
+        Self::from_listing(store, keys, &listing).await
+    }
+
+    /// [`WalIndex::load`] from a listing already made (of `wal/` or of
+    /// more: other keys are skipped).
+    pub(crate) async fn from_listing(
+        store: &dyn ObjectStore,
+        keys: &RepoKeys,
+        listing: &[pgark_store::ObjectMeta],
+    ) -> Result<WalIndex, EngineError> {
         let seg_size = crate::repository::load_repository_meta(store)
             .await?
             .and_then(|m| WalSegmentSize::new(u64::from(m.wal_segment_size)).ok());
         let mut segments: HashMap<u32, BTreeSet<u64>> = HashMap::new();
         let mut histories = Vec::new();
-        for meta in store.list(pgark_catalog::WAL_PREFIX).await? {
+        for meta in listing {
             match parse_wal_key(&meta.key) {
                 Some(ArchivedFile::Segment(seg)) => {
                     if let Some(no) = seg_size.and_then(|s| seg.segment_no(s).ok()) {

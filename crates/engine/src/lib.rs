@@ -20,7 +20,9 @@ mod scan;
 mod status;
 mod timelines;
 mod verify;
+mod verify_wal;
 mod wal_fetch;
+mod wal_index;
 mod wal_push;
 
 pub use backup_push::{backup_push, BackupPushOptions, ProgressSink};

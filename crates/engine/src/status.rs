@@ -28,7 +28,7 @@
 use crate::manifest_io::{list_summaries, load_manifest};
 use crate::pipe::{classify_read_error, decode_object};
 use crate::timelines::{diverged_timelines, Divergence};
-use crate::verify::WalIndex;
+use crate::wal_index::WalIndex;
 use crate::{EngineError, RepoKeys};
 use chrono::{DateTime, Utc};
 use pgark_catalog::{parse_wal_key, wal_key, BackupSummary, BACKUPS_PREFIX, WAL_PREFIX};

@@ -4,12 +4,10 @@
 //! recovered (the recovery window).
 //!
 //! Cost: one listing of the repository, the small summary object of each
-//! backup (after a listing of `backups/`),
-//! the manifests of the oldest and newest backups, the timelines' history
-//! files, the record of the last verify run, and the newest few WAL
-//! segments (read for the time of their last commit, one at a time, each
-//! held in memory whole: 16 MiB by default). No manifest of the backups in
-//! between, no part.
+//! backup (after a listing of `backups/`), the timelines' history files,
+//! the record of the last verify run, and the newest few WAL segments
+//! (read for the time of their last commit, one at a time, each held in
+//! memory whole: 16 MiB by default). No manifest, no part.
 //!
 //! - **Recovery window.** It starts at the end of the oldest backup whose
 //!   own WAL (start to stop segment) is archived: the earliest point a
@@ -25,7 +23,7 @@
 //!
 //! Read-only.
 
-use crate::manifest_io::{list_summaries, load_manifest};
+use crate::manifest_io::list_summaries;
 use crate::pipe::{classify_read_error, decode_object};
 use crate::timelines::{diverged_timelines, Divergence};
 use crate::wal_index::WalIndex;
@@ -164,8 +162,7 @@ pub async fn status(
     let mut first_restorable = None;
     let mut first_gap = None;
     for s in &summaries {
-        let m = load_manifest(store, &s.name, keys).await?;
-        let (_, gap, own) = index.follow(&m);
+        let (_, gap, own) = index.follow_range(&s.name, &s.start_wal_segment, &s.stop_wal_segment, None);
         if own.is_empty() {
             first_restorable = Some(s.clone());
             first_gap = gap;
@@ -180,8 +177,7 @@ pub async fn status(
     // How far the newest restorable backup reaches.
     let mut contiguous_to = None;
     for s in summaries.iter().rev() {
-        let m = load_manifest(store, &s.name, keys).await?;
-        let (reaches, _, own) = index.follow(&m);
+        let (reaches, _, own) = index.follow_range(&s.name, &s.start_wal_segment, &s.stop_wal_segment, None);
         if own.is_empty() {
             contiguous_to = reaches;
             break;

@@ -77,27 +77,37 @@ impl WalIndex {
         &self,
         m: &BackupManifest,
     ) -> (Option<WalSegmentName>, Option<WalSegmentName>, Vec<String>) {
-        let Some(size) = self
-            .seg_size
-            .or_else(|| WalSegmentSize::new(u64::from(m.wal_segment_size)).ok())
-        else {
+        let size = WalSegmentSize::new(u64::from(m.wal_segment_size)).ok();
+        self.follow_range(&m.name, &m.start_wal_segment, &m.stop_wal_segment, size)
+    }
+
+    /// [`WalIndex::follow`] from what a backup's summary holds: its name,
+    /// start and stop segments; `size` when the repository does not say.
+    pub(crate) fn follow_range(
+        &self,
+        name: &pgark_catalog::BackupName,
+        start_segment: &str,
+        stop_segment: &str,
+        size: Option<WalSegmentSize>,
+    ) -> (Option<WalSegmentName>, Option<WalSegmentName>, Vec<String>) {
+        let Some(size) = self.seg_size.or(size) else {
             return (None, None, vec!["the WAL segment size is unknown".into()]);
         };
         let (Ok(start), Ok(stop)) = (
-            WalSegmentName::parse(&m.start_wal_segment),
-            WalSegmentName::parse(&m.stop_wal_segment),
+            WalSegmentName::parse(start_segment),
+            WalSegmentName::parse(stop_segment),
         ) else {
             return (
                 None,
                 None,
-                vec![format!("backup {}: bad WAL segment names", m.name)],
+                vec![format!("backup {}: bad WAL segment names", name)],
             );
         };
         let (Ok(first), Ok(last_needed)) = (start.segment_no(size), stop.segment_no(size)) else {
             return (
                 None,
                 None,
-                vec![format!("backup {}: bad WAL segment names", m.name)],
+                vec![format!("backup {}: bad WAL segment names", name)],
             );
         };
         let mut tli = start.timeline.0;
@@ -128,7 +138,7 @@ impl WalIndex {
                 if no <= last_needed.0 {
                     problems.push(format!(
                         "WAL segment {gap}, needed by backup {} to become consistent, is not in the archive",
-                        m.name
+                        name
                     ));
                 }
                 let goes_on = self

@@ -174,17 +174,33 @@ pub async fn delete_garbage(
 }
 
 /// Deletes every object under the prefixes of `names`, batched, the
-/// deletion marks last; returns how many objects there were.
+/// deletion marks last; returns how many objects there were, not
+/// counting the marks (bookkeeping of the delete itself). One listing of
+/// `backups/` (one per name when there are only a few).
 async fn delete_backup_objects(store: &dyn ObjectStore, names: &[&BackupName]) -> Result<usize, EngineError> {
+    let wanted: std::collections::HashSet<&BackupName> = names.iter().copied().collect();
+    let listing = if names.len() <= 2 {
+        let mut all = Vec::new();
+        for name in names {
+            all.extend(store.list(&name.prefix()).await?);
+        }
+        all
+    } else {
+        store.list(BACKUPS_PREFIX).await?
+    };
     let mut keys = Vec::new();
     let mut marks = Vec::new();
-    for name in names {
-        for meta in store.list(&name.prefix()).await? {
-            if meta.key == name.deleting_key() {
-                marks.push(meta.key);
-            } else {
-                keys.push(meta.key);
-            }
+    for meta in listing {
+        let Some((name, file)) = BackupName::from_key(&meta.key) else {
+            continue;
+        };
+        if !wanted.contains(&name) {
+            continue;
+        }
+        if BackupName::is_deleting_file(file) {
+            marks.push(meta.key);
+        } else {
+            keys.push(meta.key);
         }
     }
     store.delete_many(&keys).await?;

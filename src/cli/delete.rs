@@ -12,9 +12,10 @@ use serde_json::json;
 /// backups, the newest full backup with every delta built on it, and every backup a kept
 /// delta depends on are always kept. With NAME, deletes that backup; refused (exit 3) when
 /// deltas depend on it (unless --with-dependents) or when it is permanent. An unknown NAME
-/// exits 1; no repository at --repo exits 11. Deletion removes each backup's manifest
-/// first, then its other objects, so a killed delete never leaves a listed backup that does
-/// not restore. Then WAL segments before the start of the oldest kept non-permanent backup,
+/// exits 1; no repository at --repo exits 11. Deletion marks each backup (backups/NAME/
+/// deleting), removes its manifest, then its other objects, then the mark, so a killed
+/// delete never leaves a listed backup that does not restore, and what it leaves is garbage
+/// for the next policy run. Then WAL segments before the start of the oldest kept non-permanent backup,
 /// on its timeline and its ancestors, are deleted, except permanent backups' own WAL
 /// (start to stop segment); timeline history files and .partial segments are kept.
 #[derive(Debug, Clone, Args)]
@@ -29,9 +30,10 @@ pub struct DeleteArgs {
     /// 1y.
     #[arg(long, env = "PGARK_RETAIN_MAX_AGE", value_name = "AGE")]
     pub retain_max_age: Option<String>,
-    /// Backups without a manifest (interrupted backup-push runs, half-finished deletes)
-    /// that started longer ago than this are garbage, deleted with the expired backups
-    /// (not with NAME); younger ones may be running [default: 24h].
+    /// Backups without a manifest (interrupted backup-push runs) that started longer ago than
+    /// this, and uploads that never finished (*.pgark-tmp files, S3 multipart uploads) older
+    /// than this, are garbage, deleted with the expired backups (not with NAME); younger ones
+    /// may be running. At least 1h [default: 24h].
     #[arg(long, env = "PGARK_GARBAGE_AGE", value_name = "AGE")]
     pub garbage_age: Option<String>,
     /// Delete; without it, only print what would be deleted.
@@ -110,10 +112,21 @@ pub fn resolve_garbage_age(
     settings: &Settings,
 ) -> Result<chrono::Duration, ConfigError> {
     match flag.or(settings.file.garbage_age.clone()) {
-        Some(a) => crate::config::parse_retain_age(&a).map_err(|message| ConfigError::Invalid {
-            name: "garbage-age",
-            message,
-        }),
+        Some(a) => {
+            let age = crate::config::parse_retain_age(&a).map_err(|message| ConfigError::Invalid {
+                name: "garbage-age",
+                message,
+            })?;
+            // Shorter, a running backup-push's parts and uploads would count
+            // as garbage.
+            if age < chrono::Duration::hours(1) {
+                return Err(ConfigError::Invalid {
+                    name: "garbage-age",
+                    message: format!("{a:?} is less than 1h: a backup-push still running would be garbage"),
+                });
+            }
+            Ok(age)
+        }
         None => Ok(pgark_engine::DEFAULT_GARBAGE_AGE),
     }
 }
@@ -164,13 +177,25 @@ pub async fn execute(
         What::Policy { policy, garbage_age } => (
             pgark_engine::plan_retention(&inventory.backups, policy, now),
             pgark_engine::garbage(&inventory, now, *garbage_age),
-            pgark_engine::unfinished_uploads(store, now - *garbage_age).await?,
+            // Finding them needs more permission (S3:
+            // s3:ListBucketMultipartUploads) than the rest: without it,
+            // retention goes on and says so.
+            match pgark_engine::unfinished_uploads(store, now - *garbage_age).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!("unfinished uploads not looked for: {e}");
+                    eprintln!("pgark delete: warning: unfinished uploads not looked for: {e}");
+                    Vec::new()
+                }
+            },
         ),
     };
     let objects_deleted = if confirm {
         let outcome = pgark_engine::apply_plan(store, &plan).await?;
         let garbage_objects = pgark_engine::delete_garbage(store, &garbage).await?;
-        pgark_engine::remove_unfinished_uploads(store, &unfinished).await?;
+        if let Err(e) = pgark_engine::remove_unfinished_uploads(store, &unfinished).await {
+            eprintln!("pgark delete: warning: unfinished uploads not all removed: {e}");
+        }
         Some(outcome.objects_deleted + garbage_objects)
     } else {
         None
@@ -243,7 +268,7 @@ impl Done {
         }
         for l in &self.unfinished {
             out += &format!(
-                "\n{} unfinished upload {} (started {}{}: left by an interrupted push)",
+                "\n{} unfinished upload {} (since {}{}: left by an interrupted upload)",
                 if self.confirmed { "removed" } else { "would remove" },
                 l.name,
                 chrono::DateTime::<chrono::Utc>::from(l.since).format("%Y-%m-%dT%H:%M:%SZ"),

@@ -13,7 +13,8 @@ use tokio::sync::RwLock;
 /// The status is read once at start and then every --interval, one refresh at a time (a
 /// refresh that takes longer than the interval delays the next; two never run at once);
 /// scrapes get the last result, never wait for the repository. A refresh that fails keeps the
-/// previous figures and sets pgark_exporter_refresh_success to 0. Runs until stopped (SIGINT
+/// previous figures, with pgark_wal_archive_healthy 0 and pgark_exporter_refresh_success 0; a
+/// server that does not answer makes the status unhealthy. Runs until stopped (SIGINT
 /// or SIGTERM). Exit 2 when the address cannot be listened on, 11 when there is no repository.
 #[derive(Debug, Clone, Args)]
 pub struct ExporterArgs {
@@ -32,8 +33,8 @@ pub struct ExporterArgs {
 const REFRESH_LIMIT: Duration = Duration::from_secs(300);
 
 struct Metrics {
-    /// The last successful refresh's metrics.
-    body: String,
+    /// The last successful refresh's status.
+    status: Option<pgark_engine::Status>,
     success: bool,
     last_success: Option<chrono::DateTime<chrono::Utc>>,
     last_error: Option<String>,
@@ -66,7 +67,7 @@ pub async fn run(args: ExporterArgs, settings: &Settings) -> anyhow::Result<()> 
         }
     })?;
     let metrics = Arc::new(RwLock::new(Metrics {
-        body: String::new(),
+        status: None,
         success: false,
         last_success: None,
         last_error: None,
@@ -84,18 +85,28 @@ pub async fn run(args: ExporterArgs, settings: &Settings) -> anyhow::Result<()> 
             loop {
                 ticks.tick().await;
                 let result = tokio::time::timeout(REFRESH_LIMIT, async {
-                    let archiver = source.ask_server(&settings).await?;
-                    let status =
+                    // A server that does not answer is a problem of the
+                    // status, not a failed refresh: the repository's
+                    // figures still count.
+                    let (archiver, unreachable) = match source.ask_server(&settings).await {
+                        Ok(a) => (a, None),
+                        Err(e) => (None, Some(format!("the server was not reachable: {e:#}"))),
+                    };
+                    let mut status =
                         pgark_engine::status(&*store, &keys, archiver, max_age, chrono::Utc::now()).await?;
-                    anyhow::Ok(super::status::to_prometheus(&status))
+                    if let Some(problem) = unreachable {
+                        status.problems.push(problem);
+                        status.healthy = false;
+                    }
+                    anyhow::Ok(status)
                 })
                 .await
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("the refresh took longer than {REFRESH_LIMIT:?}")));
                 let mut m = metrics.write().await;
                 m.refreshes += 1;
                 match result {
-                    Ok(body) => {
-                        m.body = body;
+                    Ok(status) => {
+                        m.status = Some(status);
                         m.success = true;
                         m.last_success = Some(chrono::Utc::now());
                         m.last_error = None;
@@ -127,19 +138,28 @@ pub async fn run(args: ExporterArgs, settings: &Settings) -> anyhow::Result<()> 
             let metrics = metrics.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| answer(req, metrics.clone()));
+                // One request per connection, so that the bound below is
+                // one scrape's.
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(Duration::from_secs(10))
+                    .keep_alive(false)
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
                 // A scrape that stalls is dropped, not waited on.
                 let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
             });
         }
     };
+    let mut refresher = refresher;
     tokio::select! {
         () = serve => {}
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate() => {}
+        // The refresher only ends by a panic: serving frozen figures
+        // would hide it.
+        ended = &mut refresher => {
+            return Err(anyhow::anyhow!("the status refresh stopped: {ended:?}"));
+        }
     }
     refresher.abort();
     Ok(())
@@ -178,7 +198,16 @@ async fn answer(
         return reply(StatusCode::NOT_FOUND, "text/plain", "see /metrics\n".into());
     }
     let m = metrics.read().await;
-    let mut body = m.body.clone();
+    // After a failed refresh the last figures stand, but not as healthy.
+    let mut body = match &m.status {
+        Some(status) if m.success => super::status::to_prometheus(status),
+        Some(status) => {
+            let mut stale = status.clone();
+            stale.healthy = false;
+            super::status::to_prometheus(&stale)
+        }
+        None => String::new(),
+    };
     let mut gauge = |name: &str, help: &str, value: f64| {
         body += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
     };

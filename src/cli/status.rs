@@ -5,13 +5,14 @@ use serde_json::json;
 
 /// Is WAL archiving healthy, what can be recovered, when was the last backup.
 ///
-/// Reads the repository (one listing, each backup's small summary, two manifests, the
-/// timelines' history files and the newest few WAL segments) and, with --pg-conn (or the
-/// libpq environment, PGHOST...), the server's pg_stat_archiver. The recovery window ends at
-/// the last commit or abort found in the archived WAL itself. Healthy: WAL contiguous from
-/// the oldest backup to the newest archived segment, the newest segment younger than
-/// --max-archive-age (or the server has nothing more to archive), no archiver failure newer
-/// than its last success, no forked timeline both sides of which archive. Exit 0 healthy,
+/// Reads the repository (listings, each backup's small summary, the timelines' history files
+/// and the newest few WAL segments; no manifest) and, with --pg-conn (or the libpq
+/// environment, PGHOST...), the server's pg_stat_archiver. The recovery window ends at the
+/// last commit or abort found in the archived WAL itself. Healthy: WAL contiguous from the
+/// oldest backup that is not permanent to the newest archived segment, the newest segment
+/// younger than --max-archive-age (or the server archives here and has nothing waiting), no
+/// archiver failure newer than its last success, no forked timeline both sides of which
+/// archive. Exit 0 healthy,
 /// 12 not healthy (reasons printed), 6 repository failure, 11 no repository.
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
@@ -163,7 +164,9 @@ pub fn to_json(s: &Status) -> serde_json::Value {
             "parent": f.parent.0,
             "switchLsn": f.switch.to_string(),
             "parentWentOnTo": f.parent_went_on_to.to_string(),
+            "bothGrowing": s.growing_forks.contains(f),
         })).collect::<Vec<_>>(),
+        "statusTime": rfc3339(Some(s.time)),
         "lastVerify": s.last_verify.as_ref().map(|v| json!({
             "time": rfc3339(Some(v.time)),
             "target": v.target,
@@ -314,8 +317,13 @@ pub fn to_prometheus(s: &Status) -> String {
     );
     gauge(
         "pgark_timeline_forks",
-        "Timelines forked from a parent that went on archiving.",
-        Some(s.forks.len() as f64),
+        "Timelines forked from a parent that went on archiving after the fork (both growing).",
+        Some(s.growing_forks.len() as f64),
+    );
+    gauge(
+        "pgark_status_timestamp_seconds",
+        "When this status was read, as a Unix time.",
+        secs(Some(s.time)),
     );
     gauge(
         "pgark_wal_gap",

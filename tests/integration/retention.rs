@@ -96,8 +96,13 @@ fn delete_applies_the_policy_from_every_source_and_kept_backups_restore() {
     let out = src.pgark(&["backup-mark", "base_000000010000000000000063_x", "--permanent"]);
     assert_code(&out, 1);
 
-    // No setting: a usage error.
+    // No setting: a usage error; so is a garbage age short enough to
+    // take a running backup-push for garbage.
     assert_code(&src.pgark(&["delete"]), 2);
+    assert_code(
+        &src.pgark(&["delete", "--retain-count", "1", "--garbage-age", "30min"]),
+        2,
+    );
     assert_code(&src.pgark(&["delete", "--retain-max-age", "3 days"]), 2);
 
     // The dry run, by flag, changes nothing and says why each stays.
@@ -388,6 +393,14 @@ pub(crate) fn retention_on_a_store(r: &RemoteRepo) {
             .collect()
     };
     assert_eq!(listed, [a.clone(), d.clone(), e.clone()]);
+    // The gap retention leaves after the permanent backup is by design:
+    // status stays healthy, and the window starts at D, from which WAL
+    // goes on without a gap.
+    let out = (r.pgark)(&["status", "--json", "--max-archive-age", "1h"]);
+    assert_code(&out, 0);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["walArchivingHealthy"], true, "{status}");
+    assert_eq!(status["firstRestorableBackup"], d.as_str(), "{status}");
     // WAL: what is left is D's and later, and A's own.
     let wal = segments();
     assert!(wal.len() < wal_before.len(), "no WAL deleted");

@@ -157,6 +157,18 @@ fn status_tells_the_recovery_window_and_archiving_health() {
         json["walContiguousTo"].as_str().unwrap() < gone.as_str(),
         "{json}"
     );
+
+    // Archiving that succeeds, but not into this repository (a command
+    // left pointing elsewhere): the server has nothing waiting, yet the
+    // repository gets nothing. Not healthy.
+    c.psql("alter system set archive_command = '/bin/true'").unwrap();
+    c.psql("select pg_reload_conf()").unwrap();
+    src.archive_current_wal();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (out, json) = status(&src, &["--max-archive-age", "1s"]);
+    assert_code(&out, 12);
+    assert_eq!(json["archiver"]["readySegments"], 0, "{json}");
+    assert!(json["problems"].to_string().contains("arrived"), "{json}");
 }
 
 fn json_str(v: &serde_json::Value) -> String {

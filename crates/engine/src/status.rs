@@ -29,7 +29,7 @@ use crate::timelines::{diverged_timelines, Divergence};
 use crate::wal_index::WalIndex;
 use crate::{EngineError, RepoKeys};
 use chrono::{DateTime, Utc};
-use pgark_catalog::{parse_wal_key, wal_key, BackupSummary, BACKUPS_PREFIX, WAL_PREFIX};
+use pgark_catalog::{parse_wal_key, wal_key, BackupName, BackupSummary, BACKUPS_PREFIX, WAL_PREFIX};
 use pgark_pg::{ArchivedFile, SegmentNo, TimelineId, WalSegmentName, WalSegmentSize};
 use pgark_store::ObjectStore;
 use std::io::Read;
@@ -62,7 +62,7 @@ impl ArchiverView {
         if let Some(ready) = self.ready_segments {
             return Some(ready.max(0) as u64);
         }
-        let last = WalSegmentName::parse(self.last_archived_wal.as_deref()?).ok()?;
+        let last = WalSegmentName::parse(self.last_archived_wal.as_deref()?.get(..24)?).ok()?;
         let current = WalSegmentName::parse(self.current_wal.as_deref()?).ok()?;
         let (last, current) = (last.segment_no(size).ok()?, current.segment_no(size).ok()?);
         Some(current.0.saturating_sub(last.0 + 1))
@@ -97,6 +97,8 @@ pub struct LastTransaction {
 /// What [`status`] found.
 #[derive(Debug, Clone)]
 pub struct Status {
+    /// When it was read (`now` as given).
+    pub time: DateTime<Utc>,
     pub backup_count: usize,
     /// The newest backup (by finish time).
     pub last_backup: Option<BackupSummary>,
@@ -113,7 +115,12 @@ pub struct Status {
     /// The first missing segment after the oldest backup's start, if the
     /// archive goes on past it.
     pub first_gap: Option<WalSegmentName>,
+    /// Every timeline that forked from a parent which had archived past
+    /// the fork (a point-in-time restore, or a clone).
     pub forks: Vec<Divergence>,
+    /// Those of `forks` whose parent archived after the fork was stored:
+    /// both still grow (unhealthy).
+    pub growing_forks: Vec<Divergence>,
     pub repository_bytes: u64,
     pub wal_bytes: u64,
     pub archiver: Option<ArchiverView>,
@@ -158,30 +165,49 @@ pub async fn status(
     let seg_size = index.seg_size;
     let mut problems = Vec::new();
 
-    // The oldest backup whose own WAL is there, and the first gap after it.
-    let mut first_restorable = None;
-    let mut first_gap = None;
-    for s in &summaries {
-        let (_, gap, own) = index.follow_range(&s.name, &s.start_wal_segment, &s.stop_wal_segment, None);
-        if own.is_empty() {
-            first_restorable = Some(s.clone());
-            first_gap = gap;
-            break;
-        }
-        problems.push(format!(
-            "backup {} cannot be restored: {}",
-            s.name,
-            own.join("; ")
-        ));
-    }
+    // Permanent backups keep only their own WAL (retention deletes the
+    // rest): the gap after one is by design.
+    let permanent: std::collections::HashSet<pgark_catalog::BackupName> = all
+        .iter()
+        .filter_map(|m| BackupName::from_key(&m.key))
+        .filter(|(_, file)| BackupName::is_permanent_file(file))
+        .map(|(name, _)| name)
+        .collect();
+    let follows: Vec<_> = summaries
+        .iter()
+        .map(|s| index.follow_range(&s.name, &s.start_wal_segment, &s.stop_wal_segment, None))
+        .collect();
     // How far the newest restorable backup reaches.
-    let mut contiguous_to = None;
-    for s in summaries.iter().rev() {
-        let (reaches, _, own) = index.follow_range(&s.name, &s.start_wal_segment, &s.stop_wal_segment, None);
-        if own.is_empty() {
-            contiguous_to = reaches;
-            break;
+    let contiguous_to = follows
+        .iter()
+        .rev()
+        .find(|(_, _, own)| own.is_empty())
+        .and_then(|(reaches, _, _)| *reaches);
+    // The window starts at the oldest restorable backup whose WAL goes on
+    // without a gap to that point: every moment from its end on can be
+    // recovered.
+    let first_restorable = summaries
+        .iter()
+        .zip(&follows)
+        .find(|(_, (reaches, _, own))| own.is_empty() && *reaches == contiguous_to)
+        .map(|(s, _)| s.clone());
+    // Health: the oldest backup that is not permanent must be restorable,
+    // and WAL must go on from it without a gap.
+    let mut first_gap = None;
+    for (s, (_, gap, own)) in summaries.iter().zip(&follows) {
+        if permanent.contains(&s.name) {
+            continue;
         }
+        if !own.is_empty() {
+            problems.push(format!(
+                "backup {} cannot be restored: {}",
+                s.name,
+                own.join("; ")
+            ));
+            continue;
+        }
+        first_gap = *gap;
+        break;
     }
     let recovery_window_end = match (&contiguous_to, seg_size) {
         (Some(end), Some(size)) => last_transaction(store, keys, &index, end, size).await?,
@@ -218,14 +244,46 @@ pub async fn status(
             ));
         }
     }
+    // A fork is a problem when both sides still grow: the parent archived
+    // after the child's history file was stored (a clone archiving into
+    // the source's repository). A point-in-time restore whose parent
+    // stopped is history, reported but healthy.
+    let stored_at = |key: &pgark_store::Key| {
+        all.iter()
+            .find(|m| &m.key == key)
+            .and_then(|m| m.modified)
+            .map(DateTime::<Utc>::from)
+    };
+    let mut growing_forks = Vec::new();
     for f in &forks {
-        problems.push(format!("{f} (a restored clone archiving into this repository?)"));
+        let history = stored_at(&wal_key(&ArchivedFile::TimelineHistory(f.timeline)));
+        let parent_newest = stored_at(&wal_key(&ArchivedFile::Segment(f.parent_went_on_to)));
+        let both_grow = match (history, parent_newest) {
+            (Some(h), Some(p)) => p > h,
+            // Without times, say it.
+            _ => true,
+        };
+        if both_grow {
+            problems.push(format!(
+                "{f} after the fork (a restored clone archiving into this repository?)"
+            ));
+            growing_forks.push(f.clone());
+        }
     }
-    let idle = archiver
-        .as_ref()
-        .zip(seg_size)
-        .and_then(|(a, size)| a.lag_segments(size))
-        .is_some_and(|lag| lag == 0);
+    // The server has nothing more to archive: it is a primary, it has
+    // archived into this repository (its last archived segment is here),
+    // and no file waits to be archived.
+    let idle = match (&archiver, seg_size) {
+        (Some(a), Some(size)) => {
+            let archives_here = a
+                .last_archived_wal
+                .as_deref()
+                .and_then(|w| WalSegmentName::parse(w.get(..24)?).ok())
+                .is_some_and(|w| w.segment_no(size).is_ok_and(|no| index.has(w.timeline, no)));
+            a.current_wal.is_some() && archives_here && a.lag_segments(size) == Some(0)
+        }
+        _ => false,
+    };
     match &newest {
         None => problems.push("no WAL segment archived".into()),
         Some((name, Some(arrived))) => {
@@ -233,7 +291,7 @@ pub async fn status(
             if age > max_archive_age && !idle {
                 problems.push(format!(
                     "the newest archived segment, {name}, arrived {} ago (more than {}), and the server does not \
-                     say it has nothing more to archive",
+                     say it archived into this repository and has nothing more to archive",
                     crate::format_age(age),
                     crate::format_age(max_archive_age)
                 ));
@@ -255,6 +313,7 @@ pub async fn status(
         }
     }
     Ok(Status {
+        time: now,
         backup_count: summaries.len(),
         last_backup: summaries.last().cloned(),
         recovery_window_start: first_restorable
@@ -266,6 +325,7 @@ pub async fn status(
         newest_segment: newest.map(|(name, arrived)| ArchivedSegment { name, arrived }),
         first_gap,
         forks,
+        growing_forks,
         repository_bytes,
         wal_bytes,
         archiver,

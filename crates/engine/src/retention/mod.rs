@@ -221,8 +221,10 @@ pub async fn unfinished_uploads(
     Ok(found
         .into_iter()
         .filter(|l| {
+            // Only keys pgark writes: a backup's object or an archived WAL
+            // file (a repository at a bucket's root shares it).
             l.key.as_ref().is_none_or(|k| {
-                k.as_str().starts_with(BACKUPS_PREFIX) || k.as_str().starts_with(pgark_catalog::WAL_PREFIX)
+                BackupName::from_key(k).is_some() || pgark_catalog::parse_wal_key(k).is_some()
             })
         })
         .collect())

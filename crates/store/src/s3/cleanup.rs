@@ -5,7 +5,9 @@
 //!   [`DELETE_BATCH`] keys (S3's limit), [`BATCHES_IN_FLIGHT`] at once, in
 //!   quiet mode: S3 answers only with the keys it failed to delete. A key
 //!   that does not exist counts as deleted (S3 reports none), as with
-//!   `DeleteObject`.
+//!   `DeleteObject`. A store that refuses `DeleteObjects` (405, 501,
+//!   `NotImplemented`, `MissingContentMD5`, `InvalidRequest`: some
+//!   S3-compatible stores) gets single deletes from then on.
 //! - [`S3Store::multipart_leftovers`] lists the bucket's incomplete
 //!   multipart uploads under the repository's prefix (`ListMultipartUploads`,
 //!   paged), which a process killed mid-upload leaves behind: invisible,
@@ -16,6 +18,7 @@ use crate::{ErrorKind, Key, Leftover, LeftoverHandle, Operation, Result, StoreEr
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use futures::{StreamExt, TryStreamExt};
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 /// Keys per `DeleteObjects` request: the most S3 accepts.
@@ -25,8 +28,13 @@ pub(super) const DELETE_BATCH: usize = 1000;
 pub(super) const BATCHES_IN_FLIGHT: usize = 4;
 
 impl S3Store {
-    /// Deletes `keys` in batches (see the module documentation).
+    /// Deletes `keys` in batches (see the module documentation); one by
+    /// one, [`crate::DELETE_CONCURRENCY`] at a time, on a store that
+    /// refused a batch.
     pub(super) async fn delete_batches(&self, keys: &[Key]) -> Result<()> {
+        if self.inner.batch_refused.load(Ordering::Relaxed) {
+            return self.delete_singly(keys).await;
+        }
         // Made up front: a closure in the stream trips the compiler's
         // higher-ranked lifetime check under async_trait's Send bound.
         let batches: Vec<_> = keys.chunks(DELETE_BATCH).map(|b| self.delete_batch(b)).collect();
@@ -37,10 +45,22 @@ impl S3Store {
         Ok(())
     }
 
+    async fn delete_singly(&self, keys: &[Key]) -> Result<()> {
+        let deletes: Vec<_> = keys.iter().map(|k| crate::ObjectStore::delete(self, k)).collect();
+        futures::stream::iter(deletes)
+            .buffer_unordered(crate::DELETE_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
     async fn delete_batch(&self, keys: &[Key]) -> Result<()> {
         let Some(first) = keys.first() else {
             return Ok(());
         };
+        if self.inner.batch_refused.load(Ordering::Relaxed) {
+            return self.delete_singly(keys).await;
+        }
         let invalid = |e: aws_sdk_s3::error::BuildError| {
             StoreError::new(
                 ErrorKind::Permanent,
@@ -61,13 +81,39 @@ impl S3Store {
             .build()
             .map_err(invalid)?;
         let client = self.client().await;
-        let out = client
+        let out = match client
             .delete_objects()
             .bucket(self.bucket())
             .delete(delete)
             .send()
             .await
-            .map_err(|e| self.error(Operation::Delete, "DeleteObjects", first, e))?;
+        {
+            Ok(out) => out,
+            Err(err) => {
+                // A store without DeleteObjects, or one that wants a
+                // Content-MD5: one by one instead, from now on.
+                let status = err.raw_response().map(|r| r.status().as_u16());
+                let refused = matches!(
+                    err.code(),
+                    Some(
+                        "MissingContentMD5"
+                            | "NotImplemented"
+                            | "MethodNotAllowed"
+                            | "InvalidRequest"
+                            | "XNotImplemented"
+                    )
+                ) || matches!(status, Some(405 | 501));
+                if refused {
+                    eprintln!(
+                        "pgark: warning: {self}: DeleteObjects refused ({}): deleting one object per request",
+                        err.code().unwrap_or("no error code")
+                    );
+                    self.inner.batch_refused.store(true, Ordering::Relaxed);
+                    return self.delete_singly(keys).await;
+                }
+                return Err(self.error(Operation::Delete, "DeleteObjects", first, err));
+            }
+        };
         self.seen_bucket();
         let failed: Vec<_> = out
             .errors()

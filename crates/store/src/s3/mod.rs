@@ -317,6 +317,10 @@ struct Inner {
     /// The bucket answered a request: a 404 without error code is a missing
     /// object, not a missing bucket.
     bucket_seen: AtomicBool,
+    /// The store refused a `DeleteObjects` request (some S3-compatible
+    /// stores do not have it, or want a `Content-MD5` the SDK no longer
+    /// sends): deletes go one by one from then on.
+    batch_refused: AtomicBool,
 }
 
 impl S3Store {
@@ -357,6 +361,7 @@ impl S3Store {
                 client: OnceCell::new(),
                 credentials: Arc::new(CredentialsTracker::default()),
                 bucket_seen: AtomicBool::new(false),
+                batch_refused: AtomicBool::new(false),
                 opts,
             }),
         })

@@ -48,32 +48,7 @@ pub fn validate_segment(
     file_len: u64,
 ) -> Result<SegmentInfo, PgError> {
     let file = || name.to_string();
-    let header = XLogLongPageHeader::parse(first_page).map_err(|_| PgError::SegmentHeaderTooShort {
-        file: file(),
-        needed: XLogLongPageHeader::SIZE,
-        found: first_page.len(),
-    })?;
-    let pg_version = pg_version_for_wal_magic(header.magic).ok_or_else(|| PgError::UnknownWalMagic {
-        file: file(),
-        magic: header.magic,
-    })?;
-    if header.info & !XLP_ALL_FLAGS != 0 {
-        return Err(PgError::InvalidInfoBits {
-            file: file(),
-            info: header.info,
-        });
-    }
-    if header.info & XLP_LONG_HEADER == 0 {
-        return Err(PgError::NotLongHeader {
-            file: file(),
-            info: header.info,
-        });
-    }
-    let seg_size =
-        WalSegmentSize::new(u64::from(header.seg_size)).map_err(|_| PgError::InvalidHeaderSegmentSize {
-            file: file(),
-            seg_size: header.seg_size,
-        })?;
+    let (header, pg_version, seg_size) = check_long_header(name, first_page)?;
     if file_len != u64::from(seg_size.bytes()) {
         return Err(PgError::SegmentSizeMismatch {
             file: file(),
@@ -108,6 +83,46 @@ pub fn validate_segment(
         seg_size,
         header,
     })
+}
+
+/// The checks of a segment's first page that do not depend on the file
+/// (the first five of [`validate_segment`], in its order): the long
+/// header parses, its magic is a supported version's, its info bits are
+/// known, `XLP_LONG_HEADER` is set, and `xlp_seg_size` is a valid size.
+/// Returns the header, the PostgreSQL version (`PG_VERSION_NUM / 100`,
+/// as [`pg_version_for_wal_magic`]) and the segment size.
+pub(crate) fn check_long_header(
+    name: &WalSegmentName,
+    first_page: &[u8],
+) -> Result<(XLogLongPageHeader, u32, WalSegmentSize), PgError> {
+    let file = || name.to_string();
+    let header = XLogLongPageHeader::parse(first_page).map_err(|_| PgError::SegmentHeaderTooShort {
+        file: file(),
+        needed: XLogLongPageHeader::SIZE,
+        found: first_page.len(),
+    })?;
+    let pg_version = pg_version_for_wal_magic(header.magic).ok_or_else(|| PgError::UnknownWalMagic {
+        file: file(),
+        magic: header.magic,
+    })?;
+    if header.info & !XLP_ALL_FLAGS != 0 {
+        return Err(PgError::InvalidInfoBits {
+            file: file(),
+            info: header.info,
+        });
+    }
+    if header.info & XLP_LONG_HEADER == 0 {
+        return Err(PgError::NotLongHeader {
+            file: file(),
+            info: header.info,
+        });
+    }
+    let seg_size =
+        WalSegmentSize::new(u64::from(header.seg_size)).map_err(|_| PgError::InvalidHeaderSegmentSize {
+            file: file(),
+            seg_size: header.seg_size,
+        })?;
+    Ok((header, pg_version, seg_size))
 }
 
 #[cfg(test)]

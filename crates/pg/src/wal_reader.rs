@@ -21,8 +21,8 @@ use crate::xlog_record::{
     decode_record_headers, record_crc, RecordLayout, MAX_RECORD_HEADERS_LEN, RM_XACT_ID, XLOG_RECORD_MAX_SIZE,
 };
 use crate::{
-    pg_version_for_wal_magic, Lsn, PgError, SegmentNo, TimelineId, WalSegmentName, WalSegmentSize,
-    XLogLongPageHeader, XLogPageHeader, XLogRecordHeader, XactKind, XactRecord,
+    Lsn, PgError, SegmentNo, TimelineId, WalSegmentName, WalSegmentSize, XLogLongPageHeader, XLogPageHeader,
+    XLogRecordHeader, XactKind, XactRecord,
 };
 use crate::{WalScan, WalStop};
 
@@ -196,28 +196,8 @@ impl WalReader {
     /// stops right there (a recycled segment).
     fn first_segment(&mut self, name: &WalSegmentName, bytes: &[u8]) -> Result<bool, PgError> {
         let file = || name.to_string();
-        let header = XLogLongPageHeader::parse(bytes).map_err(|_| PgError::SegmentHeaderTooShort {
-            file: file(),
-            needed: XLogLongPageHeader::SIZE,
-            found: bytes.len(),
-        })?;
-        let pg_version = pg_version_for_wal_magic(header.magic).ok_or_else(|| PgError::UnknownWalMagic {
-            file: file(),
-            magic: header.magic,
-        })?;
-        if header.info & !XLP_ALL_FLAGS != 0 {
-            return Err(PgError::InvalidInfoBits {
-                file: file(),
-                info: header.info,
-            });
-        }
-        if !header.std().is_long() {
-            return Err(PgError::NotLongHeader {
-                file: file(),
-                info: header.info,
-            });
-        }
-        if header.seg_size != self.seg_size.bytes() {
+        let (header, pg_version, seg_size) = crate::validate::check_long_header(name, bytes)?;
+        if seg_size != self.seg_size {
             return Err(PgError::InvalidHeaderSegmentSize {
                 file: file(),
                 seg_size: header.seg_size,

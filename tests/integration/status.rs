@@ -115,6 +115,25 @@ fn status_tells_the_recovery_window_and_archiving_health() {
     assert!(samples["pgark_repository_bytes"] > 0.0);
     assert_eq!(samples["pgark_last_verify_success"], 1.0);
 
+    // The newest archived segment damaged in the repository: said, and
+    // not healthy.
+    let newest = json_str(&json["walContiguousTo"]);
+    let stored = src.repo.path().join("wal").join(&newest[..16]).join(&newest);
+    let original = std::fs::read(&stored).unwrap();
+    let mut flipped = original.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x10;
+    std::fs::write(&stored, &flipped).unwrap();
+    let (out, damaged) = status(&src, &[]);
+    assert_code(&out, 12);
+    assert!(
+        damaged["problems"]
+            .to_string()
+            .contains(&format!("{newest} (wal/")),
+        "{damaged}"
+    );
+    std::fs::write(&stored, &original).unwrap();
+
     // An archive that stopped: the newest segment is older than the limit
     // and the server has a segment it did not archive.
     c.psql("insert into t (v) values ('unarchived')").unwrap();

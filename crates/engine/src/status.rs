@@ -210,7 +210,7 @@ pub async fn status(
         break;
     }
     let recovery_window_end = match (&contiguous_to, seg_size) {
-        (Some(end), Some(size)) => last_transaction(store, keys, &index, end, size).await?,
+        (Some(end), Some(size)) => last_transaction(store, keys, &index, end, size, &mut problems).await?,
         _ => None,
     };
     let forks = match seg_size {
@@ -337,13 +337,15 @@ pub async fn status(
 
 /// The last commit or abort in the archive at or before `end`, reading
 /// back at most [`COMMIT_SEARCH_SEGMENTS`] segments along `end`'s
-/// timeline and its ancestors.
+/// timeline and its ancestors. A segment that is damaged (fails its
+/// digest, or is not WAL) is a problem, passed over.
 async fn last_transaction(
     store: &dyn ObjectStore,
     keys: &RepoKeys,
     index: &WalIndex,
     end: &WalSegmentName,
     size: WalSegmentSize,
+    problems: &mut Vec<String>,
 ) -> Result<Option<LastTransaction>, EngineError> {
     let Ok(mut no) = end.segment_no(size) else {
         return Ok(None);
@@ -360,24 +362,32 @@ async fn last_transaction(
         let name = WalSegmentName::from_segment_no(TimelineId(tli), no, size);
         let key = wal_key(&ArchivedFile::Segment(name));
         let named = key.clone();
-        let bytes = decode_object(store, &key, keys.data_key.as_ref(), move |reader| {
+        let decoded = decode_object(store, &key, keys.data_key.as_ref(), move |reader| {
             let mut buf = Vec::with_capacity(size.bytes() as usize);
             reader
                 .read_to_end(&mut buf)
                 .map_err(|e| classify_read_error(&named, e))?;
             Ok(buf)
         })
-        .await?;
-        let found = pgark_pg::read_xact_records(&name, size, &bytes)
-            .ok()
-            .and_then(|scan| {
-                let last = scan.xacts.last()?;
+        .await;
+        let scanned = match decoded {
+            Ok(bytes) => pgark_pg::read_xact_records(&name, size, &bytes).map_err(|e| e.to_string()),
+            Err(e) if matches!(e.class(), crate::ErrorClass::Integrity) => Err(e.to_string()),
+            Err(e) => return Err(e),
+        };
+        let found = match scanned {
+            Ok(scan) => scan.xacts.last().and_then(|last| {
                 Some(LastTransaction {
                     time: DateTime::<Utc>::from(last.time.to_system_time()?),
                     kind: last.kind.name().to_string(),
                     segment: name,
                 })
-            });
+            }),
+            Err(e) => {
+                problems.push(format!("WAL segment {name} ({key}) is damaged: {e}"));
+                None
+            }
+        };
         if found.is_some() {
             return Ok(found);
         }

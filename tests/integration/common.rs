@@ -291,3 +291,19 @@ pub fn seeded_rng() -> impl FnMut() -> u64 {
         x
     }
 }
+
+/// Removes from a local repository the archived segment before the
+/// newest one of `newest`'s directory (a gap in the middle of the
+/// archive); returns its name.
+pub fn remove_segment_before_newest(repo: &Path, newest: &str) -> String {
+    let seg_dir = repo.join("wal").join(&newest[..16]);
+    let mut segments: Vec<String> = std::fs::read_dir(&seg_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| is_segment_name(n))
+        .collect();
+    segments.sort();
+    let gone = segments[segments.len() - 2].clone();
+    std::fs::remove_file(seg_dir.join(&gone)).unwrap();
+    gone
+}

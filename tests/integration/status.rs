@@ -157,15 +157,7 @@ fn status_tells_the_recovery_window_and_archiving_health() {
         src.archive_current_wal();
     }
     let newest = json_str(&status(&src, &[]).1["newestArchivedSegment"]);
-    let seg_dir = src.repo.path().join("wal").join(&newest[..16]);
-    let mut segments: Vec<String> = std::fs::read_dir(&seg_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| is_segment_name(n))
-        .collect();
-    segments.sort();
-    let gone = segments[segments.len() - 2].clone();
-    std::fs::remove_file(seg_dir.join(&gone)).unwrap();
+    let gone = remove_segment_before_newest(src.repo.path(), &newest);
     let (out, json) = status(&src, &[]);
     assert_code(&out, 12);
     assert_eq!(json["firstWalGap"], gone.as_str(), "{json}");

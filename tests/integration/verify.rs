@@ -40,15 +40,7 @@ fn verify_finds_a_damaged_part_and_a_wal_gap() {
 
     // A WAL segment from the middle of the archive, after both backups.
     let newest = json[1]["wal_reaches"].as_str().unwrap().to_string();
-    let seg_dir = src.repo.path().join("wal").join(&newest[..16]);
-    let mut segments: Vec<String> = std::fs::read_dir(&seg_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| is_segment_name(n))
-        .collect();
-    segments.sort();
-    let gone = segments[segments.len() - 2].clone();
-    std::fs::remove_file(seg_dir.join(&gone)).unwrap();
+    let gone = remove_segment_before_newest(src.repo.path(), &newest);
     let (out, json) = verify(&src, &[&second]);
     assert_code(&out, 5);
     assert_eq!(json[0]["wal_gap"], gone.as_str(), "{json}");

@@ -15,6 +15,7 @@
 //! backups/<name>/part_NNNNN.tar, backups/<name>/manifest   base backups (see [`BackupName`])
 //! backups/<name>/summary                           a backup's summary, for listing (see [`BackupSummary`])
 //! verify/latest                                    the last `pgark verify` run (see [`VerifyRecord`])
+//! restore-test/latest                              the last `pgark restore-test` run (see [`RestoreTestRecord`])
 //! ```
 //! Every object under `wal/` is a self-describing pgark object (see the
 //! codec crate): no extension says how it is compressed.
@@ -22,6 +23,7 @@
 mod backup;
 mod error;
 mod repository;
+mod restore_test_record;
 mod verify_record;
 
 pub use backup::{
@@ -31,6 +33,10 @@ pub use backup::{
 };
 pub use error::CatalogError;
 pub use repository::{RepositoryMeta, REPOSITORY_FORMAT};
+pub use restore_test_record::{
+    restore_test_record_key, CheckOutcome, CheckResult, RestoreTestOutcome, RestoreTestRecord,
+    RestoreTestStage, RESTORE_TEST_PREFIX, RESTORE_TEST_RECORD_KEY,
+};
 pub use verify_record::{
     verify_record_key, VerifiedBackup, VerifyOutcome, VerifyRecord, VERIFY_PREFIX, VERIFY_RECORD_KEY,
 };

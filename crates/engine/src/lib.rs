@@ -14,6 +14,7 @@ mod manifest_io;
 mod pipe;
 mod repository;
 mod restore;
+mod restore_test;
 mod retention;
 mod retry;
 mod scan;
@@ -32,12 +33,16 @@ pub use keys::RepoKeys;
 pub use manifest_io::{
     list_backups, list_backups_detailed, list_backups_marked, load_manifest, permanent_marks, ListedBackup,
 };
-pub use pgark_catalog::{VerifiedBackup, VerifyOutcome, VerifyRecord};
+pub use pgark_catalog::{
+    CheckOutcome, CheckResult, RestoreTestOutcome, RestoreTestRecord, RestoreTestStage, VerifiedBackup,
+    VerifyOutcome, VerifyRecord,
+};
 pub use repository::{ensure_repository_meta, load_repository_meta, require_repository};
 pub use restore::{
     backup_fetch, parse_target_time, ArchiveMode, BackupFetchOptions, BackupFetchOutcome, BackupSelector,
     RecoveryOptions, RecoveryTarget,
 };
+pub use restore_test::{last_restore_test, record_restore_test};
 pub use retention::{
     apply_plan, apply_wal_plan, backup_inventory, cutoff_backup, delete_garbage, format_age, garbage,
     mark_permanent, plan_delete_backup, plan_delete_one, plan_retention, plan_wal_deletion,

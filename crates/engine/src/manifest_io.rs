@@ -79,6 +79,47 @@ pub(crate) fn decode_small(
     Ok(json)
 }
 
+/// Writes a small record (a run's result) under `key`, replacing the one
+/// before: a pgark object of `json`, encrypted under the data key in an
+/// encrypted repository. One put: a reader sees the old record or the new.
+pub(crate) async fn put_record(
+    store: &dyn ObjectStore,
+    keys: &RepoKeys,
+    key: &pgark_store::Key,
+    json: &[u8],
+) -> Result<(), EngineError> {
+    let spec = pgark_codec::CompressionSpec::default();
+    let (stored, _) = match &keys.data_key {
+        Some(dk) => pgark_codec::encode_to_vec_encrypted(json, spec, dk, key.as_str()),
+        None => pgark_codec::encode_to_vec(json, spec),
+    }
+    .map_err(|e| EngineError::Internal(e.to_string()))?;
+    store
+        .put(key, stored.into(), pgark_store::PutMode::Overwrite)
+        .await?;
+    Ok(())
+}
+
+/// Reads a record [`put_record`] wrote (`None`: there is none), parsed by
+/// `parse`. A record that does not decode or parse is an integrity error.
+pub(crate) async fn get_record<T, E: std::fmt::Display>(
+    store: &dyn ObjectStore,
+    keys: &RepoKeys,
+    key: &pgark_store::Key,
+    parse: impl FnOnce(&[u8]) -> Result<T, E>,
+) -> Result<Option<T>, EngineError> {
+    let stored = match store.get_bytes(key).await {
+        Ok(stored) => stored,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(source) => return Err(EngineError::Store { source }),
+    };
+    let json = decode_small(&stored, key, keys)?;
+    parse(&json).map(Some).map_err(|e| EngineError::Integrity {
+        key: key.to_string(),
+        source: pgark_codec::CodecError::Io(std::io::Error::other(e.to_string())),
+    })
+}
+
 /// Reads and verifies a backup's summary.
 async fn load_summary(
     store: &dyn ObjectStore,

@@ -30,7 +30,7 @@
 //! ends the command (exit 6), what is damaged or missing is reported per
 //! backup and the command goes on.
 
-use crate::manifest_io::{decode_small, list_backups, load_manifest};
+use crate::manifest_io::{get_record, list_backups, load_manifest, put_record};
 use crate::pipe::{classify_read_error, decode_object};
 use crate::verify_wal::verify_wal_records;
 use crate::wal_index::WalIndex;
@@ -40,9 +40,8 @@ use pgark_catalog::{
     delta_entry_name, piece_entry_name, verify_record_key, BackupManifest, BackupName, VerifiedBackup,
     VerifyOutcome, VerifyRecord,
 };
-use pgark_codec::{encode_to_vec, encode_to_vec_encrypted, CompressionSpec};
 use pgark_pg::WalSegmentName;
-use pgark_store::{ObjectStore, ObjectStoreExt, PutMode};
+use pgark_store::ObjectStore;
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::Arc;
@@ -383,15 +382,7 @@ pub async fn record_verify(
     keys: &RepoKeys,
     record: &VerifyRecord,
 ) -> Result<(), EngineError> {
-    let json = record.to_json();
-    let key = verify_record_key();
-    let (stored, _) = match &keys.data_key {
-        Some(dk) => encode_to_vec_encrypted(&json, CompressionSpec::default(), dk, key.as_str()),
-        None => encode_to_vec(&json, CompressionSpec::default()),
-    }
-    .map_err(|e| EngineError::Internal(e.to_string()))?;
-    store.put(&key, stored.into(), PutMode::Overwrite).await?;
-    Ok(())
+    put_record(store, keys, &verify_record_key(), &record.to_json()).await
 }
 
 /// The record of the last verify run (`None`: never verified). A record
@@ -400,19 +391,7 @@ pub async fn last_verify(
     store: &dyn ObjectStore,
     keys: &RepoKeys,
 ) -> Result<Option<VerifyRecord>, EngineError> {
-    let key = verify_record_key();
-    let stored = match store.get_bytes(&key).await {
-        Ok(stored) => stored,
-        Err(e) if e.is_not_found() => return Ok(None),
-        Err(source) => return Err(EngineError::Store { source }),
-    };
-    let json = decode_small(&stored, &key, keys)?;
-    VerifyRecord::from_json(&json)
-        .map(Some)
-        .map_err(|e| EngineError::Integrity {
-            key: key.to_string(),
-            source: pgark_codec::CodecError::Io(std::io::Error::other(e.to_string())),
-        })
+    get_record(store, keys, &verify_record_key(), VerifyRecord::from_json).await
 }
 
 #[cfg(test)]
@@ -471,7 +450,11 @@ mod tests {
                 assert_eq!(err.class(), ErrorClass::Integrity, "{err}");
             }
             store
-                .put(&verify_record_key(), "{ damaged".into(), PutMode::Overwrite)
+                .put(
+                    &verify_record_key(),
+                    "{ damaged".into(),
+                    pgark_store::PutMode::Overwrite,
+                )
                 .await
                 .unwrap();
             let err = last_verify(&store, &keys).await.unwrap_err();

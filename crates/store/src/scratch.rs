@@ -10,7 +10,7 @@ use std::time::SystemTime;
 /// The directories of a repository puts write into: only these are
 /// searched (a repository at a mount point also holds `lost+found`, a
 /// filer's `.snapshot`...).
-const AREAS: [&str; 3] = ["backups", "wal", "verify"];
+const AREAS: [&str; 4] = ["backups", "wal", "verify", "restore-test"];
 
 /// Every file under `root`'s [`AREAS`] whose name ends in `suffix` and
 /// that was last modified before `before`, in path order, and those at

@@ -45,6 +45,9 @@ pub enum Exit {
     /// `status`: the repository was read, and it is not healthy (the
     /// reasons are printed).
     Unhealthy = 12,
+    /// `restore-test`: the backup restored and recovered, and a check
+    /// failed (each is named).
+    CheckFailed = 13,
 }
 
 /// With `--abort-on-error`, failures other than "not found" exit with
@@ -106,6 +109,7 @@ impl Failure {
                 Some(e) if e.kind() == pgark_store::ErrorKind::DeadlineExceeded => Exit::TimedOut,
                 Some(_) => Exit::Storage,
                 None if error.downcast_ref::<Unhealthy>().is_some() => Exit::Unhealthy,
+                None if error.downcast_ref::<CheckFailed>().is_some() => Exit::CheckFailed,
                 None if error.downcast_ref::<crate::config::ConfigError>().is_some() => Exit::Usage,
                 None if error.downcast_ref::<pgark_catalog::CatalogError>().is_some() => Exit::Usage,
                 None => Exit::Internal,
@@ -121,6 +125,10 @@ impl Failure {
 
     /// Prints one line naming the command and the cause; returns the code.
     pub fn report(self, command: &str) -> ExitCode {
+        if let Some(Interrupted(signal)) = self.error.downcast_ref::<Interrupted>() {
+            eprintln!("pgark {command}: {}", self.error);
+            return ExitCode::from(FATAL_OFFSET.saturating_add(*signal as u8));
+        }
         if !self.quiet {
             // Engine errors already carry their causes in their message.
             if self.error.is::<EngineError>() || self.error.is::<pgark_store::StoreError>() {
@@ -167,6 +175,7 @@ mod tests {
             (Exit::TimedOut, 10, 138),
             (Exit::NoRepository, 11, 139),
             (Exit::Unhealthy, 12, 140),
+            (Exit::CheckFailed, 13, 141),
         ];
         for (exit, normal, abort) in table {
             assert_eq!(exit.code(false), normal, "{exit:?}");
@@ -195,3 +204,14 @@ mod tests {
 #[derive(Debug, thiserror::Error)]
 #[error("not healthy: {0}")]
 pub struct Unhealthy(pub String);
+
+/// `restore-test`: a check failed on the recovered cluster: exit 13.
+#[derive(Debug, thiserror::Error)]
+#[error("a check failed: {0}")]
+pub struct CheckFailed(pub String);
+
+/// The command was interrupted by a signal (its number); it exits
+/// 128 + that number, as a shell reports it, after cleaning up.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by signal {0}; the scratch server was stopped and its directory removed")]
+pub struct Interrupted(pub i32);

@@ -90,7 +90,11 @@ fn absolute(p: &Path) -> PathBuf {
 
 /// restore_command: this binary, wal-fetch, and the repository settings
 /// in force now, so it works as the postgres user without PATH changes.
-fn restore_command(settings: &Settings, config: Option<&Path>, standby: bool) -> anyhow::Result<String> {
+pub(super) fn restore_command(
+    settings: &Settings,
+    config: Option<&Path>,
+    standby: bool,
+) -> anyhow::Result<String> {
     let exe = std::env::current_exe()?;
     let mut cmd = shell_quote(&exe.to_string_lossy());
     if let Some(cfg) = config {
@@ -165,6 +169,35 @@ fn parse_tablespace_map(items: &[String]) -> Result<HashMap<u32, PathBuf>, Confi
         .collect()
 }
 
+/// The recovery target the --target-* options name (at most one: clap's
+/// group), checked.
+pub(super) fn recovery_target(
+    time: Option<String>,
+    xid: Option<String>,
+    name: Option<String>,
+    lsn: Option<String>,
+    immediate: bool,
+) -> anyhow::Result<Option<RecoveryTarget>> {
+    Ok(if let Some(t) = time {
+        pgark_engine::parse_target_time(&t)?;
+        Some(RecoveryTarget::Time(t))
+    } else if let Some(x) = xid {
+        Some(RecoveryTarget::Xid(x))
+    } else if let Some(n) = name {
+        Some(RecoveryTarget::Name(n))
+    } else if let Some(l) = lsn {
+        l.parse::<pgark_pg::Lsn>().map_err(|_| ConfigError::Invalid {
+            name: "target-lsn",
+            message: format!("{l:?} is not an LSN like 0/3000028"),
+        })?;
+        Some(RecoveryTarget::Lsn(l))
+    } else if immediate {
+        Some(RecoveryTarget::Immediate)
+    } else {
+        None
+    })
+}
+
 pub async fn run(args: BackupFetchArgs, settings: &Settings, config: Option<&Path>) -> anyhow::Result<()> {
     let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
     let backup = if args.name == "LATEST" {
@@ -172,24 +205,13 @@ pub async fn run(args: BackupFetchArgs, settings: &Settings, config: Option<&Pat
     } else {
         BackupSelector::Named(BackupName::parse(&args.name)?)
     };
-    let target = if let Some(t) = args.target_time {
-        pgark_engine::parse_target_time(&t)?;
-        Some(RecoveryTarget::Time(t))
-    } else if let Some(x) = args.target_xid {
-        Some(RecoveryTarget::Xid(x))
-    } else if let Some(n) = args.target_name {
-        Some(RecoveryTarget::Name(n))
-    } else if let Some(l) = args.target_lsn {
-        l.parse::<pgark_pg::Lsn>().map_err(|_| ConfigError::Invalid {
-            name: "target-lsn",
-            message: format!("{l:?} is not an LSN like 0/3000028"),
-        })?;
-        Some(RecoveryTarget::Lsn(l))
-    } else if args.target_immediate {
-        Some(RecoveryTarget::Immediate)
-    } else {
-        None
-    };
+    let target = recovery_target(
+        args.target_time,
+        args.target_xid,
+        args.target_name,
+        args.target_lsn,
+        args.target_immediate,
+    )?;
     let recovery = if args.no_recovery {
         None
     } else {

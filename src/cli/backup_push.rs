@@ -17,6 +17,12 @@ use std::time::Duration;
 /// does, reporting on stderr (--no-retain skips this).
 #[derive(Debug, Clone, Args)]
 pub struct BackupPushArgs {
+    /// Then run restore-test on the new backup (its options from PGARK_PG_BIN, PGARK_RUN_AS,
+    /// PGARK_CHECK_SQL, PGARK_CHECK_DB, PGARK_RESTORE_TEST_DEST, PGARK_RESTORE_TEST_TIMEOUT);
+    /// when it fails, the retention policy is not applied, and the exit code is restore-test's.
+    #[arg(long, env = "PGARK_TEST", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub test: Option<bool>,
     /// Data directory of the cluster [env: PGDATA].
     #[arg(value_name = "PGDATA")]
     pub pgdata_arg: Option<PathBuf>,
@@ -93,7 +99,11 @@ pub struct BackupPushArgs {
 /// Default of --delta-max-steps.
 const DEFAULT_DELTA_MAX_STEPS: u32 = 6;
 
-pub async fn run(args: BackupPushArgs, settings: &Settings) -> anyhow::Result<()> {
+pub async fn run(
+    args: BackupPushArgs,
+    settings: &Settings,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let file = &settings.file;
     let pgdata = args
         .pgdata_arg
@@ -164,6 +174,20 @@ pub async fn run(args: BackupPushArgs, settings: &Settings) -> anyhow::Result<()
     opts.progress = Some(crate::progress::for_stderr("backup-push"));
     let manifest = pgark_engine::backup_push(store.clone(), &opts).await?;
     println!("{}", manifest.name);
+    if args.test.unwrap_or(false) {
+        // The new backup's restore test before retention: a backup that
+        // does not restore must not be what older ones are deleted for.
+        let test = super::restore_test::RestoreTestArgs::for_backup(manifest.name.as_str());
+        if let Err(e) = super::restore_test::run(test, settings, config).await {
+            if !policy.is_empty() && !args.no_retain {
+                eprintln!(
+                    "pgark backup-push: the restore test of {} failed: retention not applied",
+                    manifest.name
+                );
+            }
+            return Err(e);
+        }
+    }
     // Retention after success: the backup is complete whatever happens
     // here; a failure is reported with its own exit code.
     if !policy.is_empty() && !args.no_retain {

@@ -8,6 +8,7 @@ mod backup_push;
 mod delete;
 mod exporter;
 mod key;
+mod restore_test;
 mod status;
 mod verify;
 mod wal_fetch;
@@ -29,7 +30,7 @@ Exit codes: 0 success, 1 not found, 2 usage or configuration error (also a missi
 encryption key), 3 input refused, \
 4 archive conflict, 5 damaged object, 6 repository failure, 7 local file failure, \
 8 PostgreSQL failure, 9 internal error, 10 timed out, 11 no repository at --repo (only wal-push and \
-backup-push create one), 12 status: not healthy; with --abort-on-error, failures other than 1 exit \
+backup-push create one), 12 status: not healthy, 13 restore-test: a check failed; 130 or 143 interrupted by SIGINT or SIGTERM; with --abort-on-error, failures other than 1 exit \
 128 + code.";
 
 /// pgark: PostgreSQL WAL archiving and physical backups.
@@ -207,6 +208,7 @@ pub enum Command {
     Exporter(exporter::ExporterArgs),
     BackupMark(backup_mark::BackupMarkArgs),
     Delete(delete::DeleteArgs),
+    RestoreTest(restore_test::RestoreTestArgs),
     #[command(subcommand)]
     Key(key::KeyCommand),
 }
@@ -224,6 +226,7 @@ impl Command {
             Command::Exporter(_) => "exporter",
             Command::BackupMark(_) => "backup-mark",
             Command::Delete(_) => "delete",
+            Command::RestoreTest(_) => "restore-test",
             Command::Key(key::KeyCommand::Rotate(_)) => "key rotate",
         }
     }
@@ -246,6 +249,7 @@ impl Command {
             | Command::Verify(_)
             | Command::Exporter(_)
             | Command::Delete(_)
+            | Command::RestoreTest(_)
             | Command::Key(_) => Duration::ZERO,
         }
     }
@@ -296,7 +300,7 @@ async fn run_command(
     let result = match command {
         Command::WalPush(args) => wal_push::run(args, settings).await,
         Command::WalFetch(args) => wal_fetch::run(args, settings).await,
-        Command::BackupPush(args) => backup_push::run(args, settings).await,
+        Command::BackupPush(args) => backup_push::run(args, settings, config).await,
         Command::BackupFetch(args) => backup_fetch::run(args, settings, config).await,
         Command::BackupList(args) => backup_list::run(args, settings).await,
         Command::Verify(args) => verify::run(args, settings).await,
@@ -304,6 +308,7 @@ async fn run_command(
         Command::Exporter(args) => exporter::run(args, settings).await,
         Command::BackupMark(args) => backup_mark::run(args, settings).await,
         Command::Delete(args) => delete::run(args, settings).await,
+        Command::RestoreTest(args) => restore_test::run(args, settings, config).await,
         Command::Key(key::KeyCommand::Rotate(args)) => key::rotate(args, settings).await,
     };
     result.map_err(|error| {

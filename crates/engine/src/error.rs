@@ -158,6 +158,14 @@ pub enum EngineError {
     #[error("internal error: {0}")]
     Internal(String),
 
+    /// The scratch server of a restore test: not found, not started, not
+    /// recovered in time.
+    #[error("{source}")]
+    Server {
+        #[from]
+        source: pgark_pgserver::ServerError,
+    },
+
     /// An encryption key problem (missing, wrong, unusable) or a damaged
     /// keyring. Never carries key material.
     #[error("{source}")]
@@ -205,6 +213,12 @@ impl EngineError {
                 ErrorClass::Postgres
             }
             EngineError::Internal(_) => ErrorClass::Internal,
+            EngineError::Server { source } => match source.kind() {
+                pgark_pgserver::ServerErrorKind::Setup => ErrorClass::Configuration,
+                pgark_pgserver::ServerErrorKind::Io => ErrorClass::LocalIo,
+                pgark_pgserver::ServerErrorKind::Postgres => ErrorClass::Postgres,
+                pgark_pgserver::ServerErrorKind::TimedOut => ErrorClass::TimedOut,
+            },
             EngineError::Key { source } => match source {
                 pgark_crypto::CryptoError::Store(s)
                     if s.kind() == pgark_store::ErrorKind::DeadlineExceeded =>

@@ -37,12 +37,16 @@ pub use pgark_catalog::{
     CheckOutcome, CheckResult, RestoreTestOutcome, RestoreTestRecord, RestoreTestStage, VerifiedBackup,
     VerifyOutcome, VerifyRecord,
 };
+pub use pgark_pgserver::{parse_check_sql, SqlCheck};
 pub use repository::{ensure_repository_meta, load_repository_meta, require_repository};
 pub use restore::{
-    backup_fetch, parse_target_time, ArchiveMode, BackupFetchOptions, BackupFetchOutcome, BackupSelector,
-    RecoveryOptions, RecoveryTarget,
+    backup_fetch, parse_target_time, select_backup, ArchiveMode, BackupFetchOptions, BackupFetchOutcome,
+    BackupSelector, RecoveryOptions, RecoveryTarget,
 };
-pub use restore_test::{last_restore_test, record_restore_test};
+pub use restore_test::{
+    describe_target, last_restore_test, record_restore_test, restore_test, RestoreTestOptions,
+    RestoreTestReport,
+};
 pub use retention::{
     apply_plan, apply_wal_plan, backup_inventory, cutoff_backup, delete_garbage, format_age, garbage,
     mark_permanent, plan_delete_backup, plan_delete_one, plan_retention, plan_wal_deletion,

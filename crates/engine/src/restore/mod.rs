@@ -143,6 +143,18 @@ pub struct BackupFetchOutcome {
     pub dry_run: bool,
 }
 
+/// Which backup `opts` would restore, and why, reading only manifests.
+pub async fn select_backup(
+    store: &dyn ObjectStore,
+    opts: &BackupFetchOptions,
+) -> Result<(BackupManifest, String), EngineError> {
+    let selected = opts
+        .retry
+        .run("reading the backups' manifests", || select::select(store, opts))
+        .await?;
+    Ok((selected.manifest, selected.reason))
+}
+
 /// Restores one backup into `opts.dest` (see the module docs).
 pub async fn backup_fetch(
     store: Arc<dyn ObjectStore>,

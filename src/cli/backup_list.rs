@@ -1,7 +1,7 @@
 use crate::config::Settings;
 use clap::Args;
 use pgark_catalog::BackupManifest;
-use pgark_engine::{ListedBackup, VerifyRecord};
+use pgark_engine::{ListedBackup, RestoreTestRecord, VerifyRecord};
 use serde_json::json;
 
 /// List completed backups, oldest first.
@@ -37,11 +37,21 @@ fn last_verify_of(record: Option<&VerifyRecord>, m: &BackupManifest) -> Option<(
     ))
 }
 
+/// What the last restore test found about `m`: (time, passed), if it restored it.
+fn last_restore_test_of(record: Option<&RestoreTestRecord>, m: &BackupManifest) -> Option<(String, bool)> {
+    let record = record.filter(|r| r.backup == m.name.as_str())?;
+    Some((
+        record.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        record.passed(),
+    ))
+}
+
 fn summary(
     m: &BackupManifest,
     permanent: bool,
     detail: bool,
     verified: Option<&VerifyRecord>,
+    tested: Option<&RestoreTestRecord>,
 ) -> serde_json::Value {
     let mut v = json!({
         "name": m.name.as_str(),
@@ -78,6 +88,7 @@ fn summary(
                 .map(|c| json!({"path": c.path, "blocks": c.blocks}))
                 .collect::<Vec<_>>(),
             "last_verify": last_verify_of(verified, m).map(|(time, whole)| json!({"time": time, "whole": whole})),
+            "last_restore_test": last_restore_test_of(tested, m).map(|(time, passed)| json!({"time": time, "passed": passed})),
         });
         if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
             o.extend(e.clone());
@@ -109,13 +120,29 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
     } else {
         None
     };
+    let tested = if args.detail {
+        match pgark_engine::last_restore_test(&*store, &keys).await {
+            Ok(record) => record,
+            Err(e) if e.class() == pgark_engine::ErrorClass::Integrity => {
+                tracing::warn!("the record of the last restore test is unusable: {e}");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
     if args.json {
         let list: Vec<_> = backups
             .iter()
             .map(|b| match b {
-                ListedBackup::Ok(m) => {
-                    summary(m, permanent.contains(&m.name), args.detail, verified.as_ref())
-                }
+                ListedBackup::Ok(m) => summary(
+                    m,
+                    permanent.contains(&m.name),
+                    args.detail,
+                    verified.as_ref(),
+                    tested.as_ref(),
+                ),
                 ListedBackup::Damaged { name, reason, .. } => damaged_summary(name.as_str(), reason),
             })
             .collect();
@@ -137,7 +164,7 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
     );
     if args.detail {
         header += &format!(
-            " {:<12} {:<24} {:>3} {:<8} {:<5} {:>6} {:<7} {:<46} {:>7} {:<20} {:<8}",
+            " {:<12} {:<24} {:>3} {:<8} {:<5} {:>6} {:<7} {:<46} {:>7} {:<20} {:<8} {:<20} {:<6}",
             "stop_lsn",
             "stop_wal_segment",
             "tli",
@@ -148,7 +175,9 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
             "parent",
             "corrupt",
             "last_verify",
-            "verified"
+            "verified",
+            "last_restore_test",
+            "tested"
         );
     }
     println!("{header}");
@@ -178,8 +207,12 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
                 Some((time, whole)) => (time, if whole { "whole" } else { "damaged" }),
                 None => ("-".to_string(), "-"),
             };
+            let (test_time, test_outcome) = match last_restore_test_of(tested.as_ref(), m) {
+                Some((time, passed)) => (time, if passed { "passed" } else { "FAILED" }),
+                None => ("-".to_string(), "-"),
+            };
             line += &format!(
-                " {:<12} {:<24} {:>3} {:<8} {:<5} {:>6} {:<7} {:<46} {:>7} {:<20} {:<8}",
+                " {:<12} {:<24} {:>3} {:<8} {:<5} {:>6} {:<7} {:<46} {:>7} {:<20} {:<8} {:<20} {:<6}",
                 m.stop_lsn,
                 m.stop_wal_segment,
                 m.timeline,
@@ -190,7 +223,9 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
                 m.parent.as_ref().map_or("-", |p| p.as_str()),
                 m.corrupt_pages.iter().map(|c| c.blocks.len()).sum::<usize>(),
                 verify_time,
-                verify_outcome
+                verify_outcome,
+                test_time,
+                test_outcome
             );
         }
         println!("{line}");

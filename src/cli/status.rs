@@ -174,7 +174,22 @@ pub fn to_json(s: &Status) -> serde_json::Value {
             "whole": v.outcome == pgark_catalog::VerifyOutcome::Whole,
             "backups": v.backups.len(),
         })),
-        "lastRestoreTest": serde_json::Value::Null,
+        "lastRestoreTest": s.last_restore_test.as_ref().map(|r| json!({
+            "time": rfc3339(Some(r.time)),
+            "backup": r.backup,
+            "target": r.target,
+            "passed": r.passed(),
+            "outcome": r.outcome,
+            "failedStage": r.failed_stage,
+            "error": r.error,
+            "restoreSeconds": r.restore_seconds,
+            "recoverySeconds": r.recovery_seconds,
+            "checksSeconds": r.checks_seconds,
+            "walReplayedBytes": r.wal_replayed_bytes,
+            "lastReplayedCommit": rfc3339(r.last_replayed_commit),
+            "checks": r.checks.len(),
+            "checksFailed": r.checks.iter().filter(|c| c.outcome == pgark_catalog::CheckOutcome::Failed).count(),
+        })),
         "repositoryBytes": s.repository_bytes,
         "walBytes": s.wal_bytes,
         "archiver": s.archiver.as_ref().map(|a| json!({
@@ -248,6 +263,23 @@ fn to_text(s: &Status) -> String {
                 } else {
                     "DAMAGED"
                 }
+            ),
+            None => "never".into(),
+        }
+    );
+    out += &format!(
+        "last restore test: {}\n",
+        match &s.last_restore_test {
+            Some(r) => format!(
+                "{} of {} to {}: {}{}",
+                or_none(rfc3339(Some(r.time))),
+                r.backup,
+                r.target,
+                if r.passed() { "passed" } else { "FAILED" },
+                r.error
+                    .as_deref()
+                    .map(|e| format!(" ({})", e.lines().next().unwrap_or("")))
+                    .unwrap_or_default()
             ),
             None => "never".into(),
         }
@@ -344,6 +376,38 @@ pub fn to_prometheus(s: &Status) -> String {
             } else {
                 0.0
             }),
+        );
+    }
+    if let Some(r) = &s.last_restore_test {
+        gauge(
+            "pgark_last_restore_test_timestamp_seconds",
+            "When the last pgark restore-test run ended, as a Unix time.",
+            secs(Some(r.time)),
+        );
+        gauge(
+            "pgark_last_restore_test_success",
+            "1 when the last pgark restore-test restored, recovered and passed every check, else 0.",
+            Some(if r.passed() { 1.0 } else { 0.0 }),
+        );
+        gauge(
+            "pgark_last_restore_test_restore_seconds",
+            "Seconds the last restore test spent restoring files.",
+            Some(r.restore_seconds),
+        );
+        gauge(
+            "pgark_last_restore_test_recovery_seconds",
+            "Seconds the last restore test's server took to recover to its target.",
+            r.recovery_seconds,
+        );
+        gauge(
+            "pgark_last_restore_test_checks_seconds",
+            "Seconds the last restore test spent on its checks.",
+            r.checks_seconds,
+        );
+        gauge(
+            "pgark_last_restore_test_wal_replayed_bytes",
+            "WAL the last restore test replayed: from the backup's start to the last record replayed.",
+            r.wal_replayed_bytes.map(|b| b as f64),
         );
     }
     if let Some(a) = &s.archiver {

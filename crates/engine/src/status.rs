@@ -126,6 +126,8 @@ pub struct Status {
     pub archiver: Option<ArchiverView>,
     /// The record of the last `pgark verify` run, if any.
     pub last_verify: Option<pgark_catalog::VerifyRecord>,
+    /// The record of the last `pgark restore-test` run, if any.
+    pub last_restore_test: Option<pgark_catalog::RestoreTestRecord>,
     pub healthy: bool,
     /// Why not healthy (empty when healthy).
     pub problems: Vec<String>,
@@ -223,6 +225,14 @@ pub async fn status(
         Ok(record) => record,
         Err(e) if matches!(e.class(), crate::ErrorClass::Integrity) => {
             tracing::warn!("the record of the last verify run is unreadable: {e}");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let last_restore_test = match crate::restore_test::last_restore_test(store, keys).await {
+        Ok(record) => record,
+        Err(e) if matches!(e.class(), crate::ErrorClass::Integrity) => {
+            tracing::warn!("the record of the last restore test is unreadable: {e}");
             None
         }
         Err(e) => return Err(e),
@@ -330,6 +340,7 @@ pub async fn status(
         wal_bytes,
         archiver,
         last_verify,
+        last_restore_test,
         healthy: problems.is_empty(),
         problems,
     })

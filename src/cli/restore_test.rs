@@ -133,6 +133,15 @@ fn parse_settings(items: &[String]) -> Result<Vec<(String, String)>, ConfigError
                     message: format!("{name:?} is not a setting name"),
                 });
             }
+            if pgark_engine::PROTECTED_SETTINGS.contains(&name.to_ascii_lowercase().as_str()) {
+                return Err(ConfigError::Invalid {
+                    name: "set",
+                    message: format!(
+                        "{name} is restore-test's own: it keeps the server off the network, off the archive and \
+                         inside its scratch directory"
+                    ),
+                });
+            }
             Ok((name.to_string(), value.to_string()))
         })
         .collect()
@@ -371,5 +380,7 @@ mod tests {
         );
         assert!(parse_settings(&["no-equals".into()]).is_err());
         assert!(parse_settings(&["bad name=1".into()]).is_err());
+        let err = parse_settings(&["ARCHIVE_MODE=on".into()]).unwrap_err();
+        assert!(err.to_string().contains("restore-test's own"), "{err}");
     }
 }

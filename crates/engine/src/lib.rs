@@ -37,7 +37,7 @@ pub use pgark_catalog::{
     CheckOutcome, CheckResult, RestoreTestOutcome, RestoreTestRecord, RestoreTestStage, VerifiedBackup,
     VerifyOutcome, VerifyRecord,
 };
-pub use pgark_pgserver::{parse_check_sql, SqlCheck};
+pub use pgark_pgserver::{parse_check_sql, SqlCheck, PROTECTED_SETTINGS};
 pub use repository::{ensure_repository_meta, load_repository_meta, require_repository};
 pub use restore::{
     backup_fetch, parse_target_time, select_backup, ArchiveMode, BackupFetchOptions, BackupFetchOutcome,

@@ -22,4 +22,4 @@ pub use account::Account;
 pub use bins::PgBinaries;
 pub use checks::{parse_check_sql, Check, CheckStatus, SqlCheck};
 pub use error::{ServerError, ServerErrorKind};
-pub use server::{Recovered, Server, ServerSpec};
+pub use server::{Recovered, Server, ServerSpec, PROTECTED_SETTINGS};

@@ -41,6 +41,31 @@ const IMMEDIATE_SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 /// `/.s.PGSQL.NNNNN` and its terminating zero.
 const MAX_SOCKET_DIR: usize = 107 - 16;
 
+/// Settings `--set` may not change: they keep the server off the network,
+/// off the archive and inside the scratch directory.
+pub const PROTECTED_SETTINGS: &[&str] = &[
+    "data_directory",
+    "config_file",
+    "hba_file",
+    "ident_file",
+    "external_pid_file",
+    "listen_addresses",
+    "port",
+    "unix_socket_directories",
+    "unix_socket_group",
+    "unix_socket_permissions",
+    "archive_mode",
+    "archive_command",
+    "archive_library",
+    "restore_command",
+    "archive_cleanup_command",
+    "recovery_end_command",
+    "primary_conninfo",
+    "primary_slot_name",
+    "hot_standby",
+    "stats_temp_directory",
+];
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct ServerSpec {
@@ -105,7 +130,12 @@ impl ServerSpec {
             s.push(("stats_temp_directory", "pg_stat_tmp".into()));
         }
         let mut out: Vec<(String, String)> = s.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        out.extend(self.extra_settings.iter().cloned());
+        out.extend(
+            self.extra_settings
+                .iter()
+                .filter(|(k, _)| !PROTECTED_SETTINGS.contains(&k.to_ascii_lowercase().as_str()))
+                .cloned(),
+        );
         out
     }
 }
@@ -454,6 +484,79 @@ impl Drop for Server {
         if self.child.is_some() {
             tracing::warn!("stopping the scratch server (immediate shutdown)");
             self.kill();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(major: u32) -> ServerSpec {
+        ServerSpec {
+            bins: PgBinaries {
+                bin_dir: "/usr/lib/postgresql/15/bin".into(),
+                postgres: "/usr/lib/postgresql/15/bin/postgres".into(),
+                version: format!("{major}.1"),
+                major,
+                pg_amcheck: None,
+                pg_checksums: None,
+            },
+            data: "/scratch/data".into(),
+            socket_dir: "/scratch/socket".into(),
+            log: "/scratch/postgres.log".into(),
+            port: 45432,
+            restore_command: "'/bin/pgark' --repo '/r' --abort-on-error wal-fetch %f %p".into(),
+            extra_settings: vec![
+                ("Archive_Mode".into(), "on".into()),
+                ("work_mem".into(), "8MB".into()),
+            ],
+            account: Account {
+                name: "postgres".into(),
+                uid: 999,
+                gid: 999,
+                home: "/var/lib/postgresql".into(),
+            },
+        }
+    }
+
+    fn value<'a>(settings: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        settings.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn the_server_never_archives_listens_on_tcp_or_runs_the_sources_commands() {
+        for major in [13, 14, 15, 16, 17, 18] {
+            let settings = spec(major).settings();
+            assert_eq!(value(&settings, "archive_mode"), Some("off"));
+            assert_eq!(value(&settings, "listen_addresses"), Some(""));
+            assert_eq!(value(&settings, "archive_cleanup_command"), Some(""));
+            assert_eq!(value(&settings, "recovery_end_command"), Some(""));
+            assert_eq!(value(&settings, "synchronous_standby_names"), Some(""));
+            assert_eq!(value(&settings, "data_directory"), Some("/scratch/data"));
+            assert_eq!(value(&settings, "hot_standby"), Some("off"));
+            assert!(value(&settings, "restore_command")
+                .unwrap()
+                .contains("wal-fetch %f %p"));
+            // Settings a version does not know stop it from starting.
+            assert_eq!(
+                value(&settings, "archive_library").is_some(),
+                major >= 15,
+                "{major}"
+            );
+            assert_eq!(
+                value(&settings, "stats_temp_directory").is_some(),
+                major < 15,
+                "{major}"
+            );
+            // The user's come last, so they win, except the protected ones.
+            assert_eq!(
+                settings.last().unwrap(),
+                &("work_mem".to_string(), "8MB".to_string())
+            );
+            assert!(!settings
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("archive_mode") && v == "on"));
         }
     }
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 /// SIGINT and SIGTERM. The only thing written to the repository is the result,
 /// restore-test/latest, which backup-list --detail, status and the exporter show. Exit 0 when
 /// every check passed, 13 when a check failed, 5 when the restore met a damaged object, 8 when
-/// PostgreSQL did not start or recover, 10 when recovery outlasted --timeout, 2 when the
+/// PostgreSQL did not start or recover, 10 when recovery or the checks outlasted --timeout, 2 when the
 /// PostgreSQL programs or the --run-as account are missing, 7 when the scratch directory's
 /// filesystem is too small, 130 or 143 when interrupted by SIGINT or SIGTERM.
 #[derive(Debug, Clone, Args)]
@@ -61,7 +61,8 @@ pub struct RestoreTestArgs {
     /// When pgark runs as root: the account PostgreSQL runs as (it refuses root) [default: postgres].
     #[arg(long, env = "PGARK_RUN_AS", value_name = "USER")]
     pub run_as: Option<String>,
-    /// How long recovery may take from the server's start: 90s, 10m, 2h [default: 1h].
+    /// How long recovery may take from the server's start, and then the checks: 90s, 10m, 2h
+    /// [default: 1h].
     #[arg(long, env = "PGARK_RESTORE_TEST_TIMEOUT", value_name = "DURATION")]
     pub timeout: Option<String>,
     /// File of SQL statements, each ended by ';' at the end of a line ('--' lines are comments);

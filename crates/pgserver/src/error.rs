@@ -53,6 +53,9 @@ pub enum ServerError {
         tail: String,
     },
 
+    #[error("the checks did not finish within {limit:?} (--timeout); the server was stopped")]
+    ChecksTimedOut { limit: std::time::Duration },
+
     #[error("recovery did not end within {limit:?} (--timeout); the end of the server log ({log}):\n{tail}")]
     TimedOut {
         limit: std::time::Duration,
@@ -70,7 +73,7 @@ impl ServerError {
             | ServerError::Unreachable { .. } => ServerErrorKind::Setup,
             ServerError::Io { .. } => ServerErrorKind::Io,
             ServerError::Postgres { .. } => ServerErrorKind::Postgres,
-            ServerError::TimedOut { .. } => ServerErrorKind::TimedOut,
+            ServerError::TimedOut { .. } | ServerError::ChecksTimedOut { .. } => ServerErrorKind::TimedOut,
         }
     }
 

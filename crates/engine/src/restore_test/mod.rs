@@ -241,28 +241,23 @@ pub async fn restore_test(
         recovered.elapsed
     );
 
-    // 5. Checks.
+    // 5. Checks, bounded like recovery.
     let checks_started = Instant::now();
-    let mut checks = match server.check_connections().await {
-        Ok(c) => c,
-        Err(e) => vec![Check {
-            name: "connect".into(),
-            status: CheckStatus::Failed,
-            detail: e.to_string(),
-        }],
+    let checks = tokio::time::timeout(
+        opts.timeout,
+        run_checks(&mut server, opts, recovered.data_checksums),
+    )
+    .await;
+    let checks = match checks {
+        Ok(checks) => checks,
+        Err(_) => {
+            server.kill();
+            record.checks_seconds = Some(checks_started.elapsed().as_secs_f64());
+            record.failed_stage = Some(RestoreTestStage::Checks);
+            let error = pgark_pgserver::ServerError::ChecksTimedOut { limit: opts.timeout };
+            return finish(&*store, opts, scratch, record, reason, Some(error.into())).await;
+        }
     };
-    checks.push(server.check_amcheck(opts.concurrency).await);
-    if !opts.check_sql.is_empty() {
-        checks.extend(server.check_sql(&opts.check_db, &opts.check_sql).await);
-    }
-    match server.stop().await {
-        Ok(()) => checks.push(server.check_checksums(recovered.data_checksums).await),
-        Err(e) => checks.push(Check {
-            name: "clean shutdown".into(),
-            status: CheckStatus::Failed,
-            detail: e.to_string(),
-        }),
-    }
     drop(server);
     record.checks_seconds = Some(checks_started.elapsed().as_secs_f64());
     record.checks = checks.into_iter().map(check_result).collect();
@@ -279,6 +274,32 @@ pub async fn restore_test(
         record.error = Some(format!("{} check(s) failed: {}", failed.len(), failed.join("; ")));
     }
     finish(&*store, opts, scratch, record, reason, None).await
+}
+
+/// The checks on the recovered server, its clean shutdown, then
+/// pg_checksums on the stopped cluster.
+async fn run_checks(server: &mut Server, opts: &RestoreTestOptions, data_checksums: bool) -> Vec<Check> {
+    let mut checks = match server.check_connections().await {
+        Ok(c) => c,
+        Err(e) => vec![Check {
+            name: "connect".into(),
+            status: CheckStatus::Failed,
+            detail: e.to_string(),
+        }],
+    };
+    checks.push(server.check_amcheck(opts.concurrency).await);
+    if !opts.check_sql.is_empty() {
+        checks.extend(server.check_sql(&opts.check_db, &opts.check_sql).await);
+    }
+    match server.stop().await {
+        Ok(()) => checks.push(server.check_checksums(data_checksums).await),
+        Err(e) => checks.push(Check {
+            name: "clean shutdown".into(),
+            status: CheckStatus::Failed,
+            detail: e.to_string(),
+        }),
+    }
+    checks
 }
 
 /// Records the verdict and removes the scratch directory.

@@ -106,10 +106,7 @@ fn first_lines(text: &str, n: usize) -> String {
 impl Server {
     /// Every database that allows connections accepts one and answers.
     pub async fn check_connections(&mut self) -> Result<Vec<Check>, ServerError> {
-        let client = match self.connect("postgres").await {
-            Ok(c) => c,
-            Err(_) => self.connect("template1").await?,
-        };
+        let client = self.connect_maintenance().await?;
         let rows = client
             .query(
                 "select datname::text from pg_database where datallowconn order by 1",
@@ -209,7 +206,7 @@ impl Server {
                 "no pg_amcheck (PostgreSQL 14 or later) found on this host",
             );
         };
-        let available = match self.connect("postgres").await {
+        let available = match self.connect_maintenance().await {
             Ok(c) => c
                 .query_opt(
                     "select 1 from pg_available_extensions where name = 'amcheck'",

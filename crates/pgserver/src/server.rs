@@ -165,11 +165,14 @@ pub struct Server {
     started: Instant,
     /// The role that could connect, once one could.
     user: Option<String>,
+    /// `postgres`, or `template1` in a cluster without it.
+    maintenance_db: &'static str,
 }
 
 enum Attempt {
     Connected(Client),
     NotYet,
+    NoDatabase,
 }
 
 fn pg_env_vars() -> Vec<std::ffi::OsString> {
@@ -264,6 +267,7 @@ impl Server {
             child: Some(child),
             started: Instant::now(),
             user: None,
+            maintenance_db: "postgres",
         })
     }
 
@@ -338,6 +342,7 @@ impl Server {
                 }
                 Err(e) => match e.as_db_error().map(|d| d.code().clone()) {
                     Some(code) if code == SqlState::CANNOT_CONNECT_NOW => return Ok(Attempt::NotYet),
+                    Some(code) if code == SqlState::INVALID_CATALOG_NAME => return Ok(Attempt::NoDatabase),
                     Some(code) if code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
                         refused.push(format!("{user}: {e}"));
                     }
@@ -366,9 +371,17 @@ impl Server {
                     tail: self.log_tail(20),
                 });
             }
-            let attempt = match self.try_connect("postgres").await? {
+            let attempt = match self.try_connect(self.maintenance_db).await? {
                 Attempt::NotYet => None,
                 Attempt::Connected(c) => Some(c),
+                Attempt::NoDatabase if self.maintenance_db == "postgres" => {
+                    // A cluster whose postgres database was dropped.
+                    self.maintenance_db = "template1";
+                    continue;
+                }
+                Attempt::NoDatabase => {
+                    return Err(self.failed("has neither a postgres nor a template1 database".into()))
+                }
             };
             if let Some(client) = attempt {
                 let query = "select pg_is_in_recovery(), current_setting('server_version'), \
@@ -407,7 +420,14 @@ impl Server {
         match self.try_connect(dbname).await? {
             Attempt::Connected(c) => Ok(c),
             Attempt::NotYet => Err(self.failed(format!("refused a connection to {dbname}"))),
+            Attempt::NoDatabase => Err(self.failed(format!("has no database {dbname}"))),
         }
+    }
+
+    /// A connection to the maintenance database (`postgres`, else `template1`).
+    pub async fn connect_maintenance(&mut self) -> Result<Client, ServerError> {
+        let db = self.maintenance_db;
+        self.connect(db).await
     }
 
     /// The role connections use (the bootstrap superuser once recovered).

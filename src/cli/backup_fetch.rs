@@ -148,6 +148,16 @@ pub(super) fn restore_command(
     Ok(cmd)
 }
 
+/// restore_command without its arguments: up to and including `wal-fetch`,
+/// for a caller that adds wal-fetch's options and `%f %p`.
+pub(super) fn wal_fetch_command(settings: &Settings, config: Option<&Path>) -> anyhow::Result<String> {
+    let full = restore_command(settings, config, false)?;
+    Ok(full
+        .strip_suffix(" %f %p")
+        .expect("restore_command ends with its arguments")
+        .to_string())
+}
+
 fn parse_tablespace_map(items: &[String]) -> Result<HashMap<u32, PathBuf>, ConfigError> {
     items
         .iter()

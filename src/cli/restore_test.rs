@@ -308,7 +308,7 @@ pub async fn run(args: RestoreTestArgs, settings: &Settings, config: Option<&Pat
         dest: args.dest,
         target,
         target_timeline: args.target_timeline,
-        restore_command: super::backup_fetch::restore_command(settings, config, false)?,
+        wal_fetch_command: super::backup_fetch::wal_fetch_command(settings, config)?,
         pg_bin: args.pg_bin,
         run_as: args.run_as,
         timeout,

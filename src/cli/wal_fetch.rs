@@ -19,13 +19,33 @@ pub struct WalFetchArgs {
     pub name: String,
     /// Where to write it (PostgreSQL's %p).
     pub dest: PathBuf,
+    /// Hand out no segment after this one (by number, on any timeline): later ones are "not
+    /// found", so recovery ends there (restore-test sets it to the archive's end when it starts).
+    #[arg(long, value_name = "SEGMENT")]
+    pub until: Option<String>,
+    /// Refuse (exit 3) a segment that creates a tablespace: its replay would use the
+    /// tablespace's original directory (restore-test sets it).
+    #[arg(long)]
+    pub no_tablespace_create: bool,
 }
 
 pub async fn run(args: WalFetchArgs, settings: &Settings) -> anyhow::Result<()> {
     let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
+    let until =
+        match &args.until {
+            Some(name) => Some(pgark_pg::WalSegmentName::parse(name).map_err(|e| {
+                crate::config::ConfigError::Invalid {
+                    name: "until",
+                    message: format!("{name:?} is not a WAL segment name: {e}"),
+                }
+            })?),
+            None => None,
+        };
     let opts = WalFetchOptions {
         retry: settings.retry,
         keys,
+        until,
+        refuse_tablespace_create: args.no_tablespace_create,
     };
     match pgark_engine::wal_fetch(store, &args.name, &args.dest, &opts).await {
         Ok(out) => {

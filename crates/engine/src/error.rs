@@ -158,6 +158,11 @@ pub enum EngineError {
     #[error("internal error: {0}")]
     Internal(String),
 
+    /// Recovery could not replay the whole archive: WAL missing or invalid
+    /// before its end.
+    #[error("{0}")]
+    IncompleteArchive(String),
+
     /// The scratch server of a restore test: not found, not started, not
     /// recovered in time.
     #[error("{source}")]
@@ -203,7 +208,8 @@ impl EngineError {
             EngineError::Conflict { .. } | EngineError::ObjectConflict { .. } => ErrorClass::Conflict,
             EngineError::Integrity { .. }
             | EngineError::Catalog { .. }
-            | EngineError::CorruptPages { .. } => ErrorClass::Integrity,
+            | EngineError::CorruptPages { .. }
+            | EngineError::IncompleteArchive(_) => ErrorClass::Integrity,
             EngineError::Store { source } if source.kind() == pgark_store::ErrorKind::DeadlineExceeded => {
                 ErrorClass::TimedOut
             }

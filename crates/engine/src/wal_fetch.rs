@@ -10,7 +10,7 @@
 use crate::pipe::download_to_file;
 use crate::{EngineError, RetryPolicy};
 use pgark_catalog::wal_key;
-use pgark_pg::ArchivedFile;
+use pgark_pg::{ArchivedFile, WalSegmentName};
 use pgark_store::{Key, ObjectStore};
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +21,15 @@ pub struct WalFetchOptions {
     pub retry: RetryPolicy,
     /// The repository's data key when it is encrypted.
     pub keys: crate::RepoKeys,
+    /// The last segment to hand out: a later segment (by number, on any
+    /// timeline) is "not found" without asking the repository, so that
+    /// recovery ends there (restore-test's end of the archive, fixed when
+    /// it starts, however fast the primary goes on archiving).
+    pub until: Option<WalSegmentName>,
+    /// Refuse a segment holding a `CREATE TABLESPACE` record: its replay
+    /// would link the tablespace's original location (restore-test, whose
+    /// tablespaces must stay inside its scratch directory).
+    pub refuse_tablespace_create: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +55,14 @@ pub async fn wal_fetch(
         path: name.into(),
         source,
     })?;
+    if let (Some(until), ArchivedFile::Segment(seg)) = (&opts.until, &file) {
+        if seg.log > until.log || (seg.log == until.log && seg.seg > until.seg) {
+            return Err(EngineError::NotFound {
+                what: format!("WAL file {name} (after {until}, where this recovery ends)"),
+                key: wal_key(&file).to_string(),
+            });
+        }
+    }
     let key = wal_key(&file);
     let summary = opts
         .retry
@@ -61,10 +78,43 @@ pub async fn wal_fetch(
                 })
         })
         .await?;
+    if opts.refuse_tablespace_create {
+        if let ArchivedFile::Segment(seg) = &file {
+            if let Err(e) = refuse_tablespace_create(seg, dest) {
+                let _ = std::fs::remove_file(dest);
+                return Err(e);
+            }
+        }
+    }
     Ok(WalFetchOutcome {
         file,
         key,
         original_len: summary.original_len,
         digest: summary.digest,
     })
+}
+
+/// Reads the segment just restored and refuses it when it creates a
+/// tablespace (see [`WalFetchOptions::refuse_tablespace_create`]).
+fn refuse_tablespace_create(seg: &WalSegmentName, dest: &Path) -> Result<(), EngineError> {
+    let bytes = std::fs::read(dest).map_err(|e| EngineError::local_io("cannot read", dest, e))?;
+    let Ok(size) = pgark_pg::WalSegmentSize::new(bytes.len() as u64) else {
+        return Ok(());
+    };
+    let mut reader = pgark_pg::WalReader::new(size);
+    if reader.push_segment(seg, &bytes).is_err() {
+        return Ok(());
+    }
+    let scan = reader.finish();
+    match scan.tablespace_creates.first() {
+        None => Ok(()),
+        Some(lsn) => Err(EngineError::Rejected {
+            path: seg.to_string().into(),
+            reason: format!(
+                "it creates a tablespace (CREATE TABLESPACE at {lsn}), made after the backup: replaying it would \
+                 use the tablespace's original directory, outside restore-test's scratch directory, and a live \
+                 server's files there; test a backup taken after the tablespace was created"
+            ),
+        }),
+    }
 }

@@ -18,7 +18,8 @@ use crate::xlog_page::{
     is_valid_xlog_blcksz, XLP_ALL_FLAGS, XLP_FIRST_IS_CONTRECORD, XLP_FIRST_IS_OVERWRITE_CONTRECORD,
 };
 use crate::xlog_record::{
-    decode_record_headers, record_crc, RecordLayout, MAX_RECORD_HEADERS_LEN, RM_XACT_ID, XLOG_RECORD_MAX_SIZE,
+    decode_record_headers, record_crc, RecordLayout, MAX_RECORD_HEADERS_LEN, RM_TBLSPC_ID, RM_XACT_ID,
+    XLOG_RECORD_MAX_SIZE, XLOG_TBLSPC_CREATE,
 };
 use crate::{
     Lsn, PgError, SegmentNo, TimelineId, WalSegmentName, WalSegmentSize, XLogLongPageHeader, XLogPageHeader,
@@ -120,6 +121,7 @@ pub struct WalReader {
     first_record: Option<Lsn>,
     end_of_valid_wal: Option<Lsn>,
     xacts: Vec<XactRecord>,
+    tablespace_creates: Vec<Lsn>,
     stop: Option<WalStop>,
 }
 
@@ -145,6 +147,7 @@ impl WalReader {
             first_record: None,
             end_of_valid_wal: None,
             xacts: Vec::new(),
+            tablespace_creates: Vec::new(),
             stop: None,
         }
     }
@@ -438,6 +441,9 @@ impl WalReader {
                     return used;
                 }
             }
+            if h.rmid == RM_TBLSPC_ID && h.rmgr_info() == XLOG_TBLSPC_CREATE {
+                self.tablespace_creates.push(p.lsn);
+            }
             if h.rmid == RM_XACT_ID {
                 if let Some(kind) = XactKind::from_info(h.info) {
                     p.xact = Some(XactMainData::new(kind, h.info, self.pg_version));
@@ -541,6 +547,7 @@ impl WalReader {
         WalScan {
             pg_version: self.pg_version,
             xacts: self.xacts,
+            tablespace_creates: self.tablespace_creates,
             records: self.records,
             first_record: self.first_record,
             last_record: self.last_record,

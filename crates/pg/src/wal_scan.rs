@@ -83,6 +83,9 @@ pub struct WalScan {
     pub pg_version: u32,
     /// The commit and abort records, in WAL order.
     pub xacts: Vec<XactRecord>,
+    /// The start of every `XLOG_TBLSPC_CREATE` record (a `CREATE TABLESPACE`,
+    /// whose replay links the tablespace's original location), in WAL order.
+    pub tablespace_creates: Vec<Lsn>,
     /// Valid records read (all resource managers).
     pub records: u64,
     /// The start of the first valid record.

@@ -16,6 +16,10 @@ use crate::{Lsn, PgError};
 pub const RM_XLOG_ID: u8 = 0;
 /// `RM_XACT_ID`: the resource manager of transaction records (commit, abort, ...).
 pub const RM_XACT_ID: u8 = 1;
+/// `RM_TBLSPC_ID`: the tablespace resource manager (`rmgrlist.h`).
+pub const RM_TBLSPC_ID: u8 = 5;
+/// `XLOG_TBLSPC_CREATE` (`commands/tablespace.h`), in the info byte's high bits.
+pub const XLOG_TBLSPC_CREATE: u8 = 0x00;
 /// `XLOG_SWITCH` (`catalog/pg_control.h`): the `RM_XLOG_ID` record that ends a segment
 /// early (`pg_switch_wal()`, `archive_timeout`); the rest of its segment is unused.
 pub const XLOG_SWITCH: u8 = 0x40;

@@ -98,7 +98,8 @@ impl ServerSpec {
             ("unix_socket_permissions", "0700".into()),
             ("hba_file", dir(&self.socket_dir.join("pg_hba.conf"))),
             ("ident_file", dir(&self.socket_dir.join("pg_ident.conf"))),
-            ("external_pid_file", String::new()),
+            // Empty would make the server try to write a file named "".
+            ("external_pid_file", dir(&self.socket_dir.join("external.pid"))),
             ("ssl", "off".into()),
             ("archive_mode", "off".into()),
             ("archive_command", String::new()),

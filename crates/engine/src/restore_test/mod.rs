@@ -50,8 +50,10 @@ pub struct RestoreTestOptions {
     pub dest: Option<PathBuf>,
     pub target: Option<RecoveryTarget>,
     pub target_timeline: Option<String>,
-    /// The server's restore_command (pgark wal-fetch from this repository).
-    pub restore_command: String,
+    /// The server's restore_command up to and including `wal-fetch` (this
+    /// pgark, this repository); restore-test adds `--no-tablespace-create`,
+    /// `--until` (see below) and `%f %p`.
+    pub wal_fetch_command: String,
     /// Where PostgreSQL's programs are; `None`: searched for.
     pub pg_bin: Option<PathBuf>,
     /// The account PostgreSQL runs as when pgark runs as root.
@@ -127,18 +129,12 @@ pub async fn restore_test(
     opts: &RestoreTestOptions,
 ) -> Result<RestoreTestReport, EngineError> {
     let mut fetch = BackupFetchOptions {
+        recovery: None,
         dest: PathBuf::new(),
         backup: opts.backup.clone(),
         force: false,
         concurrency: opts.concurrency.max(1),
         tablespace_map: HashMap::new(),
-        recovery: Some(RecoveryOptions {
-            restore_command: Some(opts.restore_command.clone()),
-            target: opts.target.clone(),
-            action: Some("promote".into()),
-            timeline: opts.target_timeline.clone(),
-            standby: false,
-        }),
         archive_mode: ArchiveMode::Off,
         dry_run: false,
         delta: false,
@@ -147,7 +143,21 @@ pub async fn restore_test(
         keys: opts.keys.clone(),
         retry: opts.retry,
     };
+    fetch.recovery = Some(recovery_options(opts, String::new()));
     let (manifest, reason) = select_backup(&*store, &fetch).await?;
+    // The end of the archive, fixed now: recovery ends there however fast
+    // the primary goes on archiving, and must reach it.
+    let archive_end = match opts.target {
+        None => Some(archive_end(&*store, &opts.keys, &manifest).await?),
+        Some(_) => None,
+    };
+    let until = archive_end.as_ref().and_then(|e| e.reached);
+    let mut restore_command = format!("{} --no-tablespace-create", opts.wal_fetch_command);
+    if let Some(until) = until {
+        restore_command += &format!(" --until {until}");
+    }
+    restore_command += " %f %p";
+    fetch.recovery = Some(recovery_options(opts, restore_command.clone()));
     let major = manifest.pg_version_num / 10000;
     let bins = pgark_pgserver::bins::find(major, opts.pg_bin.as_deref())?;
     let account = pgark_pgserver::account::choose(opts.run_as.as_deref())?;
@@ -204,7 +214,7 @@ pub async fn restore_test(
         socket_dir: scratch.socket_dir(),
         log: scratch.log(),
         port: 40000 + (std::process::id() % 20000) as u16,
-        restore_command: opts.restore_command.clone(),
+        restore_command,
         extra_settings: opts.settings.clone(),
         account,
     };
@@ -240,6 +250,9 @@ pub async fn restore_test(
         recovered.replay_lsn,
         recovered.elapsed
     );
+    let short = archive_end
+        .as_ref()
+        .and_then(|end| end.shortfall(recovered.replay_lsn.as_deref(), manifest.wal_segment_size));
 
     // 5. Checks, bounded like recovery.
     let checks_started = Instant::now();
@@ -267,6 +280,18 @@ pub async fn restore_test(
         .filter(|c| c.outcome == CheckOutcome::Failed)
         .map(|c| c.name.as_str())
         .collect();
+    if let Some(short) = short {
+        record.failed_stage = Some(RestoreTestStage::Recovery);
+        return finish(
+            &*store,
+            opts,
+            scratch,
+            record,
+            reason,
+            Some(EngineError::IncompleteArchive(short)),
+        )
+        .await;
+    }
     if failed.is_empty() {
         record.outcome = RestoreTestOutcome::Passed;
     } else {
@@ -274,6 +299,67 @@ pub async fn restore_test(
         record.error = Some(format!("{} check(s) failed: {}", failed.len(), failed.join("; ")));
     }
     finish(&*store, opts, scratch, record, reason, None).await
+}
+
+fn recovery_options(opts: &RestoreTestOptions, restore_command: String) -> RecoveryOptions {
+    RecoveryOptions {
+        restore_command: Some(restore_command),
+        target: opts.target.clone(),
+        action: Some("promote".into()),
+        timeline: opts.target_timeline.clone(),
+        standby: false,
+    }
+}
+
+/// How far the archive reaches from a backup without a gap, when the test
+/// starts.
+struct ArchiveEnd {
+    /// The last segment of contiguous WAL from the backup's start.
+    reached: Option<pgark_pg::WalSegmentName>,
+    /// The first missing segment, when WAL was archived after it.
+    gap: Option<pgark_pg::WalSegmentName>,
+}
+
+async fn archive_end(
+    store: &dyn ObjectStore,
+    keys: &RepoKeys,
+    manifest: &pgark_catalog::BackupManifest,
+) -> Result<ArchiveEnd, EngineError> {
+    let index = crate::wal_index::WalIndex::load(store, keys).await?;
+    let (reached, gap, _) = index.follow(manifest);
+    Ok(ArchiveEnd { reached, gap })
+}
+
+impl ArchiveEnd {
+    /// Why recovery, which ended after `replay_lsn`, did not replay the
+    /// whole archive (`None`: it did).
+    fn shortfall(&self, replay_lsn: Option<&str>, seg_size: u32) -> Option<String> {
+        let size = pgark_pg::WalSegmentSize::new(u64::from(seg_size)).ok()?;
+        let reached = self.reached?;
+        let gap = self.gap.map(|g| {
+            format!(
+                "; the archive has a gap: segment {g} is missing, and the WAL archived after it cannot be replayed"
+            )
+        });
+        let end = replay_lsn.and_then(|l| l.parse::<pgark_pg::Lsn>().ok());
+        let last_no = reached.segment_no(size).ok()?.0;
+        // The last record replayed ends in (or exactly at the end of) the
+        // archive's last segment.
+        let replayed_no = end.map(|l| pgark_pg::Lsn(l.0.saturating_sub(1)).segment_no(size).0);
+        match (replayed_no, gap) {
+            (Some(no), None) if no >= last_no => None,
+            (Some(_), Some(gap)) => Some(format!(
+                "recovery replayed the archive up to {}{gap}",
+                replay_lsn.unwrap_or("?")
+            )),
+            (_, gap) => Some(format!(
+                "recovery ended at {}, before the end of the archived WAL (segment {reached}): the WAL after it is \
+                 invalid or could not be read{}",
+                replay_lsn.unwrap_or("an unknown position"),
+                gap.unwrap_or_default()
+            )),
+        }
+    }
 }
 
 /// The checks on the recovered server, its clean shutdown, then

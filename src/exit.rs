@@ -213,5 +213,5 @@ pub struct CheckFailed(pub String);
 /// The command was interrupted by a signal (its number); it exits
 /// 128 + that number, as a shell reports it, after cleaning up.
 #[derive(Debug, thiserror::Error)]
-#[error("interrupted by signal {0}; the scratch server was stopped and its directory removed")]
+#[error("interrupted by signal {0}; the scratch server, if started, was stopped")]
 pub struct Interrupted(pub i32);

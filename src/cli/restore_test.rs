@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 /// server is always stopped and the scratch directory removed (unless --keep), also on failure,
 /// SIGINT and SIGTERM. The only thing written to the repository is the result,
 /// restore-test/latest, which backup-list --detail, status and the exporter show. Exit 0 when
-/// every check passed, 13 when a check failed, 5 when the restore met a damaged object, 8 when
+/// every check passed, 13 when a check failed, 5 when the restore met a damaged object or recovery
+/// could not replay the whole archive (a missing segment, invalid WAL), 8 when
 /// PostgreSQL did not start or recover, 10 when recovery or the checks outlasted --timeout, 2 when the
 /// PostgreSQL programs or the --run-as account are missing, 7 when the scratch directory's
 /// filesystem is too small, 130 or 143 when interrupted by SIGINT or SIGTERM.

@@ -9,8 +9,6 @@ use crate::{Server, ServerError};
 use std::path::Path;
 use std::process::Stdio;
 
-use tokio_postgres::SimpleQueryMessage;
-
 /// How a check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckStatus {
@@ -89,9 +87,28 @@ pub fn parse_check_sql(text: &str) -> Vec<SqlCheck> {
     checks
 }
 
-/// Whether a first column's text means true.
-fn is_true(value: Option<&str>) -> bool {
-    matches!(value, Some("t" | "true" | "on" | "yes" | "1"))
+/// A check statement's rows pass when there is at least one, its first
+/// column is boolean, and it is true in every row.
+fn judge(rows: &[tokio_postgres::Row]) -> Result<(), String> {
+    let Some(first) = rows.first() else {
+        return Err("returned no row".into());
+    };
+    let column = first.columns().first().ok_or("returned no column")?;
+    if *column.type_() != tokio_postgres::types::Type::BOOL {
+        return Err(format!(
+            "its first column ({}) is of type {}, not boolean",
+            column.name(),
+            column.type_()
+        ));
+    }
+    for (i, row) in rows.iter().enumerate() {
+        match row.get::<_, Option<bool>>(0) {
+            Some(true) => {}
+            Some(false) => return Err(format!("returned false (row {} of {})", i + 1, rows.len())),
+            None => return Err(format!("returned null (row {} of {})", i + 1, rows.len())),
+        }
+    }
+    Ok(())
 }
 
 fn first_lines(text: &str, n: usize) -> String {
@@ -158,25 +175,14 @@ impl Server {
         };
         let mut checks = Vec::new();
         for statement in statements {
-            let outcome = match client.simple_query(&statement.sql).await {
+            let outcome = match client.query(statement.sql.as_str(), &[]).await {
                 Err(e) => Err(format!(
                     "failed: {}",
                     e.as_db_error()
                         .map(|d| d.message().to_string())
                         .unwrap_or(e.to_string())
                 )),
-                Ok(messages) => {
-                    let first = messages.iter().find_map(|m| match m {
-                        SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_string)),
-                        _ => None,
-                    });
-                    match first {
-                        None => Err("returned no row".to_string()),
-                        Some(v) if is_true(v.as_deref()) => Ok(()),
-                        Some(None) => Err("returned null".to_string()),
-                        Some(Some(v)) => Err(format!("returned {v:?}, not true")),
-                    }
-                }
+                Ok(rows) => judge(&rows),
             };
             checks.push(match outcome {
                 Ok(()) => Check::new(statement.name(), CheckStatus::Passed, ""),
@@ -273,6 +279,7 @@ async fn run_program(name: &str, mut cmd: tokio::process::Command) -> Check {
         }
     }
     cmd.env("LC_MESSAGES", "C")
+        .env("PGOPTIONS", crate::server::SESSION_OPTIONS)
         .current_dir(Path::new("/"))
         .stdin(Stdio::null())
         .kill_on_drop(true);
@@ -330,14 +337,5 @@ mod tests {
             "check-sql line 2: select count(*) > 0 from orders"
         );
         assert!(parse_check_sql("-- nothing\n\n").is_empty());
-    }
-
-    #[test]
-    fn only_true_first_columns_pass() {
-        assert!(is_true(Some("t")));
-        assert!(is_true(Some("true")));
-        assert!(!is_true(Some("f")));
-        assert!(!is_true(None));
-        assert!(!is_true(Some("0")));
     }
 }

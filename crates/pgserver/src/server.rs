@@ -33,6 +33,11 @@ use std::time::{Duration, Instant};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
+/// Settings of every check's session, which beat a role's or database's
+/// own (`ALTER ROLE ... SET default_transaction_read_only = on`).
+pub const SESSION_OPTIONS: &str =
+    "-c default_transaction_read_only=off -c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0";
+
 /// How long a fast shutdown may take before an immediate one.
 const FAST_SHUTDOWN_LIMIT: Duration = Duration::from_secs(120);
 /// How long an immediate shutdown may take before SIGKILL.
@@ -122,7 +127,16 @@ impl ServerSpec {
             ("lock_timeout", "0".into()),
             ("idle_in_transaction_session_timeout", "0".into()),
             ("cluster_name", "pgark restore-test".into()),
+            // Subscriptions would connect out to their publishers and
+            // consume their slots; nothing needs autovacuum's load.
+            ("max_logical_replication_workers", "0".into()),
+            ("autovacuum", "off".into()),
+            ("recovery_min_apply_delay", "0".into()),
         ];
+        if self.bins.major >= 17 {
+            // Login event triggers would run on every check's connection.
+            s.push(("event_triggers", "off".into()));
+        }
         if self.bins.major >= 15 {
             s.push(("archive_library", String::new()));
         } else {
@@ -201,21 +215,28 @@ impl Server {
                 ),
             });
         }
+        // New files only (O_EXCL: never through a link planted there).
         let write = |path: PathBuf, text: &str| -> Result<(), ServerError> {
-            std::fs::write(&path, text).map_err(|e| ServerError::io("cannot write", &path, e))?;
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(|e| ServerError::io("cannot create", &path, e))?;
             spec.account.own_tree(&path)
         };
         write(spec.socket_dir.join("pg_hba.conf"), "local all all trust\n")?;
         write(spec.socket_dir.join("pg_ident.conf"), "")?;
         let conf = spec.data.join("postgresql.conf");
-        if !conf.exists() {
+        if std::fs::symlink_metadata(&conf).is_err() {
             write(
                 conf,
                 "# written by pgark restore-test: the backup had no postgresql.conf\n",
             )?;
         }
         let log = std::fs::OpenOptions::new()
-            .create(true)
+            .create_new(true)
             .append(true)
             .open(&spec.log)
             .map_err(|e| ServerError::io("cannot create", &spec.log, e))?;
@@ -332,6 +353,7 @@ impl Server {
                 .user(&user)
                 .dbname(dbname)
                 .application_name("pgark restore-test")
+                .options(SESSION_OPTIONS)
                 .connect_timeout(Duration::from_secs(10));
             match config.connect(NoTls).await {
                 Ok((client, connection)) => {
@@ -390,7 +412,7 @@ impl Server {
                     to_char(pg_last_xact_replay_timestamp() at time zone 'UTC', \
                         'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
                     pg_walfile_name(pg_current_wal_lsn()), current_setting('data_checksums'), \
-                    (select rolname::text from pg_roles where oid = 10)";
+                    (select rolname::text from pg_roles where oid = 10 and rolcanlogin and rolsuper)";
                 let row = client
                     .query_one(query, &[])
                     .await
@@ -399,7 +421,12 @@ impl Server {
                 if !in_recovery {
                     let walfile: String = row.get(4);
                     let timeline = u32::from_str_radix(walfile.get(..8).unwrap_or("0"), 16).unwrap_or(0);
-                    let superuser: String = row.get(6);
+                    // The bootstrap superuser, unless it cannot log in: then the
+                    // role that connected.
+                    let superuser: String = row
+                        .get::<_, Option<String>>(6)
+                        .or_else(|| self.user.clone())
+                        .unwrap_or_else(|| "postgres".into());
                     self.user = Some(superuser.clone());
                     return Ok(Recovered {
                         superuser,

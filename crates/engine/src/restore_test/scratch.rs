@@ -86,6 +86,18 @@ impl Scratch {
             }
         };
         let scratch = Scratch { root, created, keep };
+        // The server's socket, `<root>/socket/.s.PGSQL.NNNNN`, must fit in
+        // sun_path (108 bytes with its terminating zero).
+        let socket_len = scratch.socket_dir().as_os_str().len() + "/.s.PGSQL.NNNNN".len();
+        if socket_len > 107 {
+            return Err(EngineError::Refused {
+                action: format!("use {} as the scratch directory", scratch.root.display()),
+                reason: format!(
+                    "the server's Unix socket there would have a path of {socket_len} bytes, over the 107 a socket \
+                     allows: choose a shorter --dest"
+                ),
+            });
+        }
         std::fs::set_permissions(&scratch.root, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| EngineError::local_io("cannot set the mode of", &scratch.root, e))?;
         for dir in [scratch.socket_dir(), scratch.tablespaces()] {

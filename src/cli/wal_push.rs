@@ -11,10 +11,19 @@ use std::path::PathBuf;
 /// with the same content succeeds without rewriting it; different content under the same name
 /// fails with exit code 4 and changes nothing. The first segment pushed records the cluster's
 /// system identifier in the repository; WAL of another cluster is refused (exit code 3).
+///
+/// Called by PostgreSQL for a segment in pg_wal, it also archives the next segments PostgreSQL
+/// has marked ready (up to --archive-parallel at once) and records each one durably stored in
+/// pg_wal/pgark-archived/, so that PostgreSQL's next calls return at once (see README,
+/// "Archiving ahead").
 #[derive(Debug, Clone, Args)]
 pub struct WalPushArgs {
     /// The WAL file to archive (PostgreSQL's %p).
     pub path: PathBuf,
+    /// Segments archived at once when PostgreSQL calls for one in pg_wal: the one asked for and
+    /// the next ready ones; 1 archives only the one asked for [default: number of CPUs].
+    #[arg(long, env = "PGARK_ARCHIVE_PARALLEL", value_name = "N")]
+    pub archive_parallel: Option<usize>,
 }
 
 pub async fn run(args: WalPushArgs, settings: &Settings) -> anyhow::Result<()> {
@@ -26,7 +35,14 @@ pub async fn run(args: WalPushArgs, settings: &Settings) -> anyhow::Result<()> {
         part_size: None,
         keys,
     };
-    let out = pgark_engine::wal_push(store, &args.path, &opts).await?;
+    let ahead = pgark_engine::ArchiveAhead {
+        parallel: args
+            .archive_parallel
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+            .max(1),
+        repository: settings.repo()?.to_string(),
+    };
+    let out = pgark_engine::wal_push_ahead(store, &args.path, &opts, &ahead).await?;
     match out.status {
         WalPushStatus::Stored => tracing::info!(
             "archived {} ({} bytes, stored {} bytes as {})",
@@ -34,6 +50,10 @@ pub async fn run(args: WalPushArgs, settings: &Settings) -> anyhow::Result<()> {
             out.original_len,
             out.stored_len,
             out.key
+        ),
+        WalPushStatus::ArchivedAhead => tracing::info!(
+            "{} was archived ahead by an earlier wal-push",
+            out.file.file_name()
         ),
         WalPushStatus::AlreadyArchived => {
             tracing::info!(

@@ -6,6 +6,7 @@
 //! store. CPU work (compression, hashing) runs on tokio's blocking pool;
 //! I/O stays on the runtime; every queue between them is bounded.
 
+mod archive_ahead;
 mod backup_push;
 mod delta_push;
 mod error;
@@ -26,6 +27,7 @@ mod wal_fetch;
 mod wal_index;
 mod wal_push;
 
+pub use archive_ahead::{wal_push_ahead, ArchiveAhead, SPOOL_DIR};
 pub use backup_push::{backup_push, BackupPushOptions, ProgressSink};
 pub use delta_push::{DeltaFrom, DeltaOptions};
 pub use error::{EngineError, ErrorClass};

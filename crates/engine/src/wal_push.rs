@@ -34,6 +34,9 @@ pub enum WalPushStatus {
     Stored,
     /// The archive already held this exact file; nothing was written.
     AlreadyArchived,
+    /// An earlier wal-push stored it while archiving ahead (see
+    /// `archive_ahead`); nothing was read or written now.
+    ArchivedAhead,
 }
 
 #[derive(Debug, Clone)]

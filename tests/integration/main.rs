@@ -2,6 +2,7 @@
 //! driven from outside, against fixtures and against real PostgreSQL
 //! servers started by `pgark_testkit::pg`.
 
+mod archive_ahead;
 mod azure;
 mod backup;
 mod backup_faults;

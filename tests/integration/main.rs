@@ -13,6 +13,7 @@ mod encryption;
 mod gcs;
 mod kills;
 mod restore_safety;
+mod restore_test;
 mod retention;
 mod s3;
 mod status;

@@ -285,6 +285,7 @@ fn restore_test_replays_the_archive_passes_its_checks_and_adds_only_its_record()
     let newest_entry = listed.iter().max_by_key(|b| time(&b["finish_time"])).unwrap();
     assert_eq!(newest_entry["name"], newest.as_str(), "{listed:?}");
     let backup_start = parse_lsn(newest_entry["start_lsn"].as_str().unwrap());
+    let backup_stop = parse_lsn(newest_entry["stop_lsn"].as_str().unwrap());
 
     // Written after the newest backup, over two archived segments: only
     // recovery from the archive brings these back.
@@ -364,15 +365,20 @@ fn restore_test_replays_the_archive_passes_its_checks_and_adds_only_its_record()
         );
     }
 
-    // Recovery went through the WAL archived after the backup, to its end.
-    let replayed = record["wal_replayed_bytes"].as_u64().unwrap();
-    assert!(
-        replayed >= end_lsn - backup_start,
-        "replayed {replayed} bytes; the source wrote {} after the backup started: {record}",
-        end_lsn - backup_start
-    );
+    // Recovery went through the WAL archived after the backup, to its end:
+    // it replayed at least what the source wrote after the backup ended,
+    // and no more than lies between the backup's start and where it
+    // stopped.
     let recovered_to = parse_lsn(record["recovered_to_lsn"].as_str().unwrap());
     assert!(recovered_to >= end_lsn, "{record}");
+    let replayed = record["wal_replayed_bytes"].as_u64().unwrap();
+    assert!(
+        replayed >= end_lsn - backup_stop && replayed <= recovered_to - backup_start,
+        "replayed {replayed} bytes; the source wrote {} after the backup ended, and {} from its start \
+         to the recovered-to LSN: {record}",
+        end_lsn - backup_stop,
+        recovered_to - backup_start
+    );
     let last_replayed = time(&record["last_replayed_commit"]);
     assert!(
         last_replayed >= last_commit,

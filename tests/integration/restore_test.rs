@@ -76,6 +76,17 @@ fn json_of(out: &Output) -> Value {
     })
 }
 
+/// The record fields of what `--json` printed: all but `dest` (the scratch
+/// directory) and `kept`, which the stored record does not have.
+fn printed_record(printed: &Value) -> Value {
+    let mut record = printed.clone();
+    if let Some(fields) = record.as_object_mut() {
+        fields.remove("dest");
+        fields.remove("kept");
+    }
+    record
+}
+
 /// The bytes of `restore-test/latest` in the local repository, if any.
 fn record_bytes(repo: &Path) -> Option<Vec<u8>> {
     std::fs::read(repo.join("restore-test").join("latest")).ok()
@@ -335,7 +346,13 @@ fn restore_test_replays_the_archive_passes_its_checks_and_adds_only_its_record()
     assert_nothing_left(&dest, "after a passing restore-test");
     let printed = json_of(&out);
     let record = last_record(src.repo.path());
-    assert_eq!(printed, record, "--json prints the record it stores");
+    assert_eq!(
+        printed_record(&printed),
+        record,
+        "--json prints the record it stores"
+    );
+    assert_eq!(printed["dest"], dest.to_str().unwrap(), "{printed}");
+    assert_eq!(printed["kept"], false, "{printed}");
 
     assert_eq!(record["outcome"], "passed", "{record}");
     assert!(record.get("failed_stage").is_none(), "{record}");
@@ -411,7 +428,8 @@ fn restore_test_replays_the_archive_passes_its_checks_and_adds_only_its_record()
     assert_code(&out, 0);
     let again = json_of(&out);
     assert_eq!(again["outcome"], "passed", "{again}");
-    assert_eq!(again, last_record(src.repo.path()));
+    assert_eq!(printed_record(&again), last_record(src.repo.path()));
+    assert_eq!(again["kept"], true, "{again}");
     // The first run archived no history file for its timeline, so the
     // second promotes onto the same one.
     assert_eq!(again["timeline"], timeline, "{again}");
@@ -422,6 +440,7 @@ fn restore_test_replays_the_archive_passes_its_checks_and_adds_only_its_record()
         .collect();
     assert_eq!(kept.len(), 1, "--keep: {kept:?} under TMPDIR");
     let kept = &kept[0];
+    assert_eq!(again["dest"], kept.to_str().unwrap(), "{again}");
     assert!(kept.join("data/PG_VERSION").is_file(), "{:?}", files_below(kept));
     assert!(
         !kept.join("data/postmaster.pid").exists(),
@@ -565,7 +584,7 @@ fn restore_test_failures_exit_with_their_code_and_are_recorded() {
     );
     let printed = json_of(&out);
     let record = last_record(repo);
-    assert_eq!(printed, record);
+    assert_eq!(printed_record(&printed), record);
     assert_eq!(record["outcome"], "failed", "{record}");
     assert_eq!(record["failed_stage"], "checks", "{record}");
     assert!(
@@ -833,7 +852,7 @@ fn restore_test_interrupted_or_on_a_damaged_part_leaves_nothing_behind() {
     assert!(stderr(&out).contains(&parts[0]), "{}", stderr(&out));
     assert_nothing_left(&dest, "after a damaged part");
     let record = last_record(repo);
-    assert_eq!(json_of(&out), record);
+    assert_eq!(printed_record(&json_of(&out)), record);
     assert_eq!(record["outcome"], "failed", "{record}");
     assert_eq!(record["failed_stage"], "restore", "{record}");
     assert_eq!(record["backup"], name.as_str(), "{record}");
@@ -940,7 +959,7 @@ fn passes_on(install: &PgInstall) {
     assert_code(&out, 0);
     assert_nothing_left(&dest, "after a passing restore-test");
     let record = last_record(src.repo.path());
-    assert_eq!(json_of(&out), record);
+    assert_eq!(printed_record(&json_of(&out)), record);
     assert_eq!(record["outcome"], "passed", "{record}");
     assert_eq!(record["backup"], name.as_str(), "{record}");
     assert_eq!(

@@ -283,6 +283,22 @@ fn restore_test_replays_the_archive_passes_its_checks_and_adds_only_its_record()
         "create table items (id int primary key); insert into items select generate_series(1, 100)",
     )
     .unwrap();
+    // A tablespace outside the data directory: restore-test restores it
+    // inside its scratch directory, never at the source's location.
+    let ts_root = scratch_dir("rt-tblspc");
+    let location = ts_root.path().join("ts1");
+    std::fs::create_dir(&location).unwrap();
+    chown_to_pg_user(&location).unwrap();
+    c.psql(&format!(
+        "create tablespace ts1 location '{}'",
+        location.display()
+    ))
+    .unwrap();
+    let ts_oid = c
+        .psql("select oid from pg_tablespace where spcname = 'ts1'")
+        .unwrap();
+    c.psql("create table ts_rows (id int primary key) tablespace ts1; insert into ts_rows select generate_series(1, 400)")
+        .unwrap();
     c.psql("create table t (id bigserial primary key, v text not null)")
         .unwrap();
     c.psql("insert into t (v) select 'before' from generate_series(1, 1000)")
@@ -291,6 +307,8 @@ fn restore_test_replays_the_archive_passes_its_checks_and_adds_only_its_record()
     c.psql("insert into t (v) select 'between' from generate_series(1, 500)")
         .unwrap();
     let newest = src.backup_push(&[]);
+    c.psql("insert into ts_rows select generate_series(401, 700)")
+        .unwrap();
     assert_ne!(first, newest);
     let listed = src.backup_list();
     let newest_entry = listed.iter().max_by_key(|b| time(&b["finish_time"])).unwrap();
@@ -323,7 +341,8 @@ fn restore_test_replays_the_archive_passes_its_checks_and_adds_only_its_record()
              select count(*) = 2000\n  from t where v = 'after';\n\
              -- the whole table, as the source had it at the end of the archive\n\
              {}\n\
-             select not exists (select 1 from t where v = 'unarchived');\n",
+             select not exists (select 1 from t where v = 'unarchived');\n\
+             select count(*) = 700 from ts_rows;\n",
             digest_statement(&digest)
         ),
     );
@@ -405,7 +424,7 @@ fn restore_test_replays_the_archive_passes_its_checks_and_adds_only_its_record()
     assert!(timeline > source_timeline, "{record}");
 
     // The checks: one connection per database that allows them (as on the
-    // source), pg_amcheck, the check file's four statements, pg_checksums;
+    // source), pg_amcheck, the check file's five statements, pg_checksums;
     // every one passed.
     assert_eq!(connect_checks(&record), connectable_databases(c), "{record}");
     assert_eq!(check(&record, "pg_amcheck")["outcome"], "passed", "{record}");
@@ -413,7 +432,8 @@ fn restore_test_replays_the_archive_passes_its_checks_and_adds_only_its_record()
     check_sql(&record, 2, "select count(*) = 4001 from t");
     check_sql(&record, 6, "select count(*) || ':' ||");
     check_sql(&record, 7, "select not exists");
-    assert_eq!(sql_checks(&record).len(), 4, "{record}");
+    check_sql(&record, 8, "select count(*) = 700 from ts_rows");
+    assert_eq!(sql_checks(&record).len(), 5, "{record}");
     for check in checks(&record) {
         assert_eq!(check["outcome"], "passed", "{check} in {record}");
     }
@@ -447,6 +467,14 @@ fn restore_test_replays_the_archive_passes_its_checks_and_adds_only_its_record()
         "the kept cluster's server was not stopped"
     );
     assert!(processes_under(kept).is_empty(), "{:?}", processes_under(kept));
+    // The tablespace was restored inside the scratch directory.
+    let link = std::fs::read_link(kept.join("data/pg_tblspc").join(&ts_oid)).unwrap();
+    assert!(
+        link.starts_with(kept.join("tablespaces")),
+        "tablespace {ts_oid} restored at {}",
+        link.display()
+    );
+    assert!(!files_below(&link).is_empty(), "{}", link.display());
     let log = std::fs::read_to_string(kept.join("postgres.log")).expect("postgres.log in the kept directory");
     let socket_dir = kept.join("socket");
     assert!(
@@ -536,10 +564,11 @@ fn restore_test_failures_exit_with_their_code_and_are_recorded() {
     std::fs::write(busy.join("keep-me"), b"not pgark's").unwrap();
     chown_to_pg_user(&busy).unwrap();
     let out = restore_test(&src, &["--dest", busy.to_str().unwrap()]);
+    // Refused, as backup-fetch refuses a non-empty destination.
+    assert_code(&out, 3);
     assert!(
-        matches!(out.status.code(), Some(2) | Some(7)),
-        "a non-empty --dest: {:?}\n{}",
-        out.status,
+        stderr(&out).contains("not empty") && stderr(&out).contains(busy.to_str().unwrap()),
+        "{}",
         stderr(&out)
     );
     assert_eq!(std::fs::read(busy.join("keep-me")).unwrap(), b"not pgark's");
@@ -670,6 +699,7 @@ fn restore_test_failures_exit_with_their_code_and_are_recorded() {
 /// (a server it leaked could hold a pipe open).
 struct Background {
     child: Child,
+    started: Instant,
     stdout: PathBuf,
     stderr: PathBuf,
 }
@@ -684,6 +714,7 @@ impl Background {
         let child = cmd.spawn().expect("pgark starts");
         Background {
             child,
+            started: Instant::now(),
             stdout,
             stderr,
         }
@@ -717,7 +748,18 @@ impl Background {
         }
     }
 
-    fn signal(&mut self, signal: &str) {
+    /// Sends SIG`signal` to pgark (alone, not its process group), saying
+    /// when and how far the server's log had got.
+    fn signal(&mut self, signal: &str, log: &Path) {
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        eprintln!(
+            "sending SIG{signal} to restore-test {:.1?} after its start; the server log then ended with:\n{}",
+            self.started.elapsed(),
+            log.lines()
+                .skip(log.lines().count().saturating_sub(3))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
         assert!(
             self.child.try_wait().unwrap().is_none(),
             "restore-test ended before SIG{signal}\n{}",
@@ -735,6 +777,7 @@ impl Background {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                eprintln!("restore-test ended: {status}");
                 return status;
             }
             if Instant::now() >= deadline {
@@ -763,32 +806,45 @@ fn restore_test_interrupted_or_on_a_damaged_part_leaves_nothing_behind() {
     let scratch = scratch_dir("rt-signals");
     // Checks that outlast any interruption.
     let checks_path = check_file(scratch.path(), "checks.sql", "select true from pg_sleep(120);\n");
-    let run = |dest: &Path| {
-        rt_command(
-            &src,
-            &[
-                "--check-sql",
-                checks_path.to_str().unwrap(),
-                "--dest",
-                dest.to_str().unwrap(),
-            ],
-        )
+    let run = |dest: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "--check-sql",
+            checks_path.to_str().unwrap(),
+            "--dest",
+            dest.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        rt_command(&src, &args)
     };
 
-    // SIGTERM as soon as PostgreSQL is started on the restored files.
+    // SIGTERM while PostgreSQL recovers: held back by an apply delay, it
+    // has restored WAL through pgark wal-fetch and not yet promoted.
     let dest = scratch.path().join("term");
-    let mut bg = Background::spawn(run(&dest), scratch.path(), "term");
+    let log = dest.join("postgres.log");
+    let mut bg = Background::spawn(
+        run(&dest, &["--set", "recovery_min_apply_delay=1h"]),
+        scratch.path(),
+        "term",
+    );
+    let pgark_pid = format!("pid {}:", bg.child.id());
     bg.wait_until(
-        "PostgreSQL started on the restored cluster",
+        "the restored cluster's recovery to restore WAL",
         Duration::from_secs(300),
         || {
-            dest.join("postgres.log").exists()
-                || processes_under(&dest)
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("restored log file"))
+                && processes_under(&dest)
                     .iter()
-                    .any(|p| p.contains("postgres") && !p.contains("restore-test"))
+                    .any(|p| p.contains("postgres") && !p.starts_with(&pgark_pid))
         },
     );
-    bg.signal("TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("ready to accept connections"),
+        "the server promoted despite the apply delay"
+    );
+    bg.signal("TERM", &log);
     let sent = Instant::now();
     let status = bg.wait(Duration::from_secs(120));
     assert!(
@@ -806,7 +862,7 @@ fn restore_test_interrupted_or_on_a_damaged_part_leaves_nothing_behind() {
 
     // SIGINT once the server has promoted and the checks run.
     let dest = scratch.path().join("int");
-    let mut bg = Background::spawn(run(&dest), scratch.path(), "int");
+    let mut bg = Background::spawn(run(&dest, &[]), scratch.path(), "int");
     bg.wait_until(
         "the restored cluster to promote",
         Duration::from_secs(300),
@@ -816,7 +872,7 @@ fn restore_test_interrupted_or_on_a_damaged_part_leaves_nothing_behind() {
         },
     );
     std::thread::sleep(Duration::from_secs(1));
-    bg.signal("INT");
+    bg.signal("INT", &dest.join("postgres.log"));
     let sent = Instant::now();
     let status = bg.wait(Duration::from_secs(120));
     assert!(
@@ -897,9 +953,11 @@ fn restore_test_passes_on_other_majors() {
         return;
     }
     let mut failed = Vec::new();
-    for install in &installs {
+    for (i, install) in installs.iter().enumerate() {
         let started = Instant::now();
-        let result = std::panic::catch_unwind(|| passes_on(install));
+        // As root, PostgreSQL runs as postgres: named with --run-as on the
+        // first major, by default on the others.
+        let result = std::panic::catch_unwind(|| passes_on(install, i == 0));
         let outcome = if result.is_ok() { "ok" } else { "FAILED" };
         eprintln!(
             "restore_test: PostgreSQL {} ({}): {outcome} in {:.1?}",
@@ -914,7 +972,7 @@ fn restore_test_passes_on_other_majors() {
     assert!(failed.is_empty(), "failed on PostgreSQL {}", failed.join(", "));
 }
 
-fn passes_on(install: &PgInstall) {
+fn passes_on(install: &PgInstall, explicit_run_as: bool) {
     let src = source_on(install);
     let c = &src.cluster;
     c.psql("create table t (id bigserial primary key, v text not null)")
@@ -940,21 +998,55 @@ fn passes_on(install: &PgInstall) {
     let dest = scratch.path().join("dest");
     // As root (when the tests are): the exposed binary, since PostgreSQL
     // runs it as postgres for restore_command.
-    let mut cmd = Command::new(&src.bin);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PG") {
-            cmd.env_remove(k);
+    let root_command = |args: &[&str]| {
+        let mut cmd = Command::new(&src.bin);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("PG") {
+                cmd.env_remove(k);
+            }
         }
+        cmd.env("LC_ALL", "C")
+            .arg("--repo")
+            .arg(src.repo.path())
+            .arg("restore-test")
+            .args(args);
+        add_defaults(&mut cmd, args, &install.bin_dir);
+        cmd
+    };
+    if pgark_testkit::pg::is_root() {
+        // An account that does not exist: a usage error, nothing recorded.
+        let out = run_capture(
+            &mut root_command(&[
+                "--run-as",
+                "pgark-test-no-such-user",
+                "--dest",
+                dest.to_str().unwrap(),
+            ]),
+            None,
+            RUN_LIMIT,
+        )
+        .unwrap();
+        assert_code(&out, 2);
+        assert!(
+            stderr(&out).contains("pgark-test-no-such-user"),
+            "{}",
+            stderr(&out)
+        );
+        assert_nothing_left(&dest, "--run-as an unknown account");
+        assert!(record_bytes(src.repo.path()).is_none());
     }
-    cmd.env("LC_ALL", "C")
-        .arg("--repo")
-        .arg(src.repo.path())
-        .args(["restore-test", "LATEST", "--run-as", "postgres", "--json"])
-        .arg("--check-sql")
-        .arg(&checks_path)
-        .arg("--dest")
-        .arg(&dest);
-    add_defaults(&mut cmd, &[], &install.bin_dir);
+    let mut args = vec![
+        "LATEST",
+        "--json",
+        "--check-sql",
+        checks_path.to_str().unwrap(),
+        "--dest",
+        dest.to_str().unwrap(),
+    ];
+    if explicit_run_as {
+        args.extend(["--run-as", "postgres"]);
+    }
+    let mut cmd = root_command(&args);
     let out = run_capture(&mut cmd, None, RUN_LIMIT).unwrap();
     assert_code(&out, 0);
     assert_nothing_left(&dest, "after a passing restore-test");

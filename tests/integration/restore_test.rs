@@ -1233,3 +1233,100 @@ fn backup_push_test_restore_tests_the_new_backup() {
     assert!(left.is_empty(), "left behind: {left:?}");
     assert_nothing_left(&dest, "after backup-push --test");
 }
+
+/// restore-test of an encrypted repository, with the key from a file and
+/// from the environment: the server's restore_command decrypts the WAL
+/// archived after the backup (the check sees those rows), the record is
+/// stored encrypted (no plaintext in `restore-test/latest`), and without
+/// the key nothing runs and the record stays as it was.
+#[test]
+fn restore_test_of_an_encrypted_repository() {
+    let bin = expose_binary(&pgark_bin());
+    let repo = scratch_dir("rt-enc-repo");
+    let keys = scratch_dir("rt-enc-keys");
+    let key = keys.path().join("repo.key");
+    let mut raw = [0u8; 32];
+    std::io::Read::read_exact(&mut File::open("/dev/urandom").unwrap(), &mut raw).unwrap();
+    std::fs::write(&key, raw).unwrap();
+    chown_to_pg_user(&key).unwrap();
+    let command = format!(
+        "{} wal-push --repo {} --encryption-key-file {} %p",
+        sh_path(&bin),
+        sh_path(repo.path()),
+        sh_path(&key)
+    );
+    let install = PgInstall::detect().expect("PostgreSQL");
+    let opts = ClusterOptions::new(install.clone()).with_archive_command(command);
+    let cluster = PgCluster::start_new(opts).unwrap_or_else(|e| panic!("{e}"));
+    let src = ArchivingCluster { bin, repo, cluster };
+    let c = &src.cluster;
+    c.psql("create table t (id bigserial primary key, v text not null)")
+        .unwrap();
+    c.psql("insert into t (v) select 'before' from generate_series(1, 1000)")
+        .unwrap();
+    let mut push = src.pgark_command_on(c);
+    push.env("PGARK_ENCRYPTION_KEY_FILE", &key)
+        .args(["backup-push", c.data_dir().to_str().unwrap()]);
+    let out = run_capture(&mut push, None, RUN_LIMIT).unwrap();
+    assert_code(&out, 0);
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    c.psql("insert into t (v) select 'after' from generate_series(1, 777)")
+        .unwrap();
+    src.archive_current_wal();
+
+    let scratch = scratch_dir("rt-enc");
+    let checks_path = check_file(
+        scratch.path(),
+        "checks.sql",
+        "select count(*) = 777 from t where v = 'after';\n",
+    );
+    let hex_key: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let key_path = key.to_str().unwrap().to_string();
+    for (how, var, value) in [
+        ("a key file", "PGARK_ENCRYPTION_KEY_FILE", key_path.as_str()),
+        (
+            "a key in the environment",
+            "PGARK_ENCRYPTION_KEY",
+            hex_key.as_str(),
+        ),
+    ] {
+        let dest = scratch.path().join(var);
+        let mut cmd = rt_command(
+            &src,
+            &[
+                "--check-sql",
+                checks_path.to_str().unwrap(),
+                "--dest",
+                dest.to_str().unwrap(),
+                "--json",
+            ],
+        );
+        cmd.env(var, value);
+        let out = run_capture(&mut cmd, None, RUN_LIMIT).unwrap();
+        assert_eq!(out.status.code(), Some(0), "{how}: {}", stderr(&out));
+        assert_nothing_left(&dest, how);
+        let printed = json_of(&out);
+        assert_eq!(printed["outcome"], "passed", "{how}: {printed}");
+        assert_eq!(printed["backup"], name.as_str(), "{how}: {printed}");
+        assert_eq!(
+            check_sql(&printed, 1, "select count(*) = 777 from t")["outcome"],
+            "passed",
+            "{how}: {printed}"
+        );
+        // Stored encrypted: neither the backup's name nor the verdict shows.
+        let stored = record_bytes(src.repo.path()).expect("restore-test/latest exists");
+        let plain = |needle: &str| stored.windows(needle.len()).any(|w| w == needle.as_bytes());
+        assert!(
+            !plain(&name) && !plain("passed"),
+            "{how}: restore-test/latest holds plaintext"
+        );
+    }
+
+    // No key: a configuration error, and the record is the last one.
+    let before = record_bytes(src.repo.path());
+    let dest = scratch.path().join("no-key");
+    let out = restore_test(&src, &["--dest", dest.to_str().unwrap()]);
+    assert_code(&out, 2);
+    assert_nothing_left(&dest, "without the key");
+    assert_eq!(record_bytes(src.repo.path()), before);
+}

@@ -817,6 +817,23 @@ fn restore_test_interrupted_or_on_a_damaged_part_leaves_nothing_behind() {
         rt_command(&src, &args)
     };
 
+    // SIGTERM while the files are restored: as soon as the data
+    // directory appears, before any server runs.
+    let dest = scratch.path().join("term-restoring");
+    let mut bg = Background::spawn(run(&dest, &[]), scratch.path(), "term-restoring");
+    bg.wait_until("the restore to start writing", Duration::from_secs(300), || {
+        dest.join("data").exists()
+    });
+    bg.signal("TERM", &dest.join("postgres.log"));
+    let status = bg.wait(Duration::from_secs(120));
+    assert!(
+        status.code() == Some(143) || status.signal() == Some(15),
+        "after SIGTERM: {status}\n{}",
+        bg.output()
+    );
+    assert_nothing_left(&dest, "after SIGTERM during the restore");
+    assert!(record_bytes(repo).is_none(), "an interrupted run wrote a record");
+
     // SIGTERM while PostgreSQL recovers: held back by an apply delay, it
     // has restored WAL through pgark wal-fetch and not yet promoted.
     let dest = scratch.path().join("term");

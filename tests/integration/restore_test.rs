@@ -831,7 +831,10 @@ fn restore_test_interrupted_or_on_a_damaged_part_leaves_nothing_behind() {
         "after SIGTERM: {status}\n{}",
         bg.output()
     );
-    assert_nothing_left(&dest, "after SIGTERM during the restore");
+    assert_nothing_left(
+        &dest,
+        &format!("after SIGTERM during the restore\n{}", bg.output()),
+    );
     assert!(record_bytes(repo).is_none(), "an interrupted run wrote a record");
 
     // SIGTERM while PostgreSQL recovers: held back by an apply delay, it
@@ -1191,7 +1194,8 @@ fn status_shows_the_last_restore_test() {
     let status: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("status --format json: {e}\n{}", stderr(&out)));
     assert_eq!(status["lastRestoreTest"]["outcome"], "failed", "{status}");
-    assert_eq!(status["lastRestoreTest"]["failed_stage"], "checks", "{status}");
+    // status names its fields in camelCase, as lastVerify.
+    assert_eq!(status["lastRestoreTest"]["failedStage"], "checks", "{status}");
     let out = src.pgark(&["status", "--format", "prometheus"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(

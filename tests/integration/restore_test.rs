@@ -527,7 +527,9 @@ fn source_with_restore_point() -> (ArchivingCluster, String) {
 
 /// Issue item 3 and the other verdicts: a failing statement of the check
 /// file exits 13 and is named with its line (in `--check-db`, after
-/// recovery to `--target-name`); a server that cannot start exits 8; a
+/// recovery to `--target-name`), as is each statement whose first column
+/// is not boolean, that returns no row, null, false in one of its rows, or
+/// an error, while the others pass; a server that cannot start exits 8; a
 /// recovery that outlasts `--timeout` exits 10. Each is recorded with its
 /// stage and leaves nothing behind; usage errors exit 2 and record
 /// nothing.
@@ -587,7 +589,16 @@ fn restore_test_failures_exit_with_their_code_and_are_recorded() {
          select count(*) = 800 from items;\n\
          select false;\n\
          \n\
-         select count(*) = 0 from items where batch = 'past';\n",
+         select count(*) = 0 from items where batch = 'past';\n\
+         -- each of these fails: not boolean, no row, null, false in one\n\
+         -- of its rows, an error\n\
+         select 1;\n\
+         select true where false;\n\
+         select null::boolean;\n\
+         select id > 1 from items order by id limit 3;\n\
+         select * from no_such_table;\n\
+         -- true in every row\n\
+         select id > 0 from items order by id limit 3;\n",
     );
     let dest = scratch.path().join("failing-check");
     let out = restore_test(
@@ -641,7 +652,27 @@ fn restore_test_failures_exit_with_their_code_and_are_recorded() {
         "passed",
         "{record}"
     );
-    assert_eq!(sql_checks(&record).len(), 3, "{record}");
+    for (line, text) in [
+        (8, "select 1"),
+        (9, "select true where false"),
+        (10, "select null::boolean"),
+        (11, "select id > 1 from items"),
+        (12, "select * from no_such_table"),
+    ] {
+        let check = check_sql(&record, line, text);
+        assert_eq!(check["outcome"], "failed", "line {line}: {record}");
+        assert!(
+            check["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "line {line} failed without saying why: {record}"
+        );
+        assert!(err.contains(&format!("line {line}")), "line {line}:\n{err}");
+    }
+    assert_eq!(
+        check_sql(&record, 14, "select id > 0 from items")["outcome"],
+        "passed",
+        "{record}"
+    );
+    assert_eq!(sql_checks(&record).len(), 9, "{record}");
     assert_eq!(connect_checks(&record), connectable_databases(&src.cluster));
     assert_eq!(check(&record, "pg_amcheck")["outcome"], "passed", "{record}");
     assert!(record["timeline"].as_u64().unwrap() >= 2, "{record}");

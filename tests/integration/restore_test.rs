@@ -530,7 +530,9 @@ fn source_with_restore_point() -> (ArchivingCluster, String) {
 /// recovery to `--target-name`), as is each statement whose first column
 /// is not boolean, that returns no row, null, false in one of its rows, or
 /// an error, while the others pass; a server that cannot start exits 8; a
-/// recovery that outlasts `--timeout` exits 10. Each is recorded with its
+/// recovery that outlasts `--timeout` exits 10; one that cannot reach the
+/// archive's end for a segment missing from its middle exits 5.
+/// Each is recorded with its
 /// stage and leaves nothing behind; usage errors exit 2 and record
 /// nothing.
 #[test]
@@ -724,6 +726,38 @@ fn restore_test_failures_exit_with_their_code_and_are_recorded() {
     assert_eq!(record["outcome"], "failed", "{record}");
     assert_eq!(record["failed_stage"], "recovery", "{record}");
     assert_eq!(record["backup"], name.as_str(), "{record}");
+
+    // A segment missing from the middle of the archive: PostgreSQL alone
+    // would stop at the gap and promote with less data; the test fails,
+    // naming the segment.
+    let c = &src.cluster;
+    for round in 0..2 {
+        let first = 1001 + 100 * round;
+        c.psql_db(
+            "app",
+            &format!(
+                "insert into items select g, 'more' from generate_series({first}, {}) g",
+                first + 99
+            ),
+        )
+        .unwrap();
+        src.archive_current_wal();
+    }
+    let newest = c.psql("select last_archived_wal from pg_stat_archiver").unwrap();
+    let gone = remove_segment_before_newest(repo, &newest);
+    let dest = scratch.path().join("gap");
+    let out = restore_test(&src, &["--dest", dest.to_str().unwrap()]);
+    // A hole in the repository, exit 5 as verify and status say of one.
+    assert_code(&out, 5);
+    assert!(stderr(&out).contains(&gone), "{}", stderr(&out));
+    assert_nothing_left(&dest, "after a WAL gap");
+    let record = last_record(repo);
+    assert_eq!(record["outcome"], "failed", "{record}");
+    assert_eq!(record["failed_stage"], "recovery", "{record}");
+    assert!(
+        record["error"].as_str().is_some_and(|e| e.contains(&gone)),
+        "{record}"
+    );
 }
 
 /// A restore-test running in the background, its output going to files

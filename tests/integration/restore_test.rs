@@ -1,16 +1,17 @@
 //! `pgark restore-test` against real clusters archiving with `pgark
-//! wal-push`: the newest backup is restored into a scratch directory,
-//! PostgreSQL recovers it through the archived WAL written after the backup,
-//! promotes, and the checks run (connections, pg_amcheck, the statements of
-//! a check file, pg_checksums). What the checks see is compared with the
-//! source cluster: its data as of the end of the archive, not of the live
-//! source. The repository gains nothing but `restore-test/latest`; a
-//! failing check, a server that cannot start, a time limit and a damaged
-//! part each end with their exit code and a record naming the stage; and
-//! whatever happens (success, failure, SIGTERM or SIGINT halfway), no
-//! PostgreSQL process and no scratch files stay behind. Then the other
-//! majors (13 and 17) run as root with `--run-as`, and `status` and
-//! `backup-push --test` show and make restore tests.
+//! wal-push`: the newest backup is restored into a scratch directory (its
+//! tablespace too), PostgreSQL recovers it through the archived WAL written
+//! after the backup, promotes, and the checks run (connections, pg_amcheck,
+//! the statements of a check file, pg_checksums). What the checks see is
+//! compared with the source cluster: its data as of the end of the
+//! archive, not of the live source. The repository gains nothing but
+//! `restore-test/latest`; a failing check, a server that cannot start, a
+//! time limit, a WAL gap and a damaged part each end with their exit code
+//! and a record naming the stage; and whatever happens (success, failure,
+//! SIGTERM or SIGINT halfway), no PostgreSQL process and no scratch files
+//! stay behind. Then the other majors (13 and 17) run as root with
+//! `--run-as`, an encrypted repository, and `status` and `backup-push
+//! --test` show and make restore tests.
 
 use crate::common::*;
 use chrono::{DateTime, Utc};

@@ -95,6 +95,15 @@ pub(super) fn restore_command(
     config: Option<&Path>,
     standby: bool,
 ) -> anyhow::Result<String> {
+    restore_command_for(settings, config, standby, true)
+}
+
+fn restore_command_for(
+    settings: &Settings,
+    config: Option<&Path>,
+    standby: bool,
+    warn_env_key: bool,
+) -> anyhow::Result<String> {
     let exe = std::env::current_exe()?;
     let mut cmd = shell_quote(&exe.to_string_lossy());
     if let Some(cfg) = config {
@@ -128,7 +137,7 @@ pub(super) fn restore_command(
     }
     match settings.encryption.restore_args() {
         Some(args) => cmd += &args,
-        None if settings.encryption.is_given() => tracing::warn!(
+        None if settings.encryption.is_given() && warn_env_key => tracing::warn!(
             "the key comes from the environment ({}), which restore_command cannot carry without \
              writing the key into postgresql.auto.conf: set it in the restored server's environment \
              too, or give the key by --encryption-key-file or --encryption-key-command",
@@ -150,8 +159,10 @@ pub(super) fn restore_command(
 
 /// restore_command without its arguments: up to and including `wal-fetch`,
 /// for a caller that adds wal-fetch's options and `%f %p`.
+/// No warning about a key in the environment: the caller starts the
+/// server itself, which inherits it.
 pub(super) fn wal_fetch_command(settings: &Settings, config: Option<&Path>) -> anyhow::Result<String> {
-    let full = restore_command(settings, config, false)?;
+    let full = restore_command_for(settings, config, false, false)?;
     Ok(full
         .strip_suffix(" %f %p")
         .expect("restore_command ends with its arguments")

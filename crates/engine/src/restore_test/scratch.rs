@@ -212,14 +212,27 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if !self.keep {
-            // A restore cancelled midway may still have writer threads
-            // finishing their part: remove again after they had time to.
-            if !self.remove() || self.root.exists() {
-                std::thread::sleep(std::time::Duration::from_millis(500));
-                self.remove();
-            }
+        if self.keep {
+            return;
         }
+        // A restore cancelled midway (SIGINT, SIGTERM) may still have
+        // writer threads finishing the file they were writing: remove
+        // again until nothing is left, for at most 10 seconds.
+        for _ in 0..100 {
+            self.remove();
+            let gone = match std::fs::read_dir(&self.root) {
+                Err(_) => true,
+                Ok(mut entries) => !self.created && entries.next().is_none(),
+            };
+            if gone {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        tracing::warn!(
+            "the scratch directory {} could not be emptied; remove it by hand",
+            self.root.display()
+        );
     }
 }
 

@@ -58,6 +58,7 @@ async fn racing_pushes_of_one_segment_store_it_once() {
         match t.await.unwrap().unwrap().status {
             WalPushStatus::Stored => stored += 1,
             WalPushStatus::AlreadyArchived => {}
+            WalPushStatus::ArchivedAhead => panic!("wal_push never answers from the spool"),
         }
     }
     assert_eq!(stored, 1, "exactly one push stores the segment");

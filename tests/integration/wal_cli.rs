@@ -335,6 +335,54 @@ fn a_silent_repository_ends_at_the_command_timeout() {
     drop(listener);
 }
 
+/// The same silent endpoint at default settings (no --command-timeout):
+/// wal-push and wal-fetch fail within 2 minutes, with the repository's exit
+/// code and the reason, not at the 10-minute command limit.
+#[test]
+fn a_silent_repository_fails_within_two_minutes_at_default_settings() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let work = tempfile::tempdir().unwrap();
+    let run_silent = |args: Vec<String>| {
+        let endpoint = endpoint.clone();
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let out = pgark()
+                .args(["--repo", "s3://bucket/repo", "--s3-endpoint", &endpoint])
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env_remove("PGARK_COMMAND_TIMEOUT")
+                .args(&args)
+                .output()
+                .expect("pgark runs");
+            (out, started.elapsed())
+        })
+    };
+    let seg = segments()[0].clone();
+    let dest = work.path().join("RECOVERYXLOG");
+    let push = run_silent(vec!["wal-push".into(), seg.to_string_lossy().into_owned()]);
+    let fetch = run_silent(vec![
+        "wal-fetch".into(),
+        "000000010000000000000001".into(),
+        dest.to_string_lossy().into_owned(),
+    ]);
+    for (what, handle) in [("wal-push", push), ("wal-fetch", fetch)] {
+        let (out, took) = handle.join().unwrap();
+        assert_code(&out, 6);
+        assert!(
+            stderr(&out).contains("sent no answer"),
+            "{what}: {}",
+            stderr(&out)
+        );
+        assert!(took < std::time::Duration::from_secs(120), "{what} took {took:?}");
+    }
+    let left: Vec<_> = std::fs::read_dir(work.path()).unwrap().collect();
+    assert!(left.is_empty(), "wal-fetch left {left:?}");
+    drop(listener);
+}
+
 #[test]
 fn configuration_errors_exit_2() {
     let seg = segments()[0].clone();

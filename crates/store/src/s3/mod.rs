@@ -204,11 +204,22 @@ impl fmt::Debug for S3Credentials {
     }
 }
 
+/// The slowest upload the first-byte bound allows for (256 KiB/s): an
+/// upload's response may come this much later than a bodiless request's.
+pub const MIN_UPLOAD_RATE: u64 = 256 << 10;
+
 /// Time limits of every request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct S3Timeouts {
     /// Establishing a connection (TCP and TLS).
     pub connect: Duration,
+    /// From sending a request to the first byte of its response, for a
+    /// request without a body; an upload gets this plus the time its body
+    /// takes at [`MIN_UPLOAD_RATE`] (never more than `attempt`). A store
+    /// that accepts connections and never answers fails at this bound,
+    /// [`S3Options::max_attempts`] times, and then is not retried by the
+    /// commands either (see `classify`).
+    pub first_byte: Duration,
     /// One attempt of one request, until its response (headers) arrived; a
     /// part upload's body is sent within it.
     pub attempt: Duration,
@@ -221,6 +232,7 @@ impl Default for S3Timeouts {
     fn default() -> Self {
         S3Timeouts {
             connect: Duration::from_secs(10),
+            first_byte: Duration::from_secs(20),
             attempt: Duration::from_secs(300),
             stall: Duration::from_secs(60),
         }
@@ -441,6 +453,18 @@ impl S3Store {
                     self.inner.credentials.describe()
                 ),
             ),
+            Class::Unresponsive => (
+                ErrorKind::Permanent,
+                format!(
+                    "{api} on bucket {bucket:?}: the store sent no answer within the time limit ({} for a \
+                     request without a body, {} to connect), {} times: {}{}",
+                    crate::format_duration(self.inner.opts.timeouts.first_byte),
+                    crate::format_duration(self.inner.opts.timeouts.connect),
+                    self.inner.opts.max_attempts.max(1),
+                    short_detail(&err, &detail),
+                    self.endpoint_note()
+                ),
+            ),
             Class::Transient => (
                 ErrorKind::Transient,
                 format!(
@@ -569,7 +593,12 @@ impl S3Store {
             if let Some(class) = &opts.storage_class {
                 req = req.storage_class(StorageClass::from(class.as_str()));
             }
-            match req.send().await {
+            match req
+                .customize()
+                .config_override(upload_timeouts(&opts.timeouts, size))
+                .send()
+                .await
+            {
                 Ok(_) => {
                     self.seen_bucket();
                     return Ok(ObjectMeta {
@@ -1076,6 +1105,8 @@ async fn upload_part(
         .part_number(part_number)
         .content_length(len)
         .body(aws_sdk_s3::primitives::ByteStream::from(data))
+        .customize()
+        .config_override(upload_timeouts(&store.inner.opts.timeouts, len as u64))
         .send()
         .await
         .map_err(|e| store.error(Operation::PutPart, "UploadPart", &key, e))?;
@@ -1172,6 +1203,8 @@ enum Class {
     WrongRegion(Option<String>),
     Denied,
     NoCredentials,
+    /// Requests timed out waiting for an answer, the SDK's attempts spent.
+    Unresponsive,
     Transient,
     Permanent,
 }
@@ -1216,9 +1249,16 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(err: &SdkErro
     let status = err.raw_response().map(|r| r.status().as_u16());
     let code = err.code();
     match err {
-        SdkError::TimeoutError(_) => return Class::Transient,
+        // The SDK already made its attempts: the store accepts requests
+        // and does not answer them. Retrying the whole operation again
+        // would only delay the failure PostgreSQL and cron act on.
+        SdkError::TimeoutError(_) => return Class::Unresponsive,
         SdkError::DispatchFailure(d) => {
-            if d.is_timeout() || d.is_io() {
+            // A connect or first-byte timeout on every attempt: likewise.
+            if d.is_timeout() {
+                return Class::Unresponsive;
+            }
+            if d.is_io() {
                 return Class::Transient;
             }
             if is_credentials_error(err) {
@@ -1394,6 +1434,18 @@ fn provider_name(creds: &Credentials) -> String {
         .unwrap_or_else(|| "an unnamed provider".into())
 }
 
+/// The first-byte bound of an upload of `len` bytes (see
+/// [`S3Timeouts::first_byte`]).
+fn upload_timeouts(timeouts: &S3Timeouts, len: u64) -> aws_sdk_s3::config::Builder {
+    let body = Duration::from_secs(len / MIN_UPLOAD_RATE);
+    let read = (timeouts.first_byte + body).min(timeouts.attempt);
+    aws_sdk_s3::config::Builder::new().timeout_config(
+        aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .read_timeout(read)
+            .build(),
+    )
+}
+
 /// The SDK client for `opts`: the environment's configuration (region,
 /// credentials chain, endpoint variables) under the explicit options.
 async fn build_client(opts: &S3Options, tracker: Arc<CredentialsTracker>) -> Client {
@@ -1406,7 +1458,7 @@ async fn build_client(opts: &S3Options, tracker: Arc<CredentialsTracker>) -> Cli
         .build_https();
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(opts.timeouts.connect)
-        .read_timeout(opts.timeouts.attempt)
+        .read_timeout(opts.timeouts.first_byte)
         .operation_attempt_timeout(opts.timeouts.attempt)
         .build();
     let retry = RetryConfig::standard().with_max_attempts(opts.max_attempts);

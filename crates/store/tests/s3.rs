@@ -44,6 +44,7 @@ fn options(endpoint: &str, url: &str) -> S3Options {
     };
     o.timeouts = S3Timeouts {
         connect: Duration::from_secs(5),
+        first_byte: Duration::from_secs(60),
         attempt: Duration::from_secs(60),
         stall: Duration::from_secs(20),
     };

@@ -251,7 +251,7 @@ pub async fn run(args: BackupFetchArgs, settings: &Settings, config: Option<&Pat
         concurrency: args
             .concurrency
             .or(settings.file.concurrency)
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+            .unwrap_or_else(crate::config::cpus),
         tablespace_map: parse_tablespace_map(&args.tablespace_map)?,
         recovery,
         archive_mode: if args.archive_mode == "off" {

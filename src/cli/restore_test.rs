@@ -320,7 +320,7 @@ pub async fn run(args: RestoreTestArgs, settings: &Settings, config: Option<&Pat
         concurrency: args
             .concurrency
             .or(settings.file.concurrency)
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+            .unwrap_or_else(crate::config::cpus),
         retry: settings.retry,
         keys,
         progress: Some(crate::progress::for_stderr("restore-test")),

@@ -62,7 +62,7 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> anyhow::Result<()> {
     let concurrency = args
         .concurrency
         .or(settings.file.concurrency)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+        .unwrap_or_else(crate::config::cpus);
     let opts = VerifyOptions {
         concurrency,
         wal_level: args.wal,

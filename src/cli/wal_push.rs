@@ -36,10 +36,7 @@ pub async fn run(args: WalPushArgs, settings: &Settings) -> anyhow::Result<()> {
         keys,
     };
     let ahead = pgark_engine::ArchiveAhead {
-        parallel: args
-            .archive_parallel
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
-            .max(1),
+        parallel: args.archive_parallel.unwrap_or_else(crate::config::cpus).max(1),
         repository: settings.repo()?.to_string(),
     };
     let out = pgark_engine::wal_push_ahead(store, &args.path, &opts, &ahead).await?;

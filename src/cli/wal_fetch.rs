@@ -1,7 +1,7 @@
 use crate::config::Settings;
 use crate::exit::Quiet;
 use clap::Args;
-use pgark_engine::{ErrorClass, WalFetchOptions};
+use pgark_engine::{ErrorClass, FetchSpool, WalFetchOptions};
 use std::path::PathBuf;
 
 /// Restore one archived WAL file: restore_command = 'pgark wal-fetch %f %p'.
@@ -27,10 +27,18 @@ pub struct WalFetchArgs {
     /// tablespace's original directory (restore-test sets it).
     #[arg(long)]
     pub no_tablespace_create: bool,
+    /// Segments fetched at once ahead of PostgreSQL when DEST is in a pg_wal: a detached
+    /// prefetcher keeps up to twice this many verified segments in pg_wal/pgark-prefetch/ so
+    /// the next calls return at once; 1 fetches only the one asked for [default: number of
+    /// CPUs]. See README, "Prefetching for recovery".
+    #[arg(long, env = "PGARK_FETCH_PARALLEL", value_name = "N")]
+    pub fetch_parallel: Option<usize>,
+    /// Run as the prefetcher of DEST's pg_wal (wal-fetch starts it itself).
+    #[arg(long, hide = true)]
+    pub prefetch_worker: bool,
 }
 
 pub async fn run(args: WalFetchArgs, settings: &Settings) -> anyhow::Result<()> {
-    let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
     let until =
         match &args.until {
             Some(name) => Some(pgark_pg::WalSegmentName::parse(name).map_err(|e| {
@@ -41,18 +49,96 @@ pub async fn run(args: WalFetchArgs, settings: &Settings) -> anyhow::Result<()> 
             })?),
             None => None,
         };
-    let opts = WalFetchOptions {
+    let parallel = args.fetch_parallel.unwrap_or_else(crate::config::cpus).max(1);
+    let spool = match parallel {
+        1 => None,
+        _ => FetchSpool::for_dest(&args.dest, settings.repo()?),
+    };
+    let mut opts = WalFetchOptions {
         retry: settings.retry,
-        keys,
+        keys: Default::default(),
         until,
         refuse_tablespace_create: args.no_tablespace_create,
     };
+    if args.prefetch_worker {
+        let Some(spool) = spool else {
+            anyhow::bail!(
+                "{} is not in a pg_wal: nothing to prefetch for",
+                args.dest.display()
+            );
+        };
+        let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
+        opts.keys = keys;
+        pgark_engine::run_prefetcher(store, spool, opts, parallel).await?;
+        return Ok(());
+    }
+    if let Some(spool) = &spool {
+        // Handed over from the spool without opening the repository.
+        if let Some(out) = spool.take(&args.name, &args.dest, &opts)? {
+            tracing::info!(
+                "restored {} ({} bytes, prefetched)",
+                out.file.file_name(),
+                out.original_len
+            );
+            after_fetch(spool, &out);
+            return Ok(());
+        }
+    }
+    let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
+    opts.keys = keys;
     match pgark_engine::wal_fetch(store, &args.name, &args.dest, &opts).await {
         Ok(out) => {
             tracing::info!("restored {} ({} bytes)", out.file.file_name(), out.original_len);
+            if let Some(spool) = &spool {
+                after_fetch(spool, &out);
+            }
             Ok(())
         }
         Err(e) if e.class() == ErrorClass::NotFound => Err(anyhow::Error::new(Quiet(e))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// After a segment is handed to PostgreSQL: tells the prefetcher which one,
+/// and starts it when none runs for this pg_wal.
+fn after_fetch(spool: &FetchSpool, out: &pgark_engine::WalFetchOutcome) {
+    if !matches!(out.file, pgark_pg::ArchivedFile::Segment(_)) {
+        return;
+    }
+    spool.want(&out.file.file_name(), out.original_len);
+    if spool.prefetcher_running() {
+        return;
+    }
+    if let Err(e) = start_prefetcher() {
+        tracing::warn!("could not start the prefetcher: {e}");
+    }
+}
+
+/// Starts this command again, detached, as the prefetcher: the same
+/// arguments (so the same repository and settings) and environment, in
+/// its own session, so that it outlives this process but not its server.
+fn start_prefetcher() -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    let mut command = std::process::Command::new(exe);
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    // Before a "--" that ends the options, if there is one.
+    let at = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    args.insert(at, "--prefetch-worker".into());
+    command
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe; nothing else runs between fork
+    // and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    // Not waited for: it ends by itself (see README).
+    command.spawn().map(drop)
 }

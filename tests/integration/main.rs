@@ -12,6 +12,7 @@ mod delta;
 mod encryption;
 mod gcs;
 mod kills;
+mod prefetch;
 mod restore_safety;
 mod restore_test;
 mod retention;

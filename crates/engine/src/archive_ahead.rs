@@ -63,7 +63,7 @@ pub struct ArchiveAhead {
 
 /// The `pg_wal` holding `path`, when it is one: its directory has
 /// `archive_status/`.
-fn pg_wal_of(path: &Path) -> Option<PathBuf> {
+pub(crate) fn pg_wal_of(path: &Path) -> Option<PathBuf> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -98,7 +98,7 @@ fn ready_after(pg_wal: &Path, after: &str, limit: usize) -> Vec<String> {
 
 /// A digest as `Display` wrote it (`blake3:<hex>`); zeros when unreadable
 /// (the record is informational: the repository's object has its own).
-fn parse_digest(text: &str) -> ContentDigest {
+pub(crate) fn parse_digest(text: &str) -> ContentDigest {
     let (algorithm, hex) = text.split_once(':').unwrap_or(("", ""));
     let algorithm = if algorithm == "blake3" {
         DigestAlgorithm::Blake3
@@ -209,6 +209,7 @@ pub async fn wal_push_ahead(
         Some(dir) if segment && ahead.parallel > 1 => dir,
         _ => return wal_push(store, path, opts).await,
     };
+    crate::prefetch::clear_abandoned(&pg_wal);
     let spool = Spool {
         dir: pg_wal.join(SPOOL_DIR),
         repository: ahead.repository.clone(),

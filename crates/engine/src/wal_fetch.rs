@@ -55,14 +55,7 @@ pub async fn wal_fetch(
         path: name.into(),
         source,
     })?;
-    if let (Some(until), ArchivedFile::Segment(seg)) = (&opts.until, &file) {
-        if seg.log > until.log || (seg.log == until.log && seg.seg > until.seg) {
-            return Err(EngineError::NotFound {
-                what: format!("WAL file {name} (after {until}, where this recovery ends)"),
-                key: wal_key(&file).to_string(),
-            });
-        }
-    }
+    check_until(&file, name, opts)?;
     let key = wal_key(&file);
     let summary = opts
         .retry
@@ -94,9 +87,26 @@ pub async fn wal_fetch(
     })
 }
 
+/// "Not found" for a segment after [`WalFetchOptions::until`].
+pub(crate) fn check_until(
+    file: &ArchivedFile,
+    name: &str,
+    opts: &WalFetchOptions,
+) -> Result<(), EngineError> {
+    if let (Some(until), ArchivedFile::Segment(seg)) = (&opts.until, file) {
+        if seg.log > until.log || (seg.log == until.log && seg.seg > until.seg) {
+            return Err(EngineError::NotFound {
+                what: format!("WAL file {name} (after {until}, where this recovery ends)"),
+                key: wal_key(file).to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Reads the segment just restored and refuses it when it creates a
 /// tablespace (see [`WalFetchOptions::refuse_tablespace_create`]).
-fn refuse_tablespace_create(seg: &WalSegmentName, dest: &Path) -> Result<(), EngineError> {
+pub(crate) fn refuse_tablespace_create(seg: &WalSegmentName, dest: &Path) -> Result<(), EngineError> {
     let bytes = std::fs::read(dest).map_err(|e| EngineError::local_io("cannot read", dest, e))?;
     let Ok(size) = pgark_pg::WalSegmentSize::new(bytes.len() as u64) else {
         return Ok(());

@@ -1,0 +1,211 @@
+//! The prefetcher: one detached process per `pg_wal` (see the module docs
+//! of [`super`]).
+
+use super::{alive, FetchSpool, LOCK_FILE, PREFETCH_IDLE, RECORD_SUFFIX, WANT_FILE};
+use crate::wal_fetch::{check_until, wal_fetch, WalFetchOptions, WalFetchOutcome};
+use crate::{EngineError, ErrorClass};
+use pgark_pg::{ArchivedFile, WalSegmentName, WalSegmentSize};
+use pgark_store::ObjectStore;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+/// How often the prefetcher looks for a new request.
+const POLL: Duration = Duration::from_millis(20);
+/// How long a segment that was not found, or failed, waits before it is
+/// asked for again (the archive grows while a standby replays it).
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Failures of one segment after which the prefetcher leaves it to
+/// `wal-fetch` (which reports the error to PostgreSQL).
+const MAX_FAILURES: u32 = 3;
+
+/// A segment the prefetcher could not get.
+struct Miss {
+    at: Instant,
+    failures: u32,
+    not_found: bool,
+}
+
+/// Runs the prefetcher of `spool` until it has nothing to do (see the
+/// module docs), `parallel` downloads at once and `2 * parallel` segments
+/// ahead. Returns at once when another prefetcher holds the spool. Errors
+/// of single segments are logged, not returned: `wal-fetch` fetches such a
+/// segment itself and reports what fails.
+pub async fn run_prefetcher(
+    store: Arc<dyn ObjectStore>,
+    spool: FetchSpool,
+    opts: WalFetchOptions,
+    parallel: usize,
+) -> Result<(), EngineError> {
+    let Some(_lock) = spool.try_lock() else {
+        return Ok(());
+    };
+    let parallel = parallel.max(1);
+    let opts = WalFetchOptions {
+        // Checked when the segment is handed over.
+        refuse_tablespace_create: false,
+        ..opts
+    };
+    clear(&spool, false);
+    let postmaster = spool.postmaster_pid();
+    let mut want = spool.wanted();
+    let mut changed = Instant::now();
+    let mut tasks: JoinSet<(String, Result<WalFetchOutcome, EngineError>)> = JoinSet::new();
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut misses: HashMap<String, Miss> = HashMap::new();
+    loop {
+        if postmaster.is_some_and(|pid| !alive(pid)) || !spool.dir.is_dir() {
+            break;
+        }
+        let now = spool.wanted();
+        if now != want {
+            want = now;
+            changed = Instant::now();
+        }
+        if tasks.is_empty() && changed.elapsed() > PREFETCH_IDLE {
+            break;
+        }
+        let window = match &want {
+            Some((name, size)) => window_after(name, *size, 2 * parallel, &opts),
+            None => Vec::new(),
+        };
+        prune(&spool, &window, &in_flight);
+        misses.retain(|name, _| window.contains(name));
+        for name in &window {
+            if in_flight.contains(name) || held(&spool, name) {
+                continue;
+            }
+            if let Some(miss) = misses.get(name) {
+                if miss.at.elapsed() < RETRY_AFTER || (!miss.not_found && miss.failures >= MAX_FAILURES) {
+                    // Nothing past a gap: the archive ends here for now.
+                    break;
+                }
+            }
+            if in_flight.len() >= parallel {
+                break;
+            }
+            in_flight.insert(name.clone());
+            let store = store.clone();
+            let dest = spool.dir.join(name);
+            let opts = opts.clone();
+            let name = name.clone();
+            tasks.spawn(async move {
+                let result = wal_fetch(store, &name, &dest, &opts).await;
+                (name, result)
+            });
+        }
+        tokio::select! {
+            Some(joined) = tasks.join_next() => {
+                let Ok((name, result)) = joined else { continue };
+                in_flight.remove(&name);
+                finish(&spool, &name, result, &mut misses);
+            }
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((name, Ok(_))) = joined {
+            tracing::debug!("prefetched {name} after the end");
+        }
+    }
+    clear(&spool, true);
+    Ok(())
+}
+
+/// Records a finished download, or remembers its failure.
+fn finish(
+    spool: &FetchSpool,
+    name: &str,
+    result: Result<WalFetchOutcome, EngineError>,
+    misses: &mut HashMap<String, Miss>,
+) {
+    match result {
+        Ok(outcome) => {
+            if let Err(e) = spool.write_record(name, &outcome) {
+                tracing::warn!("could not record the prefetched {name}: {e}");
+                let _ = std::fs::remove_file(spool.dir.join(name));
+            }
+            misses.remove(name);
+        }
+        Err(e) => {
+            let not_found = e.class() == ErrorClass::NotFound;
+            if !not_found {
+                tracing::warn!("prefetching {name} failed: {e}");
+            }
+            let failures = misses.get(name).map_or(0, |m| m.failures) + u32::from(!not_found);
+            misses.insert(
+                name.to_string(),
+                Miss {
+                    at: Instant::now(),
+                    failures,
+                    not_found,
+                },
+            );
+        }
+    }
+}
+
+/// The `count` segments after `name` on its timeline, up to `opts.until`.
+pub(super) fn window_after(
+    name: &WalSegmentName,
+    size: WalSegmentSize,
+    count: usize,
+    opts: &WalFetchOptions,
+) -> Vec<String> {
+    let Ok(mut segno) = name.segment_no(size) else {
+        return Vec::new();
+    };
+    let mut names = Vec::with_capacity(count);
+    for _ in 0..count {
+        segno = segno.next();
+        let next = WalSegmentName::from_segment_no(name.timeline, segno, size);
+        let text = next.to_string();
+        if check_until(&ArchivedFile::Segment(next), &text, opts).is_err() {
+            break;
+        }
+        names.push(text);
+    }
+    names
+}
+
+/// Whether the spool holds `name` with its record.
+fn held(spool: &FetchSpool, name: &str) -> bool {
+    spool.dir.join(name).is_file() && spool.record_path(name).is_file()
+}
+
+/// Removes the spool's segments and records outside `window` (handed over
+/// already, passed, or of another timeline).
+fn prune(spool: &FetchSpool, window: &[String], in_flight: &HashSet<String>) {
+    let Ok(entries) = std::fs::read_dir(&spool.dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        let segment = file_name.strip_suffix(RECORD_SUFFIX).unwrap_or(file_name);
+        if file_name.starts_with('.') || file_name == LOCK_FILE || file_name == WANT_FILE {
+            continue;
+        }
+        if !window.iter().any(|w| w == segment) && !in_flight.contains(segment) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Removes everything in the spool but its lock (and the request, unless
+/// `all`): what an earlier prefetcher left, or this one's files as it ends.
+pub(super) fn clear(spool: &FetchSpool, all: bool) {
+    let Ok(entries) = std::fs::read_dir(&spool.dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name == LOCK_FILE || (!all && name == WANT_FILE) {
+            continue;
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+}

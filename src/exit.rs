@@ -149,10 +149,16 @@ pub struct Quiet(pub EngineError);
 
 /// A panic is a bug; report it like any failure, with the internal-error
 /// code (raised in abort mode, so recovery never ends early on a bug).
-pub fn install_panic_hook(command: &'static str, abort_on_error: bool) {
+pub fn install_panic_hook(command: &'static str, abort_on_error: bool, prefetcher: bool) {
     std::panic::set_hook(Box::new(move |info| {
         eprintln!("pgark {command}: internal error: {info}");
-        std::process::exit(i32::from(Exit::Internal.code(abort_on_error)));
+        // A prefetcher exits 0 (see cli::wal_fetch::is_prefetcher).
+        let code = if prefetcher {
+            0
+        } else {
+            i32::from(Exit::Internal.code(abort_on_error))
+        };
+        std::process::exit(code);
     }));
 }
 

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
             return exit::Exit::Usage.into();
         }
     };
-    exit::install_panic_hook(command, settings.abort_on_error);
+    exit::install_panic_hook(command, settings.abort_on_error, cli::is_prefetcher(&cli.command));
     init_logging(&settings);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -12,6 +12,8 @@ mod restore_test;
 mod status;
 mod verify;
 mod wal_fetch;
+
+pub use wal_fetch::is_prefetcher;
 mod wal_push;
 
 use crate::config::Settings;

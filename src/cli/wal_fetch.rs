@@ -67,9 +67,10 @@ pub async fn run(args: WalFetchArgs, settings: &Settings) -> anyhow::Result<()> 
                 args.dest.display()
             );
         };
-        let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
-        opts.keys = keys;
-        pgark_engine::run_prefetcher(store, spool, opts, parallel).await?;
+        if let Err(e) = run_prefetcher(spool, opts, parallel, settings).await {
+            tracing::warn!("the prefetcher stopped: {e:#}");
+        }
+        // Always 0: see is_prefetcher.
         return Ok(());
     }
     if let Some(spool) = &spool {
@@ -97,6 +98,28 @@ pub async fn run(args: WalFetchArgs, settings: &Settings) -> anyhow::Result<()> 
         Err(e) if e.class() == ErrorClass::NotFound => Err(anyhow::Error::new(Quiet(e))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether this process is a prefetcher. A prefetcher exits 0 whatever
+/// happens, even on an internal error: where the postmaster is PID 1 (a
+/// container started with `postgres` as its command) it reaps this orphan,
+/// and takes any other exit status for a crashed backend and restarts the
+/// server. Its failures are warnings in the log; wal-fetch fetches what it
+/// could not, and reports that.
+pub fn is_prefetcher(command: &super::Command) -> bool {
+    matches!(command, super::Command::WalFetch(args) if args.prefetch_worker)
+}
+
+async fn run_prefetcher(
+    spool: FetchSpool,
+    mut opts: WalFetchOptions,
+    parallel: usize,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
+    opts.keys = keys;
+    pgark_engine::run_prefetcher(store, spool, opts, parallel).await?;
+    Ok(())
 }
 
 /// After a segment is handed to PostgreSQL: tells the prefetcher which one,

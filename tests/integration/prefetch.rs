@@ -367,3 +367,35 @@ fn recovery_through_prefetching_follows_a_timeline_switch() {
     restored.stop().unwrap();
     assert_prefetch_cleaned_up(&follower, false);
 }
+
+/// A prefetcher exits 0 whatever fails (a postmaster running as PID 1
+/// reaps it, and takes another status for a crashed backend).
+#[test]
+fn a_failing_prefetcher_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pg_wal/archive_status")).unwrap();
+    let out = pgark()
+        .current_dir(dir.path())
+        .args([
+            "wal-fetch",
+            "--repo",
+            dir.path().join("no-repository").to_str().unwrap(),
+            "000000010000000000000003",
+            "pg_wal/RECOVERYXLOG",
+            "--prefetch-worker",
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("the prefetcher stopped"),
+        "{}",
+        stderr(&out)
+    );
+    // The same failure in wal-fetch itself is reported.
+    let out = run(
+        &dir.path().join("no-repository"),
+        &["wal-fetch", "000000010000000000000003", "pg_wal/RECOVERYXLOG"],
+    );
+    assert_code(&out, 11);
+}

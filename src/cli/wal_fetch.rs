@@ -29,14 +29,17 @@ pub struct WalFetchArgs {
     pub no_tablespace_create: bool,
     /// Segments fetched at once ahead of PostgreSQL when DEST is in a pg_wal: a detached
     /// prefetcher keeps up to twice this many verified segments in pg_wal/pgark-prefetch/ so
-    /// the next calls return at once; 1 fetches only the one asked for [default: number of
-    /// CPUs]. See README, "Prefetching for recovery".
+    /// the next calls return at once; 1 fetches only the one asked for [default: the number of
+    /// CPUs, at most 4]. See README, "Prefetching for recovery".
     #[arg(long, env = "PGARK_FETCH_PARALLEL", value_name = "N")]
     pub fetch_parallel: Option<usize>,
     /// Run as the prefetcher of DEST's pg_wal (wal-fetch starts it itself).
     #[arg(long, hide = true)]
     pub prefetch_worker: bool,
 }
+
+/// The default of --fetch-parallel is the number of CPUs up to this.
+const DEFAULT_FETCH_PARALLEL_MAX: usize = 4;
 
 pub async fn run(args: WalFetchArgs, settings: &Settings) -> anyhow::Result<()> {
     let until =
@@ -49,7 +52,11 @@ pub async fn run(args: WalFetchArgs, settings: &Settings) -> anyhow::Result<()> 
             })?),
             None => None,
         };
-    let parallel = args.fetch_parallel.unwrap_or_else(crate::config::cpus).max(1);
+    // Replay is one process: more downloads than this would only fill pg_wal.
+    let parallel = args
+        .fetch_parallel
+        .unwrap_or_else(|| crate::config::cpus().min(DEFAULT_FETCH_PARALLEL_MAX))
+        .max(1);
     let spool = match parallel {
         1 => None,
         _ => FetchSpool::for_dest(&args.dest, settings.repo()?),

@@ -11,13 +11,32 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    // wal-fetch's prefetcher exits 0 whatever happens (see
+    // cli::wal_fetch::is_prefetcher), from its first instruction on.
+    if std::env::args_os().any(|a| a == cli::PREFETCH_WORKER_FLAG) {
+        exit::install_panic_hook("wal-fetch", false, true);
+        // Its failures were logged as warnings.
+        let _ = run();
+        return ExitCode::SUCCESS;
+    }
+    match run() {
+        Ok(code) => code,
+        Err(code) => code,
+    }
+}
+
+/// Parses, resolves the settings and runs the command; the exit code.
+fn run() -> Result<ExitCode, ExitCode> {
+    let cli = cli::Cli::try_parse().map_err(|e| {
+        let _ = e.print();
+        ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
+    })?;
     let command = cli.command.name();
     let settings = match config::Settings::resolve(&cli.global) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("pgark {command}: {e:#}");
-            return exit::Exit::Usage.into();
+            return Err(exit::Exit::Usage.into());
         }
     };
     exit::install_panic_hook(command, settings.abort_on_error, cli::is_prefetcher(&cli.command));
@@ -26,7 +45,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgark {command}: cannot start the async runtime: {e}");
-            return exit::Exit::Internal.into();
+            return Err(exit::Exit::Internal.into());
         }
     };
     let result = runtime.block_on(cli::run(
@@ -37,8 +56,8 @@ fn main() -> ExitCode {
     // Don't wait for stray blocking tasks (e.g. a stalled read) at exit.
     runtime.shutdown_background();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => failure.report(command),
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(failure) => Err(failure.report(command)),
     }
 }
 

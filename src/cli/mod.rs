@@ -13,7 +13,7 @@ mod status;
 mod verify;
 mod wal_fetch;
 
-pub use wal_fetch::is_prefetcher;
+pub use wal_fetch::{is_prefetcher, PREFETCH_WORKER_FLAG};
 mod wal_push;
 
 use crate::config::Settings;
@@ -270,9 +270,14 @@ pub async fn run(
     settings: &Settings,
     config: Option<&std::path::Path>,
 ) -> Result<(), Failure> {
-    let limit = settings
-        .command_timeout
-        .unwrap_or_else(|| command.default_timeout());
+    // A prefetcher lives as long as its recovery; each of its requests has
+    // its own time limits.
+    let limit = match is_prefetcher(&command) {
+        true => Duration::ZERO,
+        false => settings
+            .command_timeout
+            .unwrap_or_else(|| command.default_timeout()),
+    };
     if limit.is_zero() {
         return run_command(command, settings, config).await;
     }

@@ -27,9 +27,9 @@ pub struct WalFetchArgs {
     /// tablespace's original directory (restore-test sets it).
     #[arg(long)]
     pub no_tablespace_create: bool,
-    /// Segments fetched at once ahead of PostgreSQL when DEST is in a pg_wal: a detached
-    /// prefetcher keeps up to twice this many verified segments in pg_wal/pgark-prefetch/ so
-    /// the next calls return at once; 1 fetches only the one asked for [default: the number of
+    /// Segments fetched at once ahead of a running server's recovery (DEST is
+    /// pg_wal/RECOVERYXLOG): a detached prefetcher keeps up to twice this many verified
+    /// segments (at most 256 MiB) in pg_wal/pgark-prefetch/ so the next calls return at once; 1 fetches only the one asked for [default: the number of
     /// CPUs, at most 4]. See README, "Prefetching for recovery".
     #[arg(long, env = "PGARK_FETCH_PARALLEL", value_name = "N")]
     pub fetch_parallel: Option<usize>,
@@ -37,6 +37,9 @@ pub struct WalFetchArgs {
     #[arg(long, hide = true)]
     pub prefetch_worker: bool,
 }
+
+/// The hidden flag that makes wal-fetch the prefetcher.
+pub const PREFETCH_WORKER_FLAG: &str = "--prefetch-worker";
 
 /// The default of --fetch-parallel is the number of CPUs up to this.
 const DEFAULT_FETCH_PARALLEL_MAX: usize = 4;
@@ -59,7 +62,7 @@ pub async fn run(args: WalFetchArgs, settings: &Settings) -> anyhow::Result<()> 
         .max(1);
     let spool = match parallel {
         1 => None,
-        _ => FetchSpool::for_dest(&args.dest, settings.repo()?),
+        _ => FetchSpool::for_recovery(&args.dest, settings.repo()?),
     };
     let mut opts = WalFetchOptions {
         retry: settings.retry,
@@ -69,10 +72,8 @@ pub async fn run(args: WalFetchArgs, settings: &Settings) -> anyhow::Result<()> 
     };
     if args.prefetch_worker {
         let Some(spool) = spool else {
-            anyhow::bail!(
-                "{} is not in a pg_wal: nothing to prefetch for",
-                args.dest.display()
-            );
+            // Its server stopped before it started, or it was run by hand.
+            return Ok(());
         };
         if let Err(e) = run_prefetcher(spool, opts, parallel, settings).await {
             tracing::warn!("the prefetcher stopped: {e:#}");
@@ -80,31 +81,40 @@ pub async fn run(args: WalFetchArgs, settings: &Settings) -> anyhow::Result<()> 
         // Always 0: see is_prefetcher.
         return Ok(());
     }
+    let not_found = |e: pgark_engine::EngineError| match e.class() {
+        ErrorClass::NotFound => anyhow::Error::new(Quiet(e)),
+        _ => e.into(),
+    };
     if let Some(spool) = &spool {
         // Handed over from the spool without opening the repository.
-        if let Some(out) = spool.take(&args.name, &args.dest, &opts)? {
+        if let Some(out) = spool.take(&args.name, &args.dest, &opts).map_err(not_found)? {
             tracing::info!(
                 "restored {} ({} bytes, prefetched)",
                 out.file.file_name(),
                 out.original_len
             );
-            after_fetch(spool, &out);
+            spool.want(&out.file.file_name(), out.original_len);
             return Ok(());
         }
     }
+    // No prefetcher runs when this takes the lock: it is passed on to the
+    // one started below, so that no other can start in between.
+    let lock = spool.as_ref().and_then(FetchSpool::try_lock);
     let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
     opts.keys = keys;
-    match pgark_engine::wal_fetch(store, &args.name, &args.dest, &opts).await {
-        Ok(out) => {
-            tracing::info!("restored {} ({} bytes)", out.file.file_name(), out.original_len);
-            if let Some(spool) = &spool {
-                after_fetch(spool, &out);
+    let out = pgark_engine::wal_fetch(store, &args.name, &args.dest, &opts)
+        .await
+        .map_err(not_found)?;
+    tracing::info!("restored {} ({} bytes)", out.file.file_name(), out.original_len);
+    if let (Some(spool), pgark_pg::ArchivedFile::Segment(_)) = (&spool, &out.file) {
+        spool.want(&out.file.file_name(), out.original_len);
+        if let Some(lock) = lock {
+            if let Err(e) = start_prefetcher(&lock) {
+                tracing::warn!("could not start the prefetcher: {e}");
             }
-            Ok(())
         }
-        Err(e) if e.class() == ErrorClass::NotFound => Err(anyhow::Error::new(Quiet(e))),
-        Err(e) => Err(e.into()),
     }
+    Ok(())
 }
 
 /// Whether this process is a prefetcher. A prefetcher exits 0 whatever
@@ -129,43 +139,44 @@ async fn run_prefetcher(
     Ok(())
 }
 
-/// After a segment is handed to PostgreSQL: tells the prefetcher which one,
-/// and starts it when none runs for this pg_wal.
-fn after_fetch(spool: &FetchSpool, out: &pgark_engine::WalFetchOutcome) {
-    if !matches!(out.file, pgark_pg::ArchivedFile::Segment(_)) {
-        return;
-    }
-    spool.want(&out.file.file_name(), out.original_len);
-    if spool.prefetcher_running() {
-        return;
-    }
-    if let Err(e) = start_prefetcher() {
-        tracing::warn!("could not start the prefetcher: {e}");
-    }
-}
-
 /// Starts this command again, detached, as the prefetcher: the same
 /// arguments (so the same repository and settings) and environment, in
-/// its own session, so that it outlives this process but not its server.
-fn start_prefetcher() -> std::io::Result<()> {
+/// its own session, so that it outlives this process (not its server),
+/// holding `lock`, the spool's lock, on descriptor 3, and no other
+/// descriptor PostgreSQL may have left open.
+fn start_prefetcher(lock: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()?;
-    let mut command = std::process::Command::new(exe);
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     // Before a "--" that ends the options, if there is one.
     let at = args.iter().position(|a| a == "--").unwrap_or(args.len());
-    args.insert(at, "--prefetch-worker".into());
+    args.insert(at, PREFETCH_WORKER_FLAG.into());
+    let mut command = std::process::Command::new(exe);
     command
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null());
-    // SAFETY: setsid is async-signal-safe; nothing else runs between fork
-    // and exec.
+    let lock_fd = lock.as_raw_fd();
+    let target = pgark_engine::INHERITED_LOCK_FD;
+    // SAFETY: only async-signal-safe calls (setsid, dup2, fcntl, a raw
+    // close_range syscall) between fork and exec.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            if lock_fd == target {
+                // dup2 onto itself would keep close-on-exec.
+                if libc::fcntl(target, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(lock_fd, target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Kernels before 5.9 lack it; Rust's own descriptors are
+            // close-on-exec anyway.
+            libc::syscall(libc::SYS_close_range, target + 1, u32::MAX, 0);
             Ok(())
         });
     }

@@ -372,30 +372,46 @@ fn recovery_through_prefetching_follows_a_timeline_switch() {
 /// reaps it, and takes another status for a crashed backend).
 #[test]
 fn a_failing_prefetcher_exits_zero() {
+    // What it takes for a running server in recovery: this test process
+    // plays the postmaster.
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("pg_wal/archive_status")).unwrap();
-    let out = pgark()
-        .current_dir(dir.path())
-        .args([
-            "wal-fetch",
-            "--repo",
-            dir.path().join("no-repository").to_str().unwrap(),
-            "000000010000000000000003",
-            "pg_wal/RECOVERYXLOG",
-            "--prefetch-worker",
-        ])
-        .output()
-        .unwrap();
+    std::fs::write(dir.path().join("recovery.signal"), b"").unwrap();
+    std::fs::write(
+        dir.path().join("postmaster.pid"),
+        format!("{}\n", std::process::id()),
+    )
+    .unwrap();
+    let no_repo = dir.path().join("no-repository");
+    let worker = |extra: &[&str]| {
+        pgark()
+            .current_dir(dir.path())
+            .arg("--repo")
+            .arg(&no_repo)
+            .args(["wal-fetch", "000000010000000000000003", "pg_wal/RECOVERYXLOG"])
+            .args(extra)
+            .arg("--prefetch-worker")
+            .output()
+            .unwrap()
+    };
+    // No repository there.
+    let out = worker(&[]);
     assert_code(&out, 0);
     assert!(
         stderr(&out).contains("the prefetcher stopped"),
         "{}",
         stderr(&out)
     );
+    // A configuration file that cannot be read, an option it does not know.
+    assert_code(&worker(&["--config", "/nonexistent/pgark.toml"]), 0);
+    assert_code(&worker(&["--no-such-option"]), 0);
     // The same failure in wal-fetch itself is reported.
-    let out = run(
-        &dir.path().join("no-repository"),
-        &["wal-fetch", "000000010000000000000003", "pg_wal/RECOVERYXLOG"],
-    );
+    let out = pgark()
+        .current_dir(dir.path())
+        .arg("--repo")
+        .arg(&no_repo)
+        .args(["wal-fetch", "000000010000000000000003", "pg_wal/RECOVERYXLOG"])
+        .output()
+        .unwrap();
     assert_code(&out, 11);
 }

@@ -41,7 +41,7 @@ pub use pgark_catalog::{
     VerifyOutcome, VerifyRecord,
 };
 pub use pgark_pgserver::{parse_check_sql, SqlCheck, PROTECTED_SETTINGS};
-pub use prefetch::{run_prefetcher, FetchSpool, PREFETCH_DIR, PREFETCH_IDLE};
+pub use prefetch::{run_prefetcher, FetchSpool, INHERITED_LOCK_FD, PREFETCH_DIR, PREFETCH_IDLE};
 pub use repository::{ensure_repository_meta, load_repository_meta, require_repository};
 pub use restore::{
     backup_fetch, parse_target_time, select_backup, ArchiveMode, BackupFetchOptions, BackupFetchOutcome,

@@ -3,11 +3,12 @@
 //! PostgreSQL's startup process runs `restore_command` for one segment at a
 //! time and replays it before it asks for the next one, so a recovery that
 //! fetches every segment from the repository waits one round trip (and one
-//! decompression) per segment. When `wal-fetch` hands PostgreSQL a segment
-//! that `%p` places in a `pg_wal`, it also makes sure one prefetcher runs
-//! for that `pg_wal`: a detached `pgark` process that downloads the next
-//! segments of the same timeline (up to `2 N` ahead of the last one handed
-//! over, `N` at a time) into the spool, `pg_wal/pgark-prefetch/`, while
+//! decompression) per segment. When `wal-fetch` hands a running server's
+//! recovery a segment (`%p` is `pg_wal/RECOVERYXLOG` and `postmaster.pid`
+//! names a live process), it also makes sure one prefetcher runs for that
+//! `pg_wal`: a detached `pgark` process that downloads the next segments of
+//! the same timeline (up to `2 N` ahead of the last one handed over, `N` at
+//! a time, at most 256 MiB) into the spool, `pg_wal/pgark-prefetch/`, while
 //! PostgreSQL replays. The next `wal-fetch` finds its segment there and
 //! hands it over by a rename, without contacting the repository.
 //!
@@ -16,23 +17,27 @@
 //!   against the digest stored with its object, written to a temporary file,
 //!   fsynced and renamed into place ([`crate::wal_fetch`] does this), and
 //!   only then is its record (`<name>.rec`: repository, size) written.
-//!   `wal-fetch` hands a spool file over only when its record names the
-//!   same repository and size; otherwise it fetches from the repository as
-//!   usual.
-//! - Archived segments never change under their name (wal-push refuses
-//!   different content), so a verified copy is as good as the object.
-//! - Bounded: at most `2 N` segments in the spool, `N` downloads at once.
-//!   Segments before the last one handed over, and those of other
-//!   timelines, are removed as soon as the prefetcher sees them.
+//! - `wal-fetch` hands a spool file over only while a prefetcher holds the
+//!   spool's lock (so only what the running prefetcher, started by this
+//!   recovery's `restore_command`, verified), and only when its record names
+//!   the same repository and size; otherwise it fetches from the
+//!   repository as usual. Archived segments never change under their name
+//!   (wal-push refuses different content).
+//! - Bounded: at most `2 N` segments and 256 MiB in the spool (at least
+//!   2 segments), plus the `N` being downloaded; no download starts while
+//!   `pg_wal`'s file system has less than 1 GiB free beyond them. Segments
+//!   before the last one handed over, and those of other timelines, are
+//!   removed as soon as the prefetcher sees them.
 //! - Timeline switches: the prefetcher follows the timeline of the last
 //!   segment handed over. When PostgreSQL asks for a segment of a newer
 //!   timeline, `wal-fetch` gets it from the repository, and the prefetcher
 //!   drops the old timeline's files and fetches ahead on the new one.
-//! - It ends when its server has stopped (`postmaster.pid`'s process is
-//!   gone), when its `pg_wal` is gone, or after 10 s without a request, and
-//!   removes its spool files as it ends. What a kill -9 leaves (spool files,
-//!   `*.pgark-tmp` temporary files) is removed by the next prefetcher when it
-//!   starts, and is never handed over without its record.
+//! - It ends, removing its files, when its server has stopped
+//!   (`postmaster.pid`'s process is gone: downloads in flight are
+//!   abandoned), when recovery is over (neither `recovery.signal` nor
+//!   `standby.signal` is left), when its `pg_wal` is gone, or after 5
+//!   minutes without a new segment handed over. A new prefetcher removes
+//!   whatever an earlier one left (a kill -9), before it fetches anything.
 //! - The spool directory and its `lock` file stay in `pg_wal`; PostgreSQL
 //!   ignores directories there, and base backups do not copy `pg_wal`'s
 //!   contents.
@@ -52,10 +57,24 @@ use std::path::{Path, PathBuf};
 /// The spool's directory name, inside `pg_wal`.
 pub const PREFETCH_DIR: &str = "pgark-prefetch";
 
-/// How long a prefetcher waits for a new request before it ends.
-pub const PREFETCH_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a prefetcher waits for a new segment to be handed over before
+/// it ends (the last resort: it normally ends with its recovery).
+pub const PREFETCH_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The most the spool holds, in bytes (at least two segments).
+pub const SPOOL_MAX_BYTES: u64 = 256 << 20;
+
+/// Free space kept in `pg_wal`'s file system beyond the downloads.
+pub const FREE_SPACE_RESERVE: u64 = 1 << 30;
+
+/// The name PostgreSQL gives `%p` when recovery restores a file.
+const RECOVERY_FILE: &str = "RECOVERYXLOG";
 
 const LOCK_FILE: &str = "lock";
+
+/// The descriptor on which `wal-fetch` passes the spool's lock to the
+/// prefetcher it starts.
+pub const INHERITED_LOCK_FD: i32 = 3;
 const WANT_FILE: &str = "want";
 const RECORD_SUFFIX: &str = ".rec";
 
@@ -78,15 +97,26 @@ pub struct FetchSpool {
 }
 
 impl FetchSpool {
-    /// The spool for a `restore_command` destination, when `%p` is in a
-    /// `pg_wal` (its directory has `archive_status/`); `None` otherwise.
-    pub fn for_dest(dest: &Path, repository: &str) -> Option<FetchSpool> {
-        let pg_wal = crate::archive_ahead::pg_wal_of(dest)?;
-        Some(FetchSpool {
+    /// The spool for a `restore_command` destination when it is a running
+    /// server's recovery: `%p` is `pg_wal/RECOVERYXLOG` (PostgreSQL's name;
+    /// pg_rewind and other callers name the segment itself) and the data
+    /// directory's `postmaster.pid` names a live process. `None` otherwise:
+    /// no prefetching.
+    pub fn for_recovery(dest: &Path, repository: &str) -> Option<FetchSpool> {
+        if dest.file_name()? != RECOVERY_FILE {
+            return None;
+        }
+        let spool = Self::of_pg_wal(&crate::archive_ahead::pg_wal_of(dest)?, repository);
+        spool.postmaster_pid().filter(|pid| alive(*pid))?;
+        Some(spool)
+    }
+
+    fn of_pg_wal(pg_wal: &Path, repository: &str) -> FetchSpool {
+        FetchSpool {
             dir: pg_wal.join(PREFETCH_DIR),
-            pg_wal,
+            pg_wal: pg_wal.to_path_buf(),
             repository: repository.to_string(),
-        })
+        }
     }
 
     /// The spool directory.
@@ -142,6 +172,10 @@ impl FetchSpool {
             return Ok(None);
         };
         check_until(&file, name, opts)?;
+        if !self.prefetcher_running() {
+            // What a prefetcher that is gone left is not trusted.
+            return Ok(None);
+        }
         let path = self.dir.join(name);
         let Ok(meta) = std::fs::metadata(&path) else {
             return Ok(None);
@@ -219,53 +253,94 @@ impl FetchSpool {
         (rc == 0).then_some(file)
     }
 
+    /// The spool's lock as a new prefetcher holds it: the one `wal-fetch`
+    /// took and passed on as descriptor [`INHERITED_LOCK_FD`] (so that no
+    /// other prefetcher can start in between), or else taken now.
+    pub fn adopt_lock(&self) -> Option<std::fs::File> {
+        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::io::FromRawFd;
+        let lock = std::fs::metadata(self.dir.join(LOCK_FILE)).ok();
+        // SAFETY: fstat into a zeroed struct of the right type.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let inherited = unsafe { libc::fstat(INHERITED_LOCK_FD, &mut st) } == 0
+            && lock.is_some_and(|m| m.dev() == st.st_dev && m.ino() == st.st_ino);
+        if inherited {
+            // SAFETY: descriptor 3 is this spool's lock file (checked
+            // above), open in this process and owned by nothing else.
+            let file = unsafe { std::fs::File::from_raw_fd(INHERITED_LOCK_FD) };
+            // The same open file description: this succeeds when the lock
+            // is ours.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                return Some(file);
+            }
+            return None;
+        }
+        self.try_lock()
+    }
+
     /// Whether a prefetcher is running for this spool.
     pub fn prefetcher_running(&self) -> bool {
         self.try_lock().is_none()
     }
 
-    /// Waits up to `limit` for the prefetcher of this spool, if one runs,
-    /// to end (restore-test, before it removes its scratch directory).
-    pub fn wait_for_prefetcher(&self, limit: std::time::Duration) -> bool {
-        if !self.dir.is_dir() {
-            return true;
-        }
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if self.try_lock().is_some() {
-                return true;
-            }
-            if std::time::Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-
-    /// The data directory's `postmaster.pid` process, when `pg_wal` is
-    /// named so (its parent taken by name, not through a symbolic link).
-    fn postmaster_pid(&self) -> Option<i32> {
+    /// The data directory, when `pg_wal` is named so (its parent taken by
+    /// name, not through a symbolic link).
+    fn data_dir(&self) -> Option<PathBuf> {
         if self.pg_wal.file_name()? != "pg_wal" {
             return None;
         }
-        let data = match self.pg_wal.parent() {
+        Some(match self.pg_wal.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
-        };
-        let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
-        text.lines().next()?.trim().parse().ok()
+        })
+    }
+
+    /// The postmaster's process id from `postmaster.pid` (a single-user
+    /// backend writes its own, negated: not a server to prefetch for).
+    fn postmaster_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.data_dir()?.join("postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        (pid > 0).then_some(pid)
+    }
+
+    /// Whether the server is still in recovery: it removes its signal
+    /// files when recovery ends.
+    fn in_recovery(&self) -> bool {
+        self.data_dir()
+            .is_some_and(|d| d.join("recovery.signal").exists() || d.join("standby.signal").exists())
     }
 }
 
-/// Removes what a killed prefetcher left in `pg_wal`'s spool, when no
-/// prefetcher runs there (wal-push calls it: the archiver runs on the
-/// server a recovery promoted).
+/// Waits up to `limit` for the prefetcher of `pg_wal`, if one runs, to end
+/// (restore-test, before it removes its scratch directory).
+pub fn wait_for_prefetcher(pg_wal: &Path, limit: std::time::Duration) -> bool {
+    let spool = FetchSpool::of_pg_wal(pg_wal, "");
+    if !spool.dir.is_dir() {
+        return true;
+    }
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if spool.try_lock().is_some() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Removes what a killed prefetcher left in `pg_wal`'s spool, when the
+/// server is not in recovery and no prefetcher runs there (wal-push calls
+/// it: the archiver runs on the server a recovery promoted).
 pub(crate) fn clear_abandoned(pg_wal: &Path) {
-    let spool = FetchSpool {
-        dir: pg_wal.join(PREFETCH_DIR),
-        pg_wal: pg_wal.to_path_buf(),
-        repository: String::new(),
-    };
+    let spool = FetchSpool::of_pg_wal(pg_wal, "");
+    if spool.in_recovery() {
+        // A standby archiving (archive_mode = always): its prefetcher may
+        // be starting.
+        return;
+    }
     let Ok(mut entries) = std::fs::read_dir(&spool.dir) else {
         return;
     };

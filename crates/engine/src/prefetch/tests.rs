@@ -1,6 +1,5 @@
 use super::*;
-use crate::{wal_push, WalPushOptions};
-use pgark_store::{MemoryStore, ObjectStore, ObjectStoreExt};
+use pgark_store::{MemoryStore, ObjectStore};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,34 +16,82 @@ fn seg(tli: u32, n: u32) -> String {
     format!("{tli:08X}00000000{n:08X}")
 }
 
-/// A repository holding the fixture segment under `names` (objects are
-/// verified against their own digest, not their name, when fetched).
+/// The fixture with its last 16 bytes set to `name`'s timeline and segment
+/// number: distinct content per name.
+fn content_of(name: &str) -> Vec<u8> {
+    let mut bytes = std::fs::read(fixture()).unwrap();
+    let n = bytes.len();
+    bytes[n - 16..n - 8].copy_from_slice(&name.as_bytes()[0..8]);
+    bytes[n - 8..].copy_from_slice(&name.as_bytes()[16..24]);
+    bytes
+}
+
+/// A repository holding `names`, each with its own content.
 async fn store_with(names: &[String]) -> Arc<dyn ObjectStore> {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
-    wal_push(store.clone(), &fixture(), &WalPushOptions::default())
+    let dir = tempfile::tempdir().unwrap();
+    for name in names {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content_of(name)).unwrap();
+        let key = wal_key(&ArchivedFile::parse(name).unwrap());
+        crate::pipe::upload_file(
+            &*store,
+            &key,
+            &path,
+            pgark_codec::CompressionSpec::default(),
+            None,
+            pgark_store::UploadOptions::default(),
+        )
         .await
         .unwrap();
-    let source = wal_key(&ArchivedFile::parse(&seg(1, 4)).unwrap());
-    let bytes = store.get_bytes(&source).await.unwrap();
-    for name in names {
-        let key = wal_key(&ArchivedFile::parse(name).unwrap());
-        store
-            .put(&key, bytes.clone(), pgark_store::PutMode::Overwrite)
-            .await
-            .unwrap();
     }
     store
 }
 
-fn pg_wal() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let pg_wal = dir.path().join("pg_wal");
-    std::fs::create_dir_all(pg_wal.join("archive_status")).unwrap();
-    (dir, pg_wal)
+/// A data directory in recovery: `pg_wal/archive_status/`,
+/// `recovery.signal`, and a `postmaster.pid` naming a live process (a
+/// child the test kills to stop "the server").
+struct Server {
+    dir: tempfile::TempDir,
+    postmaster: std::process::Child,
 }
 
-fn spool_of(pg_wal: &Path, repository: &str) -> FetchSpool {
-    FetchSpool::for_dest(&pg_wal.join("RECOVERYXLOG"), repository).unwrap()
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("pg_wal/archive_status")).unwrap();
+        std::fs::write(dir.path().join("recovery.signal"), b"").unwrap();
+        let postmaster = std::process::Command::new("sleep").arg("600").spawn().unwrap();
+        std::fs::write(
+            dir.path().join("postmaster.pid"),
+            format!("{}\n", postmaster.id()),
+        )
+        .unwrap();
+        Server { dir, postmaster }
+    }
+
+    fn pg_wal(&self) -> PathBuf {
+        self.dir.path().join("pg_wal")
+    }
+
+    fn dest(&self) -> PathBuf {
+        self.pg_wal().join("RECOVERYXLOG")
+    }
+
+    fn spool(&self, repository: &str) -> FetchSpool {
+        FetchSpool::for_recovery(&self.dest(), repository).unwrap()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.postmaster.kill();
+        let _ = self.postmaster.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -67,10 +114,22 @@ fn held_names(spool: &FetchSpool) -> Vec<String> {
 }
 
 #[test]
-fn only_a_pg_wal_destination_has_a_spool() {
-    let (_dir, pg_wal) = pg_wal();
-    assert!(FetchSpool::for_dest(&pg_wal.join("RECOVERYXLOG"), "r").is_some());
-    assert!(FetchSpool::for_dest(&pg_wal.parent().unwrap().join("x"), "r").is_none());
+fn only_a_running_servers_recovery_is_prefetched_for() {
+    let mut server = Server::start();
+    assert!(FetchSpool::for_recovery(&server.dest(), "r").is_some());
+    // pg_rewind names the segment itself.
+    assert!(FetchSpool::for_recovery(&server.pg_wal().join(seg(1, 5)), "r").is_none());
+    // Not in a pg_wal.
+    assert!(FetchSpool::for_recovery(&server.dir.path().join("RECOVERYXLOG"), "r").is_none());
+    // A single-user backend's negated pid.
+    let pid_file = server.dir.path().join("postmaster.pid");
+    std::fs::write(&pid_file, "-1234\n").unwrap();
+    assert!(FetchSpool::for_recovery(&server.dest(), "r").is_none());
+    std::fs::write(&pid_file, format!("{}\n", server.postmaster.id())).unwrap();
+    assert!(FetchSpool::for_recovery(&server.dest(), "r").is_some());
+    // The server stopped.
+    server.stop();
+    assert!(FetchSpool::for_recovery(&server.dest(), "r").is_none());
 }
 
 #[test]
@@ -98,17 +157,17 @@ fn the_window_follows_the_timeline_crosses_log_ids_and_stops_at_until() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_spool_file_is_handed_over_only_with_a_record_that_agrees() {
-    let (_dir, pg_wal) = pg_wal();
-    let spool = spool_of(&pg_wal, "/repo/a");
+    let server = Server::start();
+    let spool = server.spool("/repo/a");
     std::fs::create_dir_all(spool.dir()).unwrap();
     let name = seg(1, 5);
-    let dest = pg_wal.join("RECOVERYXLOG");
+    let dest = server.dest();
     let opts = WalFetchOptions::default();
     // A file without a record (a prefetcher killed before writing it).
     std::fs::write(spool.dir().join(&name), vec![7u8; 1000]).unwrap();
     assert!(spool.take(&name, &dest, &opts).unwrap().is_none());
     // A record of another repository.
-    let other = spool_of(&pg_wal, "/repo/b");
+    let other = server.spool("/repo/b");
     let outcome = WalFetchOutcome {
         file: ArchivedFile::parse(&name).unwrap(),
         key: wal_key(&ArchivedFile::parse(&name).unwrap()),
@@ -129,8 +188,13 @@ async fn a_spool_file_is_handed_over_only_with_a_record_that_agrees() {
         .unwrap();
     assert!(spool.take(&name, &dest, &opts).unwrap().is_none());
     assert!(!dest.exists());
-    // The record agrees: handed over by a rename.
+    // The record agrees, but no prefetcher runs: what one left is not
+    // trusted.
     spool.write_record(&name, &outcome).unwrap();
+    assert!(spool.take(&name, &dest, &opts).unwrap().is_none());
+    // While a prefetcher holds the lock (flock: another open file
+    // description, as another process would have): handed over by a rename.
+    let _lock = spool.try_lock().unwrap();
     let taken = spool.take(&name, &dest, &opts).unwrap().unwrap();
     assert_eq!(taken.digest, outcome.digest);
     assert_eq!(std::fs::read(&dest).unwrap(), vec![7u8; 1000]);
@@ -151,12 +215,13 @@ async fn the_prefetcher_fetches_ahead_follows_requests_and_timelines_and_cleans_
     let mut names: Vec<String> = (5..=12).map(|n| seg(1, n)).collect();
     names.extend((9..=12).map(|n| seg(2, n)));
     let store = store_with(&names).await;
-    let (_dir, pg_wal) = pg_wal();
-    let spool = spool_of(&pg_wal, "/repo");
+    let server = Server::start();
+    let spool = server.spool("/repo");
     // Leftovers of a killed prefetcher are removed when the next starts.
     std::fs::create_dir_all(spool.dir()).unwrap();
     std::fs::write(spool.dir().join(".000000010000000000000005.1234.pgark-tmp"), b"x").unwrap();
     std::fs::write(spool.dir().join(seg(1, 5)), b"partial").unwrap();
+    std::fs::write(spool.record_path(&seg(1, 5)), b"{}").unwrap();
     spool.want(&seg(1, 4), SIZE);
     let worker = tokio::spawn(run_prefetcher(
         store.clone(),
@@ -179,16 +244,17 @@ async fn the_prefetcher_fetches_ahead_follows_requests_and_timelines_and_cleans_
         .await
         .unwrap();
 
-    // Handed over, verified: the fixture's bytes.
-    let dest = pg_wal.join("RECOVERYXLOG");
-    let taken = spool
-        .take(&seg(1, 5), &dest, &WalFetchOptions::default())
-        .unwrap();
-    assert!(taken.is_some());
-    assert!(std::fs::read(&dest).unwrap() == std::fs::read(fixture()).unwrap());
-    spool.want(&seg(1, 5), SIZE);
+    // Handed over: each name's own bytes.
+    let dest = server.dest();
+    let opts = WalFetchOptions::default();
+    for n in [5, 6] {
+        let taken = spool.take(&seg(1, n), &dest, &opts).unwrap();
+        assert!(taken.is_some(), "{} was not handed over", seg(1, n));
+        assert!(std::fs::read(&dest).unwrap() == content_of(&seg(1, n)));
+        spool.want(&seg(1, n), SIZE);
+    }
     wait_until("the window moves", || {
-        held_names(&spool) == vec![seg(1, 6), seg(1, 7), seg(1, 8), seg(1, 9)]
+        held_names(&spool) == vec![seg(1, 7), seg(1, 8), seg(1, 9), seg(1, 10)]
     });
 
     // The archive ends at 12: nothing past it, no error.
@@ -197,52 +263,71 @@ async fn the_prefetcher_fetches_ahead_follows_requests_and_timelines_and_cleans_
         held_names(&spool) == vec![seg(1, 11), seg(1, 12)]
     });
 
-    // PostgreSQL moves to timeline 2: timeline 1's files go.
+    // PostgreSQL moves to timeline 2 (wal-fetch got 00000002...09 from the
+    // repository): timeline 1's files go, timeline 2's come.
     spool.want(&seg(2, 9), SIZE);
     wait_until("the new timeline", || {
         held_names(&spool) == vec![seg(2, 10), seg(2, 11), seg(2, 12)]
     });
+    assert!(spool.take(&seg(1, 11), &dest, &opts).unwrap().is_none());
+    let taken = spool.take(&seg(2, 10), &dest, &opts).unwrap();
+    assert!(taken.is_some() && std::fs::read(&dest).unwrap() == content_of(&seg(2, 10)));
 
-    // Its pg_wal removed, it ends and leaves nothing but the lock.
-    std::fs::remove_dir_all(&pg_wal).unwrap();
+    // Recovery over (PostgreSQL removed recovery.signal): it ends and leaves
+    // nothing but the lock.
+    std::fs::remove_file(server.dir.path().join("recovery.signal")).unwrap();
     tokio::time::timeout(Duration::from_secs(20), worker)
         .await
         .unwrap()
         .unwrap()
         .unwrap();
+    assert_eq!(only_lock(&spool), Vec::<String>::new());
+}
+
+/// The spool's files other than its lock.
+fn only_lock(spool: &FetchSpool) -> Vec<String> {
+    std::fs::read_dir(spool.dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "lock")
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_prefetcher_ends_with_its_server_and_removes_its_files() {
-    let store = store_with(&[seg(1, 5), seg(1, 6)]).await;
-    let (dir, pg_wal) = pg_wal();
-    // A server that is gone: a pid that no process has.
-    let mut child = std::process::Command::new("true").spawn().unwrap();
-    let pid = child.id();
-    child.wait().unwrap();
-    std::fs::write(dir.path().join("postmaster.pid"), format!("{pid}\n")).unwrap();
-    let spool = spool_of(&pg_wal, "/repo");
+async fn a_prefetcher_ends_at_once_when_its_server_stops_even_mid_download() {
+    let names: Vec<String> = (5..=8).map(|n| seg(1, n)).collect();
+    let slow = Arc::new(
+        pgark_testkit::faults::FaultyStore::new(
+            store_with(&names).await,
+            pgark_store::ErrorKind::Transient,
+            &[],
+            0,
+        )
+        .with_delay(Duration::from_secs(30)),
+    );
+    let mut server = Server::start();
+    let spool = server.spool("/repo");
     spool.want(&seg(1, 4), SIZE);
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        run_prefetcher(store, spool.clone(), WalFetchOptions::default(), 2),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let left: Vec<_> = std::fs::read_dir(spool.dir())
+    let worker = tokio::spawn(run_prefetcher(slow, spool.clone(), WalFetchOptions::default(), 2));
+    wait_until("the prefetcher to start", || spool.prefetcher_running());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopped = Instant::now();
+    server.stop();
+    tokio::time::timeout(Duration::from_secs(5), worker)
+        .await
+        .expect("the prefetcher did not end with its server")
         .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert_eq!(left, vec![std::ffi::OsString::from("lock")]);
-    assert!(spool.wait_for_prefetcher(Duration::from_secs(1)));
+        .unwrap();
+    assert!(stopped.elapsed() < Duration::from_secs(3));
+    assert_eq!(only_lock(&spool), Vec::<String>::new());
+    assert!(wait_for_prefetcher(&server.pg_wal(), Duration::from_secs(1)));
 }
 
 #[test]
-fn what_a_killed_prefetcher_left_is_removed_when_none_runs() {
-    let (_dir, pg_wal) = pg_wal();
-    let spool = spool_of(&pg_wal, "/repo");
+fn what_a_killed_prefetcher_left_is_removed_after_recovery_when_none_runs() {
+    let server = Server::start();
+    let spool = server.spool("/repo");
     std::fs::create_dir_all(spool.dir()).unwrap();
     for leftover in [
         seg(1, 5),
@@ -252,16 +337,15 @@ fn what_a_killed_prefetcher_left_is_removed_when_none_runs() {
     ] {
         std::fs::write(spool.dir().join(leftover), b"x").unwrap();
     }
-    // Not while a prefetcher holds the lock.
+    // Not during recovery (a prefetcher may be starting)...
+    clear_abandoned(&server.pg_wal());
+    assert_eq!(only_lock(&spool).len(), 4);
+    std::fs::remove_file(server.dir.path().join("recovery.signal")).unwrap();
+    // ... nor while a prefetcher holds the lock.
     let lock = spool.try_lock().unwrap();
-    clear_abandoned(&pg_wal);
-    assert_eq!(std::fs::read_dir(spool.dir()).unwrap().count(), 5);
+    clear_abandoned(&server.pg_wal());
+    assert_eq!(only_lock(&spool).len(), 4);
     drop(lock);
-    clear_abandoned(&pg_wal);
-    let left: Vec<_> = std::fs::read_dir(spool.dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert_eq!(left, vec![std::ffi::OsString::from("lock")]);
+    clear_abandoned(&server.pg_wal());
+    assert_eq!(only_lock(&spool), Vec::<String>::new());
 }

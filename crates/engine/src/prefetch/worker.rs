@@ -1,7 +1,10 @@
 //! The prefetcher: one detached process per `pg_wal` (see the module docs
 //! of [`super`]).
 
-use super::{alive, FetchSpool, LOCK_FILE, PREFETCH_IDLE, RECORD_SUFFIX, WANT_FILE};
+use super::{
+    alive, FetchSpool, FREE_SPACE_RESERVE, LOCK_FILE, PREFETCH_IDLE, RECORD_SUFFIX, SPOOL_MAX_BYTES,
+    WANT_FILE,
+};
 use crate::wal_fetch::{check_until, wal_fetch, WalFetchOptions, WalFetchOutcome};
 use crate::{EngineError, ErrorClass};
 use pgark_pg::{ArchivedFile, WalSegmentName, WalSegmentSize};
@@ -12,10 +15,15 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 /// How often the prefetcher looks for a new request.
-const POLL: Duration = Duration::from_millis(20);
+const POLL: Duration = Duration::from_millis(25);
 /// How long a segment that was not found, or failed, waits before it is
-/// asked for again (the archive grows while a standby replays it).
+/// asked for again (the archive grows while a standby replays it): this,
+/// doubled after each miss up to [`RETRY_MAX`].
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(8);
+/// How long the prefetcher waits for its downloads when it ends for a
+/// reason other than its server stopping.
+const FINISH_LIMIT: Duration = Duration::from_secs(10);
 /// Failures of one segment after which the prefetcher leaves it to
 /// `wal-fetch` (which reports the error to PostgreSQL).
 const MAX_FAILURES: u32 = 3;
@@ -23,53 +31,77 @@ const MAX_FAILURES: u32 = 3;
 /// A segment the prefetcher could not get.
 struct Miss {
     at: Instant,
+    /// Misses in a row (for the backoff).
+    count: u32,
     failures: u32,
     not_found: bool,
 }
 
+impl Miss {
+    fn retry_after(&self) -> Duration {
+        RETRY_AFTER
+            .saturating_mul(1 << self.count.saturating_sub(1).min(8))
+            .min(RETRY_MAX)
+    }
+}
+
 /// Runs the prefetcher of `spool` until it has nothing to do (see the
 /// module docs), `parallel` downloads at once and `2 * parallel` segments
-/// ahead. Returns at once when another prefetcher holds the spool. Errors
-/// of single segments are logged, not returned: `wal-fetch` fetches such a
-/// segment itself and reports what fails.
+/// ahead (within [`SPOOL_MAX_BYTES`]). Returns at once when another
+/// prefetcher holds the spool. Errors of single segments are logged, not
+/// returned: `wal-fetch` fetches such a segment itself and reports what
+/// fails.
 pub async fn run_prefetcher(
     store: Arc<dyn ObjectStore>,
     spool: FetchSpool,
     opts: WalFetchOptions,
     parallel: usize,
 ) -> Result<(), EngineError> {
-    let Some(_lock) = spool.try_lock() else {
+    let Some(_lock) = spool.adopt_lock() else {
         return Ok(());
     };
-    let parallel = parallel.max(1);
     let opts = WalFetchOptions {
         // Checked when the segment is handed over.
         refuse_tablespace_create: false,
         ..opts
     };
     clear(&spool, false);
-    let postmaster = spool.postmaster_pid();
+    let Some(postmaster) = spool.postmaster_pid() else {
+        clear(&spool, true);
+        return Ok(());
+    };
     let mut want = spool.wanted();
     let mut changed = Instant::now();
     let mut tasks: JoinSet<(String, Result<WalFetchOutcome, EngineError>)> = JoinSet::new();
     let mut in_flight: HashSet<String> = HashSet::new();
     let mut misses: HashMap<String, Miss> = HashMap::new();
-    loop {
-        if postmaster.is_some_and(|pid| !alive(pid)) || !spool.dir.is_dir() {
-            break;
+    let mut low_space_said = false;
+    let server_gone = loop {
+        if !alive(postmaster) {
+            break true;
+        }
+        if !spool.dir.is_dir() || !spool.in_recovery() {
+            break false;
         }
         let now = spool.wanted();
         if now != want {
             want = now;
             changed = Instant::now();
         }
-        if tasks.is_empty() && changed.elapsed() > PREFETCH_IDLE {
-            break;
+        if changed.elapsed() > PREFETCH_IDLE {
+            break false;
         }
-        let window = match &want {
-            Some((name, size)) => window_after(name, *size, 2 * parallel, &opts),
-            None => Vec::new(),
+        let (window, segment_bytes) = match &want {
+            Some((name, size)) => {
+                let fits = (SPOOL_MAX_BYTES / u64::from(size.bytes())).max(2) as usize;
+                (
+                    window_after(name, *size, (2 * parallel).min(fits), &opts),
+                    u64::from(size.bytes()),
+                )
+            }
+            None => (Vec::new(), 0),
         };
+        let parallel = parallel.min(window.len()).max(1);
         prune(&spool, &window, &in_flight);
         misses.retain(|name, _| window.contains(name));
         for name in &window {
@@ -77,7 +109,9 @@ pub async fn run_prefetcher(
                 continue;
             }
             if let Some(miss) = misses.get(name) {
-                if miss.at.elapsed() < RETRY_AFTER || (!miss.not_found && miss.failures >= MAX_FAILURES) {
+                if miss.at.elapsed() < miss.retry_after()
+                    || (!miss.not_found && miss.failures >= MAX_FAILURES)
+                {
                     // Nothing past a gap: the archive ends here for now.
                     break;
                 }
@@ -85,6 +119,19 @@ pub async fn run_prefetcher(
             if in_flight.len() >= parallel {
                 break;
             }
+            let need = segment_bytes * (in_flight.len() as u64 + 1) + FREE_SPACE_RESERVE;
+            if free_space(&spool.dir).is_some_and(|free| free < need) {
+                if !low_space_said {
+                    tracing::warn!(
+                        "not prefetching: less than {} MiB free in {}",
+                        need >> 20,
+                        spool.dir.display()
+                    );
+                    low_space_said = true;
+                }
+                break;
+            }
+            low_space_said = false;
             in_flight.insert(name.clone());
             let store = store.clone();
             let dest = spool.dir.join(name);
@@ -103,14 +150,26 @@ pub async fn run_prefetcher(
             }
             _ = tokio::time::sleep(POLL) => {}
         }
+    };
+    if server_gone {
+        // Nobody will ask for them: stop at once.
+        tasks.abort_all();
     }
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok((name, Ok(_))) = joined {
-            tracing::debug!("prefetched {name} after the end");
-        }
-    }
+    let _ = tokio::time::timeout(FINISH_LIMIT, async { while tasks.join_next().await.is_some() {} }).await;
     clear(&spool, true);
     Ok(())
+}
+
+/// Free bytes for an unprivileged user in the file system of `dir`.
+fn free_space(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs into a zeroed struct, with a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Records a finished download, or remembers its failure.
@@ -133,12 +192,13 @@ fn finish(
             if !not_found {
                 tracing::warn!("prefetching {name} failed: {e}");
             }
-            let failures = misses.get(name).map_or(0, |m| m.failures) + u32::from(!not_found);
+            let (count, failures) = misses.get(name).map_or((0, 0), |m| (m.count, m.failures));
             misses.insert(
                 name.to_string(),
                 Miss {
                     at: Instant::now(),
-                    failures,
+                    count: count + 1,
+                    failures: failures + u32::from(!not_found),
                     not_found,
                 },
             );

@@ -183,14 +183,9 @@ impl Scratch {
     fn remove(&self) -> bool {
         // wal-fetch's prefetcher ends once the server has stopped: wait
         // for it, so that it writes nothing while the directory goes.
-        let wal = self.data().join("pg_wal").join("RECOVERYXLOG");
-        if let Some(spool) = crate::prefetch::FetchSpool::for_dest(&wal, "") {
-            if !spool.wait_for_prefetcher(std::time::Duration::from_secs(30)) {
-                tracing::warn!(
-                    "wal-fetch's prefetcher in {} has not ended",
-                    spool.dir().display()
-                );
-            }
+        let pg_wal = self.data().join("pg_wal");
+        if !crate::prefetch::wait_for_prefetcher(&pg_wal, std::time::Duration::from_secs(30)) {
+            tracing::warn!("wal-fetch's prefetcher in {} has not ended", pg_wal.display());
         }
         let result = if self.created {
             std::fs::remove_dir_all(&self.root)

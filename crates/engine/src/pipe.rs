@@ -271,27 +271,35 @@ fn encode_file(
     name: &str,
     sink: ChannelWriter,
 ) -> Result<ObjectSummary, EngineError> {
-    let mut file = std::fs::File::open(path).map_err(|e| EngineError::local_io("cannot open", path, e))?;
+    let file = std::fs::File::open(path).map_err(|e| EngineError::local_io("cannot open", path, e))?;
     let expected = file
         .metadata()
         .map_err(|e| EngineError::local_io("cannot stat", path, e))?
         .len();
-    let mut writer = object_writer(sink, spec, DigestAlgorithm::Sha256, data_key, name)?;
-    let mut buf = vec![0u8; 256 << 10];
-    let mut read = 0u64;
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(EngineError::local_io("cannot read", path, e)),
-        };
-        read += n as u64;
-        writer.write_all(&buf[..n]).map_err(upload_stopped)?;
+    let writer = object_writer(sink, spec, DigestAlgorithm::Sha256, data_key, name)?;
+    // The whole file in one call: a zstd object is then compressed from one
+    // stable buffer (see `ObjectWriter::finish_from`). The source remembers
+    // its own read errors and length, which tell a file that failed or
+    // changed from an upload that stopped.
+    let mut source = CountingSource {
+        file,
+        read: 0,
+        ended: false,
+        error: None,
+    };
+    let finished = writer.finish_from(&mut source, expected);
+    if let Some(e) = source.error.take() {
+        return Err(EngineError::local_io("cannot read", path, e));
     }
     // A file cut short (or grown) while it was read is not the file that
-    // was checked: store nothing rather than a copy of another length.
-    if read != expected {
+    // was checked: store nothing rather than a copy of another length. (A
+    // read that merely stopped early, because the upload failed, is not.)
+    if (source.ended && source.read < expected) || source.read > expected {
+        let read = if source.read > expected {
+            format!("more than {expected}")
+        } else {
+            source.read.to_string()
+        };
         return Err(EngineError::local_io(
             "cannot read",
             path,
@@ -301,11 +309,40 @@ fn encode_file(
             ),
         ));
     }
-    let (sink, summary) = writer
-        .finish()
-        .map_err(|e| EngineError::Internal(e.to_string()))?;
+    let (sink, summary) = finished.map_err(|e| match e {
+        pgark_codec::CodecError::Io(e) => upload_stopped(e),
+        e => EngineError::Internal(e.to_string()),
+    })?;
     sink.finish().map_err(upload_stopped)?;
     Ok(summary)
+}
+
+/// The file being pushed: counts what it hands out and keeps its read
+/// error aside.
+struct CountingSource {
+    file: std::fs::File,
+    read: u64,
+    /// A read returned end of file.
+    ended: bool,
+    error: Option<io::Error>,
+}
+
+impl Read for CountingSource {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.file.read(buf) {
+            Ok(n) => {
+                self.read += n as u64;
+                self.ended |= n == 0 && !buf.is_empty();
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                let kind = e.kind();
+                self.error = Some(e);
+                Err(io::Error::new(kind, "the source could not be read"))
+            }
+        }
+    }
 }
 
 fn upload_stopped(e: io::Error) -> EngineError {

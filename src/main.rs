@@ -41,7 +41,16 @@ fn run() -> Result<ExitCode, ExitCode> {
     };
     exit::install_panic_hook(command, settings.abort_on_error, cli::is_prefetcher(&cli.command));
     init_logging(&settings);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // wal-push runs once per segment, so its start-up counts: its work is
+    // on the blocking pool (reading, compressing, hashing, the local
+    // store's file operations) and in a few futures waiting on it, which
+    // one thread drives as well as a pool of them (and fewer threads each
+    // keep less of their own memory: stacks, allocator arenas).
+    let builder = match cli.command {
+        cli::Command::WalPush(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match { builder }.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgark {command}: cannot start the async runtime: {e}");
@@ -63,13 +72,21 @@ fn run() -> Result<ExitCode, ExitCode> {
 
 fn init_logging(settings: &config::Settings) {
     use std::io::IsTerminal;
-    let filter =
-        tracing_subscriber::EnvFilter::new(format!("pgark={0},pgark_engine={0},warn", settings.log_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // `pgark=<level>,pgark_engine=<level>,warn` (targets match by prefix),
+    // without EnvFilter, whose directive parser compiles regular
+    // expressions at every start.
+    let level: LevelFilter = settings.log_level.parse().unwrap_or(LevelFilter::WARN);
+    let filter = Targets::new()
+        .with_target("pgark", level)
+        .with_target("pgark_engine", level)
+        .with_default(LevelFilter::WARN);
+    let format = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
-        .without_time()
-        .init();
+        .without_time();
+    tracing_subscriber::registry().with(format).with(filter).init();
 }

@@ -26,20 +26,45 @@ pub(crate) const CHUNK_SIZE: usize = 1 << 20;
 /// Chunks in flight per stream.
 pub(crate) const CHANNEL_DEPTH: usize = 4;
 
+/// How a producer's output is handed to the store: chunk size and chunks in
+/// flight.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bridge {
+    chunk: usize,
+    depth: usize,
+}
+
+impl Bridge {
+    /// Backups: `CHANNEL_DEPTH` chunks of `CHUNK_SIZE`.
+    pub(crate) const DEFAULT: Bridge = Bridge {
+        chunk: CHUNK_SIZE,
+        depth: CHANNEL_DEPTH,
+    };
+    /// wal-push: one compressed segment, in process start-up to exit; 512 KiB
+    /// in flight is plenty to keep a store busy and keeps its peak memory
+    /// down (4 MiB for an incompressible segment with the default).
+    pub(crate) const SEGMENT: Bridge = Bridge {
+        chunk: 256 << 10,
+        depth: 2,
+    };
+}
+
 /// A `Write` that sends what it is given, in `CHUNK_SIZE` pieces, into a
 /// bounded channel; blocks while the channel is full. The stream is whole
 /// only after [`finish`](Self::finish).
 pub(crate) struct ChannelWriter {
     tx: mpsc::Sender<Result<Bytes, StoreError>>,
     buf: BytesMut,
+    chunk: usize,
     finished: Arc<AtomicBool>,
 }
 
 impl ChannelWriter {
-    fn new(tx: mpsc::Sender<Result<Bytes, StoreError>>, finished: Arc<AtomicBool>) -> Self {
+    fn new(tx: mpsc::Sender<Result<Bytes, StoreError>>, chunk: usize, finished: Arc<AtomicBool>) -> Self {
         ChannelWriter {
             tx,
-            buf: BytesMut::with_capacity(CHUNK_SIZE),
+            buf: BytesMut::with_capacity(chunk),
+            chunk,
             finished,
         }
     }
@@ -66,7 +91,7 @@ impl ChannelWriter {
 impl Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK_SIZE {
+        if self.buf.len() >= self.chunk {
             self.send_buf()?;
         }
         Ok(data.len())
@@ -107,6 +132,7 @@ impl Read for ChannelReader {
 /// [`ChannelWriter::finish`] and returned `Ok`; otherwise its last item is
 /// an error, which makes [`put_stream`] abort (before the single put of a
 /// small object, or instead of completing a multipart upload).
+#[cfg(test)]
 pub(crate) async fn upload_from<T, F>(
     store: &dyn ObjectStore,
     key: &Key,
@@ -117,7 +143,22 @@ where
     T: Send + 'static,
     F: FnOnce(ChannelWriter) -> Result<T, EngineError> + Send + 'static,
 {
-    let (uploaded, produced) = upload_and_produce(store, key, upload, produce).await?;
+    upload_from_with(store, key, upload, Bridge::DEFAULT, produce).await
+}
+
+/// [`upload_from`] over a bridge of the given size.
+async fn upload_from_with<T, F>(
+    store: &dyn ObjectStore,
+    key: &Key,
+    upload: UploadOptions,
+    bridge: Bridge,
+    produce: F,
+) -> Result<(ObjectMeta, T), EngineError>
+where
+    T: Send + 'static,
+    F: FnOnce(ChannelWriter) -> Result<T, EngineError> + Send + 'static,
+{
+    let (uploaded, produced) = upload_and_produce_with(store, key, upload, bridge, produce).await?;
     match (uploaded, produced) {
         (Ok(meta), Ok(value)) => Ok((meta, value)),
         (Err(e), Ok(_)) => Err(e.into()),
@@ -149,10 +190,25 @@ where
     T: Send + 'static,
     F: FnOnce(ChannelWriter) -> Result<T, EngineError> + Send + 'static,
 {
-    let (tx, mut rx) = mpsc::channel(CHANNEL_DEPTH);
+    upload_and_produce_with(store, key, upload, Bridge::DEFAULT, produce).await
+}
+
+/// [`upload_and_produce`] over a bridge of the given size.
+async fn upload_and_produce_with<T, F>(
+    store: &dyn ObjectStore,
+    key: &Key,
+    upload: UploadOptions,
+    bridge: Bridge,
+    produce: F,
+) -> Result<(Result<ObjectMeta, StoreError>, Result<T, Produced>), EngineError>
+where
+    T: Send + 'static,
+    F: FnOnce(ChannelWriter) -> Result<T, EngineError> + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel(bridge.depth);
     let (done_tx, mut done_rx) = oneshot::channel::<bool>();
     let finished = Arc::new(AtomicBool::new(false));
-    let writer = ChannelWriter::new(tx, finished.clone());
+    let writer = ChannelWriter::new(tx, bridge.chunk, finished.clone());
     let producer = tokio::task::spawn_blocking(move || {
         let out = produce(writer);
         // The writer is gone (dropped inside `produce`): the channel is
@@ -224,7 +280,7 @@ pub(crate) async fn upload_file(
     let src = path.to_path_buf();
     let data_key = data_key.cloned();
     let name = key.as_str().to_string();
-    upload_from(store, key, upload, move |sink| {
+    upload_from_with(store, key, upload, Bridge::SEGMENT, move |sink| {
         encode_file(&src, spec, data_key.as_ref(), &name, sink)
     })
     .await
@@ -271,27 +327,35 @@ fn encode_file(
     name: &str,
     sink: ChannelWriter,
 ) -> Result<ObjectSummary, EngineError> {
-    let mut file = std::fs::File::open(path).map_err(|e| EngineError::local_io("cannot open", path, e))?;
+    let file = std::fs::File::open(path).map_err(|e| EngineError::local_io("cannot open", path, e))?;
     let expected = file
         .metadata()
         .map_err(|e| EngineError::local_io("cannot stat", path, e))?
         .len();
-    let mut writer = object_writer(sink, spec, DigestAlgorithm::Sha256, data_key, name)?;
-    let mut buf = vec![0u8; 256 << 10];
-    let mut read = 0u64;
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(EngineError::local_io("cannot read", path, e)),
-        };
-        read += n as u64;
-        writer.write_all(&buf[..n]).map_err(upload_stopped)?;
+    let writer = object_writer(sink, spec, DigestAlgorithm::Sha256, data_key, name)?;
+    // The whole file in one call: a zstd object is then compressed from one
+    // stable buffer (see `ObjectWriter::finish_from`). The source remembers
+    // its own read errors and length, which tell a file that failed or
+    // changed from an upload that stopped.
+    let mut source = CountingSource {
+        file,
+        read: 0,
+        ended: false,
+        error: None,
+    };
+    let finished = writer.finish_from(&mut source, expected);
+    if let Some(e) = source.error.take() {
+        return Err(EngineError::local_io("cannot read", path, e));
     }
     // A file cut short (or grown) while it was read is not the file that
-    // was checked: store nothing rather than a copy of another length.
-    if read != expected {
+    // was checked: store nothing rather than a copy of another length. (A
+    // read that merely stopped early, because the upload failed, is not.)
+    if (source.ended && source.read < expected) || source.read > expected {
+        let read = if source.read > expected {
+            format!("more than {expected}")
+        } else {
+            source.read.to_string()
+        };
         return Err(EngineError::local_io(
             "cannot read",
             path,
@@ -301,11 +365,40 @@ fn encode_file(
             ),
         ));
     }
-    let (sink, summary) = writer
-        .finish()
-        .map_err(|e| EngineError::Internal(e.to_string()))?;
+    let (sink, summary) = finished.map_err(|e| match e {
+        pgark_codec::CodecError::Io(e) => upload_stopped(e),
+        e => EngineError::Internal(e.to_string()),
+    })?;
     sink.finish().map_err(upload_stopped)?;
     Ok(summary)
+}
+
+/// The file being pushed: counts what it hands out and keeps its read
+/// error aside.
+struct CountingSource {
+    file: std::fs::File,
+    read: u64,
+    /// A read returned end of file.
+    ended: bool,
+    error: Option<io::Error>,
+}
+
+impl Read for CountingSource {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.file.read(buf) {
+            Ok(n) => {
+                self.read += n as u64;
+                self.ended |= n == 0 && !buf.is_empty();
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                let kind = e.kind();
+                self.error = Some(e);
+                Err(io::Error::new(kind, "the source could not be read"))
+            }
+        }
+    }
 }
 
 fn upload_stopped(e: io::Error) -> EngineError {

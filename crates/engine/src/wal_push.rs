@@ -98,7 +98,9 @@ async fn push_once(
         mode: PutMode::Create,
         ..Default::default()
     };
-    if let Some(part) = opts.part_size {
+    // A local repository writes parts straight to its temporary file: the
+    // compressed segment is then never held whole in memory.
+    if let Some(part) = opts.part_size.or_else(|| store.streaming_part_size()) {
         upload.part_size = part;
     }
     match upload_file(

@@ -339,3 +339,82 @@ async fn parts_completions_ambiguous_writes_and_wrong_bytes() {
         .expect_err("a damaged archived copy is reported");
     assert_eq!(err.class(), ErrorClass::Integrity, "{err}");
 }
+
+/// A zstd segment into a local repository: compressed from one stable
+/// buffer and written in parts (the store's streaming part size). The
+/// object decodes to the file with its SHA-256; a second push is a no-op,
+/// other content under the name a conflict.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zstd_segment_in_a_local_repository() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let local = pgark_store::LocalStore::new(dir.path().join("repo")).unwrap();
+    assert!(local.streaming_part_size().is_some());
+    let repo: Arc<dyn ObjectStore> = Arc::new(local);
+    let wal = dir.path().join("000000010000000000000004");
+    std::fs::copy(segment(), &wal).unwrap();
+    let data = std::fs::read(&wal).unwrap();
+    let out = wal_push(repo.clone(), &wal, &WalPushOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.status, WalPushStatus::Stored);
+    assert_eq!(out.digest.bytes, <[u8; 32]>::from(sha2::Sha256::digest(&data)));
+    let stored = std::fs::read(dir.path().join("repo").join(out.key.as_str())).unwrap();
+    assert_eq!(stored.len() as u64, out.stored_len);
+    let (decoded, summary) = pgark_codec::decode_to_vec(&stored).unwrap();
+    assert!(decoded == data);
+    assert_eq!(summary.codec, pgark_codec::Compression::Zstd);
+    assert_eq!(summary.digest, out.digest);
+
+    let again = wal_push(repo.clone(), &wal, &WalPushOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(again.status, WalPushStatus::AlreadyArchived);
+    let mut other = data.clone();
+    other[10 << 20] ^= 1;
+    std::fs::write(&wal, &other).unwrap();
+    let err = wal_push(repo.clone(), &wal, &WalPushOptions::default())
+        .await
+        .expect_err("other content under an archived name");
+    assert_eq!(err.class(), ErrorClass::Conflict, "{err}");
+    assert!(std::fs::read(dir.path().join("repo").join(out.key.as_str())).unwrap() == stored);
+}
+
+/// The zstd path too: a segment cut short or grown while it is read is a
+/// local error and nothing is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zstd_segment_that_changes_size_while_read_is_not_stored() {
+    for grow in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let repo: Arc<dyn ObjectStore> =
+            Arc::new(pgark_store::LocalStore::new(dir.path().join("repo")).unwrap());
+        let wal = dir.path().join("000000010000000000000004");
+        std::fs::copy(segment(), &wal).unwrap();
+        let changed = wal.clone();
+        let faulty = Arc::new(
+            FaultyStore::new(repo.clone(), ErrorKind::Transient, &[], 0).before_each_part(move |n| {
+                if n == 0 {
+                    let f = std::fs::OpenOptions::new().write(true).open(&changed).unwrap();
+                    f.set_len(if grow { 17 << 20 } else { 12 << 20 }).unwrap();
+                }
+            }),
+        );
+        let opts = WalPushOptions {
+            part_size: Some(64 << 10),
+            retry: quick_retry(1),
+            ..Default::default()
+        };
+        let err = wal_push(faulty, &wal, &opts)
+            .await
+            .expect_err("a segment that changed size is not archived");
+        assert_eq!(err.class(), ErrorClass::LocalIo, "grow {grow}: {err}");
+        assert!(err.to_string().contains("changed size"), "grow {grow}: {err}");
+        assert!(repo.list("wal/").await.unwrap().is_empty(), "grow {grow}");
+        assert!(
+            walk(&dir.path().join("repo"))
+                .iter()
+                .all(|p| !p.contains("pgark-tmp")),
+            "grow {grow}: a temporary file was left"
+        );
+    }
+}

@@ -94,6 +94,10 @@ impl fmt::Display for DeadlineStore {
 
 #[async_trait]
 impl ObjectStore for DeadlineStore {
+    fn streaming_part_size(&self) -> Option<usize> {
+        self.inner.streaming_part_size()
+    }
+
     async fn put(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<ObjectMeta> {
         let inner = &*self.inner;
         self.limit

@@ -544,6 +544,12 @@ impl fmt::Debug for LocalStore {
 
 #[async_trait]
 impl ObjectStore for LocalStore {
+    /// Parts are plain writes to the temporary file a single put writes
+    /// too (same `fsync`, publication and directory `fsync`).
+    fn streaming_part_size(&self) -> Option<usize> {
+        Some(512 << 10)
+    }
+
     async fn put(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<ObjectMeta> {
         let this = self.clone();
         let k = key.clone();

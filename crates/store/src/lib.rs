@@ -219,6 +219,16 @@ pub trait ObjectStore: Send + Sync + fmt::Debug + fmt::Display + 'static {
         Ok(Vec::new())
     }
 
+    /// The part size an upload of unknown length should use when its
+    /// caller has no reason to pick one: `Some` for a backend where a part
+    /// costs no more than a single put (a local directory: parts are writes
+    /// to one temporary file), so [`put_stream`] need not hold a whole
+    /// object in memory to send it in one request. `None`: the caller's
+    /// choice ([`UploadOptions`]'s default).
+    fn streaming_part_size(&self) -> Option<usize> {
+        None
+    }
+
     /// Removes one leftover found by [`ObjectStore::leftovers`].
     /// Idempotent: one already gone is not an error.
     async fn remove_leftover(&self, leftover: &Leftover) -> Result<()> {

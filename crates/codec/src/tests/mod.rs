@@ -6,6 +6,7 @@ mod corruption;
 mod encrypted;
 mod props;
 mod roundtrip;
+mod stable;
 
 use std::io::{self, Read, Write};
 

@@ -987,8 +987,12 @@ fn create_dir_all_durable(dir: &Path, floor: Option<&Path>) -> Result<(), FsFail
         }
         Err(e) => return Err(mkdir_fail(e)),
     }
-    match parent {
-        Some(parent) => sync_dir(parent),
+    match parent.map(sync_dir) {
+        // A concurrent delete pruned `dir` (still empty) and then its
+        // parent: nothing to make durable; the caller finds the directory
+        // missing and creates it again.
+        Some(Err(f)) if f.err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Some(result) => result,
         None => Ok(()),
     }
 }

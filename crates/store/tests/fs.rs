@@ -512,6 +512,35 @@ async fn puts_survive_concurrent_pruning_deletes() {
     assert!(tree(dir.path()).is_empty(), "{:?}", tree(dir.path()));
 }
 
+/// A delete prunes a directory a concurrent put has just made, and then
+/// that directory's parent, before the put has synced the parent: the put
+/// makes the directories again rather than failing. (Deep keys, many
+/// writers: the window is a few instructions wide.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn puts_survive_pruning_of_the_directories_they_just_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalStore::new(dir.path()).unwrap());
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..250 {
+                    let k = key(&format!("a/b/c/d/e/t{t}-{i}"));
+                    store
+                        .put(&k, Bytes::from_static(b"x"), PutMode::Create)
+                        .await
+                        .unwrap_or_else(|e| panic!("put {k:?}: {e}"));
+                    store.delete(&k).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(tree(dir.path()).is_empty(), "{:?}", tree(dir.path()));
+}
+
 /// fsync of files and directories must not fail on tmpfs, where it is a
 /// no-op.
 #[tokio::test]

@@ -11,6 +11,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    bound_malloc();
     // wal-fetch's prefetcher exits 0 whatever happens (see
     // cli::wal_fetch::is_prefetcher), from its first instruction on.
     if std::env::args_os().any(|a| a == cli::PREFETCH_WORKER_FLAG) {
@@ -22,6 +23,23 @@ fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
         Err(code) => code,
+    }
+}
+
+/// glibc's malloc raises its mmap threshold each time a large block is
+/// freed (up to 32 MiB), after which the pipelines' 256 KiB and 1 MiB
+/// buffers come from per-thread arenas that keep what they are given back:
+/// a backup's peak RSS grew by about 20 MiB that way. A fixed threshold
+/// keeps every buffer of 128 KiB or more in its own mapping, returned to the
+/// kernel when freed, and two arenas bound what small allocations can
+/// scatter across threads.
+fn bound_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

@@ -865,10 +865,15 @@ async fn upload_part(
     let spec = opts.compression;
     let data_key = opts.keys.data_key.clone();
     let name = key.as_str().to_string();
-    let upload = UploadOptions {
+    let mut upload = UploadOptions {
         mode: PutMode::Create,
         ..Default::default()
     };
+    // A local repository writes parts straight to its temporary file: a
+    // backup part is then never held in memory by the upload.
+    if let Some(part) = store.streaming_part_size() {
+        upload.part_size = part;
+    }
     let writer_key = data_key.clone();
     let outcome = upload_and_produce(store, &key, upload, move |sink| {
         let object =

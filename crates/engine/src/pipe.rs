@@ -21,8 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-/// Size of the chunks handed between the blocking pool and the runtime.
-pub(crate) const CHUNK_SIZE: usize = 1 << 20;
+/// Size of the chunks handed between the blocking pool and the runtime:
+/// large enough that a chunk's hand-over costs nothing beside its encoding,
+/// small enough that the chunks in flight of every stream stay a few MiB.
+pub(crate) const CHUNK_SIZE: usize = 256 << 10;
 /// Chunks in flight per stream.
 pub(crate) const CHANNEL_DEPTH: usize = 4;
 
@@ -42,9 +44,9 @@ impl Bridge {
     };
     /// wal-push: one compressed segment, in process start-up to exit; 512 KiB
     /// in flight is plenty to keep a store busy and keeps its peak memory
-    /// down (4 MiB for an incompressible segment with the default).
+    /// down.
     pub(crate) const SEGMENT: Bridge = Bridge {
-        chunk: 256 << 10,
+        chunk: CHUNK_SIZE,
         depth: 2,
     };
 }

@@ -38,7 +38,9 @@ where
     S: Stream<Item = Result<Bytes>> + Unpin + Send,
 {
     let part_size = opts.part_size.max(1);
-    let mut buf = BytesMut::new();
+    // A part's worth up front: growing by doubling would reach twice the
+    // part size. Pages not written to are never touched.
+    let mut buf = BytesMut::with_capacity(part_size);
     // Fill the first part; if the stream ends first, one put is enough.
     while buf.len() < part_size {
         match chunks.next().await {
@@ -52,6 +54,9 @@ where
             while buf.len() >= part_size {
                 let part = buf.split_to(part_size).freeze();
                 upload.put_part(part).await?;
+            }
+            if buf.capacity() < part_size {
+                buf.reserve(part_size - buf.len());
             }
             match chunks.next().await {
                 Some(chunk) => buf.extend_from_slice(&chunk?),

@@ -27,6 +27,19 @@ fn segment() -> Vec<u8> {
     data
 }
 
+/// The window size a zstd frame's header declares.
+fn window_of(frame: &[u8]) -> u64 {
+    use zstd::zstd_safe::zstd_sys;
+    let mut header = std::mem::MaybeUninit::<zstd_sys::ZSTD_FrameHeader>::zeroed();
+    // SAFETY: `frame` is readable for its length; the header is written by
+    // zstd when it returns 0.
+    let rc =
+        unsafe { zstd_sys::ZSTD_getFrameHeader(header.as_mut_ptr(), frame.as_ptr().cast(), frame.len()) };
+    assert_eq!(rc, 0, "not a whole zstd frame header");
+    // SAFETY: initialised above.
+    unsafe { header.assume_init() }.windowSize
+}
+
 #[test]
 fn whole_source_objects_decode_like_streamed_ones() {
     let data = segment();
@@ -47,6 +60,12 @@ fn whole_source_objects_decode_like_streamed_ones() {
         // library alone decodes the body (what `zstd -d` does by hand).
         let body = &stored[crate::format::HEADER_LEN..stored.len() - 52];
         assert_eq!(zstd::decode_all(body).unwrap(), data, "level {level:?}");
+        // Its window is at most 512 KiB, what a reader holds of it.
+        assert!(
+            window_of(body) <= 512 << 10,
+            "level {level:?}: window {}",
+            window_of(body)
+        );
         assert!(
             stored.len() <= streamed.len() + streamed.len() / 50,
             "level {level:?}: {} bytes whole, {} streamed",

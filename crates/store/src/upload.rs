@@ -38,35 +38,26 @@ where
     S: Stream<Item = Result<Bytes>> + Unpin + Send,
 {
     let part_size = opts.part_size.max(1);
-    // A part's worth up front: growing by doubling would reach twice the
-    // part size. Pages not written to are never touched.
-    let mut buf = BytesMut::with_capacity(part_size);
+    let mut filler = PartFiller {
+        buf: BytesMut::with_capacity(part_size),
+        rest: Bytes::new(),
+        part_size,
+    };
     // Fill the first part; if the stream ends first, one put is enough.
-    while buf.len() < part_size {
-        match chunks.next().await {
-            Some(chunk) => buf.extend_from_slice(&chunk?),
-            None => return store.put(key, buf.freeze(), opts.mode).await,
-        }
+    if !filler.fill(&mut chunks).await? {
+        return store.put(key, filler.buf.freeze(), opts.mode).await;
     }
     let mut upload = store.put_multipart(key, opts.mode).await?;
     let result: Result<()> = async {
         loop {
-            while buf.len() >= part_size {
-                let part = buf.split_to(part_size).freeze();
-                upload.put_part(part).await?;
+            let more = filler.fill(&mut chunks).await?;
+            if !filler.buf.is_empty() {
+                upload.put_part(filler.take()).await?;
             }
-            if buf.capacity() < part_size {
-                buf.reserve(part_size - buf.len());
-            }
-            match chunks.next().await {
-                Some(chunk) => buf.extend_from_slice(&chunk?),
-                None => break,
+            if !more {
+                return Ok(());
             }
         }
-        if !buf.is_empty() {
-            upload.put_part(buf.split().freeze()).await?;
-        }
-        Ok(())
     }
     .await;
     match result {
@@ -76,5 +67,49 @@ where
             let _ = upload.abort().await;
             Err(e)
         }
+    }
+}
+
+/// Cuts a stream of chunks of any size into parts of exactly `part_size`
+/// bytes (the last one shorter), holding at most one part: a chunk that
+/// overflows the part is split, its rest kept (without a copy) for the next.
+struct PartFiller {
+    buf: BytesMut,
+    rest: Bytes,
+    part_size: usize,
+}
+
+impl PartFiller {
+    /// Fills the part; `false` when the stream ended before it was full.
+    async fn fill<S>(&mut self, chunks: &mut S) -> Result<bool>
+    where
+        S: Stream<Item = Result<Bytes>> + Unpin + Send,
+    {
+        while self.buf.len() < self.part_size {
+            if self.rest.is_empty() {
+                match chunks.next().await {
+                    Some(chunk) => self.rest = chunk?,
+                    None => return Ok(false),
+                }
+            }
+            let take = self.rest.len().min(self.part_size - self.buf.len());
+            self.buf.extend_from_slice(&self.rest.split_to(take));
+        }
+        // Full: the stream goes on unless it ends right here.
+        if self.rest.is_empty() {
+            match chunks.next().await {
+                Some(chunk) => self.rest = chunk?,
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The filled part; the buffer is made ready for the next one (reused
+    /// once the store has let go of the part).
+    fn take(&mut self) -> Bytes {
+        let part = self.buf.split().freeze();
+        self.buf.reserve(self.part_size);
+        part
     }
 }

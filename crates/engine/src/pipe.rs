@@ -42,11 +42,11 @@ impl Bridge {
         chunk: CHUNK_SIZE,
         depth: CHANNEL_DEPTH,
     };
-    /// wal-push: one compressed segment, in process start-up to exit; 512 KiB
-    /// in flight is plenty to keep a store busy and keeps its peak memory
-    /// down.
+    /// wal-push: one compressed segment (about 4 MiB at zstd's level 3), in
+    /// process start-up to exit; 256 KiB in flight is plenty to keep a store
+    /// busy and keeps its peak memory down.
     pub(crate) const SEGMENT: Bridge = Bridge {
-        chunk: CHUNK_SIZE,
+        chunk: 128 << 10,
         depth: 2,
     };
 }

@@ -547,7 +547,7 @@ impl ObjectStore for LocalStore {
     /// Parts are plain writes to the temporary file a single put writes
     /// too (same `fsync`, publication and directory `fsync`).
     fn streaming_part_size(&self) -> Option<usize> {
-        Some(512 << 10)
+        Some(256 << 10)
     }
 
     async fn put(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<ObjectMeta> {

@@ -162,7 +162,7 @@ pub(super) fn exists(store: &GcsStore, op: Operation, key: &Key) -> StoreError {
 
 /// `, message` from a GCS JSON error body (`{"error": {"message": ...}}`),
 /// or the body itself if it is not one.
-fn gcs_message(body: &str) -> String {
+pub(super) fn gcs_message(body: &str) -> String {
     let message = serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))

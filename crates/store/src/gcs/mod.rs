@@ -298,7 +298,11 @@ impl GcsStore {
         self.seen_bucket();
         let obj: ObjectResource = self.read_json(op, "objects.get", key, resp).await?;
         let size = obj.size(|m| StoreError::new(ErrorKind::Transient, op, self, key, m))?;
-        Ok((size, obj.generation.as_deref().and_then(|g| g.parse().ok()), obj.modified()))
+        Ok((
+            size,
+            obj.generation.as_deref().and_then(|g| g.parse().ok()),
+            obj.modified(),
+        ))
     }
 
     /// A JSON response body as `T`; transient errors if it cannot be read

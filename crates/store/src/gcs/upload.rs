@@ -22,8 +22,14 @@
 //!
 //! Requests to the session URI carry the credentials only if it is on the
 //! store's endpoint (the URI alone authorizes them).
+//!
+//! fake-gcs-server, the emulator of the tests, finishes an upload when
+//! asked for its status: against it (never against GCS), a chunk that
+//! fails makes what was sent before it an object, and the upload then
+//! fails with "GCS finished the upload before its last request". The tests
+//! of failing chunks answer the status queries in a proxy, as GCS does.
 
-use super::errors::exists;
+use super::errors::{exists, gcs_message};
 use super::put::{body_of, crc32c_base64};
 use super::{GcsStore, ObjectResource, CHUNK_GRANULARITY};
 use crate::http::{Chunks, Verdict};
@@ -176,6 +182,7 @@ impl GcsUpload {
                 req = req.header("x-goog-hash", format!("crc32c={}", crc32c_base64(session.crc)));
             }
             let before = at;
+            let mut after = None;
             let failure = match store.send_once(op, key, session.authorize, req).await? {
                 Ok(resp) => match resp.status().as_u16() {
                     308 => {
@@ -200,14 +207,15 @@ impl GcsUpload {
                         ))
                     }
                     s if crate::http::is_transient_status(s) => {
-                        let (_, message) = store.status_message(API, s, &crate::http::error_body(resp).await);
-                        message
+                        let header = resp.headers().get(reqwest::header::RETRY_AFTER);
+                        after = crate::http::retry_after(header.and_then(|v| v.to_str().ok()));
+                        format!("HTTP {s}{}", gcs_message(&crate::http::error_body(resp).await))
                     }
                     _ => return Err(session_error(&store, op, key, resp).await),
                 },
                 Err(e) => e.to_string(),
             };
-            if !attempts.again(Verdict::Retry { after: None }).await {
+            if !attempts.again(Verdict::Retry { after }).await {
                 return Err(store.broken(
                     op,
                     API,

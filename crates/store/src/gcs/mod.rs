@@ -443,7 +443,7 @@ impl ObjectStore for GcsStore {
                     continue;
                 };
                 let Ok(key) = Key::new(name) else { continue };
-                let size = item.size(&bad)?;
+                let size = item.size(bad)?;
                 let modified = item.modified();
                 out.push(ObjectMeta { key, size, modified });
             }

@@ -102,6 +102,7 @@ pub(crate) struct Attempts {
 
 impl Attempts {
     /// The attempt under way, from 1.
+    #[cfg_attr(not(feature = "azure"), allow(dead_code))]
     pub(crate) fn number(&self) -> u32 {
         self.number
     }

@@ -165,7 +165,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "PGARK_S3_CHECKSUM", value_name = "MODE")]
     pub s3_checksum: Option<String>,
 
-    /// GCS: base URL of the JSON API, for emulators (http://127.0.0.1:80) [default:
+    /// GCS: base URL of the JSON API, for emulators (http://127.0.0.1:4443) [default:
     /// STORAGE_EMULATOR_HOST, else Google Cloud Storage].
     #[arg(long, global = true, env = "PGARK_GCS_ENDPOINT", value_name = "URL")]
     pub gcs_endpoint: Option<String>,

@@ -1,11 +1,10 @@
 //! The `pgark` binary against a GCS repository on fake-gcs-server
-//! (127.0.0.1, on port 80 when it can: see
-//! `pgark_testkit::servers::FakeGcsServer`): WAL archiving of the fixture
-//! segments, settings from flags, PGARK_* variables, STORAGE_EMULATOR_HOST
-//! and the configuration file, clear failures without credentials or
-//! bucket, and a base backup of a real cluster restored from GCS and
-//! recovered to a restore point (point-in-time recovery) with the
-//! restore_command pgark wrote.
+//! (127.0.0.1, see `pgark_testkit::servers::FakeGcsServer`): WAL
+//! archiving of the fixture segments, settings from flags, PGARK_*
+//! variables, STORAGE_EMULATOR_HOST and the configuration file, clear
+//! failures without credentials or bucket, and a base backup of a real
+//! cluster restored from GCS and recovered to a restore point
+//! (point-in-time recovery) with the restore_command pgark wrote.
 //!
 //! Needs fake-gcs-server (`.ci/install-deps.sh` installs it); with
 //! `PGARK_TEST_SKIP_GCS=1` the tests skip where it cannot be started.

@@ -1,5 +1,6 @@
 //! A download's response body as a [`ByteStream`] that checks its length:
-//! the one reader of the S3, GCS and Azure backends.
+//! the reader of the S3 and Azure backends (the GCS backend's reader,
+//! which also resumes, is in `gcs::read`).
 
 use crate::{ByteStream, ErrorKind, Operation, StoreError};
 use bytes::Bytes;
@@ -11,7 +12,7 @@ pub(crate) struct BodyOf {
     /// The store's display form.
     pub store: String,
     pub key: String,
-    /// The call the body answers: `GetObject`, `objects.get`, `Get Blob`.
+    /// The call the body answers: `GetObject`, `Get Blob`.
     pub api: &'static str,
     /// The object's size, as the response announced it.
     pub size: u64,

@@ -1,9 +1,10 @@
 //! The HTTP client and the limits shared by the GCS and Azure backends:
 //! time limits on every request, retries of transient failures with
 //! exponential backoff and jitter bounded by a total time. The GCS backend
-//! sends its JSON API requests (those the `google-cloud-storage` crate does
-//! not make) through [`HttpClient::send`]; the Azure backend hands the same
-//! reqwest client and limits to the `azure_storage_blob` pipeline.
+//! sends all its JSON API requests through [`HttpClient::send`] (and
+//! [`HttpClient::send_once`] where a retry needs more than sending the
+//! request again); the Azure backend hands the same reqwest client and
+//! limits to the `azure_storage_blob` pipeline.
 //!
 //! What is transient is decided here once: no response at all (connection
 //! refused or reset, DNS failure, a time limit hit) and the statuses 408,
@@ -101,6 +102,7 @@ pub(crate) struct Attempts {
 
 impl Attempts {
     /// The attempt under way, from 1.
+    #[cfg_attr(not(feature = "azure"), allow(dead_code))]
     pub(crate) fn number(&self) -> u32 {
         self.number
     }

@@ -20,7 +20,7 @@
 
 #[cfg(feature = "azure")]
 mod azure;
-#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+#[cfg(any(feature = "s3", feature = "azure"))]
 mod body;
 mod deadline;
 mod error;

@@ -3,4 +3,5 @@
 pub mod conformance;
 pub mod faults;
 pub mod pg;
+pub mod proxy;
 pub mod servers;

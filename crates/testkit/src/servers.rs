@@ -473,41 +473,24 @@ pub const FAKE_GCS_SERVER_DEFAULT: &str = "/opt/pgark-test/fake-gcs/bin/fake-gcs
 /// Set to 1 to skip the GCS tests where fake-gcs-server cannot be started.
 pub const SKIP_GCS_VAR: &str = "PGARK_TEST_SKIP_GCS";
 
-/// fake-gcs-server on 127.0.0.1 (plain HTTP, objects in memory), killed
-/// when the last handle to it is dropped.
+/// fake-gcs-server on 127.0.0.1 (plain HTTP, objects in memory) on a free
+/// port, killed when the last handle to it is dropped.
 ///
-/// It speaks the GCS JSON API, accepts any credentials (or none), and does
-/// not check preconditions on resumable uploads: `ifGenerationMatch=0` is
-/// ignored there (real GCS refuses with 412).
-///
-/// It listens on port 80 when it can (as root), one server shared by the
-/// tests of a process that run at the same time (each with buckets of its
-/// own), else on a free port for each test. The reason: the
-/// `google-cloud-storage` crate sends every request with a `Host` header
-/// without the endpoint's port (`gaxi::host::header` keeps only the host
-/// name), and fake-gcs-server 1.54 builds the session URI of a resumable
-/// upload from `Host`, not from `-external-url`: asked with `Host:
-/// 127.0.0.1` on port 45111 it answers `Location:
-/// http://127.0.0.1/upload/storage/v1/b/…&upload_id=…`, so the crate sends
-/// the upload's data to port 80. On any other port every multipart upload
-/// fails (connection refused, after the crate's retries).
+/// It speaks the GCS JSON API and accepts any credentials (or none). Where
+/// it differs from GCS: it does not check preconditions on resumable
+/// uploads (`ifGenerationMatch=0` is ignored there; GCS refuses with 412)
+/// nor on reads; it finishes a resumable upload when asked for its status
+/// (`Content-Range: bytes */*`, which GCS answers with what it persisted)
+/// and keeps a session that was deleted; it appends each chunk of a
+/// resumable upload whatever offset the chunk says it starts at; and it
+/// builds a session URI from the request's `Host` header. Tests of what
+/// GCS does there put a [`crate::proxy::HttpProxy`] in front of it.
 #[derive(Debug, Clone)]
 pub struct FakeGcsServer {
     server: std::sync::Arc<Spawned>,
 }
 
-/// The port-80 server while some test holds it.
-static SHARED_FAKE_GCS: std::sync::Mutex<std::sync::Weak<Spawned>> =
-    std::sync::Mutex::new(std::sync::Weak::new());
-
-/// The port fake-gcs-server must listen on for resumable uploads to work
-/// (see [`FakeGcsServer`]).
-pub const FAKE_GCS_PORT: u16 = 80;
-
 impl FakeGcsServer {
-    /// The shared server on port 80 if this process may listen there (it
-    /// is started if no test holds it), else a server of its own on a free
-    /// port.
     pub fn start() -> Result<FakeGcsServer, String> {
         let program = find_program(
             "PGARK_FAKE_GCS_SERVER",
@@ -545,32 +528,7 @@ impl FakeGcsServer {
             .collect()
         };
         let ready = |port| matches!(http_request(port, "GET", "/storage/v1/b", &[], b""), Ok((200, _)));
-        let timeout = Duration::from_secs(30);
-        let mut shared = SHARED_FAKE_GCS.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(server) = shared.upgrade() {
-            return Ok(FakeGcsServer { server });
-        }
-        let why = match std::net::TcpListener::bind(("127.0.0.1", FAKE_GCS_PORT)) {
-            Ok(probe) => {
-                drop(probe);
-                match Spawned::start_on(FAKE_GCS_PORT, "fake-gcs-server", &program, &args, &ready, timeout) {
-                    Ok(server) => {
-                        let server = std::sync::Arc::new(server);
-                        *shared = std::sync::Arc::downgrade(&server);
-                        return Ok(FakeGcsServer { server });
-                    }
-                    Err(Exited(e) | Failed(e)) => e,
-                }
-            }
-            Err(e) => e.to_string(),
-        };
-        drop(shared);
-        eprintln!(
-            "note: fake-gcs-server cannot listen on 127.0.0.1:{FAKE_GCS_PORT} ({}); on another port, \
-             multipart uploads through google-cloud-storage fail",
-            why.lines().next().unwrap_or_default()
-        );
-        let server = Spawned::start("fake-gcs-server", &program, args, ready, timeout)?;
+        let server = Spawned::start("fake-gcs-server", &program, args, ready, Duration::from_secs(30))?;
         Ok(FakeGcsServer {
             server: std::sync::Arc::new(server),
         })

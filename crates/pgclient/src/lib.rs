@@ -1,17 +1,27 @@
 //! The PostgreSQL session a backup runs on.
 //!
-//! Connects like libpq does (a conninfo string or URL, then the PGHOST,
-//! PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, PGAPPNAME and
-//! PGCONNECT_TIMEOUT environment variables) and wraps the version-specific
-//! SQL of a non-exclusive online backup. Start and stop must run on the
-//! same session, so a [`Session`] is one pinned connection: if it dies, the
-//! server aborts the backup and the stop call fails.
+//! Connects like libpq does: a conninfo string or URL, then the PGHOST,
+//! PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGAPPNAME, PGCONNECT_TIMEOUT
+//! environment variables, and over TCP with TLS as libpq's `sslmode`,
+//! `sslrootcert`, `sslcert` and `sslkey` (or PGSSLMODE, PGSSLROOTCERT,
+//! PGSSLCERT, PGSSLKEY) say; see [`tls`] for the rules. Wraps the
+//! version-specific SQL of a non-exclusive online backup. Start and stop
+//! must run on the same session, so a [`Session`] is one pinned connection:
+//! if it dies, the server aborts the backup and the stop call fails.
+
+mod connect;
+mod conninfo;
+pub mod tls;
+
+pub use conninfo::{client_conninfo, split_tls_params, TlsParams};
+pub use tls::{ClientCert, RootCert, SslMode, TlsOptions};
 
 use pgark_pg::{Lsn, TimelineId};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 use tokio_postgres::config::Host;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
 /// Why talking to PostgreSQL failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,9 +29,12 @@ use tokio_postgres::{Client, Config, NoTls};
 pub enum PgClientError {
     #[error("invalid connection string: {0}")]
     BadConnInfo(String),
-    #[error("cannot connect to PostgreSQL at {target}: {}", error_detail(.source))]
+    #[error("cannot connect to PostgreSQL at {target}: {detail} (sslmode={mode})")]
     Connect {
         target: String,
+        mode: SslMode,
+        /// The cause in words: the server's message, the TLS failure.
+        detail: String,
         #[source]
         source: tokio_postgres::Error,
     },
@@ -31,8 +44,22 @@ pub enum PgClientError {
     UnsupportedVersion { found: String },
     #[error("unexpected answer from PostgreSQL to {what}: {detail}")]
     Protocol { what: &'static str, detail: String },
-    #[error("PGSSLMODE={0} needs TLS, which this pgark build does not support yet: use sslmode=disable or prefer, or a local socket")]
-    TlsUnsupported(String),
+    /// A certificate or key file named by the settings (or libpq's default
+    /// in `~/.postgresql`) that cannot be used.
+    #[error("{what} {} {problem}", path.display())]
+    TlsFile {
+        what: &'static str,
+        path: PathBuf,
+        problem: String,
+    },
+    #[error(
+        "sslmode={mode} checks the server's certificate and needs the CA that signed it: set sslrootcert \
+         (PGSSLROOTCERT) to its file, or to `system` for the system's trusted CAs{}",
+        default.as_ref().map(|p| format!(", or put it in {}", p.display())).unwrap_or_default()
+    )]
+    NoRootCert { mode: SslMode, default: Option<PathBuf> },
+    #[error("cannot set up TLS: {0}")]
+    TlsSetup(String),
 }
 
 /// tokio_postgres's Display leaves out the cause: the server's message
@@ -42,6 +69,9 @@ fn error_detail(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),
         None => match std::error::Error::source(e) {
+            // "error performing TLS handshake: ..." says less than the
+            // cause alone ("the server's certificate is not signed by ...").
+            Some(cause) if e.to_string() == "error performing TLS handshake" => cause.to_string(),
             Some(cause) => format!("{e}: {cause}"),
             None => e.to_string(),
         },
@@ -69,11 +99,23 @@ pub struct ConnectOptions {
     pub connect_timeout: Option<Duration>,
 }
 
+/// Where and how to connect: tokio-postgres's settings (one TLS mode for
+/// all hosts, set per attempt) and the TLS settings.
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    pub pg: Config,
+    pub tls: TlsOptions,
+}
+
 /// Builds a connection config from a conninfo string and the environment.
-pub fn config_from(opts: &ConnectOptions, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
-    let mut config = match &opts.conninfo {
-        Some(s) => Config::from_str(s).map_err(|e| PgClientError::BadConnInfo(e.to_string()))?,
-        None => Config::new(),
+pub fn config_from(opts: &ConnectOptions, env: impl Fn(&str) -> Option<String>) -> Result<ConnectConfig> {
+    let (mut config, tls_params) = match &opts.conninfo {
+        Some(s) => {
+            let (rest, tls) = split_tls_params(s);
+            let config = Config::from_str(&rest).map_err(|e| PgClientError::BadConnInfo(e.to_string()))?;
+            (config, tls)
+        }
+        None => (Config::new(), TlsParams::default()),
     };
     if config.get_hosts().is_empty() {
         match env("PGHOST") {
@@ -123,15 +165,9 @@ pub fn config_from(opts: &ConnectOptions, env: impl Fn(&str) -> Option<String>) 
             .unwrap_or(Duration::from_secs(30));
         config.connect_timeout(timeout);
     }
-    if let Some(mode) = env("PGSSLMODE") {
-        match mode.as_str() {
-            "disable" | "allow" | "prefer" => {}
-            other => return Err(PgClientError::TlsUnsupported(other.to_string())),
-        }
-    }
-    config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    let tls = TlsOptions::resolve(&tls_params, &env)?;
     config.keepalives(true).keepalives_idle(Duration::from_secs(30));
-    Ok(config)
+    Ok(ConnectConfig { pg: config, tls })
 }
 
 fn describe(config: &Config) -> String {
@@ -156,73 +192,6 @@ pub struct Session {
     client: Client,
     version_num: u32,
     target: String,
-}
-
-/// The parts of a libpq conninfo string (`key=value`, values optionally
-/// single-quoted with `\\` escapes) this client understands, as a conninfo
-/// string again: a standby's `primary_conninfo`, written by
-/// `pg_basebackup -R`, also carries `passfile`, `channel_binding`,
-/// `sslsni`, `gssencmode`, ... which it would refuse. `None` if the string
-/// does not parse.
-pub fn client_conninfo(conninfo: &str) -> Option<String> {
-    const KNOWN: &[&str] = &[
-        "host",
-        "hostaddr",
-        "port",
-        "user",
-        "password",
-        "dbname",
-        "application_name",
-        "connect_timeout",
-        "options",
-        "sslmode",
-    ];
-    let mut out = Vec::new();
-    let mut chars = conninfo.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.peek().is_none() {
-            break;
-        }
-        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.next() != Some('=') {
-            return None;
-        }
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut value = String::new();
-        if chars.peek() == Some(&'\'') {
-            chars.next();
-            loop {
-                match chars.next()? {
-                    '\\' => value.push(chars.next()?),
-                    '\'' => break,
-                    c => value.push(c),
-                }
-            }
-        } else {
-            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
-                if c == '\\' {
-                    value.push(chars.next()?);
-                } else {
-                    value.push(c);
-                }
-            }
-        }
-        if KNOWN.contains(&key.as_str()) {
-            out.push(format!(
-                "{key}='{}'",
-                value.replace('\\', "\\\\").replace('\'', "\\'")
-            ));
-        }
-    }
-    Some(out.join(" "))
 }
 
 /// What `pg_backup_stop` returned.
@@ -273,19 +242,8 @@ impl Session {
     /// Connects and checks the server version (13 to 18).
     pub async fn connect(opts: &ConnectOptions) -> Result<Session> {
         let config = config_from(opts, |k| std::env::var(k).ok())?;
-        let target = describe(&config);
-        let (client, connection) = config
-            .connect(NoTls)
-            .await
-            .map_err(|source| PgClientError::Connect {
-                target: target.clone(),
-                source,
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!("PostgreSQL connection closed: {e}");
-            }
-        });
+        let target = describe(&config.pg);
+        let client = connect::connect(&config).await?;
         let row = client
             .query_one("select current_setting('server_version_num')::int", &[])
             .await
@@ -566,7 +524,7 @@ mod tests {
             conninfo: conninfo.map(String::from),
             connect_timeout: None,
         };
-        config_from(&opts, |k| env.get(k).cloned())
+        config_from(&opts, |k| env.get(k).cloned()).map(|c| c.pg)
     }
 
     #[test]
@@ -598,32 +556,23 @@ mod tests {
     }
 
     #[test]
-    fn primary_conninfo_keeps_what_the_client_understands() {
-        let pc = "user=postgres passfile='/var/lib/postgresql/.pgpass' channel_binding=prefer \
-                  host=/tmp/pg port=5432 sslmode=prefer sslsni=1 gssencmode=prefer application_name='my \\'app'";
-        let got = client_conninfo(pc).unwrap();
-        assert_eq!(
-            got,
-            "user='postgres' host='/tmp/pg' port='5432' sslmode='prefer' application_name='my \\'app'"
-        );
-        let c = cfg(Some(&got), &[]).unwrap();
-        assert_eq!(c.get_user(), Some("postgres"));
-        assert_eq!(c.get_application_name(), Some("my 'app"));
-        assert_eq!(client_conninfo("host"), None);
-        assert_eq!(client_conninfo("host='unterminated"), None);
-        assert_eq!(client_conninfo("").as_deref(), Some(""));
-    }
-
-    #[test]
     fn bad_settings_are_named() {
         assert!(cfg(None, &[("PGPORT", "x")])
             .unwrap_err()
             .to_string()
             .contains("PGPORT"));
-        assert!(cfg(None, &[("PGSSLMODE", "verify-full")])
+        assert!(cfg(None, &[("PGSSLMODE", "verify")])
             .unwrap_err()
             .to_string()
-            .contains("PGSSLMODE"));
+            .contains("PGSSLMODE=\"verify\""));
+        assert!(cfg(Some("host=db sslmode=on"), &[])
+            .unwrap_err()
+            .to_string()
+            .contains("sslmode=\"on\""));
+        // verify-* without a CA to verify with (no HOME: no root.crt).
+        let err = cfg(None, &[("PGSSLMODE", "verify-full")]).unwrap_err();
+        assert!(matches!(err, PgClientError::NoRootCert { .. }), "{err:?}");
+        assert!(err.to_string().contains("sslmode=verify-full"), "{err}");
         // A conninfo string that does not parse is refused as such.
         for bad in ["nonsense", "host="] {
             let err = cfg(Some(bad), &[]).unwrap_err();

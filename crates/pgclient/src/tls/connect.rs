@@ -1,0 +1,185 @@
+//! tokio-postgres's TLS extension point (`MakeTlsConnect`, `TlsConnect`,
+//! `TlsStream`) over tokio-rustls, with handshake failures told in
+//! PostgreSQL terms and `tls-server-end-point` channel binding.
+
+use rustls::pki_types::ServerName;
+use rustls::{CertificateError, ClientConfig};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
+
+/// Makes one [`RustlsConnect`] per host tokio-postgres connects to.
+#[derive(Clone)]
+pub(crate) struct MakeRustls {
+    config: Arc<ClientConfig>,
+    /// Set once a handshake starts: the server offered TLS (`prefer` then
+    /// retries without TLS if the connection fails).
+    started: Arc<AtomicBool>,
+    /// "the CA in /path", for messages.
+    ca: Arc<str>,
+    has_client_cert: bool,
+}
+
+impl MakeRustls {
+    pub(super) fn new(config: Arc<ClientConfig>, ca: String, has_client_cert: bool) -> MakeRustls {
+        MakeRustls {
+            config,
+            started: Arc::default(),
+            ca: ca.into(),
+            has_client_cert,
+        }
+    }
+
+    /// A connector for a new attempt, sharing the loaded configuration.
+    pub(crate) fn fresh(&self) -> MakeRustls {
+        MakeRustls {
+            started: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether the server accepted TLS and a handshake started.
+    pub(crate) fn started(&self) -> bool {
+        self.started.load(Ordering::SeqCst)
+    }
+}
+
+/// Why a TLS handshake failed, in words for the connection error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct HandshakeError(String);
+
+impl<S> MakeTlsConnect<S> for MakeRustls
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = RustlsStream<S>;
+    type TlsConnect = RustlsConnect;
+    type Error = HandshakeError;
+
+    fn make_tls_connect(&mut self, host: &str) -> Result<RustlsConnect, HandshakeError> {
+        let name = ServerName::try_from(host)
+            .map_err(|_| {
+                HandshakeError(format!(
+                    "{host:?} is not a host name or IP address to check a certificate against"
+                ))
+            })?
+            .to_owned();
+        Ok(RustlsConnect {
+            make: self.clone(),
+            name,
+        })
+    }
+}
+
+/// One TLS handshake with one host.
+pub(crate) struct RustlsConnect {
+    make: MakeRustls,
+    name: ServerName<'static>,
+}
+
+impl<S> TlsConnect<S> for RustlsConnect
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = RustlsStream<S>;
+    type Error = HandshakeError;
+    type Future = Pin<Box<dyn Future<Output = Result<RustlsStream<S>, HandshakeError>> + Send>>;
+
+    fn connect(self, stream: S) -> Self::Future {
+        self.make.started.store(true, Ordering::SeqCst);
+        let connector = tokio_rustls::TlsConnector::from(self.make.config.clone());
+        Box::pin(async move {
+            connector
+                .connect(self.name.clone(), stream)
+                .await
+                .map(RustlsStream)
+                .map_err(|e| HandshakeError(describe(&e, &self.name, &self.make)))
+        })
+    }
+}
+
+/// The handshake's failure in the terms of the settings that decide it.
+fn describe(e: &std::io::Error, name: &ServerName<'_>, make: &MakeRustls) -> String {
+    let host = name.to_str();
+    let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return format!("TLS handshake failed: {e}");
+    };
+    match tls {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer => {
+                format!("the server's certificate is not signed by {}", make.ca)
+            }
+            CertificateError::NotValidForName => {
+                format!("the server's certificate is not issued for host {host}")
+            }
+            CertificateError::NotValidForNameContext { presented, .. } => format!(
+                "the server's certificate is not issued for host {host} (it names {})",
+                presented.join(", ")
+            ),
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "the server's certificate has expired".into()
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "the server's certificate is not valid yet".into()
+            }
+            other => format!("the server's certificate is refused: {other:?}"),
+        },
+        rustls::Error::AlertReceived(alert) if !make.has_client_cert => format!(
+            "the server ended the TLS handshake ({alert:?}); it may want a client certificate (sslcert, sslkey)"
+        ),
+        rustls::Error::AlertReceived(alert) => {
+            format!("the server ended the TLS handshake ({alert:?}): it may not accept the client certificate")
+        }
+        other => format!("TLS handshake failed: {other}"),
+    }
+}
+
+/// A TLS connection to the server.
+pub(crate) struct RustlsStream<S>(tokio_rustls::client::TlsStream<S>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
+    fn channel_binding(&self) -> ChannelBinding {
+        let (_, session) = self.0.get_ref();
+        session
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(|cert| super::verify::tls_server_end_point(cert))
+            .map_or_else(ChannelBinding::none, ChannelBinding::tls_server_end_point)
+    }
+}

@@ -122,7 +122,7 @@ fn describe(e: &std::io::Error, name: &ServerName<'_>, make: &MakeRustls) -> Str
             }
             CertificateError::NotValidForNameContext { presented, .. } => format!(
                 "the server's certificate is not issued for host {host} (it names {})",
-                presented.join(", ")
+                presented.iter().map(|n| bare_name(n)).collect::<Vec<_>>().join(", ")
             ),
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                 "the server's certificate has expired".into()
@@ -140,6 +140,16 @@ fn describe(e: &std::io::Error, name: &ServerName<'_>, make: &MakeRustls) -> Str
         }
         other => format!("TLS handshake failed: {other}"),
     }
+}
+
+/// `localhost` for rustls's `DnsName("localhost")`, `127.0.0.1` for
+/// `IpAddress(127.0.0.1)`.
+fn bare_name(presented: &str) -> &str {
+    let inner = ["DnsName(", "IpAddress("]
+        .iter()
+        .find_map(|p| presented.strip_prefix(p)?.strip_suffix(')'))
+        .unwrap_or(presented);
+    inner.trim_matches('"')
 }
 
 /// A TLS connection to the server.
@@ -181,5 +191,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
             .and_then(|certs| certs.first())
             .and_then(|cert| super::verify::tls_server_end_point(cert))
             .map_or_else(ChannelBinding::none, ChannelBinding::tls_server_end_point)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn presented_names_are_shown_bare() {
+        for (presented, bare) in [
+            ("DnsName(\"localhost\")", "localhost"),
+            ("IpAddress(127.0.0.1)", "127.0.0.1"),
+            ("something else", "something else"),
+        ] {
+            assert_eq!(super::bare_name(presented), bare);
+        }
     }
 }

@@ -29,14 +29,13 @@ use tokio_postgres::{Client, Config};
 pub enum PgClientError {
     #[error("invalid connection string: {0}")]
     BadConnInfo(String),
-    #[error("cannot connect to PostgreSQL at {target}: {detail} (sslmode={mode})")]
+    /// Every host failed: one line per host, as libpq 14 and later.
+    #[error("cannot connect to PostgreSQL {}", connect_failures(failures, *mode))]
     Connect {
-        target: String,
         mode: SslMode,
-        /// The cause in words: the server's message, the TLS failure.
-        detail: String,
-        #[source]
-        source: tokio_postgres::Error,
+        /// Each host tried (`db port 5432 as user u`) and why it failed in
+        /// words: the server's message, the TLS failure, the timeout.
+        failures: Vec<(String, String)>,
     },
     #[error("PostgreSQL {what} failed: {message}")]
     Query { what: &'static str, message: String },
@@ -60,6 +59,19 @@ pub enum PgClientError {
     NoRootCert { mode: SslMode, default: Option<PathBuf> },
     #[error("cannot set up TLS: {0}")]
     TlsSetup(String),
+}
+
+fn connect_failures(failures: &[(String, String)], mode: SslMode) -> String {
+    match failures {
+        [(target, detail)] => format!("at {target}: {detail} (sslmode={mode})"),
+        _ => {
+            let lines: String = failures
+                .iter()
+                .map(|(target, detail)| format!("\n  at {target}: {detail}"))
+                .collect();
+            format!("at any of its {} hosts (sslmode={mode}):{lines}", failures.len())
+        }
+    }
 }
 
 /// tokio_postgres's Display leaves out the cause: the server's message
@@ -107,27 +119,55 @@ pub struct ConnectConfig {
     pub tls: TlsOptions,
 }
 
+/// Settings libpq also takes from the environment when the conninfo
+/// string leaves them out (PQconninfoOptions), beyond those read below.
+const ENV_SETTINGS: &[(&str, &str)] = &[
+    ("hostaddr", "PGHOSTADDR"),
+    ("channel_binding", "PGCHANNELBINDING"),
+    ("target_session_attrs", "PGTARGETSESSIONATTRS"),
+    ("sslnegotiation", "PGSSLNEGOTIATION"),
+    ("load_balance_hosts", "PGLOADBALANCEHOSTS"),
+];
+
 /// Builds a connection config from a conninfo string and the environment.
 pub fn config_from(opts: &ConnectOptions, env: impl Fn(&str) -> Option<String>) -> Result<ConnectConfig> {
-    let (mut config, tls_params) = match &opts.conninfo {
-        Some(s) => {
-            let (rest, tls) = split_tls_params(s);
-            let config = Config::from_str(&rest).map_err(|e| PgClientError::BadConnInfo(e.to_string()))?;
-            (config, tls)
-        }
-        None => (Config::new(), TlsParams::default()),
+    let (mut pairs, tls_params) = match &opts.conninfo {
+        Some(s) => split_tls_params(s).map_err(PgClientError::BadConnInfo)?,
+        None => (Vec::new(), TlsParams::default()),
     };
+    // An empty host, port, ... is the default (libpq), not a value.
+    pairs.retain(|(k, v)| {
+        !(v.is_empty() && ["host", "hostaddr", "port", "user", "dbname"].contains(&k.as_str()))
+    });
+    for (key, var) in ENV_SETTINGS {
+        if !pairs.iter().any(|(k, _)| k == key) {
+            if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+                pairs.push((key.to_string(), v));
+            }
+        }
+    }
+    let mut config = Config::from_str(&conninfo::to_conninfo(&pairs))
+        .map_err(|e| PgClientError::BadConnInfo(e.to_string()))?;
+    // The TLS mode is pgark's, host by host: tokio-postgres never sees
+    // one. Fail closed should that ever change.
+    if config.get_ssl_mode() != tokio_postgres::config::SslMode::Prefer {
+        return Err(PgClientError::BadConnInfo(
+            "an sslmode reached tokio-postgres; pgark applies sslmode itself".into(),
+        ));
+    }
     if config.get_hosts().is_empty() {
-        match env("PGHOST") {
+        match env("PGHOST").filter(|h| !h.is_empty()) {
             Some(hosts) => {
                 for h in hosts.split(',') {
                     config.host(h);
                 }
             }
-            // libpq's default on Debian is the socket directory, then TCP.
-            None => {
+            // libpq's default on Debian is the socket directory, then TCP;
+            // hostaddr alone names the server by itself (libpq).
+            None if config.get_hostaddrs().is_empty() => {
                 config.host("/var/run/postgresql").host("/tmp").host("localhost");
             }
+            None => {}
         }
     }
     if config.get_ports().is_empty() {
@@ -166,19 +206,48 @@ pub fn config_from(opts: &ConnectOptions, env: impl Fn(&str) -> Option<String>) 
         config.connect_timeout(timeout);
     }
     let tls = TlsOptions::resolve(&tls_params, &env)?;
+    let hosts = connect::single_hosts(&config).map_err(PgClientError::BadConnInfo)?;
+    // libpq checks the certificate against `host`, never hostaddr.
+    if tls.mode == SslMode::VerifyFull && hosts.iter().any(|h| h.tcp && h.name.is_none()) {
+        return Err(PgClientError::BadConnInfo(
+            "host name must be specified for a verified SSL connection (sslmode=verify-full checks the \
+             server's certificate against host; hostaddr alone gives none)"
+                .into(),
+        ));
+    }
+    if config.get_ssl_negotiation() == tokio_postgres::config::SslNegotiation::Direct
+        && matches!(tls.mode, SslMode::Disable | SslMode::Allow | SslMode::Prefer)
+    {
+        return Err(PgClientError::BadConnInfo(format!(
+            "weak sslmode \"{}\" may not be used with sslnegotiation=direct (use \"require\", \"verify-ca\", \
+             or \"verify-full\")",
+            tls.mode
+        )));
+    }
     config.keepalives(true).keepalives_idle(Duration::from_secs(30));
     Ok(ConnectConfig { pg: config, tls })
 }
 
 fn describe(config: &Config) -> String {
-    let hosts: Vec<String> = config
+    let addrs = config.get_hostaddrs();
+    let mut hosts: Vec<String> = config
         .get_hosts()
         .iter()
-        .map(|h| match h {
-            Host::Tcp(s) => s.clone(),
-            Host::Unix(p) => p.display().to_string(),
+        .zip(addrs.iter().map(Some).chain(std::iter::repeat(None)))
+        .map(|(h, addr)| {
+            let name = match h {
+                Host::Tcp(s) => s.clone(),
+                Host::Unix(p) => p.display().to_string(),
+            };
+            match addr {
+                Some(a) if a.to_string() != name => format!("{name} ({a})"),
+                _ => name,
+            }
         })
         .collect();
+    if hosts.is_empty() {
+        hosts = addrs.iter().map(|a| a.to_string()).collect();
+    }
     let port = config.get_ports().first().copied().unwrap_or(5432);
     format!(
         "{} port {port} as user {}",
@@ -555,6 +624,137 @@ mod tests {
         assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(30)));
     }
 
+    fn connect_config(conninfo: Option<&str>, env: &[(&str, &str)]) -> Result<ConnectConfig> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let opts = ConnectOptions {
+            conninfo: conninfo.map(String::from),
+            connect_timeout: None,
+        };
+        config_from(&opts, |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn hostaddr_alone_is_a_tcp_host_and_keeps_its_tls_mode() {
+        let addr: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        for (conninfo, env) in [
+            (Some("hostaddr=127.0.0.1 port=6000 sslmode=require"), vec![]),
+            (
+                Some("sslmode=require"),
+                vec![("PGHOSTADDR", "127.0.0.1"), ("PGPORT", "6000")],
+            ),
+            (
+                None,
+                vec![
+                    ("PGHOSTADDR", "127.0.0.1"),
+                    ("PGSSLMODE", "require"),
+                    ("PGPORT", "6000"),
+                ],
+            ),
+        ] {
+            let c = connect_config(conninfo, &env).unwrap();
+            // No default socket directories added next to the address.
+            assert_eq!(c.pg.get_hosts(), &[] as &[Host], "{conninfo:?} {env:?}");
+            assert_eq!(c.pg.get_hostaddrs(), &[addr]);
+            assert_eq!(c.tls.mode, SslMode::Require);
+            let hosts = connect::single_hosts(&c.pg).unwrap();
+            assert_eq!(hosts.len(), 1);
+            assert!(hosts[0].tcp, "hostaddr is reached over TCP, so with TLS");
+            assert_eq!(hosts[0].name, None);
+            assert_eq!(hosts[0].config.get_ports(), &[6000]);
+        }
+        // A host given with its address: the name is the host.
+        let c = connect_config(
+            Some("host=db.example hostaddr=127.0.0.1 sslmode=verify-full sslrootcert=/ca"),
+            &[],
+        )
+        .unwrap();
+        let hosts = connect::single_hosts(&c.pg).unwrap();
+        assert_eq!(hosts[0].name.as_deref(), Some("db.example"));
+        assert!(hosts[0].tcp);
+        // PGHOST pairs with the conninfo's hostaddr.
+        let c = connect_config(Some("hostaddr=127.0.0.1"), &[("PGHOST", "db")]).unwrap();
+        assert_eq!(c.pg.get_hosts(), &[Host::Tcp("db".into())]);
+        // Without host or hostaddr: the defaults.
+        assert_eq!(connect_config(None, &[]).unwrap().pg.get_hosts().len(), 3);
+    }
+
+    #[test]
+    fn what_libpq_refuses_about_hosts_is_refused() {
+        for (conninfo, env, want) in [
+            (
+                "hostaddr=127.0.0.1 sslmode=verify-full sslrootcert=/ca",
+                vec![],
+                "host name must be specified for a verified SSL connection",
+            ),
+            (
+                "host=/run/pg hostaddr=127.0.0.1 sslmode=verify-full sslrootcert=/ca",
+                vec![],
+                "host name must be specified for a verified SSL connection",
+            ),
+            (
+                "host=a,b hostaddr=127.0.0.1",
+                vec![],
+                "could not match 2 host names to 1 hostaddr values",
+            ),
+            (
+                "hostaddr=127.0.0.1",
+                vec![("PGHOST", "a,b")],
+                "could not match 2 host names to 1 hostaddr values",
+            ),
+            (
+                "host=a,b,c port=1,2",
+                vec![],
+                "could not match 2 port numbers to 3 hosts",
+            ),
+            (
+                "host=db sslnegotiation=direct",
+                vec![],
+                "weak sslmode \"prefer\" may not be used with sslnegotiation=direct",
+            ),
+            (
+                "host=db",
+                vec![("PGSSLNEGOTIATION", "direct"), ("PGSSLMODE", "allow")],
+                "weak sslmode \"allow\"",
+            ),
+        ] {
+            let err = connect_config(Some(conninfo), &env).err().unwrap();
+            assert!(
+                matches!(err, PgClientError::BadConnInfo(_)),
+                "{conninfo}: {err:?}"
+            );
+            assert!(err.to_string().contains(want), "{conninfo}: {err}");
+        }
+        assert!(connect_config(Some("host=db sslnegotiation=direct sslmode=require"), &[]).is_ok());
+    }
+
+    #[test]
+    fn security_settings_come_from_the_environment_too() {
+        use tokio_postgres::config::{ChannelBinding, LoadBalanceHosts, TargetSessionAttrs};
+        let env = [
+            ("PGCHANNELBINDING", "require"),
+            ("PGTARGETSESSIONATTRS", "read-write"),
+            ("PGLOADBALANCEHOSTS", "random"),
+            ("PGSSLNEGOTIATION", "direct"),
+            ("PGSSLMODE", "require"),
+        ];
+        let c = cfg(Some("host=db"), &env).unwrap();
+        assert_eq!(c.get_channel_binding(), ChannelBinding::Require);
+        assert_eq!(c.get_target_session_attrs(), TargetSessionAttrs::ReadWrite);
+        assert_eq!(c.get_load_balance_hosts(), LoadBalanceHosts::Random);
+        assert_eq!(
+            c.get_ssl_negotiation(),
+            tokio_postgres::config::SslNegotiation::Direct
+        );
+        // The conninfo wins.
+        let c = cfg(Some("host=db channel_binding=disable"), &env).unwrap();
+        assert_eq!(c.get_channel_binding(), ChannelBinding::Disable);
+        // A URL's password may hold `?`; its sslmode is still pgark's.
+        let c = connect_config(Some("postgresql://u:s3cr?t@db/postgres?sslmode=require"), &[]).unwrap();
+        assert_eq!(c.tls.mode, SslMode::Require);
+        assert_eq!(c.pg.get_password(), Some(&b"s3cr?t"[..]));
+        assert_eq!(c.pg.get_ssl_mode(), tokio_postgres::config::SslMode::Prefer);
+    }
+
     #[test]
     fn bad_settings_are_named() {
         assert!(cfg(None, &[("PGPORT", "x")])
@@ -564,17 +764,23 @@ mod tests {
         assert!(cfg(None, &[("PGSSLMODE", "verify")])
             .unwrap_err()
             .to_string()
-            .contains("PGSSLMODE=\"verify\""));
+            .contains("PGSSLMODE: invalid sslmode value: \"verify\""));
         assert!(cfg(Some("host=db sslmode=on"), &[])
             .unwrap_err()
             .to_string()
-            .contains("sslmode=\"on\""));
+            .contains("sslmode: invalid sslmode value: \"on\""));
         // verify-* without a CA to verify with (no HOME: no root.crt).
         let err = cfg(None, &[("PGSSLMODE", "verify-full")]).unwrap_err();
         assert!(matches!(err, PgClientError::NoRootCert { .. }), "{err:?}");
         assert!(err.to_string().contains("sslmode=verify-full"), "{err}");
         // A conninfo string that does not parse is refused as such.
-        for bad in ["nonsense", "host="] {
+        for bad in [
+            "nonsense",
+            "host=db port=x",
+            "hostaddr=db",
+            "postgresql://db/x?sslmode",
+            "host=db sslcrl=/c.crl",
+        ] {
             let err = cfg(Some(bad), &[]).unwrap_err();
             assert!(matches!(err, PgClientError::BadConnInfo(_)), "{bad}: {err:?}");
         }

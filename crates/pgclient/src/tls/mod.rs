@@ -7,15 +7,19 @@
 //! behaves like `verify-ca`; `verify-full` also checks the host name; a
 //! client certificate and key (`sslcert`/`sslkey`, else
 //! `~/.postgresql/postgresql.crt` and `.key` if they exist) are sent when
-//! the server asks; a key readable by group or others is refused. One
-//! deliberate difference: a root certificate or client certificate named
-//! explicitly must exist (libpq silently goes without), so a typo does not
-//! turn verification off.
+//! the server asks; a key readable by group or others is refused (see
+//! [`key_permissions`]). `~` is `$HOME`, else the home directory of the
+//! effective user's passwd entry (libpq's pqGetHomeDirectory). Deliberate
+//! differences: a root certificate or client certificate named explicitly
+//! must exist (libpq silently goes without), so a typo does not turn
+//! verification off; certificate revocation lists (`sslcrl`, `sslcrldir`,
+//! `~/.postgresql/root.crl`) are not supported and refused rather than
+//! ignored.
 
 mod connect;
 mod verify;
 
-pub(crate) use connect::MakeRustls;
+pub(crate) use connect::{HandshakeError, MakeRustls};
 
 use crate::conninfo::TlsParams;
 use crate::PgClientError;
@@ -70,9 +74,14 @@ impl fmt::Display for SslMode {
     }
 }
 
+/// An `sslmode` value libpq does not know (the empty one included).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid sslmode value: {0:?} (use disable, allow, prefer, require, verify-ca or verify-full)")]
+pub struct InvalidSslMode(pub String);
+
 impl FromStr for SslMode {
-    type Err = ();
-    fn from_str(s: &str) -> std::result::Result<SslMode, ()> {
+    type Err = InvalidSslMode;
+    fn from_str(s: &str) -> std::result::Result<SslMode, InvalidSslMode> {
         Ok(match s {
             "disable" => SslMode::Disable,
             "allow" => SslMode::Allow,
@@ -80,7 +89,7 @@ impl FromStr for SslMode {
             "require" => SslMode::Require,
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
-            _ => return Err(()),
+            _ => return Err(InvalidSslMode(s.to_string())),
         })
     }
 }
@@ -120,43 +129,77 @@ pub(crate) enum Verify {
 
 impl TlsOptions {
     /// Resolves like libpq: conninfo, then PGSSLMODE, PGSSLROOTCERT,
-    /// PGSSLCERT, PGSSLKEY, then the default files in `$HOME/.postgresql`
+    /// PGSSLCERT, PGSSLKEY, then the default files in `~/.postgresql`
     /// that exist.
     pub fn resolve(params: &TlsParams, env: impl Fn(&str) -> Option<String>) -> Result<TlsOptions> {
-        // The value and where it came from, for messages.
-        let setting = |given: &Option<String>, key: &str, var: &str| {
+        TlsOptions::resolve_in(params, env, passwd_home)
+    }
+
+    /// [`TlsOptions::resolve`] with the passwd entry's home directory from
+    /// `passwd_home` (for tests).
+    pub(crate) fn resolve_in(
+        params: &TlsParams,
+        env: impl Fn(&str) -> Option<String>,
+        passwd_home: impl Fn() -> Option<PathBuf>,
+    ) -> Result<TlsOptions> {
+        // The value and where it came from, for messages. A value given
+        // empty in the conninfo hides the variable, as in libpq.
+        let given = |given: &Option<String>, key: &str, var: &str| {
             given
                 .clone()
                 .map(|v| (v, key.to_string()))
                 .or_else(|| env(var).map(|v| (v, var.to_string())))
-                .filter(|(v, _)| !v.is_empty())
         };
-        let home_file = |name: &str| {
-            env("HOME")
-                .filter(|h| !h.is_empty())
-                .map(|h| Path::new(&h).join(".postgresql").join(name))
-        };
+        let setting =
+            |g: &Option<String>, key: &str, var: &str| given(g, key, var).filter(|(v, _)| !v.is_empty());
+        let home = env("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .or_else(passwd_home);
+        let home_file = |name: &str| home.as_ref().map(|h| h.join(".postgresql").join(name));
         let root = setting(&params.sslrootcert, "sslrootcert", "PGSSLROOTCERT").map(|(v, _)| v);
-        let mode = match setting(&params.sslmode, "sslmode", "PGSSLMODE") {
-            Some((v, from)) => v.parse().map_err(|()| {
-                PgClientError::BadConnInfo(format!(
-                    "{from}={v:?}: use disable, allow, prefer, require, verify-ca or verify-full"
-                ))
-            })?,
+        // An empty sslmode is invalid (libpq), not the default.
+        let mode = match given(&params.sslmode, "sslmode", "PGSSLMODE") {
+            Some((v, from)) => v
+                .parse()
+                .map_err(|e: InvalidSslMode| PgClientError::BadConnInfo(format!("{from}: {e}")))?,
             // libpq 16: the system's roots make verify-full the default.
             None if root.as_deref() == Some("system") => SslMode::VerifyFull,
             None => SslMode::Prefer,
         };
-        let root_cert = match root.as_deref() {
-            Some("system") if mode != SslMode::VerifyFull && mode != SslMode::Disable => {
+        for (value, key, var) in [
+            (&params.sslcrl, "sslcrl", "PGSSLCRL"),
+            (&params.sslcrldir, "sslcrldir", "PGSSLCRLDIR"),
+        ] {
+            if let Some((v, from)) = setting(value, key, var) {
                 return Err(PgClientError::BadConnInfo(format!(
-                    "sslmode={mode} may not be used with sslrootcert=system: use verify-full"
+                    "{from}={v:?}: certificate revocation lists (CRLs) are not supported"
+                )));
+            }
+        }
+        let root_cert = match root.as_deref() {
+            Some("system") if mode != SslMode::VerifyFull => {
+                return Err(PgClientError::BadConnInfo(format!(
+                    "weak sslmode \"{mode}\" may not be used with sslrootcert=system (use \"verify-full\")"
                 )));
             }
             Some("system") => Some(RootCert::System),
             Some(path) => Some(RootCert::File(path.into())),
             None => home_file("root.crt").filter(|p| p.exists()).map(RootCert::File),
         };
+        // libpq reads ~/.postgresql/root.crl whenever it verifies with a
+        // root CA file; going without would accept a revoked certificate.
+        if let (Some(_), Some(crl)) = (&root_cert, home_file("root.crl")) {
+            if mode != SslMode::Disable && crl.exists() {
+                return Err(PgClientError::TlsFile {
+                    what: "default CRL",
+                    path: crl,
+                    problem: "exists, and certificate revocation lists (CRLs) are not supported: \
+                              remove it, or use sslmode=disable"
+                        .into(),
+                });
+            }
+        }
         if root_cert.is_none() && matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) {
             return Err(PgClientError::NoRootCert {
                 mode,
@@ -204,7 +247,14 @@ impl TlsOptions {
         let verify = self.verify();
         let algorithms = provider.signature_verification_algorithms;
         let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match (&self.root_cert, verify) {
-            (_, Verify::Nothing) | (None, _) => Arc::new(verify::NoCheck(algorithms)),
+            (_, Verify::Nothing) => Arc::new(verify::NoCheck(algorithms)),
+            // resolve() refuses verify-* without a root CA; fail closed.
+            (None, Verify::Chain | Verify::ChainAndName) => {
+                return Err(PgClientError::TlsSetup(format!(
+                    "sslmode={} checks the server's certificate, and no root CA is set",
+                    self.mode
+                )));
+            }
             (Some(root), _) => {
                 let roots = load_roots(root)?;
                 let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -302,17 +352,7 @@ fn load_roots(root: &RootCert) -> Result<RootCertStore> {
 
 fn load_client_cert(cc: &ClientCert) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let certs = load_certs("sslcert", &cc.cert)?;
-    let meta = std::fs::metadata(&cc.key).map_err(|e| PgClientError::TlsFile {
-        what: "sslkey",
-        path: cc.key.clone(),
-        problem: if e.kind() == std::io::ErrorKind::NotFound {
-            format!("does not exist (needed with sslcert {})", cc.cert.display())
-        } else {
-            format!("cannot be read: {e}")
-        },
-    })?;
-    check_key_permissions(&cc.key, &meta)?;
-    let pem = read_file("sslkey", &cc.key)?;
+    let pem = read_key(cc)?;
     let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| PgClientError::TlsFile {
         what: "sslkey",
         path: cc.key.clone(),
@@ -321,35 +361,121 @@ fn load_client_cert(cc: &ClientCert) -> Result<(Vec<CertificateDer<'static>>, Pr
     Ok((certs, key))
 }
 
-/// libpq's rule (fe-secure-openssl.c): a key owned by the current user
-/// must be 0600 or less, one owned by root 0640 or less (a secret mounted
-/// for a group); a key owned by someone else is not checked.
-#[cfg(unix)]
-fn check_key_permissions(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    let mode = meta.mode() & 0o7777;
-    let (forbidden, limit) = if meta.uid() == euid {
-        (0o077, "0600 or less (u=rw)")
-    } else if meta.uid() == 0 {
+/// The key file's contents, checked as libpq checks it: opened once, its
+/// permissions read from the open file (fstat), then read from it, so the
+/// file checked is the file read.
+fn read_key(cc: &ClientCert) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let fail = |problem: String| PgClientError::TlsFile {
+        what: "sslkey",
+        path: cc.key.clone(),
+        problem,
+    };
+    let mut open = std::fs::OpenOptions::new();
+    open.read(true);
+    #[cfg(unix)]
+    {
+        // A FIFO must not block the open; it is refused below.
+        use std::os::unix::fs::OpenOptionsExt;
+        open.custom_flags(libc::O_NONBLOCK);
+    }
+    let mut file = open.open(&cc.key).map_err(|e| {
+        fail(if e.kind() == std::io::ErrorKind::NotFound {
+            format!("does not exist (needed with sslcert {})", cc.cert.display())
+        } else {
+            format!("cannot be read: {e}")
+        })
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| fail(format!("cannot be read: {e}")))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        key_permissions(meta.uid(), euid, meta.mode(), meta.is_file()).map_err(fail)?;
+    }
+    #[cfg(not(unix))]
+    if !meta.is_file() {
+        return Err(fail("is not a regular file".into()));
+    }
+    let mut pem = Vec::new();
+    file.read_to_end(&mut pem)
+        .map_err(|e| fail(format!("cannot be read: {e}")))?;
+    Ok(pem)
+}
+
+/// libpq's rule for a private key file (fe-secure-openssl.c,
+/// initialize_SSL): a regular file; owned by root, `0640` or less (u=rw,
+/// g=r: a key mounted for a group); owned by anyone else, `0600` or less.
+/// The owner is not otherwise checked: a key that restricted and still
+/// readable is the caller's. `euid` only shapes the message.
+pub(crate) fn key_permissions(
+    owner: u32,
+    euid: u32,
+    mode: u32,
+    is_regular: bool,
+) -> std::result::Result<(), String> {
+    if !is_regular {
+        return Err("is not a regular file".into());
+    }
+    let (forbidden, limit) = if owner == 0 {
         (0o037, "0640 or less (u=rw,g=r) when owned by root")
     } else {
-        return Ok(());
+        (0o077, "0600 or less (u=rw)")
     };
-    if mode & forbidden != 0 {
-        return Err(PgClientError::TlsFile {
-            what: "sslkey",
-            path: path.into(),
-            problem: format!("has permissions {mode:04o}: must be {limit}"),
-        });
+    let perms = mode & 0o7777;
+    if perms & forbidden != 0 {
+        let whose = match owner {
+            0 => String::new(),
+            o if o == euid => String::new(),
+            o => format!(" (owned by uid {o})"),
+        };
+        return Err(format!("has permissions {perms:04o}{whose}: must be {limit}"));
     }
     Ok(())
 }
 
+/// The home directory of the effective user's passwd entry
+/// (getpwuid_r), for `~/.postgresql` when HOME is unset or empty.
+#[cfg(unix)]
+pub(crate) fn passwd_home() -> Option<PathBuf> {
+    use std::ffi::CStr;
+    use std::os::unix::ffi::OsStrExt;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    loop {
+        // SAFETY: all-zero is a valid passwd (null pointers, zero ids).
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: pwd, buf and result are valid for writes; buf's length
+        // is passed; geteuid cannot fail.
+        let rc = unsafe {
+            libc::getpwuid_r(
+                libc::geteuid(),
+                &mut pwd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 || result.is_null() || pwd.pw_dir.is_null() {
+            return None;
+        }
+        // SAFETY: pw_dir points into buf, NUL-terminated, and buf outlives it.
+        let dir = unsafe { CStr::from_ptr(pwd.pw_dir) };
+        let dir = std::ffi::OsStr::from_bytes(dir.to_bytes());
+        return (!dir.is_empty()).then(|| PathBuf::from(dir));
+    }
+}
+
 #[cfg(not(unix))]
-fn check_key_permissions(_: &Path, _: &std::fs::Metadata) -> Result<()> {
-    Ok(())
+pub(crate) fn passwd_home() -> Option<PathBuf> {
+    None
 }
 
 #[cfg(test)]

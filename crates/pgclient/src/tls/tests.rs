@@ -3,12 +3,21 @@ use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 
 fn params(conninfo: &str) -> TlsParams {
-    crate::conninfo::split_tls_params(conninfo).1
+    crate::conninfo::split_tls_params(conninfo).unwrap().1
 }
 
+/// Resolved with `env` and no passwd entry.
 fn resolve(conninfo: &str, env: &[(&str, &str)]) -> Result<TlsOptions> {
+    resolve_with_passwd(conninfo, env, None)
+}
+
+fn resolve_with_passwd(conninfo: &str, env: &[(&str, &str)], passwd: Option<&Path>) -> Result<TlsOptions> {
     let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    TlsOptions::resolve(&params(conninfo), |k| env.get(k).cloned())
+    TlsOptions::resolve_in(
+        &params(conninfo),
+        |k| env.get(k).cloned(),
+        || passwd.map(Path::to_path_buf),
+    )
 }
 
 /// A HOME with `.postgresql/` holding `files`.
@@ -140,9 +149,10 @@ fn settings_resolve_like_libpq() {
             None,
             Verify::ChainAndName,
         ),
+        // An empty sslrootcert hides PGSSLROOTCERT (libpq): the default.
         (
-            "",
-            vec![("PGSSLMODE", "")],
+            "sslrootcert=''",
+            vec![("PGSSLROOTCERT", "/ca.pem")],
             SslMode::Prefer,
             None,
             None,
@@ -165,8 +175,24 @@ fn impossible_settings_are_refused_with_their_names() {
     let e = empty.path().to_str().unwrap();
     type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
     let cases: &[Case] = &[
-        ("sslmode=verify", &[], "sslmode=\"verify\""),
-        ("", &[("PGSSLMODE", "Require")], "PGSSLMODE=\"Require\""),
+        (
+            "sslmode=verify",
+            &[],
+            "sslmode: invalid sslmode value: \"verify\"",
+        ),
+        (
+            "",
+            &[("PGSSLMODE", "Require")],
+            "PGSSLMODE: invalid sslmode value: \"Require\"",
+        ),
+        // Empty is invalid too (libpq), in the conninfo (hiding
+        // PGSSLMODE) or the environment; not the default.
+        (
+            "sslmode=''",
+            &[("PGSSLMODE", "require")],
+            "sslmode: invalid sslmode value: \"\"",
+        ),
+        ("", &[("PGSSLMODE", "")], "PGSSLMODE: invalid sslmode value: \"\""),
         (
             "sslmode=verify-ca",
             &[("HOME", e)],
@@ -176,7 +202,23 @@ fn impossible_settings_are_refused_with_their_names() {
         (
             "sslmode=require sslrootcert=system",
             &[],
-            "sslmode=require may not be used with sslrootcert=system",
+            "weak sslmode \"require\" may not be used with sslrootcert=system (use \"verify-full\")",
+        ),
+        (
+            "sslmode=disable sslrootcert=system",
+            &[],
+            "weak sslmode \"disable\" may not be used with sslrootcert=system",
+        ),
+        // CRLs are not supported: refused, not ignored.
+        (
+            "sslmode=verify-full sslrootcert=/ca.pem sslcrl=/r.crl",
+            &[],
+            "sslcrl=\"/r.crl\": certificate revocation lists (CRLs) are not supported",
+        ),
+        (
+            "sslmode=require",
+            &[("PGSSLCRLDIR", "/crls")],
+            "PGSSLCRLDIR=\"/crls\": certificate revocation lists (CRLs) are not supported",
         ),
         ("sslcert=/c.crt", &[], "sslcert /c.crt is given without sslkey"),
     ];
@@ -229,9 +271,17 @@ fn files_that_cannot_be_used_are_named() {
         "{err}"
     );
     std::fs::write(&key_file, ca_key.serialize_pem()).unwrap();
+    // The tests may run as root, owning the file: then 0640 is allowed.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let limit = if as_root {
+        "0640 or less (u=rw,g=r) when owned by root"
+    } else {
+        "0600 or less (u=rw)"
+    };
     for (mode, ok) in [
         (0o644, false),
-        (0o640, false),
+        (0o640, as_root),
+        (0o660, false),
         (0o604, false),
         (0o600, true),
         (0o400, true),
@@ -243,7 +293,7 @@ fn files_that_cannot_be_used_are_named() {
             (false, Some(err)) => assert_eq!(
                 err,
                 format!(
-                    "sslkey {} has permissions {mode:04o}: must be 0600 or less (u=rw)",
+                    "sslkey {} has permissions {mode:04o}: must be {limit}",
                     key_file.display()
                 )
             ),
@@ -251,4 +301,111 @@ fn files_that_cannot_be_used_are_named() {
         }
     }
     assert!(opts(&ca_file).connector().is_ok());
+    // A directory (or any other non-regular file) is not a key.
+    let err = with_client(dir.path()).connector().err().unwrap().to_string();
+    assert_eq!(
+        err,
+        format!("sslkey {} is not a regular file", dir.path().display())
+    );
+}
+
+#[test]
+fn key_permissions_follow_libpq() {
+    const ME: u32 = 1000;
+    // (owner, mode, allowed)
+    for (owner, mode, ok) in [
+        // Root-owned: 0640 or less, for a group-mounted secret.
+        (0, 0o100640, true),
+        (0, 0o100600, true),
+        (0, 0o100440, true),
+        (0, 0o100660, false),
+        (0, 0o100650, false),
+        (0, 0o100644, false),
+        (0, 0o100604, false),
+        // Owned by the user, or by another one: 0600 or less.
+        (ME, 0o100600, true),
+        (ME, 0o100400, true),
+        (ME, 0o100640, false),
+        (ME, 0o100604, false),
+        (ME, 0o100700, true),
+        (2000, 0o100600, true),
+        (2000, 0o100640, false),
+        (2000, 0o100644, false),
+    ] {
+        let got = key_permissions(owner, ME, mode, true);
+        assert_eq!(got.is_ok(), ok, "owner {owner} mode {mode:o}: {got:?}");
+    }
+    assert_eq!(
+        key_permissions(2000, ME, 0o100644, true).unwrap_err(),
+        "has permissions 0644 (owned by uid 2000): must be 0600 or less (u=rw)"
+    );
+    assert_eq!(
+        key_permissions(0, 0, 0o100644, true).unwrap_err(),
+        "has permissions 0644: must be 0640 or less (u=rw,g=r) when owned by root"
+    );
+    // As root, a root-owned 0640 key is fine; a user's 0640 key is not.
+    assert!(key_permissions(0, 0, 0o100640, true).is_ok());
+    assert!(key_permissions(ME, 0, 0o100640, true).is_err());
+    assert_eq!(
+        key_permissions(ME, ME, 0o600, false).unwrap_err(),
+        "is not a regular file"
+    );
+}
+
+#[test]
+fn home_falls_back_to_the_passwd_entry() {
+    let passwd = home(&["root.crt", "root.crl"]);
+    let pgdir = passwd.path().join(".postgresql");
+    // No HOME, or an empty one: the passwd entry's home directory.
+    for env in [vec![], vec![("HOME", "")]] {
+        let got = resolve_with_passwd("sslmode=disable", &env, Some(passwd.path())).unwrap();
+        assert_eq!(
+            got.root_cert,
+            Some(RootCert::File(pgdir.join("root.crt"))),
+            "{env:?}"
+        );
+    }
+    // HOME wins when set.
+    let other = home(&[]);
+    let got = resolve_with_passwd(
+        "sslmode=require",
+        &[("HOME", other.path().to_str().unwrap())],
+        Some(passwd.path()),
+    )
+    .unwrap();
+    assert_eq!(got.root_cert, None);
+    // The real lookup finds the effective user's entry.
+    assert!(passwd_home().is_some());
+}
+
+#[test]
+fn a_default_crl_is_refused_when_verifying() {
+    let with_crl = home(&["root.crt", "root.crl"]);
+    let h = with_crl.path().to_str().unwrap();
+    for mode in ["require", "verify-ca", "prefer"] {
+        let err = resolve(&format!("sslmode={mode}"), &[("HOME", h)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("root.crl exists, and certificate revocation lists (CRLs) are not supported"),
+            "{mode}: {err}"
+        );
+    }
+    // Without a root CA (nothing verified), or without TLS, it is not read.
+    assert!(resolve("sslmode=disable", &[("HOME", h)]).is_ok());
+    let crl_only = home(&["root.crl"]);
+    assert!(resolve("sslmode=require", &[("HOME", crl_only.path().to_str().unwrap())]).is_ok());
+}
+
+#[test]
+fn no_root_ca_under_verification_fails_closed() {
+    for mode in [SslMode::VerifyCa, SslMode::VerifyFull] {
+        let opts = TlsOptions {
+            mode,
+            root_cert: None,
+            client_cert: None,
+        };
+        let err = opts.connector().err().unwrap().to_string();
+        assert!(err.contains("no root CA is set"), "{err}");
+    }
 }

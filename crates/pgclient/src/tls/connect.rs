@@ -49,6 +49,12 @@ impl MakeRustls {
 }
 
 /// Why a TLS handshake failed, in words for the connection error.
+///
+/// Its own type, not PgClientError: tokio-postgres's `MakeTlsConnect` and
+/// `TlsConnect` need an error that is `Into<Box<dyn Error + Send + Sync>>`,
+/// which it wraps as the cause of its own error; connect.rs then finds
+/// this type there to tell a TLS failure (after which `prefer` goes
+/// without TLS) from any other.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub(crate) struct HandshakeError(String);
@@ -120,6 +126,10 @@ fn describe(e: &std::io::Error, name: &ServerName<'_>, make: &MakeRustls) -> Str
             CertificateError::NotValidForName => {
                 format!("the server's certificate is not issued for host {host}")
             }
+            CertificateError::NotValidForNameContext { presented, .. } if presented.is_empty() => format!(
+                "the server's certificate is not issued for host {host}: it names no host in subjectAltName \
+                 (a name only in the Common Name is not accepted)"
+            ),
             CertificateError::NotValidForNameContext { presented, .. } => format!(
                 "the server's certificate is not issued for host {host} (it names {})",
                 presented.iter().map(|n| bare_name(n)).collect::<Vec<_>>().join(", ")
@@ -130,7 +140,43 @@ fn describe(e: &std::io::Error, name: &ServerName<'_>, make: &MakeRustls) -> Str
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 "the server's certificate is not valid yet".into()
             }
-            other => format!("the server's certificate is refused: {other:?}"),
+            CertificateError::BadSignature => "a signature in the server's certificate chain does not verify \
+                (a damaged or forged certificate, or an RSA key under 2048 bits, which is not accepted)"
+                .into(),
+            #[allow(deprecated)]
+            CertificateError::UnsupportedSignatureAlgorithm
+            | CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+            | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+                "the server's certificate chain is signed with an algorithm that is not accepted (MD5, SHA-1, \
+                 DSA, or RSA under 2048 bits)"
+                    .into()
+            }
+            CertificateError::BadEncoding => "the server's certificate is not a valid X.509 certificate".into(),
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                "the server's certificate is not for TLS servers (its extended key usage lacks serverAuth)".into()
+            }
+            CertificateError::UnhandledCriticalExtension => {
+                "the server's certificate has a critical extension that is not understood".into()
+            }
+            CertificateError::Other(other) => match other.0.downcast_ref::<webpki::Error>() {
+                Some(webpki::Error::CaUsedAsEndEntity) => "the server's certificate is itself a CA certificate \
+                    (CA:TRUE) and cannot be used as a server certificate: give the server one signed by the CA"
+                    .into(),
+                Some(webpki::Error::EndEntityUsedAsCa) => {
+                    "the certificate that signed the server's certificate is not a CA certificate (no CA:TRUE)".into()
+                }
+                Some(webpki::Error::PathLenConstraintViolated) => {
+                    "the server's certificate chain is longer than a CA in it allows (pathlen)".into()
+                }
+                Some(webpki::Error::NameConstraintViolation) => {
+                    "the server's certificate names a host its CA may not issue for (name constraints)".into()
+                }
+                Some(webpki::Error::UnsupportedCertVersion) => {
+                    "the server's certificate is not an X.509 version 3 certificate".into()
+                }
+                _ => format!("the server's certificate is refused: {other}"),
+            },
+            other => format!("the server's certificate is refused: {other}"),
         },
         rustls::Error::AlertReceived(alert) if !make.has_client_cert => format!(
             "the server ended the TLS handshake ({alert:?}); it may want a client certificate (sslcert, sslkey)"
@@ -196,6 +242,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use rustls::OtherError;
+
+    #[test]
+    #[allow(deprecated)]
+    fn certificate_errors_are_told_in_words() {
+        let make = crate::tls::TlsOptions::default().connector().unwrap();
+        let name = ServerName::try_from("db").unwrap();
+        let told = |e: CertificateError| {
+            let io = std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(e),
+            );
+            describe(&io, &name, &make)
+        };
+        let other = |e: webpki::Error| CertificateError::Other(OtherError(Arc::new(e)));
+        for (e, want) in [
+            (
+                other(webpki::Error::CaUsedAsEndEntity),
+                "the server's certificate is itself a CA certificate (CA:TRUE) and cannot be used as a server \
+                 certificate",
+            ),
+            (other(webpki::Error::EndEntityUsedAsCa), "is not a CA certificate (no CA:TRUE)"),
+            (CertificateError::BadSignature, "an RSA key under 2048 bits"),
+            (CertificateError::UnsupportedSignatureAlgorithm, "signed with an algorithm that is not accepted"),
+            (CertificateError::BadEncoding, "not a valid X.509 certificate"),
+            (CertificateError::InvalidPurpose, "lacks serverAuth"),
+            (
+                CertificateError::NotValidForNameContext {
+                    expected: ServerName::try_from("db").unwrap().to_owned(),
+                    presented: vec![],
+                },
+                "not issued for host db: it names no host in subjectAltName (a name only in the Common Name",
+            ),
+        ] {
+            let got = told(e);
+            assert!(got.contains(want), "{got}");
+            assert!(!got.contains("CaUsedAsEndEntity") && !got.contains("Context {"), "{got}");
+        }
+    }
+
     #[test]
     fn presented_names_are_shown_bare() {
         for (presented, bare) in [

@@ -5,14 +5,18 @@
 //! and a second CA that signed nothing of the server's). pgark runs as the
 //! server's unprivileged user with its own HOME (so `~/.postgresql` is the
 //! test's), over TCP, with libpq's sslmode, sslrootcert, sslcert and sslkey
-//! in the conninfo or in PGSSL* variables.
+//! in the conninfo or in PGSSL* variables. The role `plainuser` may also
+//! connect without TLS, for what `prefer`, `allow` and `hostaddr` do
+//! without it; which connection used TLS is read from the server log by
+//! each connection's application_name.
 
 use crate::common::*;
 use pgark_testkit::pg::{
     chown_to_pg_user, command_as_pg_user, run_capture, scratch_dir, ClusterOptions, PgCluster, PgInstall,
 };
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    date_time_ymd, BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -38,17 +42,30 @@ impl Certs {
         };
         let (ca_cert, ca_key) = ca("pgark test CA");
         let (other_ca, _) = ca("another CA");
-        let leaf = |names: Vec<String>, cn: &str, usage| {
+        // A leaf signed by the CA, valid from `from` to `to` (years).
+        let leaf_in = |names: Vec<String>, cn: &str, usage, (from, to): (i32, i32)| {
             let key = KeyPair::generate().unwrap();
             let mut p = CertificateParams::new(names).unwrap();
             p.distinguished_name.push(DnType::CommonName, cn);
             p.extended_key_usages = vec![usage];
+            p.not_before = date_time_ymd(from, 1, 1);
+            p.not_after = date_time_ymd(to, 1, 1);
             (p.signed_by(&key, &ca_cert, &ca_key).unwrap(), key)
         };
-        let (server, server_key) = leaf(
-            vec!["localhost".into(), "127.0.0.1".into()],
+        let leaf = |names, cn: &str, usage| leaf_in(names, cn, usage, (1975, 4096));
+        let server_names = || vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let (server, server_key) = leaf(server_names(), "localhost", ExtendedKeyUsagePurpose::ServerAuth);
+        let (expired, expired_key) = leaf_in(
+            server_names(),
             "localhost",
             ExtendedKeyUsagePurpose::ServerAuth,
+            (2000, 2001),
+        );
+        let (future, future_key) = leaf_in(
+            server_names(),
+            "localhost",
+            ExtendedKeyUsagePurpose::ServerAuth,
+            (4000, 4096),
         );
         let (client, client_key) = leaf(vec![], "certuser", ExtendedKeyUsagePurpose::ClientAuth);
         let files = [
@@ -58,6 +75,10 @@ impl Certs {
             ("server.key", server_key.serialize_pem()),
             ("client.crt", client.pem()),
             ("client.key", client_key.serialize_pem()),
+            ("expired.crt", expired.pem()),
+            ("expired.key", expired_key.serialize_pem()),
+            ("future.crt", future.pem()),
+            ("future.key", future_key.serialize_pem()),
         ];
         for (name, pem) in files {
             let path = dir.path().join(name);
@@ -79,7 +100,8 @@ impl Certs {
 }
 
 /// A running cluster archiving into its repository, serving TLS, TCP
-/// connections only over TLS.
+/// connections only over TLS but for the role `plainuser`, which may also
+/// connect without.
 struct TlsServer {
     src: ArchivingCluster,
     certs: Certs,
@@ -90,8 +112,11 @@ impl TlsServer {
         let certs = Certs::make();
         let src = ArchivingCluster::start("log_connections = on\n");
         let c = &src.cluster;
-        c.psql("create role certuser login superuser; create role scramuser login password 'secret'")
-            .unwrap();
+        c.psql(
+            "create role certuser login superuser; create role scramuser login password 'secret'; \
+             create role plainuser login superuser",
+        )
+        .unwrap();
         c.append_conf(&format!(
             "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nssl_ca_file = '{}'\n",
             certs.arg("server.crt"),
@@ -105,13 +130,27 @@ impl TlsServer {
             "local all all trust\n\
              hostssl all certuser 127.0.0.1/32 cert\n\
              hostssl all scramuser 127.0.0.1/32 scram-sha-256\n\
-             hostssl all all 127.0.0.1/32 trust\n",
+             hostssl all all 127.0.0.1/32 trust\n\
+             host all plainuser 127.0.0.1/32 trust\n",
         )
         .unwrap();
         c.restart().unwrap_or_else(|e| panic!("{e}"));
         // The repository exists (wal-push made it) before pgark is asked.
         src.archive_current_wal();
         TlsServer { src, certs }
+    }
+
+    /// Serves `name`.crt and `name`.key from now on (a reload).
+    fn serve_certificate(&self, name: &str) {
+        let c = &self.src.cluster;
+        c.append_conf(&format!(
+            "ssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            self.certs.arg(&format!("{name}.crt")),
+            self.certs.arg(&format!("{name}.key"))
+        ))
+        .unwrap();
+        c.reload().unwrap();
+        std::thread::sleep(Duration::from_secs(2));
     }
 
     /// `host=HOST port=PORT user=postgres dbname=postgres EXTRA`.
@@ -166,6 +205,26 @@ fn assert_refused(out: &Output, what: &str, wants: &[&str]) {
     }
 }
 
+/// A local TCP port nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The server log's `connection authorized` line of `application_name`.
+#[track_caller]
+fn authorized_line(cluster: &PgCluster, application_name: &str) -> String {
+    let log = cluster.log();
+    let want = format!("application_name={application_name}");
+    log.lines()
+        .find(|l| l.contains("connection authorized") && l.split_whitespace().any(|w| w == want))
+        .unwrap_or_else(|| panic!("no connection authorized for {application_name} in the server log"))
+        .to_string()
+}
+
 /// An empty HOME for pgark (no `~/.postgresql`), owned by the server's user.
 fn empty_home() -> tempfile::TempDir {
     scratch_dir("tls-home")
@@ -206,6 +265,25 @@ fn tls_require_verify_ca_and_verify_full_connect_and_back_up() {
                 src.cluster.port()
             ),
         ),
+        // hostaddr alone is a TCP host: TLS as sslmode says, not plain
+        // (which pg_hba.conf would let plainuser do).
+        (
+            "hostaddr alone",
+            format!(
+                "hostaddr=127.0.0.1 port={} user=plainuser dbname=postgres sslmode=require \
+                 application_name=pgark-hostaddr",
+                src.cluster.port(),
+            ),
+        ),
+        (
+            "the first host down, the second used",
+            format!(
+                "host=127.0.0.1,localhost port={},{} user={} dbname=postgres sslmode=verify-full sslrootcert={ca}",
+                closed_port(),
+                src.cluster.port(),
+                src.cluster.superuser()
+            ),
+        ),
         (
             "SCRAM with channel binding",
             format!(
@@ -218,6 +296,9 @@ fn tls_require_verify_ca_and_verify_full_connect_and_back_up() {
     for (what, conninfo) in &cases {
         assert_connected(&status_over(src, home.path(), &[], conninfo), what);
     }
+    // Over TCP with TLS, not through a default socket directory.
+    let line = authorized_line(&src.cluster, "pgark-hostaddr");
+    assert!(line.contains("SSL enabled"), "hostaddr alone: {line}");
     // The same from the environment.
     let env = [
         ("PGHOST", "localhost"),
@@ -297,7 +378,31 @@ fn tls_refusals_name_the_cause_and_write_nothing() {
     std::fs::set_permissions(&key_0644, std::fs::Permissions::from_mode(0o644)).unwrap();
     chown_to_pg_user(&key_0644).unwrap();
     let missing = certs.path("missing.crt");
+    let closed = closed_port();
     let cases: Vec<(&str, String, Vec<String>)> = vec![
+        (
+            "verify-ca, wrong CA",
+            server.conninfo("127.0.0.1", &format!("sslmode=verify-ca sslrootcert={other}")),
+            vec![format!("the server's certificate is not signed by the CA in {other} (sslmode=verify-ca)")],
+        ),
+        (
+            "every host fails: each one reported",
+            format!(
+                "host=127.0.0.1,localhost port={closed},{} user={} dbname=postgres sslmode=verify-full \
+                 sslrootcert={other}",
+                src.cluster.port(),
+                src.cluster.superuser()
+            ),
+            vec![
+                "cannot connect to PostgreSQL at any of its 2 hosts (sslmode=verify-full):".into(),
+                format!("\n  at 127.0.0.1 port {closed} as user {}: error connecting to server", src.cluster.superuser()),
+                format!(
+                    "\n  at localhost port {} as user {}: the server's certificate is not signed by the CA in {other}",
+                    src.cluster.port(),
+                    src.cluster.superuser()
+                ),
+            ],
+        ),
         (
             "verify-full, another host name",
             server.conninfo(
@@ -375,6 +480,54 @@ fn tls_refusals_name_the_cause_and_write_nothing() {
         )],
     );
     assert_eq!(repo_files(), before);
+
+    // prefer does not go without TLS after a refusal that is not TLS's:
+    // the server does not allow writes (target_session_attrs).
+    src.cluster
+        .psql("create role rouser login superuser; alter role rouser set default_transaction_read_only = on")
+        .unwrap();
+    let plain_home = empty_home();
+    let out = status_over(
+        src,
+        plain_home.path(),
+        &[],
+        &server.conninfo(
+            "127.0.0.1",
+            "user=rouser sslmode=prefer target_session_attrs=read-write",
+        ),
+    );
+    assert_refused(
+        &out,
+        "prefer, read-only server",
+        &["database does not allow writes"],
+    );
+    assert!(!stderr(&out).contains("without TLS"), "{}", stderr(&out));
+
+    // verify-ca checks the validity dates: an expired certificate, one
+    // not valid yet, both signed by the right CA.
+    let verify_ca = server.conninfo("127.0.0.1", &format!("sslmode=verify-ca sslrootcert={ca}"));
+    for (cert, want) in [
+        (
+            "expired",
+            "the server's certificate has expired (sslmode=verify-ca)",
+        ),
+        (
+            "future",
+            "the server's certificate is not valid yet (sslmode=verify-ca)",
+        ),
+    ] {
+        server.serve_certificate(cert);
+        assert_refused(
+            &status_over(src, plain_home.path(), &[], &verify_ca),
+            cert,
+            &[want],
+        );
+    }
+    server.serve_certificate("server");
+    assert_connected(
+        &status_over(src, plain_home.path(), &[], &verify_ca),
+        "verify-ca, valid again",
+    );
 }
 
 #[test]
@@ -383,17 +536,69 @@ fn tls_prefer_allow_and_default_client_certificates() {
     let (src, certs) = (&server.src, &server.certs);
     let home = empty_home();
     // prefer (the default) and allow reach a server that takes TCP only
-    // over TLS: they used TLS.
-    for mode in ["", "sslmode=prefer", "sslmode=allow"] {
+    // over TLS: each of them used TLS.
+    for (mode, app) in [
+        ("", "pgark-default"),
+        ("sslmode=prefer", "pgark-prefer"),
+        ("sslmode=allow", "pgark-allow"),
+    ] {
         assert_connected(
-            &status_over(src, home.path(), &[], &server.conninfo("127.0.0.1", mode)),
-            &format!("{mode:?}"),
+            &status_over(
+                src,
+                home.path(),
+                &[],
+                &server.conninfo("127.0.0.1", &format!("{mode} application_name={app}")),
+            ),
+            app,
         );
+        let line = authorized_line(&src.cluster, app);
+        assert!(line.contains("SSL enabled"), "{app} did not use TLS: {line}");
     }
-    assert!(
-        src.cluster.log().contains("application_name=pgark SSL enabled"),
-        "no TLS connection from pgark in the server log"
+    // prefer goes without TLS when TLS fails (a wrong CA), to a role the
+    // server lets in without.
+    let other = certs.arg("other-ca.crt");
+    assert_connected(
+        &status_over(
+            src,
+            home.path(),
+            &[],
+            &server.conninfo(
+                "127.0.0.1",
+                &format!("user=plainuser sslrootcert={other} application_name=pgark-fallback"),
+            ),
+        ),
+        "prefer after a TLS failure",
     );
+    let line = authorized_line(&src.cluster, "pgark-fallback");
+    assert!(!line.contains("SSL enabled"), "{line}");
+    // A default key that cannot be used is read only when TLS is: allow
+    // connects without it; prefer gives up TLS (as libpq).
+    let bad_home = empty_home();
+    let bad_pgdir = bad_home.path().join(".postgresql");
+    std::fs::create_dir(&bad_pgdir).unwrap();
+    std::fs::copy(certs.path("client.crt"), bad_pgdir.join("postgresql.crt")).unwrap();
+    std::fs::copy(certs.path("client.key"), bad_pgdir.join("postgresql.key")).unwrap();
+    std::fs::set_permissions(
+        bad_pgdir.join("postgresql.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    chown_to_pg_user(&bad_pgdir).unwrap();
+    for (mode, app) in [("allow", "pgark-badkey-allow"), ("prefer", "pgark-badkey-prefer")] {
+        assert_connected(
+            &status_over(
+                src,
+                bad_home.path(),
+                &[],
+                &server.conninfo(
+                    "127.0.0.1",
+                    &format!("user=plainuser sslmode={mode} application_name={app}"),
+                ),
+            ),
+            app,
+        );
+        assert!(!authorized_line(&src.cluster, app).contains("SSL enabled"));
+    }
     // The client certificate and key in ~/.postgresql, used without being
     // named (and root.crt with them: require checks the chain).
     let pgdir = home.path().join(".postgresql");

@@ -1,8 +1,10 @@
 //! The PostgreSQL session a backup runs on.
 //!
 //! Connects like libpq does: a conninfo string or URL, then the PGHOST,
-//! PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGAPPNAME, PGCONNECT_TIMEOUT
-//! environment variables, and over TCP with TLS as libpq's `sslmode`,
+//! PGHOSTADDR, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGAPPNAME,
+//! PGCONNECT_TIMEOUT, PGCHANNELBINDING, PGTARGETSESSIONATTRS,
+//! PGLOADBALANCEHOSTS, PGSSLNEGOTIATION environment variables, host by host
+//! (see `connect.rs`), and over TCP with TLS as libpq's `sslmode`,
 //! `sslrootcert`, `sslcert` and `sslkey` (or PGSSLMODE, PGSSLROOTCERT,
 //! PGSSLCERT, PGSSLKEY) say; see [`tls`] for the rules. Wraps the
 //! version-specific SQL of a non-exclusive online backup. Start and stop

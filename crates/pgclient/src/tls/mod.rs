@@ -41,8 +41,9 @@ pub enum SslMode {
     Disable,
     /// Plain first; TLS if the server refuses the plain connection.
     Allow,
-    /// TLS first; plain if the server does not offer TLS or the TLS
-    /// connection fails.
+    /// TLS first; plain if the server does not offer TLS, the TLS
+    /// handshake (or reading the TLS files) fails, or the server refuses
+    /// the connection over TLS.
     #[default]
     Prefer,
     /// TLS or nothing; the certificate is checked only if a root CA file

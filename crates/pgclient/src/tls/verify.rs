@@ -306,7 +306,9 @@ mod tests {
             let fields = hash.map(|h| der(0xa0, &h)).unwrap_or_default();
             der(0x30, &[fields, der(0xa2, &der(0x02, &[32]))].concat())
         };
-        let cases: Vec<(&str, Vec<u8>, Vec<u8>, Option<&str>)> = vec![
+        // (what, signature algorithm OID, its parameters, the hash)
+        type Case<'a> = (&'a str, Vec<u8>, Vec<u8>, Option<&'a str>);
+        let cases: Vec<Case> = vec![
             ("md5WithRSA", rsa(4), null.clone(), Some("sha256")),
             ("sha1WithRSA", rsa(5), null.clone(), Some("sha256")),
             ("sha224WithRSA", rsa(14), null.clone(), Some("sha224")),

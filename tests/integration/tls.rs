@@ -571,6 +571,20 @@ fn tls_prefer_allow_and_default_client_certificates() {
     );
     let line = authorized_line(&src.cluster, "pgark-fallback");
     assert!(!line.contains("SSL enabled"), "{line}");
+    // A host name a certificate cannot be checked against (a space):
+    // prefer goes without TLS, as libpq would.
+    let out = status_over(
+        src,
+        home.path(),
+        &[],
+        &format!(
+            "host='db name' hostaddr=127.0.0.1 port={} user=plainuser dbname=postgres \
+             application_name=pgark-badname",
+            src.cluster.port()
+        ),
+    );
+    assert_connected(&out, "prefer with a host name TLS cannot use");
+    assert!(!authorized_line(&src.cluster, "pgark-badname").contains("SSL enabled"));
     // A default key that cannot be used is read only when TLS is: allow
     // connects without it; prefer gives up TLS (as libpq).
     let bad_home = empty_home();

@@ -11,7 +11,9 @@ use std::time::Duration;
 /// copies the data directory and tablespaces through parallel compress/upload pipelines,
 /// copies pg_control last, then waits until the backup's last WAL segment is archived and
 /// writes the manifest that makes the backup exist. Connects like libpq: --pg-conn, or the
-/// PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE environment variables. Prints the new
+/// PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE environment variables; over TCP with TLS
+/// as sslmode, sslrootcert, sslcert, sslkey (PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY)
+/// say, sslmode prefer by default. Prints the new
 /// backup's name on stdout. With a retention policy (--retain-count, --retain-max-age or
 /// their PGARK_RETAIN_* variables), then deletes what it expires, as `pgark delete --confirm`
 /// does, reporting on stderr (--no-retain skips this).
@@ -29,7 +31,8 @@ pub struct BackupPushArgs {
     /// Data directory of the cluster (same as the argument).
     #[arg(long, env = "PGARK_PGDATA", value_name = "DIR")]
     pub pgdata: Option<PathBuf>,
-    /// libpq connection string or URL ("host=/var/run/postgresql user=postgres").
+    /// libpq connection string or URL ("host=/var/run/postgresql user=postgres", "host=db
+    /// sslmode=verify-full sslrootcert=/etc/pg-tls/ca.crt").
     #[arg(long, env = "PGARK_PG_CONN", value_name = "CONNINFO")]
     pub pg_conn: Option<String>,
     /// For a backup from a standby: conninfo of its primary, asked to switch WAL

@@ -38,9 +38,10 @@ pub struct StatusSource {
     /// 90s, 15m, 2h [default: 15m].
     #[arg(long, env = "PGARK_MAX_ARCHIVE_AGE", value_name = "AGE")]
     pub max_archive_age: Option<String>,
-    /// Ask this server for its archiver statistics (libpq connection string). Without it, the
-    /// libpq environment (PGHOST, PGPORT, PGSERVICE) is used when set; without either, the
-    /// server is not asked.
+    /// Ask this server for its archiver statistics (libpq connection string, TLS settings
+    /// sslmode, sslrootcert, sslcert, sslkey included). Without it, the libpq environment
+    /// (PGHOST, PGPORT, PGSERVICE; PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY) is used when
+    /// set; without either, the server is not asked.
     #[arg(long, env = "PGARK_PG_CONN", value_name = "CONNINFO")]
     pub pg_conn: Option<String>,
 }

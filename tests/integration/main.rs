@@ -18,6 +18,7 @@ mod restore_test;
 mod retention;
 mod s3;
 mod status;
+mod tls;
 mod verify;
 mod versions;
 mod wal_archive;

@@ -1,17 +1,29 @@
 //! The PostgreSQL session a backup runs on.
 //!
-//! Connects like libpq does (a conninfo string or URL, then the PGHOST,
-//! PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, PGAPPNAME and
-//! PGCONNECT_TIMEOUT environment variables) and wraps the version-specific
-//! SQL of a non-exclusive online backup. Start and stop must run on the
-//! same session, so a [`Session`] is one pinned connection: if it dies, the
-//! server aborts the backup and the stop call fails.
+//! Connects like libpq does: a conninfo string or URL, then the PGHOST,
+//! PGHOSTADDR, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGAPPNAME,
+//! PGCONNECT_TIMEOUT, PGCHANNELBINDING, PGTARGETSESSIONATTRS,
+//! PGLOADBALANCEHOSTS, PGSSLNEGOTIATION environment variables, host by host
+//! (see `connect.rs`), and over TCP with TLS as libpq's `sslmode`,
+//! `sslrootcert`, `sslcert` and `sslkey` (or PGSSLMODE, PGSSLROOTCERT,
+//! PGSSLCERT, PGSSLKEY) say; see [`tls`] for the rules. Wraps the
+//! version-specific SQL of a non-exclusive online backup. Start and stop
+//! must run on the same session, so a [`Session`] is one pinned connection:
+//! if it dies, the server aborts the backup and the stop call fails.
+
+mod connect;
+mod conninfo;
+pub mod tls;
+
+pub use conninfo::{client_conninfo, split_tls_params, TlsParams};
+pub use tls::{ClientCert, RootCert, SslMode, TlsOptions};
 
 use pgark_pg::{Lsn, TimelineId};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 use tokio_postgres::config::Host;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
 /// Why talking to PostgreSQL failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,11 +31,13 @@ use tokio_postgres::{Client, Config, NoTls};
 pub enum PgClientError {
     #[error("invalid connection string: {0}")]
     BadConnInfo(String),
-    #[error("cannot connect to PostgreSQL at {target}: {}", error_detail(.source))]
+    /// Every host failed: one line per host, as libpq 14 and later.
+    #[error("cannot connect to PostgreSQL {}", connect_failures(failures, *mode))]
     Connect {
-        target: String,
-        #[source]
-        source: tokio_postgres::Error,
+        mode: SslMode,
+        /// Each host tried (`db port 5432 as user u`) and why it failed in
+        /// words: the server's message, the TLS failure, the timeout.
+        failures: Vec<(String, String)>,
     },
     #[error("PostgreSQL {what} failed: {message}")]
     Query { what: &'static str, message: String },
@@ -31,8 +45,35 @@ pub enum PgClientError {
     UnsupportedVersion { found: String },
     #[error("unexpected answer from PostgreSQL to {what}: {detail}")]
     Protocol { what: &'static str, detail: String },
-    #[error("PGSSLMODE={0} needs TLS, which this pgark build does not support yet: use sslmode=disable or prefer, or a local socket")]
-    TlsUnsupported(String),
+    /// A certificate or key file named by the settings (or libpq's default
+    /// in `~/.postgresql`) that cannot be used.
+    #[error("{what} {} {problem}", path.display())]
+    TlsFile {
+        what: &'static str,
+        path: PathBuf,
+        problem: String,
+    },
+    #[error(
+        "sslmode={mode} checks the server's certificate and needs the CA that signed it: set sslrootcert \
+         (PGSSLROOTCERT) to its file, or to `system` for the system's trusted CAs{}",
+        default.as_ref().map(|p| format!(", or put it in {}", p.display())).unwrap_or_default()
+    )]
+    NoRootCert { mode: SslMode, default: Option<PathBuf> },
+    #[error("cannot set up TLS: {0}")]
+    TlsSetup(String),
+}
+
+fn connect_failures(failures: &[(String, String)], mode: SslMode) -> String {
+    match failures {
+        [(target, detail)] => format!("at {target}: {detail} (sslmode={mode})"),
+        _ => {
+            let lines: String = failures
+                .iter()
+                .map(|(target, detail)| format!("\n  at {target}: {detail}"))
+                .collect();
+            format!("at any of its {} hosts (sslmode={mode}):{lines}", failures.len())
+        }
+    }
 }
 
 /// tokio_postgres's Display leaves out the cause: the server's message
@@ -42,6 +83,9 @@ fn error_detail(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),
         None => match std::error::Error::source(e) {
+            // "error performing TLS handshake: ..." says less than the
+            // cause alone ("the server's certificate is not signed by ...").
+            Some(cause) if e.to_string() == "error performing TLS handshake" => cause.to_string(),
             Some(cause) => format!("{e}: {cause}"),
             None => e.to_string(),
         },
@@ -69,23 +113,63 @@ pub struct ConnectOptions {
     pub connect_timeout: Option<Duration>,
 }
 
+/// Where and how to connect: tokio-postgres's settings (one TLS mode for
+/// all hosts, set per attempt) and the TLS settings.
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    pub pg: Config,
+    pub tls: TlsOptions,
+}
+
+/// Settings libpq also takes from the environment when the conninfo
+/// string leaves them out (PQconninfoOptions), beyond those read below.
+const ENV_SETTINGS: &[(&str, &str)] = &[
+    ("hostaddr", "PGHOSTADDR"),
+    ("channel_binding", "PGCHANNELBINDING"),
+    ("target_session_attrs", "PGTARGETSESSIONATTRS"),
+    ("sslnegotiation", "PGSSLNEGOTIATION"),
+    ("load_balance_hosts", "PGLOADBALANCEHOSTS"),
+];
+
 /// Builds a connection config from a conninfo string and the environment.
-pub fn config_from(opts: &ConnectOptions, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
-    let mut config = match &opts.conninfo {
-        Some(s) => Config::from_str(s).map_err(|e| PgClientError::BadConnInfo(e.to_string()))?,
-        None => Config::new(),
+pub fn config_from(opts: &ConnectOptions, env: impl Fn(&str) -> Option<String>) -> Result<ConnectConfig> {
+    let (mut pairs, tls_params) = match &opts.conninfo {
+        Some(s) => split_tls_params(s).map_err(PgClientError::BadConnInfo)?,
+        None => (Vec::new(), TlsParams::default()),
     };
+    // An empty host, port, ... is the default (libpq), not a value.
+    pairs.retain(|(k, v)| {
+        !(v.is_empty() && ["host", "hostaddr", "port", "user", "dbname"].contains(&k.as_str()))
+    });
+    for (key, var) in ENV_SETTINGS {
+        if !pairs.iter().any(|(k, _)| k == key) {
+            if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+                pairs.push((key.to_string(), v));
+            }
+        }
+    }
+    let mut config = Config::from_str(&conninfo::to_conninfo(&pairs))
+        .map_err(|e| PgClientError::BadConnInfo(e.to_string()))?;
+    // The TLS mode is pgark's, host by host: tokio-postgres never sees
+    // one. Fail closed should that ever change.
+    if config.get_ssl_mode() != tokio_postgres::config::SslMode::Prefer {
+        return Err(PgClientError::BadConnInfo(
+            "an sslmode reached tokio-postgres; pgark applies sslmode itself".into(),
+        ));
+    }
     if config.get_hosts().is_empty() {
-        match env("PGHOST") {
+        match env("PGHOST").filter(|h| !h.is_empty()) {
             Some(hosts) => {
                 for h in hosts.split(',') {
                     config.host(h);
                 }
             }
-            // libpq's default on Debian is the socket directory, then TCP.
-            None => {
+            // libpq's default on Debian is the socket directory, then TCP;
+            // hostaddr alone names the server by itself (libpq).
+            None if config.get_hostaddrs().is_empty() => {
                 config.host("/var/run/postgresql").host("/tmp").host("localhost");
             }
+            None => {}
         }
     }
     if config.get_ports().is_empty() {
@@ -123,26 +207,49 @@ pub fn config_from(opts: &ConnectOptions, env: impl Fn(&str) -> Option<String>) 
             .unwrap_or(Duration::from_secs(30));
         config.connect_timeout(timeout);
     }
-    if let Some(mode) = env("PGSSLMODE") {
-        match mode.as_str() {
-            "disable" | "allow" | "prefer" => {}
-            other => return Err(PgClientError::TlsUnsupported(other.to_string())),
-        }
+    let tls = TlsOptions::resolve(&tls_params, &env)?;
+    let hosts = connect::single_hosts(&config).map_err(PgClientError::BadConnInfo)?;
+    // libpq checks the certificate against `host`, never hostaddr.
+    if tls.mode == SslMode::VerifyFull && hosts.iter().any(|h| h.tcp && h.name.is_none()) {
+        return Err(PgClientError::BadConnInfo(
+            "host name must be specified for a verified SSL connection (sslmode=verify-full checks the \
+             server's certificate against host; hostaddr alone gives none)"
+                .into(),
+        ));
     }
-    config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    if config.get_ssl_negotiation() == tokio_postgres::config::SslNegotiation::Direct
+        && matches!(tls.mode, SslMode::Disable | SslMode::Allow | SslMode::Prefer)
+    {
+        return Err(PgClientError::BadConnInfo(format!(
+            "weak sslmode \"{}\" may not be used with sslnegotiation=direct (use \"require\", \"verify-ca\", \
+             or \"verify-full\")",
+            tls.mode
+        )));
+    }
     config.keepalives(true).keepalives_idle(Duration::from_secs(30));
-    Ok(config)
+    Ok(ConnectConfig { pg: config, tls })
 }
 
 fn describe(config: &Config) -> String {
-    let hosts: Vec<String> = config
+    let addrs = config.get_hostaddrs();
+    let mut hosts: Vec<String> = config
         .get_hosts()
         .iter()
-        .map(|h| match h {
-            Host::Tcp(s) => s.clone(),
-            Host::Unix(p) => p.display().to_string(),
+        .zip(addrs.iter().map(Some).chain(std::iter::repeat(None)))
+        .map(|(h, addr)| {
+            let name = match h {
+                Host::Tcp(s) => s.clone(),
+                Host::Unix(p) => p.display().to_string(),
+            };
+            match addr {
+                Some(a) if a.to_string() != name => format!("{name} ({a})"),
+                _ => name,
+            }
         })
         .collect();
+    if hosts.is_empty() {
+        hosts = addrs.iter().map(|a| a.to_string()).collect();
+    }
     let port = config.get_ports().first().copied().unwrap_or(5432);
     format!(
         "{} port {port} as user {}",
@@ -156,73 +263,6 @@ pub struct Session {
     client: Client,
     version_num: u32,
     target: String,
-}
-
-/// The parts of a libpq conninfo string (`key=value`, values optionally
-/// single-quoted with `\\` escapes) this client understands, as a conninfo
-/// string again: a standby's `primary_conninfo`, written by
-/// `pg_basebackup -R`, also carries `passfile`, `channel_binding`,
-/// `sslsni`, `gssencmode`, ... which it would refuse. `None` if the string
-/// does not parse.
-pub fn client_conninfo(conninfo: &str) -> Option<String> {
-    const KNOWN: &[&str] = &[
-        "host",
-        "hostaddr",
-        "port",
-        "user",
-        "password",
-        "dbname",
-        "application_name",
-        "connect_timeout",
-        "options",
-        "sslmode",
-    ];
-    let mut out = Vec::new();
-    let mut chars = conninfo.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.peek().is_none() {
-            break;
-        }
-        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.next() != Some('=') {
-            return None;
-        }
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut value = String::new();
-        if chars.peek() == Some(&'\'') {
-            chars.next();
-            loop {
-                match chars.next()? {
-                    '\\' => value.push(chars.next()?),
-                    '\'' => break,
-                    c => value.push(c),
-                }
-            }
-        } else {
-            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
-                if c == '\\' {
-                    value.push(chars.next()?);
-                } else {
-                    value.push(c);
-                }
-            }
-        }
-        if KNOWN.contains(&key.as_str()) {
-            out.push(format!(
-                "{key}='{}'",
-                value.replace('\\', "\\\\").replace('\'', "\\'")
-            ));
-        }
-    }
-    Some(out.join(" "))
 }
 
 /// What `pg_backup_stop` returned.
@@ -273,19 +313,8 @@ impl Session {
     /// Connects and checks the server version (13 to 18).
     pub async fn connect(opts: &ConnectOptions) -> Result<Session> {
         let config = config_from(opts, |k| std::env::var(k).ok())?;
-        let target = describe(&config);
-        let (client, connection) = config
-            .connect(NoTls)
-            .await
-            .map_err(|source| PgClientError::Connect {
-                target: target.clone(),
-                source,
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!("PostgreSQL connection closed: {e}");
-            }
-        });
+        let target = describe(&config.pg);
+        let client = connect::connect(&config).await?;
         let row = client
             .query_one("select current_setting('server_version_num')::int", &[])
             .await
@@ -566,7 +595,7 @@ mod tests {
             conninfo: conninfo.map(String::from),
             connect_timeout: None,
         };
-        config_from(&opts, |k| env.get(k).cloned())
+        config_from(&opts, |k| env.get(k).cloned()).map(|c| c.pg)
     }
 
     #[test]
@@ -597,21 +626,135 @@ mod tests {
         assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(30)));
     }
 
+    fn connect_config(conninfo: Option<&str>, env: &[(&str, &str)]) -> Result<ConnectConfig> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let opts = ConnectOptions {
+            conninfo: conninfo.map(String::from),
+            connect_timeout: None,
+        };
+        config_from(&opts, |k| env.get(k).cloned())
+    }
+
     #[test]
-    fn primary_conninfo_keeps_what_the_client_understands() {
-        let pc = "user=postgres passfile='/var/lib/postgresql/.pgpass' channel_binding=prefer \
-                  host=/tmp/pg port=5432 sslmode=prefer sslsni=1 gssencmode=prefer application_name='my \\'app'";
-        let got = client_conninfo(pc).unwrap();
+    fn hostaddr_alone_is_a_tcp_host_and_keeps_its_tls_mode() {
+        let addr: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        for (conninfo, env) in [
+            (Some("hostaddr=127.0.0.1 port=6000 sslmode=require"), vec![]),
+            (
+                Some("sslmode=require"),
+                vec![("PGHOSTADDR", "127.0.0.1"), ("PGPORT", "6000")],
+            ),
+            (
+                None,
+                vec![
+                    ("PGHOSTADDR", "127.0.0.1"),
+                    ("PGSSLMODE", "require"),
+                    ("PGPORT", "6000"),
+                ],
+            ),
+        ] {
+            let c = connect_config(conninfo, &env).unwrap();
+            // No default socket directories added next to the address.
+            assert_eq!(c.pg.get_hosts(), &[] as &[Host], "{conninfo:?} {env:?}");
+            assert_eq!(c.pg.get_hostaddrs(), &[addr]);
+            assert_eq!(c.tls.mode, SslMode::Require);
+            let hosts = connect::single_hosts(&c.pg).unwrap();
+            assert_eq!(hosts.len(), 1);
+            assert!(hosts[0].tcp, "hostaddr is reached over TCP, so with TLS");
+            assert_eq!(hosts[0].name, None);
+            assert_eq!(hosts[0].config.get_ports(), &[6000]);
+        }
+        // A host given with its address: the name is the host.
+        let c = connect_config(
+            Some("host=db.example hostaddr=127.0.0.1 sslmode=verify-full sslrootcert=/ca"),
+            &[],
+        )
+        .unwrap();
+        let hosts = connect::single_hosts(&c.pg).unwrap();
+        assert_eq!(hosts[0].name.as_deref(), Some("db.example"));
+        assert!(hosts[0].tcp);
+        // PGHOST pairs with the conninfo's hostaddr.
+        let c = connect_config(Some("hostaddr=127.0.0.1"), &[("PGHOST", "db")]).unwrap();
+        assert_eq!(c.pg.get_hosts(), &[Host::Tcp("db".into())]);
+        // Without host or hostaddr: the defaults.
+        assert_eq!(connect_config(None, &[]).unwrap().pg.get_hosts().len(), 3);
+    }
+
+    #[test]
+    fn what_libpq_refuses_about_hosts_is_refused() {
+        for (conninfo, env, want) in [
+            (
+                "hostaddr=127.0.0.1 sslmode=verify-full sslrootcert=/ca",
+                vec![],
+                "host name must be specified for a verified SSL connection",
+            ),
+            (
+                "host=/run/pg hostaddr=127.0.0.1 sslmode=verify-full sslrootcert=/ca",
+                vec![],
+                "host name must be specified for a verified SSL connection",
+            ),
+            (
+                "host=a,b hostaddr=127.0.0.1",
+                vec![],
+                "could not match 2 host names to 1 hostaddr values",
+            ),
+            (
+                "hostaddr=127.0.0.1",
+                vec![("PGHOST", "a,b")],
+                "could not match 2 host names to 1 hostaddr values",
+            ),
+            (
+                "host=a,b,c port=1,2",
+                vec![],
+                "could not match 2 port numbers to 3 hosts",
+            ),
+            (
+                "host=db sslnegotiation=direct",
+                vec![],
+                "weak sslmode \"prefer\" may not be used with sslnegotiation=direct",
+            ),
+            (
+                "host=db",
+                vec![("PGSSLNEGOTIATION", "direct"), ("PGSSLMODE", "allow")],
+                "weak sslmode \"allow\"",
+            ),
+        ] {
+            let err = connect_config(Some(conninfo), &env).err().unwrap();
+            assert!(
+                matches!(err, PgClientError::BadConnInfo(_)),
+                "{conninfo}: {err:?}"
+            );
+            assert!(err.to_string().contains(want), "{conninfo}: {err}");
+        }
+        assert!(connect_config(Some("host=db sslnegotiation=direct sslmode=require"), &[]).is_ok());
+    }
+
+    #[test]
+    fn security_settings_come_from_the_environment_too() {
+        use tokio_postgres::config::{ChannelBinding, LoadBalanceHosts, TargetSessionAttrs};
+        let env = [
+            ("PGCHANNELBINDING", "require"),
+            ("PGTARGETSESSIONATTRS", "read-write"),
+            ("PGLOADBALANCEHOSTS", "random"),
+            ("PGSSLNEGOTIATION", "direct"),
+            ("PGSSLMODE", "require"),
+        ];
+        let c = cfg(Some("host=db"), &env).unwrap();
+        assert_eq!(c.get_channel_binding(), ChannelBinding::Require);
+        assert_eq!(c.get_target_session_attrs(), TargetSessionAttrs::ReadWrite);
+        assert_eq!(c.get_load_balance_hosts(), LoadBalanceHosts::Random);
         assert_eq!(
-            got,
-            "user='postgres' host='/tmp/pg' port='5432' sslmode='prefer' application_name='my \\'app'"
+            c.get_ssl_negotiation(),
+            tokio_postgres::config::SslNegotiation::Direct
         );
-        let c = cfg(Some(&got), &[]).unwrap();
-        assert_eq!(c.get_user(), Some("postgres"));
-        assert_eq!(c.get_application_name(), Some("my 'app"));
-        assert_eq!(client_conninfo("host"), None);
-        assert_eq!(client_conninfo("host='unterminated"), None);
-        assert_eq!(client_conninfo("").as_deref(), Some(""));
+        // The conninfo wins.
+        let c = cfg(Some("host=db channel_binding=disable"), &env).unwrap();
+        assert_eq!(c.get_channel_binding(), ChannelBinding::Disable);
+        // A URL's password may hold `?`; its sslmode is still pgark's.
+        let c = connect_config(Some("postgresql://u:s3cr?t@db/postgres?sslmode=require"), &[]).unwrap();
+        assert_eq!(c.tls.mode, SslMode::Require);
+        assert_eq!(c.pg.get_password(), Some(&b"s3cr?t"[..]));
+        assert_eq!(c.pg.get_ssl_mode(), tokio_postgres::config::SslMode::Prefer);
     }
 
     #[test]
@@ -620,12 +763,26 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("PGPORT"));
-        assert!(cfg(None, &[("PGSSLMODE", "verify-full")])
+        assert!(cfg(None, &[("PGSSLMODE", "verify")])
             .unwrap_err()
             .to_string()
-            .contains("PGSSLMODE"));
+            .contains("PGSSLMODE: invalid sslmode value: \"verify\""));
+        assert!(cfg(Some("host=db sslmode=on"), &[])
+            .unwrap_err()
+            .to_string()
+            .contains("sslmode: invalid sslmode value: \"on\""));
+        // verify-* without a CA to verify with (no HOME: no root.crt).
+        let err = cfg(None, &[("PGSSLMODE", "verify-full")]).unwrap_err();
+        assert!(matches!(err, PgClientError::NoRootCert { .. }), "{err:?}");
+        assert!(err.to_string().contains("sslmode=verify-full"), "{err}");
         // A conninfo string that does not parse is refused as such.
-        for bad in ["nonsense", "host="] {
+        for bad in [
+            "nonsense",
+            "host=db port=x",
+            "hostaddr=db",
+            "postgresql://db/x?sslmode",
+            "host=db sslcrl=/c.crl",
+        ] {
             let err = cfg(Some(bad), &[]).unwrap_err();
             assert!(matches!(err, PgClientError::BadConnInfo(_)), "{bad}: {err:?}");
         }

@@ -28,7 +28,7 @@ use zstd::zstd_safe::zstd_sys;
 use crate::digest::ContentHasher;
 
 /// Bytes read, hashed and handed to zstd at a time.
-pub(crate) const STEP: usize = 256 << 10;
+pub(crate) const STEP: usize = 128 << 10;
 
 /// Sources shorter than this are compressed by the streaming encoder: the
 /// stable buffer saves nothing there.

@@ -25,8 +25,12 @@ use tokio::sync::{mpsc, oneshot};
 /// large enough that a chunk's hand-over costs nothing beside its encoding,
 /// small enough that the chunks in flight of every stream stay a few MiB.
 pub(crate) const CHUNK_SIZE: usize = 256 << 10;
-/// Chunks in flight per stream.
+/// Chunks in flight per upload stream.
 pub(crate) const CHANNEL_DEPTH: usize = 4;
+/// Chunks in flight per download, in the store's own chunk size (256 KiB
+/// from a local repository, network reads otherwise): one being decoded,
+/// one read ahead.
+const DOWNLOAD_DEPTH: usize = 2;
 
 /// How a producer's output is handed to the store: chunk size and chunks in
 /// flight.
@@ -421,7 +425,7 @@ where
     F: FnOnce(&mut ObjectReader<ChannelReader>) -> Result<T, EngineError> + Send + 'static,
 {
     let got = store.get(key).await?;
-    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    let (tx, rx) = mpsc::channel(DOWNLOAD_DEPTH);
     let forward = forward_stream(got.stream, tx);
     let key_owned = key.clone();
     let data_key = data_key.cloned();

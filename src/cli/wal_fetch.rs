@@ -133,9 +133,13 @@ async fn run_prefetcher(
     parallel: usize,
     settings: &Settings,
 ) -> anyhow::Result<()> {
+    let Some(lock) = spool.adopt_lock() else {
+        // Another prefetcher holds the spool.
+        return Ok(());
+    };
     let (store, keys) = crate::repo::open_existing_with_keys(settings).await?;
     opts.keys = keys;
-    pgark_engine::run_prefetcher(store, spool, opts, parallel).await?;
+    pgark_engine::run_prefetcher(store, spool, lock, opts, parallel).await?;
     Ok(())
 }
 

@@ -253,9 +253,12 @@ impl FetchSpool {
         (rc == 0).then_some(file)
     }
 
-    /// The spool's lock as a new prefetcher holds it: the one `wal-fetch`
-    /// took and passed on as descriptor [`INHERITED_LOCK_FD`] (so that no
-    /// other prefetcher can start in between), or else taken now.
+    /// The spool's lock as a new prefetcher process holds it: the one
+    /// `wal-fetch` took and passed on as descriptor [`INHERITED_LOCK_FD`]
+    /// (so that no other prefetcher can start in between), or else taken
+    /// now. Only for the prefetcher process itself: elsewhere descriptor 3
+    /// belongs to someone else (another thread may even have the lock file
+    /// open on it).
     pub fn adopt_lock(&self) -> Option<std::fs::File> {
         use std::os::unix::fs::MetadataExt;
         use std::os::unix::io::FromRawFd;

@@ -226,6 +226,7 @@ async fn the_prefetcher_fetches_ahead_follows_requests_and_timelines_and_cleans_
     let worker = tokio::spawn(run_prefetcher(
         store.clone(),
         spool.clone(),
+        spool.try_lock().unwrap(),
         WalFetchOptions::default(),
         2,
     ));
@@ -238,11 +239,9 @@ async fn the_prefetcher_fetches_ahead_follows_requests_and_timelines_and_cleans_
         .dir()
         .join(".000000010000000000000005.1234.pgark-tmp")
         .exists());
-    // A second prefetcher for the same pg_wal does nothing.
+    // A second prefetcher for the same pg_wal cannot start.
     assert!(spool.prefetcher_running());
-    run_prefetcher(store.clone(), spool.clone(), WalFetchOptions::default(), 2)
-        .await
-        .unwrap();
+    assert!(spool.try_lock().is_none());
 
     // Handed over: each name's own bytes.
     let dest = server.dest();
@@ -309,8 +308,17 @@ async fn a_prefetcher_ends_at_once_when_its_server_stops_even_mid_download() {
     let mut server = Server::start();
     let spool = server.spool("/repo");
     spool.want(&seg(1, 4), SIZE);
-    let worker = tokio::spawn(run_prefetcher(slow, spool.clone(), WalFetchOptions::default(), 2));
-    wait_until("the prefetcher to start", || spool.prefetcher_running());
+    // Taken here, as wal-fetch takes it and passes it on: a probe of the
+    // lock racing the prefetcher's own start cannot make it give up.
+    let lock = spool.try_lock().unwrap();
+    let worker = tokio::spawn(run_prefetcher(
+        slow,
+        spool.clone(),
+        lock,
+        WalFetchOptions::default(),
+        2,
+    ));
+    assert!(spool.prefetcher_running());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let stopped = Instant::now();
     server.stop();

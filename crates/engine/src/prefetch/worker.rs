@@ -47,19 +47,18 @@ impl Miss {
 
 /// Runs the prefetcher of `spool` until it has nothing to do (see the
 /// module docs), `parallel` downloads at once and `2 * parallel` segments
-/// ahead (within [`SPOOL_MAX_BYTES`]). Returns at once when another
-/// prefetcher holds the spool. Errors of single segments are logged, not
-/// returned: `wal-fetch` fetches such a segment itself and reports what
-/// fails.
+/// ahead (within [`SPOOL_MAX_BYTES`]). `lock` is the spool's lock
+/// ([`FetchSpool::try_lock`] or [`FetchSpool::adopt_lock`]), held until
+/// this returns. Errors of single segments are logged, not returned:
+/// `wal-fetch` fetches such a segment itself and reports what fails.
 pub async fn run_prefetcher(
     store: Arc<dyn ObjectStore>,
     spool: FetchSpool,
+    lock: std::fs::File,
     opts: WalFetchOptions,
     parallel: usize,
 ) -> Result<(), EngineError> {
-    let Some(_lock) = spool.adopt_lock() else {
-        return Ok(());
-    };
+    let _lock = lock;
     let opts = WalFetchOptions {
         // Checked when the segment is handed over.
         refuse_tablespace_create: false,

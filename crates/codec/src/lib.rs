@@ -32,7 +32,7 @@
 //! | codec | body |
 //! |-------|------|
 //! | none  | the original bytes |
-//! | zstd  | one or more zstd frames and nothing else (written: one frame, with content checksum; with the content size when written by [`ObjectWriter::finish_from`]) |
+//! | zstd  | one or more zstd frames and nothing else (written: independent frames of at most 1 MiB of original bytes, each with content size and checksum; one frame when written by [`ObjectWriter::finish_from`]) |
 //! | lz4   | one or more LZ4 frames (LZ4 frame format) and nothing else (written: one frame, 64 KiB linked blocks, content checksum) |
 //! | lzma  | exactly one xz stream (LZMA2, CRC64 check) |
 //!
@@ -101,6 +101,7 @@
 pub mod digest;
 pub mod error;
 pub mod format;
+mod frames;
 pub mod reader;
 pub mod spec;
 mod stable;

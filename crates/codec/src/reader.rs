@@ -44,8 +44,10 @@
 //! inner reader are returned unchanged (`Interrupted` is retried
 //! internally).
 //!
-//! Memory: the 64 KiB input buffer plus the codec's own state (zstd: window
-//! up to 128 MiB as zstd allows by default; LZ4: up to ~200 KiB for the
+//! Memory: the 64 KiB input buffer plus the codec's own state (zstd: a frame
+//! of at most 1 MiB with its content size is decoded whole, with the input
+//! buffer grown to hold it and a block of its size; other frames stream
+//! through a window up to 128 MiB as zstd allows by default; LZ4: up to ~200 KiB for the
 //! 64 KiB blocks pgark writes, at most ~8 MiB for 4 MiB blocks; xz: the
 //! stream's dictionary, capped at [`XZ_MEMLIMIT`]); one 64 KiB chunk (at
 //! most 4 MiB) more when decrypting.
@@ -61,6 +63,7 @@ use crate::format::{
     decode_header_full, decode_trailer, le_u32, HEADER_LEN, LZ4_FRAME_MAGIC, MIN_OBJECT_LEN, TRAILER_LEN,
     ZSTD_FRAME_MAGIC,
 };
+use crate::frames;
 use crate::spec::Compression;
 use crate::ObjectSummary;
 
@@ -91,7 +94,7 @@ impl<R: Read> Read for Source<R> {
 /// [`TRAILER_LEN`] bytes seen: everything before them is body.
 struct BodySource<R: Read> {
     inner: Source<R>,
-    buf: Box<[u8]>,
+    buf: Vec<u8>,
     start: usize,
     end: usize,
     /// The inner reader returned EOF.
@@ -113,7 +116,7 @@ impl<R: Read> BodySource<R> {
     fn new(inner: Source<R>) -> Self {
         BodySource {
             inner,
-            buf: vec![0u8; INPUT_BUF + TRAILER_LEN].into_boxed_slice(),
+            buf: vec![0u8; INPUT_BUF + TRAILER_LEN],
             start: 0,
             end: 0,
             eof: false,
@@ -131,7 +134,7 @@ impl<R: Read> BodySource<R> {
     /// Makes at least `want` body bytes available, unless the body ends
     /// first. Afterwards [`Self::body`] is empty only at the body's end.
     fn refill(&mut self, want: usize) -> io::Result<()> {
-        debug_assert!(want <= INPUT_BUF);
+        debug_assert!(want <= self.buf.len() - TRAILER_LEN);
         while self.available() < want && !self.eof {
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);
@@ -159,6 +162,13 @@ impl<R: Read> BodySource<R> {
             }
         }
         Ok(())
+    }
+
+    /// Lets the buffer hold `want` body bytes at once (it never shrinks).
+    fn grow(&mut self, want: usize) {
+        if self.buf.len() < want + TRAILER_LEN {
+            self.buf.resize(want + TRAILER_LEN, 0);
+        }
     }
 
     /// The body bytes available now.
@@ -239,6 +249,39 @@ enum BodyError {
     Codec(String),
 }
 
+/// Decodes the zstd frame at the start of `src`'s body into `block` in one
+/// call, when its header gives a content size of at most
+/// [`frames::FRAME_LEN`] and the whole frame fits the input buffer.
+/// `Ok(false)` leaves it to the streaming decoder (which also reports what
+/// is wrong with a frame whose end cannot be found).
+fn decode_whole<R: Read>(
+    src: &mut BodySource<R>,
+    dctx: &mut Option<zstd::zstd_safe::DCtx<'static>>,
+    block: &mut Vec<u8>,
+) -> Result<bool, BodyError> {
+    let head = src.fill_body(frames::MAX_FRAME_HEADER).map_err(BodyError::Io)?;
+    let frames::FrameSize::Small(size) = frames::frame_size(head) else {
+        return Ok(false);
+    };
+    let most =
+        frames::max_stored_frame().min(zstd::zstd_safe::compress_bound(size) + frames::MAX_FRAME_HEADER + 4);
+    src.grow(most);
+    let body = src.fill_body(most).map_err(BodyError::Io)?;
+    let Some(stored) = frames::stored_len(body) else {
+        return Ok(false);
+    };
+    let dctx = match dctx {
+        Some(d) => d,
+        None => dctx.insert(
+            zstd::zstd_safe::DCtx::try_create()
+                .ok_or_else(|| BodyError::Codec("cannot create a zstd decoder".into()))?,
+        ),
+    };
+    frames::decode_whole_frame(dctx, &body[..stored], size, block).map_err(BodyError::Codec)?;
+    src.consume(stored);
+    Ok(true)
+}
+
 /// Why a body that should start with a `kind` frame does not.
 fn not_a_frame(kind: &str, start: &[u8]) -> String {
     match start.len() {
@@ -257,6 +300,14 @@ enum Body<R: Read> {
     Zstd {
         src: BodySource<R>,
         dec: zstd::stream::raw::Decoder<'static>,
+        /// The streaming decoder has been used since its last reset.
+        dec_used: bool,
+        /// For frames decoded whole ([`crate::frames`]), made when first
+        /// needed.
+        whole: Option<zstd::zstd_safe::DCtx<'static>>,
+        /// The last frame decoded whole, handed out from `pos`.
+        block: Vec<u8>,
+        pos: usize,
         /// At a frame boundary: before the first frame, or the current
         /// frame is complete (including its flushed output).
         frame_done: bool,
@@ -285,6 +336,10 @@ impl<R: Read> Body<R> {
             Compression::Zstd => Body::Zstd {
                 src,
                 dec: zstd::stream::raw::Decoder::new()?,
+                dec_used: false,
+                whole: None,
+                block: Vec::new(),
+                pos: 0,
                 frame_done: true,
                 frames: 0,
             },
@@ -344,6 +399,10 @@ impl<R: Read> Body<R> {
         let Body::Zstd {
             src,
             dec,
+            dec_used,
+            whole,
+            block,
+            pos,
             frame_done,
             frames,
         } = self
@@ -351,6 +410,12 @@ impl<R: Read> Body<R> {
             unreachable!()
         };
         loop {
+            if *pos < block.len() {
+                let n = (block.len() - *pos).min(out.len());
+                out[..n].copy_from_slice(&block[*pos..*pos + n]);
+                *pos += n;
+                return Ok(Some(n));
+            }
             if *frame_done {
                 // At a frame boundary: another zstd frame may follow;
                 // anything else ends the codec stream (and is trailing
@@ -363,10 +428,15 @@ impl<R: Read> Body<R> {
                 if !is_frame {
                     return Ok(None);
                 }
-                if *frames > 0 {
+                *frames += 1;
+                if decode_whole(src, whole, block)? {
+                    *pos = 0;
+                    continue;
+                }
+                if *dec_used {
                     dec.reinit().map_err(|e| BodyError::Codec(e.to_string()))?;
                 }
-                *frames += 1;
+                *dec_used = true;
                 *frame_done = false;
             }
             let input = src.fill_body(1).map_err(BodyError::Io)?;

@@ -18,8 +18,9 @@
 //! codec stream *and the trailer*: compress, then encrypt, and the
 //! original length and SHA-256 are never stored in clear.
 //!
-//! Memory: the codec's own buffers and window only (zstd: its window plus
-//! ~128 KiB of stream buffers; LZ4: 64 KiB blocks, ~200 KiB; xz: the preset's
+//! Memory: the codec's own buffers and window only (zstd: the 1 MiB block
+//! being gathered, its compressed frame and the tables for it, see
+//! [`crate::frames`]; LZ4: 64 KiB blocks, ~200 KiB; xz: the preset's
 //! dictionary and match finder), plus one 64 KiB chunk when encrypting.
 //! Nothing else is buffered.
 
@@ -30,6 +31,7 @@ use pgark_crypto::{DataKey, EncryptWriter};
 use crate::digest::{ContentHasher, DigestAlgorithm};
 use crate::error::CodecError;
 use crate::format::{encode_header_flags, encode_trailer, HeaderFlags, HEADER_LEN};
+use crate::frames::FrameEncoder;
 use crate::spec::{Compression, CompressionSpec};
 use crate::ObjectSummary;
 
@@ -106,9 +108,8 @@ impl<W: Write> Write for Sink<W> {
 
 enum Encoder<W: Write> {
     None(Sink<W>),
-    /// The streaming encoder (not `zstd::stream::write::Encoder`, which
-    /// cannot give back its writer unfinished: see `finish_from`).
-    Zstd(Box<zstd::stream::zio::Writer<Sink<W>, zstd::stream::raw::Encoder<'static>>>),
+    /// Independent frames of at most 1 MiB ([`crate::frames`]).
+    Zstd(Box<FrameEncoder<Sink<W>>>),
     Lz4(lz4_flex::frame::FrameEncoder<Sink<W>>),
     Lzma(xz2::write::XzEncoder<Sink<W>>),
 }
@@ -118,13 +119,7 @@ impl<W: Write> Encoder<W> {
         let level = spec.effective_level();
         Ok(match spec.codec {
             Compression::None => Encoder::None(out),
-            Compression::Zstd => {
-                let mut enc = zstd::stream::raw::Encoder::new(level.unwrap_or(3))?;
-                // Frame checksum (xxh64): corruption is reported by the codec,
-                // and `zstd -d` verifies it on hand restores.
-                enc.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
-                Encoder::Zstd(Box::new(zstd::stream::zio::Writer::new(out, enc)))
-            }
+            Compression::Zstd => Encoder::Zstd(Box::new(FrameEncoder::new(out, level.unwrap_or(3))?)),
             Compression::Lz4 => {
                 let info = lz4_flex::frame::FrameInfo::new()
                     .block_size(lz4_flex::frame::BlockSize::Max64KB)
@@ -165,7 +160,7 @@ impl<W: Write> Encoder<W> {
     fn get_ref(&self) -> &Sink<W> {
         match self {
             Encoder::None(w) => w,
-            Encoder::Zstd(w) => w.writer(),
+            Encoder::Zstd(w) => w.get_ref(),
             Encoder::Lz4(w) => w.get_ref(),
             Encoder::Lzma(w) => w.get_ref(),
         }
@@ -175,10 +170,7 @@ impl<W: Write> Encoder<W> {
     fn finish(self) -> io::Result<Sink<W>> {
         match self {
             Encoder::None(w) => Ok(w),
-            Encoder::Zstd(mut w) => {
-                w.finish()?;
-                Ok(w.into_inner().0)
-            }
+            Encoder::Zstd(w) => w.finish(),
             Encoder::Lz4(w) => w.finish().map_err(io::Error::from),
             Encoder::Lzma(w) => w.finish(),
         }
@@ -344,11 +336,13 @@ impl<W: Write> ObjectWriter<W> {
     ) -> Result<(W, ObjectSummary), CodecError> {
         self.check_usable()?;
         let stable = self.original_len == 0 && len >= crate::stable::MIN_LEN;
-        let encoder = match self.encoder {
-            Encoder::Zstd(w) if stable => {
-                // Nothing was written: the streaming encoder's buffer is
-                // empty and its frame not begun.
-                let (mut sink, _) = w.into_inner();
+        let unused = match self.encoder {
+            Encoder::Zstd(w) if stable => w.into_unused().map_err(|w| Encoder::Zstd(Box::new(w))),
+            other => Err(other),
+        };
+        let encoder = match unused {
+            Ok(mut sink) => {
+                // Nothing was written: no frame begun.
                 let level = self.level.unwrap_or(3);
                 match crate::stable::compress_stable(source, len, level, &mut self.hasher, &mut sink)? {
                     crate::stable::Stable::Done => {}
@@ -357,7 +351,7 @@ impl<W: Write> ObjectWriter<W> {
                 self.original_len = len;
                 Encoder::None(sink)
             }
-            other => {
+            Err(other) => {
                 self.encoder = other;
                 let mut buf = vec![0u8; 256 << 10];
                 let start = self.original_len;

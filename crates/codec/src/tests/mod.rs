@@ -4,6 +4,7 @@
 mod cli;
 mod corruption;
 mod encrypted;
+mod frames;
 mod props;
 mod roundtrip;
 mod stable;

@@ -1,0 +1,146 @@
+//! zstd bodies written as independent frames of at most 1 MiB, read back
+//! whole frame by whole frame, next to bodies of one long frame.
+
+use std::io::Write;
+
+use super::*;
+use crate::format::{HEADER_LEN, TRAILER_LEN};
+use crate::frames::FRAME_LEN;
+use crate::testdata::{random_bytes, wal_like};
+
+/// The zstd frames of a stored (unencrypted) object's body: each frame's
+/// stored offset in the object and its content size.
+fn frames_of(stored: &[u8]) -> Vec<(usize, Option<u64>)> {
+    let body = &stored[HEADER_LEN..stored.len() - TRAILER_LEN];
+    let mut at = 0;
+    let mut frames = Vec::new();
+    while at < body.len() {
+        let len = zstd::zstd_safe::find_frame_compressed_size(&body[at..]).unwrap();
+        let size = zstd::zstd_safe::get_frame_content_size(&body[at..]).unwrap();
+        frames.push((HEADER_LEN + at, size));
+        at += len;
+    }
+    frames
+}
+
+fn mixed(len: usize) -> Vec<u8> {
+    let mut data = wal_like(len / 2, 7);
+    data.extend(random_bytes(len - len / 2, 8));
+    data
+}
+
+#[test]
+fn a_stream_is_cut_into_frames_of_one_mebibyte_with_their_sizes() {
+    let data = mixed(3 * FRAME_LEN + 12345);
+    // Writes that do not divide a frame, and writes larger than one.
+    for chunk in [1000, 256 << 10, 3 * FRAME_LEN] {
+        let (stored, written) = encode_chunked(&data, CompressionSpec::default(), chunk);
+        let sizes: Vec<Option<u64>> = frames_of(&stored).into_iter().map(|(_, s)| s).collect();
+        let f = FRAME_LEN as u64;
+        assert_eq!(
+            sizes,
+            vec![Some(f), Some(f), Some(f), Some(12345)],
+            "writes of {chunk}"
+        );
+        for buf in [1, 4096, 3 * FRAME_LEN] {
+            assert_round_trip(
+                &data,
+                &stored,
+                &written,
+                decode_with_buf(&stored[..], buf).unwrap(),
+            );
+        }
+        assert_round_trip(
+            &data,
+            &stored,
+            &written,
+            decode_with_buf(Trickle::new(&stored), 777).unwrap(),
+        );
+    }
+}
+
+#[test]
+fn an_empty_object_has_one_empty_frame_and_a_flush_ends_a_frame() {
+    let (stored, written) = encode_chunked(b"", CompressionSpec::default(), 1);
+    assert_eq!(frames_of(&stored), vec![(HEADER_LEN, Some(0))]);
+    assert_round_trip(b"", &stored, &written, decode_with_buf(&stored[..], 10).unwrap());
+
+    let mut w = ObjectWriter::new(Vec::new(), CompressionSpec::default()).unwrap();
+    w.write_all(b"first").unwrap();
+    w.flush().unwrap();
+    assert!(w.get_ref().len() > HEADER_LEN, "a flush reaches the inner writer");
+    w.write_all(b" second").unwrap();
+    let (stored, written) = w.finish().unwrap();
+    let sizes: Vec<Option<u64>> = frames_of(&stored).into_iter().map(|(_, s)| s).collect();
+    assert_eq!(sizes, vec![Some(5), Some(7)]);
+    assert_round_trip(
+        b"first second",
+        &stored,
+        &written,
+        decode_with_buf(&stored[..], 3).unwrap(),
+    );
+}
+
+/// A body of one long frame, as written before frames were cut (and as any
+/// zstd stream writer makes): read by the streaming decoder.
+#[test]
+fn one_long_frame_and_frames_without_a_size_still_read() {
+    let data = mixed(2 * FRAME_LEN + 99);
+    let (framed, written) = encode_chunked(&data, CompressionSpec::default(), 64 << 10);
+    let mut long = framed[..HEADER_LEN].to_vec();
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    enc.include_checksum(true).unwrap();
+    enc.write_all(&data).unwrap();
+    let frame = enc.finish().unwrap();
+    assert_eq!(zstd::zstd_safe::get_frame_content_size(&frame).unwrap(), None);
+    long.extend_from_slice(&frame);
+    // A frame of known size above 1 MiB, then a small one.
+    let mut c = zstd::bulk::Compressor::new(3).unwrap();
+    long.extend(c.compress(&data[..FRAME_LEN + 1]).unwrap());
+    long.extend(c.compress(&data[..10]).unwrap());
+    long.extend_from_slice(&framed[framed.len() - TRAILER_LEN..]);
+    let mut expected = data.clone();
+    expected.extend_from_slice(&data[..FRAME_LEN + 1]);
+    expected.extend_from_slice(&data[..10]);
+    // The trailer is of `data` alone: the length check must fail, after
+    // every frame was decoded.
+    match decode_with_buf(&long[..], 4096) {
+        Err(CodecError::LengthMismatch { expected: e, actual }) => {
+            assert_eq!((e, actual), (data.len() as u64, expected.len() as u64))
+        }
+        other => panic!("{other:?}"),
+    }
+    // With the matching trailer it reads.
+    let body_end = long.len() - TRAILER_LEN;
+    let mut good = long[..body_end].to_vec();
+    good.extend(crate::format::encode_trailer(
+        expected.len() as u64,
+        &sha256(&expected),
+    ));
+    let (out, summary) = decode_with_buf(&good[..], 100_000).unwrap();
+    assert!(out == expected);
+    assert_eq!(summary.original_len, expected.len() as u64);
+    assert_eq!(written.original_len, data.len() as u64);
+}
+
+#[test]
+fn damage_in_a_middle_frame_is_reported_at_that_frame() {
+    let data = mixed(3 * FRAME_LEN);
+    let (stored, _) = encode_chunked(&data, CompressionSpec::default(), 256 << 10);
+    let frames = frames_of(&stored);
+    assert_eq!(frames.len(), 3);
+    let (second, _) = frames[1];
+    let third = frames[2].0;
+    // A byte in the middle of the second frame's blocks.
+    let mut bad = stored.clone();
+    bad[(second + third) / 2] ^= 0x55;
+    match decode_with_buf(&bad[..], 64 << 10) {
+        Err(CodecError::Decompress { offset, .. }) => assert_eq!(offset, second as u64),
+        Err(CodecError::ChecksumMismatch { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    // Cut inside the second frame: never accepted.
+    let mut cut = stored[..(second + third) / 2].to_vec();
+    cut.extend_from_slice(&stored[stored.len() - TRAILER_LEN..]);
+    assert!(decode_with_buf(&cut[..], 64 << 10).is_err());
+}

@@ -98,6 +98,7 @@ restored_log=$scratch/restored.log
 mkdir -p "$scratch/bin" "$sock"
 install -m 0755 "$built" "$scratch/bin/pgark"
 port=
+starting=
 
 if [ "$(id -u)" -eq 0 ]; then
     getent passwd postgres >/dev/null || die "no postgres user (.ci/install-deps.sh creates it)"
@@ -114,18 +115,26 @@ fi
 as_pg() {
     (cd "$scratch" && "${as[@]}" env PATH="$scratch/bin:$PGBIN:/usr/bin:/bin" \
         PGHOST="$sock" PGPORT="${port:-5432}" PGUSER=postgres PGDATABASE=postgres \
-        PSQLRC=/dev/null "$@")
+        PSQLRC=/dev/null "$@" 3>&- 4>&-)
 }
 # Shows a command, then runs it so.
 run() { shown "$@"; as_pg "$@"; }
 # A query of the demo's own (not shown): q [-p PORT] -c SQL.
 q() { as_pg psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 
-# Stops whichever of the demo's servers runs, whatever the way out.
+# Stops whichever of the demo's servers runs, whatever the way out. It
+# writes to the script's own stdout and stderr (3 and 4), since a signal may
+# come while a command's output goes elsewhere.
+exec 3>&1 4>&2
 finish() {
     local rc=$? d
-    trap - EXIT INT TERM HUP
+    trap - EXIT
+    trap "" INT TERM HUP # a second Ctrl-C does not cut the clean-up short
+    exec 1>&3 2>&4
     for d in "$restored" "$data"; do
+        # A server whose pg_ctl start was cut short may not have written
+        # its postmaster.pid yet.
+        [ "$d" = "$starting" ] && [ ! -f "$d/postmaster.pid" ] && sleep 2
         if [ -f "$d/postmaster.pid" ] && as_pg pg_ctl -D "$d" status >/dev/null 2>&1; then
             as_pg pg_ctl -D "$d" -m fast -w -t 30 stop >/dev/null 2>&1 ||
                 as_pg pg_ctl -D "$d" -m immediate -w -t 30 stop >/dev/null 2>&1 ||
@@ -200,6 +209,7 @@ timezone = 'UTC'
 EOF
 note "added to $data/postgresql.conf:"
 sed -n '/^# --- scripts\/demo.sh ---$/,$p' "$data/postgresql.conf" | tail -n +2 | sed 's/^/    /'
+starting=$data
 run pg_ctl -D "$data" -l "$log" -w -t "$TIMEOUT" start >/dev/null ||
     die "the server did not start (port $port taken meanwhile?); see $log"
 note "running on 127.0.0.1:$port; psql, pgbench and pgark below connect with PGHOST=$sock PGPORT=$port PGUSER=postgres"
@@ -267,6 +277,7 @@ note "the recovery settings backup-fetch wrote ($restored/postgresql.auto.conf):
 grep -E '^(restore_command|recovery_target_time|recovery_target_action|archive_mode) ' \
     "$restored/postgresql.auto.conf" | sed 's/^/    /'
 port2=$(free_port)
+starting=$restored
 run pg_ctl -D "$restored" -l "$restored_log" -o "-p $port2" -w -t "$TIMEOUT" start >/dev/null ||
     die "the restored server did not start; see $restored_log"
 note "waiting (at most ${TIMEOUT}s) until recovery has ended and the server is promoted"

@@ -37,6 +37,9 @@ ROOT=$PWD
 TIMEOUT=${PGARK_DEMO_TIMEOUT:-120}
 [[ $TIMEOUT =~ ^[1-9][0-9]*$ ]] || { echo "demo: PGARK_DEMO_TIMEOUT must be a number of seconds" >&2; exit 2; }
 
+# The script's own stdout and stderr, for what must be seen even while a
+# command's output is sent elsewhere (as_pg closes them for its commands).
+exec 3>&1 4>&2
 step=0
 say() { step=$((step + 1)); printf '\n== %d. %s\n' "$step" "$*"; }
 note() { printf '# %s\n' "$*"; }
@@ -56,7 +59,7 @@ shown() {
             out+=" '${word//\'/$q}'"
         fi
     done
-    printf '%s\n' "$out"
+    printf '%s\n' "$out" >&3
 }
 
 # --- 1. What it needs ---------------------------------------------------------
@@ -125,7 +128,6 @@ q() { as_pg psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 # Stops whichever of the demo's servers runs, whatever the way out. It
 # writes to the script's own stdout and stderr (3 and 4), since a signal may
 # come while a command's output goes elsewhere.
-exec 3>&1 4>&2
 finish() {
     local rc=$? d
     trap - EXIT

@@ -114,11 +114,19 @@ else
 fi
 # Runs a command as the account PostgreSQL runs as, from the scratch
 # directory (postgres may not be able to enter ours), with pgark and
-# PostgreSQL's programs on PATH and the demo server as libpq's default.
+# PostgreSQL's programs on PATH, the demo server as libpq's default and no
+# pager. In the background, waited for: a SIGTERM sent to the script alone
+# interrupts the wait, and finish passes it on to the command.
+child=
 as_pg() {
-    (cd "$scratch" && "${as[@]}" env PATH="$scratch/bin:$PGBIN:/usr/bin:/bin" \
+    local rc=0
+    (cd "$scratch" && exec "${as[@]}" env PATH="$scratch/bin:$PGBIN:/usr/bin:/bin" \
         PGHOST="$sock" PGPORT="${port:-5432}" PGUSER=postgres PGDATABASE=postgres \
-        PSQLRC=/dev/null "$@" 3>&- 4>&-)
+        PSQLRC=/dev/null PAGER=cat PSQL_PAGER=cat "$@" 3>&- 4>&-) &
+    child=$!
+    wait "$child" || rc=$?
+    child=
+    return "$rc"
 }
 # Shows a command, then runs it so.
 run() { shown "$@"; as_pg "$@"; }
@@ -133,6 +141,19 @@ finish() {
     trap - EXIT
     trap "" INT TERM HUP # a second Ctrl-C does not cut the clean-up short
     exec 1>&3 2>&4
+    # The command running when a signal came (pgark restore-test stops
+    # its own server and removes its directory on SIGTERM): give it 30 s to
+    # end. As root, the signal goes to the command under runuser, which
+    # would kill it 2 s after a signal of its own.
+    if [ -n "$child" ] && kill -0 "$child" 2>/dev/null; then
+        d=$child
+        [ "${#as[@]}" -gt 0 ] && d=$(pgrep -P "$child" | head -n 1) && [ -n "$d" ] || d=$child
+        kill -TERM "$d" 2>/dev/null || true
+        for _ in $(seq 1 60); do
+            kill -0 "$child" 2>/dev/null || break
+            sleep 0.5
+        done
+    fi
     for d in "$restored" "$data"; do
         # A server whose pg_ctl start was cut short may not have written
         # its postmaster.pid yet.

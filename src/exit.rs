@@ -97,7 +97,9 @@ impl Exit {
                 "damaged object: checksum mismatch, truncation, bad format, failed authentication \
                  (tampered)"
             }
-            Exit::Storage => "repository failure: the repository could not be read or written (after retries)",
+            Exit::Storage => {
+                "repository failure: the repository could not be read or written (after retries)"
+            }
             Exit::LocalIo => "local file failure: a local file could not be read or written",
             Exit::Postgres => {
                 "PostgreSQL failed or refused: connection, authentication, backup start or stop, WAL \

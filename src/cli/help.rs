@@ -233,11 +233,7 @@ pub fn reference(cmd: &clap::Command) -> Vec<Block> {
 /// and, for a subcommand's option, the subcommands that take it.
 fn option_variables(cmd: &clap::Command) -> Vec<(String, String)> {
     let mut vars: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
-    fn walk(
-        cmd: &clap::Command,
-        path: Option<String>,
-        vars: &mut BTreeMap<String, (String, Vec<String>)>,
-    ) {
+    fn walk(cmd: &clap::Command, path: Option<String>, vars: &mut BTreeMap<String, (String, Vec<String>)>) {
         for arg in cmd.get_arguments() {
             let Some(env) = arg.get_env() else { continue };
             let flag = match arg.get_long() {
@@ -286,9 +282,11 @@ pub fn text(blocks: &[Block]) -> String {
         if let Some(intro) = &block.intro {
             wrap(&mut out, intro, indent + 2, indent + 2);
         }
+        // Meanings start after the longest term, or at TERM_COLUMN.
+        let longest = block.entries.iter().map(|(t, _)| t.len()).max().unwrap_or(0);
         for (term, meaning) in &block.entries {
             let first = indent + 2;
-            let column = first + TERM_COLUMN;
+            let column = first + TERM_COLUMN.min(longest + 2);
             out.push_str(&" ".repeat(first));
             out.push_str(term);
             if first + term.len() + 2 > column {
@@ -362,7 +360,12 @@ pub fn completions(args: &CompletionsArgs) -> anyhow::Result<()> {
     stdout
         .write_all(&script)
         .and_then(|()| stdout.flush())
-        .map_err(|e| WriteError(format!("cannot write the {} completions to stdout: {e}", args.shell)))?;
+        .map_err(|e| {
+            WriteError(format!(
+                "cannot write the {} completions to stdout: {e}",
+                args.shell
+            ))
+        })?;
     Ok(())
 }
 
@@ -393,7 +396,11 @@ fn collect_pages(cmd: &clap::Command, blocks: &[Block], pages: &mut Vec<(String,
         let mut extra = Roff::new();
         roff(blocks, &mut extra);
         extra.to_writer(page)?;
-        man.render_version_section(page)
+        // Subcommands have no version of their own.
+        if cmd.get_version().is_some() {
+            man.render_version_section(page)?;
+        }
+        Ok(())
     };
     // Writing into a Vec cannot fail.
     render(&mut page).expect("rendering into memory");
@@ -409,14 +416,17 @@ pub fn man(args: &ManArgs) -> anyhow::Result<()> {
     let dir = &args.dir;
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(WriteError(format!("man page directory {} is not a directory", dir.display())).into()),
+        Ok(_) => {
+            return Err(WriteError(format!("man page directory {} is not a directory", dir.display())).into())
+        }
         Err(e) => {
             return Err(WriteError(format!("man page directory {}: {e}", dir.display())).into());
         }
     }
     for (name, page) in man_pages() {
         let path = dir.join(&name);
-        write_whole(&path, &page).map_err(|e| WriteError(format!("cannot write man page {}: {e}", path.display())))?;
+        write_whole(&path, &page)
+            .map_err(|e| WriteError(format!("cannot write man page {}: {e}", path.display())))?;
         println!("{}", path.display());
     }
     Ok(())
@@ -425,7 +435,10 @@ pub fn man(args: &ManArgs) -> anyhow::Result<()> {
 /// Writes `bytes` to a temporary file beside `path`, then renames it to
 /// `path`: a reader sees the old file or the new one, never a part.
 fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
@@ -516,7 +529,9 @@ mod tests {
                         .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
                     && (literal.starts_with("PGARK_")
                         || (literal.starts_with("PG") && literal.as_bytes()[2].is_ascii_uppercase())
-                        || ["AWS_", "GOOGLE_", "AZURE_"].iter().any(|p| literal.starts_with(p))
+                        || ["AWS_", "GOOGLE_", "AZURE_"]
+                            .iter()
+                            .any(|p| literal.starts_with(p))
                         || literal == "STORAGE_EMULATOR_HOST");
                 if shaped && !NOT_READ.iter().any(|(n, _)| *n == literal) {
                     found.insert(literal.to_owned(), file.display().to_string());
@@ -554,7 +569,13 @@ mod tests {
     fn every_variable_the_code_reads_is_in_every_help() {
         let vars = variables_in_code();
         // The scan sees what it must: an option's, a libpq, a cloud's.
-        for known in ["PGARK_REPO", "PGARK_ENCRYPTION_KEY", "PGSSLMODE", "AWS_REGION", "AZURE_CLIENT_ID"] {
+        for known in [
+            "PGARK_REPO",
+            "PGARK_ENCRYPTION_KEY",
+            "PGSSLMODE",
+            "AWS_REGION",
+            "AZURE_CLIENT_ID",
+        ] {
             assert!(vars.contains_key(known), "the scan missed {known}: {vars:?}");
         }
         for (name, long, _) in helps() {
@@ -577,11 +598,20 @@ mod tests {
             let codes = &long[long.find("Exit codes:").expect(&name)..];
             for code in std::iter::once(0).chain(Exit::ALL.iter().map(|e| *e as u8)) {
                 let line = format!("\n  {code} ");
-                assert!(codes.contains(&line), "`{name} --help` lacks exit code {code}:\n{codes}");
+                assert!(
+                    codes.contains(&line),
+                    "`{name} --help` lacks exit code {code}:\n{codes}"
+                );
             }
-            assert!(codes.contains("130, 143") && codes.contains("128 + code"), "{codes}");
+            assert!(
+                codes.contains("130, 143") && codes.contains("128 + code"),
+                "{codes}"
+            );
             // -h stays short, and says where the rest is.
-            assert!(!short.contains("Exit codes:") && short.contains("--help"), "{short}");
+            assert!(
+                !short.contains("Exit codes:") && short.contains("--help"),
+                "{short}"
+            );
         }
     }
 
@@ -593,7 +623,10 @@ mod tests {
                 assert!(repos.contains(kind.form), "`{name} --help` lacks {}", kind.form);
             }
             // And in --repo's own line.
-            let repo_line: String = long[long.find("--repo <URL>").expect(&name)..].chars().take(300).collect();
+            let repo_line: String = long[long.find("--repo <URL>").expect(&name)..]
+                .chars()
+                .take(300)
+                .collect();
             assert!(repo_line.contains("azure://container"), "{repo_line}");
         }
     }
@@ -638,7 +671,10 @@ mod tests {
         for (name, page) in &pages {
             let page = String::from_utf8(page.clone()).unwrap();
             assert!(page.contains(".TH"), "{name}");
-            assert!(page.contains(".SH \"EXIT CODES\"") || page.contains(".SH EXIT"), "{name}:\n{page}");
+            assert!(
+                page.contains(".SH \"EXIT CODES\"") || page.contains(".SH EXIT"),
+                "{name}:\n{page}"
+            );
         }
     }
 

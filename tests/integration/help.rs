@@ -48,12 +48,18 @@ fn long_help_has_the_reference_and_short_help_points_to_it() {
             "\n  10 ",
             "\n  13 ",
         ] {
-            assert!(long.contains(needle), "`pgark {command} --help` lacks {needle:?}:\n{long}");
+            assert!(
+                long.contains(needle),
+                "`pgark {command} --help` lacks {needle:?}:\n{long}"
+            );
         }
         args.pop();
         args.push("-h");
         let short = stdout(&args);
-        assert!(!short.contains("Exit codes:") && short.contains("--help"), "{short}");
+        assert!(
+            !short.contains("Exit codes:") && short.contains("--help"),
+            "{short}"
+        );
     }
 }
 
@@ -61,13 +67,24 @@ fn long_help_has_the_reference_and_short_help_points_to_it() {
 fn completions_for_every_shell() {
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
         let script = stdout(&["completions", shell]);
-        assert!(script.contains("backup-push") && script.contains("--repo"), "{shell}:\n{script}");
+        assert!(
+            script.contains("backup-push") && script.contains("--repo"),
+            "{shell}:\n{script}"
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pgark.bash");
     std::fs::write(&file, stdout(&["completions", "bash"])).unwrap();
-    let check = std::process::Command::new("bash").arg("-n").arg(&file).output().unwrap();
-    assert!(check.status.success(), "bash -n: {}", String::from_utf8_lossy(&check.stderr));
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     let out = pgark().args(["completions", "tcsh"]).output().unwrap();
     assert_code(&out, 2);
 }
@@ -82,11 +99,18 @@ fn man_pages_for_every_command() {
     let dir = tempfile::tempdir().unwrap();
     let written = stdout(&["man", "--dir", dir.path().to_str().unwrap()]);
     let mut expected = vec!["pgark.1".to_owned()];
-    expected.extend(subcommands().iter().map(|c| format!("pgark-{}.1", c.replace(' ', "-"))));
+    expected.extend(
+        subcommands()
+            .iter()
+            .map(|c| format!("pgark-{}.1", c.replace(' ', "-"))),
+    );
     for name in &expected {
         let path = dir.path().join(name);
         let page = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(page.starts_with(".ie") || page.contains("\n.TH "), "{name}:\n{page}");
+        assert!(
+            page.starts_with(".ie") || page.contains("\n.TH "),
+            "{name}:\n{page}"
+        );
         assert!(page.contains("EXIT CODES"), "{name}");
         assert!(written.contains(path.to_str().unwrap()), "{written}");
     }
@@ -125,7 +149,11 @@ fn render(page: &Path) {
     let text = String::from_utf8_lossy(&out.stdout);
     let warnings = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{warnings}");
-    assert!(warnings.trim().is_empty(), "warnings rendering {}: {warnings}", page.display());
+    assert!(
+        warnings.trim().is_empty(),
+        "warnings rendering {}: {warnings}",
+        page.display()
+    );
     for needle in ["SYNOPSIS", "EXIT CODES", "PGSSLMODE", "PGARK_PG_CONN"] {
         assert!(text.contains(needle), "rendered page lacks {needle}:\n{text}");
     }
@@ -133,10 +161,16 @@ fn render(page: &Path) {
 
 #[test]
 fn man_into_a_missing_directory_names_it() {
-    let out = pgark().args(["man", "--dir", "/nonexistent/man1"]).output().unwrap();
+    let out = pgark()
+        .args(["man", "--dir", "/nonexistent/man1"])
+        .output()
+        .unwrap();
     assert_code(&out, 7);
     let err = stderr(&out);
-    assert!(err.contains("pgark man:") && err.contains("/nonexistent/man1"), "{err}");
+    assert!(
+        err.contains("pgark man:") && err.contains("/nonexistent/man1"),
+        "{err}"
+    );
     let file = tempfile::NamedTempFile::new().unwrap();
     let out = pgark().args(["man", "--dir"]).arg(file.path()).output().unwrap();
     assert_code(&out, 7);

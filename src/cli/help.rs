@@ -467,7 +467,10 @@ mod tests {
                 cmd.render_help().to_string(),
             ));
             for sub in cmd.get_subcommands_mut() {
-                walk(sub, out);
+                // clap's own `help` subcommand prints the others' help.
+                if sub.get_name() != "help" {
+                    walk(sub, out);
+                }
             }
         }
         let mut cmd = command();

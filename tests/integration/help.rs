@@ -70,7 +70,8 @@ fn completions_for_every_shell() {
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
         let script = stdout(&["completions", shell]);
         assert!(
-            script.contains("backup-push") && script.contains("--repo"),
+            // fish names long options without their dashes (`-l repo`).
+            script.contains("backup-push") && (script.contains("--repo") || script.contains("-l repo")),
             "{shell}:\n{script}"
         );
     }

@@ -102,8 +102,10 @@ cleanup() {
     if [ -n "$started" ]; then
         (cd "$scratch" && as_pg "$PGBIN/pg_ctl" -D "$data" -m immediate -w stop) >/dev/null 2>&1
     fi
+    # The emulators keep nothing (memory, or the scratch directory): no need
+    # to wait for a graceful shutdown (Azurite's takes 20 s).
     for pid in "${emulator_pids[@]}"; do
-        kill "$pid" 2>/dev/null
+        kill -KILL "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
     done
     if [ "$rc" -ne 0 ] && [ -f "$scratch/server.log" ]; then
@@ -204,18 +206,20 @@ fixed_port() {
     port_free "$1" || die "port $1 (the usual port of $2, which the examples name) is in use"
 }
 
-start_moto() {
-    local prog=${PGARK_MOTO_SERVER:-/opt/pgark-test/moto/bin/moto_server} p
+launch_moto() {
+    local prog=${PGARK_MOTO_SERVER:-/opt/pgark-test/moto/bin/moto_server}
     [ -x "$prog" ] || die "moto is not installed ($prog; run .ci/install-deps.sh)"
-    p=$(free_port)
-    (cd "$scratch/emulators" && exec "$prog" -H 127.0.0.1 -p "$p") >"$scratch/emulators/moto.log" 2>&1 &
+    moto_port=$(free_port)
+    (cd "$scratch/emulators" && exec "$prog" -H 127.0.0.1 -p "$moto_port") >"$scratch/emulators/moto.log" 2>&1 &
     emulator_pids+=("$!")
-    wait_http "$p" / || die "moto did not answer on port $p: $(tail -n 5 "$scratch/emulators/moto.log")"
-    curl -sf -X PUT "http://127.0.0.1:$p/pg-backups" >/dev/null || die "cannot create the moto bucket"
-    moto_endpoint=http://127.0.0.1:$p
+}
+ready_moto() {
+    wait_http "$moto_port" / || die "moto did not answer on port $moto_port: $(tail -n 5 "$scratch/emulators/moto.log")"
+    curl -sf -X PUT "http://127.0.0.1:$moto_port/pg-backups" >/dev/null || die "cannot create the moto bucket"
+    moto_endpoint=http://127.0.0.1:$moto_port
 }
 
-start_fake_gcs() {
+launch_fake_gcs() {
     local prog=${PGARK_FAKE_GCS_SERVER:-/opt/pgark-test/fake-gcs/bin/fake-gcs-server} p=4443
     [ -x "$prog" ] || die "fake-gcs-server is not installed ($prog; run .ci/install-deps.sh)"
     fixed_port "$p" fake-gcs-server
@@ -224,6 +228,9 @@ start_fake_gcs() {
         -external-url "http://127.0.0.1:$p" -public-host "127.0.0.1:$p" -log-level warn \
         -filesystem-root "$scratch/emulators/gcs") >"$scratch/emulators/gcs.log" 2>&1 &
     emulator_pids+=("$!")
+}
+ready_fake_gcs() {
+    local p=4443
     wait_http "$p" /storage/v1/b || die "fake-gcs-server did not answer: $(tail -n 5 "$scratch/emulators/gcs.log")"
     curl -sf -X POST -H 'Content-Type: application/json' -d '{"name":"pg-backups"}' \
         "http://127.0.0.1:$p/storage/v1/b" >/dev/null || die "cannot create the GCS bucket"
@@ -233,32 +240,46 @@ start_fake_gcs() {
 # documentation).
 AZURITE_ACCOUNT=devstoreaccount1
 AZURITE_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
-start_azurite() {
+launch_azurite() {
     local prog=${PGARK_AZURITE:-/opt/pgark-test/azurite/node_modules/.bin/azurite-blob} p=10000
     [ -x "$prog" ] || die "Azurite is not installed ($prog; run .ci/install-deps.sh)"
     fixed_port "$p" Azurite
     (cd "$scratch/emulators" && exec "$prog" --blobHost 127.0.0.1 --blobPort "$p" --inMemoryPersistence \
         --skipApiVersionCheck --disableProductStyleUrl) >"$scratch/emulators/azurite.log" 2>&1 &
     emulator_pids+=("$!")
+}
+ready_azurite() {
+    local p=10000
     for _ in $(seq 600); do
         curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$p/$AZURITE_ACCOUNT?comp=list" && break
         sleep 0.1
     done
     # Create the container with a Shared Key request.
     "$PYTHON" - "$p" "$AZURITE_ACCOUNT" "$AZURITE_KEY" test <<'EOF' || die "cannot create the Azurite container: $(tail -n 5 "$scratch/emulators/azurite.log")"
-import base64, hashlib, hmac, sys, urllib.request
+import base64, hashlib, hmac, http.client, sys
 from email.utils import formatdate
 port, account, key, container = sys.argv[1:]
 date, version = formatdate(usegmt=True), "2021-08-06"
 resource = f"/{account}/{account}/{container}\nrestype:container"
 to_sign = "PUT\n" + "\n" * 11 + f"x-ms-date:{date}\nx-ms-version:{version}\n" + resource
 sig = base64.b64encode(hmac.new(base64.b64decode(key), to_sign.encode(), hashlib.sha256).digest()).decode()
-req = urllib.request.Request(f"http://127.0.0.1:{port}/{account}/{container}?restype=container", method="PUT",
-    headers={"x-ms-date": date, "x-ms-version": version, "Authorization": f"SharedKey {account}:{sig}",
-             "Content-Length": "0"}, data=b"")
-urllib.request.urlopen(req, timeout=10)
+conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=10)
+conn.request("PUT", f"/{account}/{container}?restype=container", body=b"",
+             headers={"x-ms-date": date, "x-ms-version": version, "Authorization": f"SharedKey {account}:{sig}"})
+r = conn.getresponse()
+if r.status != 201:
+    sys.exit(f"HTTP {r.status}: {r.read().decode(errors='replace')}")
 EOF
 }
+
+# Started now, ready by the time their chapter comes (Azurite takes a while).
+for file in "${files[@]}"; do
+    if [ "$file" = docs/06-object-stores.md ]; then
+        launch_moto
+        launch_fake_gcs
+        launch_azurite
+    fi
+done
 
 # --- Per-chapter preambles -------------------------------------------------------
 #
@@ -277,9 +298,9 @@ prepare() {
              insert into orders (id) select generate_series(1, 100)") >/dev/null
         ;;
     docs/06-object-stores.md)
-        start_moto
-        start_fake_gcs
-        start_azurite
+        ready_moto
+        ready_fake_gcs
+        ready_azurite
         cat >"$pre" <<EOF
 # The emulators of the test suite stand in for the clouds.
 export PGARK_S3_ENDPOINT=$moto_endpoint AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true

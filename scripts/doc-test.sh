@@ -406,7 +406,7 @@ for file in "${files[@]}"; do
         where=$(head -n 1 "$block" | sed 's/^# //')
         chmod 644 "$block" "$dir/preamble.sh"
         chmod 755 "$dir" "$scratch/blocks"
-        out=$scratch/out
+        out=${block%.sh}.out
         if [ "$(id -u)" -eq 0 ]; then
             runner=(runuser -u "$pguser" --)
         else

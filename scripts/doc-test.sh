@@ -95,6 +95,7 @@ fi
 
 port=
 started=
+block_failed=
 emulator_pids=()
 cleanup() {
     local rc=$?
@@ -108,7 +109,7 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
     done
-    if [ "$rc" -ne 0 ] && [ -f "$scratch/server.log" ]; then
+    if [ "$rc" -ne 0 ] && [ -z "$block_failed" ] && [ -f "$scratch/server.log" ]; then
         printf 'doc-test: the end of the server log:\n' >&2
         tail -n 15 "$scratch/server.log" | sed 's/^/  | /' >&2
     fi
@@ -145,6 +146,80 @@ base_env=(
     "PGUSER=postgres"
     "PGDATABASE=postgres"
 )
+
+# --- Extracting the blocks -------------------------------------------------------
+
+# extract FILE DIR: writes DIR/NNN.sh for each block to run (first line: a
+# comment with the line number), DIR/norun (line: first command of each
+# sh-norun block), and the file= blocks into the working directory.
+extract() {
+    "$PYTHON" - "$1" "$2" "$work" <<'EOF'
+import os, re, sys
+path, out, work = sys.argv[1:]
+RUN, NORUN = {"sh"}, {"sh-norun"}
+OTHER = {"console", "text", "conf", "ini", "toml", "yaml", "sql"}
+lines = open(path, encoding="utf-8").read().split("\n")
+errors, n, norun, i = [], 0, [], 0
+while i < len(lines):
+    m = re.match(r"^(\s*)(```+|~~~+)(.*)$", lines[i])
+    if not m:
+        i += 1
+        continue
+    indent, fence, info = m.group(1), m.group(2), m.group(3).strip()
+    start = i + 1
+    body = []
+    i += 1
+    while i < len(lines) and not re.match(r"^\s*" + re.escape(fence[0]) + "{%d,}\s*$" % len(fence), lines[i]):
+        body.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i].lstrip())
+        i += 1
+    if i == len(lines):
+        errors.append(f"{path}:{start}: the block is not closed")
+        break
+    i += 1
+    words = info.split()
+    lang = words[0] if words else ""
+    attrs = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+    text = "\n".join(body) + "\n"
+    if lang in RUN:
+        n += 1
+        with open(os.path.join(out, "%03d.sh" % n), "w") as f:
+            f.write(f"# {path}:{start}\n" + text)
+    elif lang in NORUN:
+        first = next((l for l in body if l.strip() and not l.lstrip().startswith("#")), "")
+        norun.append(f"{path}:{start}: {first.strip()}")
+    elif lang in OTHER:
+        if lang == "yaml":
+            import yaml
+            try:
+                list(yaml.safe_load_all(text))
+            except yaml.YAMLError as e:
+                errors.append(f"{path}:{start}: the yaml block does not parse: {e}")
+        if "file" in attrs:
+            name = attrs["file"]
+            if name.startswith("/") or ".." in name.split("/"):
+                errors.append(f"{path}:{start}: file={name} must be a relative path")
+            else:
+                with open(os.path.join(work, name), "w") as f:
+                    f.write(text)
+    elif not lang:
+        errors.append(f"{path}:{start}: a fenced block without an info string (sh, sh-norun, console, text, conf, ini, toml, yaml, sql)")
+    else:
+        errors.append(f"{path}:{start}: unknown info string {lang!r} (sh, sh-norun, console, text, conf, ini, toml, yaml, sql)")
+with open(os.path.join(out, "norun"), "w") as f:
+    f.write("".join(l + "\n" for l in norun))
+for e in errors:
+    print(e, file=sys.stderr)
+sys.exit(1 if errors else 0)
+EOF
+}
+
+# Every file's blocks first: a malformed one fails before anything starts.
+blockdir() { echo "$scratch/blocks/$(echo "$1" | tr / _)"; }
+for file in "${files[@]}"; do
+    [ -f "$file" ] || die "no such file: $file"
+    mkdir -p "$(blockdir "$file")"
+    extract "$file" "$(blockdir "$file")" || die "$file: malformed blocks (above)"
+done
 
 # --- The cluster ---------------------------------------------------------------
 
@@ -318,83 +393,13 @@ EOF
     esac
 }
 
-# --- Extracting the blocks -------------------------------------------------------
-
-# extract FILE DIR: writes DIR/NNN.sh for each block to run (first line: a
-# comment with the line number), DIR/norun (line: first command of each
-# sh-norun block), and the file= blocks into the working directory.
-extract() {
-    "$PYTHON" - "$1" "$2" "$work" <<'EOF'
-import os, re, sys
-path, out, work = sys.argv[1:]
-RUN, NORUN = {"sh"}, {"sh-norun"}
-OTHER = {"console", "text", "conf", "ini", "toml", "yaml", "sql"}
-lines = open(path, encoding="utf-8").read().split("\n")
-errors, n, norun, i = [], 0, [], 0
-while i < len(lines):
-    m = re.match(r"^(\s*)(```+|~~~+)(.*)$", lines[i])
-    if not m:
-        i += 1
-        continue
-    indent, fence, info = m.group(1), m.group(2), m.group(3).strip()
-    start = i + 1
-    body = []
-    i += 1
-    while i < len(lines) and not re.match(r"^\s*" + re.escape(fence[0]) + "{%d,}\s*$" % len(fence), lines[i]):
-        body.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i].lstrip())
-        i += 1
-    if i == len(lines):
-        errors.append(f"{path}:{start}: the block is not closed")
-        break
-    i += 1
-    words = info.split()
-    lang = words[0] if words else ""
-    attrs = dict(w.split("=", 1) for w in words[1:] if "=" in w)
-    text = "\n".join(body) + "\n"
-    if lang in RUN:
-        n += 1
-        with open(os.path.join(out, "%03d.sh" % n), "w") as f:
-            f.write(f"# {path}:{start}\n" + text)
-    elif lang in NORUN:
-        first = next((l for l in body if l.strip() and not l.lstrip().startswith("#")), "")
-        norun.append(f"{path}:{start}: {first.strip()}")
-    elif lang in OTHER:
-        if lang == "yaml":
-            import yaml
-            try:
-                list(yaml.safe_load_all(text))
-            except yaml.YAMLError as e:
-                errors.append(f"{path}:{start}: the yaml block does not parse: {e}")
-        if "file" in attrs:
-            name = attrs["file"]
-            if name.startswith("/") or ".." in name.split("/"):
-                errors.append(f"{path}:{start}: file={name} must be a relative path")
-            else:
-                with open(os.path.join(work, name), "w") as f:
-                    f.write(text)
-    elif not lang:
-        errors.append(f"{path}:{start}: a fenced block without an info string (sh, sh-norun, console, text, conf, ini, toml, yaml, sql)")
-    else:
-        errors.append(f"{path}:{start}: unknown info string {lang!r} (sh, sh-norun, console, text, conf, ini, toml, yaml, sql)")
-with open(os.path.join(out, "norun"), "w") as f:
-    f.write("".join(l + "\n" for l in norun))
-for e in errors:
-    print(e, file=sys.stderr)
-sys.exit(1 if errors else 0)
-EOF
-}
-
 # --- Running them ------------------------------------------------------------------
 
 ran=0
 norun_total=0
 norun_list=()
 for file in "${files[@]}"; do
-    [ -f "$file" ] || die "no such file: $file"
-    dir=$scratch/blocks/$(echo "$file" | tr / _)
-    mkdir -p "$dir"
-    extract "$file" "$dir" || die "$file: malformed blocks (above)"
-    chown -R "$pguser" "$work" 2>/dev/null || true
+    dir=$(blockdir "$file")
     mapfile -t norun <"$dir/norun"
     norun_total=$((norun_total + ${#norun[@]}))
     norun_list+=("${norun[@]}")
@@ -415,7 +420,11 @@ for file in "${files[@]}"; do
         set +e
         # Its own session, so that whatever it leaves running ends with it.
         (cd "$work" && exec setsid timeout 120 "${runner[@]}" env -i "${base_env[@]}" \
-            bash --noprofile --norc -c 'set -euo pipefail; . "$1"; . "$2"' doc-test "$dir/preamble.sh" "$block") \
+            bash --noprofile --norc -c '
+                set -euo pipefail
+                . "$1"
+                trap '"'"'echo "doc-test: the command at $3:$(($4 + LINENO - 1)) failed (exit $?)" >&2'"'"' ERR
+                . "$2"' doc-test "$dir/preamble.sh" "$block" "$file" "${where##*:}") \
             >"$out" 2>&1 </dev/null &
         pid=$!
         wait "$pid"
@@ -423,6 +432,7 @@ for file in "${files[@]}"; do
         set -e
         kill -KILL -- "-$pid" 2>/dev/null || true
         if [ "$rc" -ne 0 ]; then
+            block_failed=1
             {
                 printf '\ndoc-test: FAILED: %s (exit %s%s)\n' "$where" "$rc" "$([ "$rc" -eq 124 ] && echo ', timed out after 120 s')"
                 printf -- '--- the block:\n'

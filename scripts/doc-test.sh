@@ -213,6 +213,44 @@ sys.exit(1 if errors else 0)
 EOF
 }
 
+# check_links FILE...: every relative link names a file that exists and, with
+# #anchor, a heading of that file (GitHub's anchors: lower case, spaces to
+# dashes, punctuation dropped). Links inside code are not links.
+check_links() {
+    "$PYTHON" - "$@" <<'EOF'
+import os, re, sys
+def anchors(path):
+    out, fence = set(), None
+    for line in open(path, encoding="utf-8"):
+        m = re.match(r"^\s*(```+|~~~+)", line)
+        if m:
+            fence = None if fence else m.group(1)[0]
+            continue
+        h = None if fence else re.match(r"^#{1,6} (.*)", line)
+        if h:
+            out.add(re.sub(r"[^\w\- ]", "", h.group(1).strip().lower()).replace(" ", "-"))
+    return out
+bad = 0
+for path in sys.argv[1:]:
+    text = open(path, encoding="utf-8").read()
+    text = re.sub(r"(?ms)^\s*(```+|~~~+).*?^\s*\1\s*$", "", text)   # fenced blocks
+    text = re.sub(r"`[^`\n]*`", "", text)                           # code spans
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"^[a-z]+:", target):
+            continue
+        file, _, anchor = target.partition("#")
+        dest = os.path.normpath(os.path.join(os.path.dirname(path), file)) if file else path
+        if not os.path.exists(dest):
+            print(f"{path}: link to {target}: {dest} does not exist", file=sys.stderr)
+            bad += 1
+        elif anchor and dest.endswith(".md") and anchor not in anchors(dest):
+            print(f"{path}: link to {target}: no heading #{anchor} in {dest}", file=sys.stderr)
+            bad += 1
+sys.exit(1 if bad else 0)
+EOF
+}
+check_links "${files[@]}" || die "broken links (above)"
+
 # Every file's blocks first: a malformed one fails before anything starts.
 blockdir() { echo "$scratch/blocks/$(echo "$1" | tr / _)"; }
 for file in "${files[@]}"; do
@@ -224,7 +262,7 @@ done
 # --- The cluster ---------------------------------------------------------------
 
 chown -R "$pguser" "$scratch" 2>/dev/null || true
-say "pgark under test: $PGARK_BIN ($("$PGARK_BIN" --version 2>/dev/null || echo '?'))"
+say "pgark under test: $PGARK_BIN ($("$PGARK_BIN" --version 2>/dev/null | head -n 1))"
 say "initdb (PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'), as $pguser) in $data"
 (cd "$scratch" && as_pg "$PGBIN/initdb" -D "$data" -U postgres --auth=trust --data-checksums \
     --encoding=UTF8 --locale=C --no-sync) >"$scratch/initdb.log" 2>&1 ||

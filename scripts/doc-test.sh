@@ -96,10 +96,17 @@ fi
 port=
 started=
 block_failed=
+block_pid=
 emulator_pids=()
 cleanup() {
     local rc=$?
     set +e
+    # An example still running (interrupted): its whole session.
+    if [ -n "$block_pid" ]; then
+        kill -TERM -- "-$block_pid" 2>/dev/null
+        sleep 1
+        kill -KILL -- "-$block_pid" 2>/dev/null
+    fi
     if [ -n "$started" ]; then
         (cd "$scratch" && as_pg "$PGBIN/pg_ctl" -D "$data" -m immediate -w stop) >/dev/null 2>&1
     fi
@@ -464,11 +471,12 @@ for file in "${files[@]}"; do
                 trap '"'"'echo "doc-test: the command at $3:$(($4 + LINENO - 1)) failed (exit $?)" >&2'"'"' ERR
                 . "$2"' doc-test "$dir/preamble.sh" "$block" "$file" "${where##*:}") \
             >"$out" 2>&1 </dev/null &
-        pid=$!
-        wait "$pid"
+        block_pid=$!
+        wait "$block_pid"
         rc=$?
         set -e
-        kill -KILL -- "-$pid" 2>/dev/null || true
+        kill -KILL -- "-$block_pid" 2>/dev/null || true
+        block_pid=
         if [ "$rc" -ne 0 ]; then
             block_failed=1
             {

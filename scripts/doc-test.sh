@@ -56,7 +56,9 @@ PGARK_BIN=${PGARK_DOC_TEST_BIN:-$target_dir/debug/pgark}
 [ -x "$PGARK_BIN" ] || die "no pgark binary at $PGARK_BIN: run cargo build first (or set PGARK_DOC_TEST_BIN)"
 
 PGBIN=${PGARK_TEST_PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
-[ -n "$PGBIN" ] && [ -x "$PGBIN/initdb" ] || die "no PostgreSQL under /usr/lib/postgresql/*/bin (run .ci/install-deps.sh)"
+if [ -z "$PGBIN" ] || [ ! -x "$PGBIN/initdb" ]; then
+    die "no PostgreSQL under /usr/lib/postgresql/*/bin (run .ci/install-deps.sh)"
+fi
 PYTHON=/usr/bin/python3
 [ -x "$PYTHON" ] || PYTHON=$(command -v python3) || die "python3 is needed"
 for tool in curl zstd setsid; do
@@ -306,8 +308,9 @@ for _ in $(seq 300); do
     if [ -n "$archived" ] && [[ ! $archived < $last ]]; then break; fi
     sleep 0.2
 done
-[ -n "$archived" ] && [[ ! $archived < $last ]] ||
+if [ -z "$archived" ] || [[ $archived < $last ]]; then
     die "$last was not archived within 60 s: $(psql_1 'select * from pg_stat_archiver')"
+fi
 say "cluster on port $port, socket $sock, archiving into $repo (up to $archived)"
 
 # --- Emulators (for the object stores chapter) -----------------------------------

@@ -13,12 +13,30 @@
 # Idempotent: what is already there is left alone, and `apt-get update` only
 # runs if something has to be installed. Runs as root (or as a user with
 # password-less sudo). Prints what it did.
+#
+# `--runtime` (or PGARK_INSTALL_RUNTIME=1) installs only what running pgark
+# against a local cluster needs, as scripts/demo.sh does: PostgreSQL (the
+# distribution's one major), the zstd/lz4/xz tools and the `postgres`
+# account; none of the test-only servers and majors below.
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 
 say() { printf 'install-deps: %s\n' "$*"; }
 die() { printf 'install-deps: error: %s\n' "$*" >&2; exit 1; }
+
+RUNTIME_ONLY=${PGARK_INSTALL_RUNTIME:-}
+[ "$RUNTIME_ONLY" = 0 ] && RUNTIME_ONLY=
+for arg in "$@"; do
+    case $arg in
+        --runtime) RUNTIME_ONLY=1 ;;
+        -h | --help)
+            echo "usage: $0 [--runtime]   (--runtime: PostgreSQL, zstd/lz4/xz and the postgres account only)"
+            exit 0
+            ;;
+        *) die "unknown argument $arg (usage: $0 [--runtime])" ;;
+    esac
+done
 
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=()
@@ -281,6 +299,13 @@ install_azurite() {
     have_azurite || die "azurite@$AZURITE_VERSION was installed but $AZURITE_DIR/node_modules/.bin/azurite-blob is missing"
 }
 
+# --- Runtime only -----------------------------------------------------------
+
+if [ -n "$RUNTIME_ONLY" ]; then
+    say "runtime only: PostgreSQL, zstd/lz4/xz and the postgres account"
+    EXTRA_PG_VERSIONS='' MOTO_SPEC='' S3S_FS_VERSION='' FAKE_GCS_SPEC='' AZURITE_VERSION=''
+fi
+
 # --- What is missing -------------------------------------------------------
 
 packages=()
@@ -373,7 +398,7 @@ fi
 # --- moto (see above) -------------------------------------------------------
 
 if [ -z "$MOTO_SPEC" ]; then
-    say "moto not wanted (PGARK_MOTO_SPEC is empty)"
+    [ -n "$RUNTIME_ONLY" ] || say "moto not wanted (PGARK_MOTO_SPEC is empty)"
 elif have_moto; then
     say "moto ($MOTO_SPEC) already in $MOTO_VENV"
 else
@@ -381,7 +406,7 @@ else
 fi
 
 if [ -z "$S3S_FS_VERSION" ]; then
-    say "s3s-fs not wanted (PGARK_S3S_FS_VERSION is empty)"
+    [ -n "$RUNTIME_ONLY" ] || say "s3s-fs not wanted (PGARK_S3S_FS_VERSION is empty)"
 elif have_s3s_fs; then
     say "s3s-fs $S3S_FS_VERSION already in $S3S_FS_ROOT"
 else
@@ -391,14 +416,14 @@ fi
 # --- fake-gcs-server and Azurite (see above) ---------------------------------
 
 if [ -z "$FAKE_GCS_SPEC" ]; then
-    say "fake-gcs-server not wanted (PGARK_FAKE_GCS_SPEC is empty)"
+    [ -n "$RUNTIME_ONLY" ] || say "fake-gcs-server not wanted (PGARK_FAKE_GCS_SPEC is empty)"
 elif have_fake_gcs; then
     say "fake-gcs-server ($FAKE_GCS_SPEC) already in $FAKE_GCS_VENV"
 else
     install_fake_gcs
 fi
 if [ -z "$AZURITE_VERSION" ]; then
-    say "Azurite not wanted (PGARK_AZURITE_VERSION is empty)"
+    [ -n "$RUNTIME_ONLY" ] || say "Azurite not wanted (PGARK_AZURITE_VERSION is empty)"
 elif have_azurite; then
     say "Azurite $AZURITE_VERSION already in $AZURITE_DIR"
 else

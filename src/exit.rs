@@ -61,6 +61,61 @@ impl From<Exit> for ExitCode {
 }
 
 impl Exit {
+    /// Every exit code, in order: the help's table is built from this.
+    pub const ALL: [Exit; 13] = [
+        Exit::NotFound,
+        Exit::Usage,
+        Exit::Rejected,
+        Exit::Conflict,
+        Exit::Integrity,
+        Exit::Storage,
+        Exit::LocalIo,
+        Exit::Postgres,
+        Exit::Internal,
+        Exit::TimedOut,
+        Exit::NoRepository,
+        Exit::Unhealthy,
+        Exit::CheckFailed,
+    ];
+
+    /// What the code means, in a few words (the help's exit-code table;
+    /// README's "Exit codes" says more).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Exit::NotFound => "not found: the requested WAL file or backup is not in the repository",
+            Exit::Usage => {
+                "usage or configuration error: bad flag, environment or configuration file, no \
+                 repository given; an encryption key missing, wrong, unreadable or given for an \
+                 unencrypted repository"
+            }
+            Exit::Rejected => {
+                "input refused: not a WAL file, a name that does not match the content, WAL of \
+                 another cluster, a destination that must not be overwritten"
+            }
+            Exit::Conflict => "archive conflict: different content is already stored under this name",
+            Exit::Integrity => {
+                "damaged object: checksum mismatch, truncation, bad format, failed authentication \
+                 (tampered)"
+            }
+            Exit::Storage => {
+                "repository failure: the repository could not be read or written (after retries)"
+            }
+            Exit::LocalIo => "local file failure: a local file could not be read or written",
+            Exit::Postgres => {
+                "PostgreSQL failed or refused: connection, authentication, backup start or stop, WAL \
+                 archiving"
+            }
+            Exit::Internal => "internal error (a bug)",
+            Exit::TimedOut => "timed out: the command did not finish within --command-timeout",
+            Exit::NoRepository => {
+                "no repository at --repo (no repository.json there); only wal-push and backup-push \
+                 create one"
+            }
+            Exit::Unhealthy => "status: the repository was read and is not healthy",
+            Exit::CheckFailed => "restore-test (and backup-push --test): a check failed",
+        }
+    }
+
     pub fn for_class(class: ErrorClass) -> Exit {
         match class {
             ErrorClass::NotFound => Exit::NotFound,
@@ -111,6 +166,7 @@ impl Failure {
                 None if error.downcast_ref::<Unhealthy>().is_some() => Exit::Unhealthy,
                 None if error.downcast_ref::<CheckFailed>().is_some() => Exit::CheckFailed,
                 None if error.downcast_ref::<crate::config::ConfigError>().is_some() => Exit::Usage,
+                None if error.downcast_ref::<crate::cli::help::WriteError>().is_some() => Exit::LocalIo,
                 None if error.downcast_ref::<pgark_catalog::CatalogError>().is_some() => Exit::Usage,
                 None => Exit::Internal,
             },

@@ -7,7 +7,6 @@ mod exit;
 mod progress;
 mod repo;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -45,11 +44,23 @@ fn bound_malloc() {
 
 /// Parses, resolves the settings and runs the command; the exit code.
 fn run() -> Result<ExitCode, ExitCode> {
-    let cli = cli::Cli::try_parse().map_err(|e| {
+    let cli = cli::help::parse().map_err(|e| {
         let _ = e.print();
         ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
     })?;
     let command = cli.command.name();
+    // Generated from the command line alone: no settings, no runtime.
+    let offline = match &cli.command {
+        cli::Command::Completions(args) => Some(cli::help::completions(args)),
+        cli::Command::Man(args) => Some(cli::help::man(args)),
+        _ => None,
+    };
+    if let Some(result) = offline {
+        return match result {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(error) => Err(exit::Failure::from_anyhow(error).report(command)),
+        };
+    }
     let settings = match config::Settings::resolve(&cli.global) {
         Ok(s) => s,
         Err(e) => {

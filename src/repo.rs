@@ -13,6 +13,51 @@ use pgark_store::{LocalStore, ObjectStore};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// A kind of repository `--repo` accepts: the help lists these, and
+/// [`open`] dispatches on their schemes.
+pub struct RepoKind {
+    /// The URL's scheme with its `://`; `None` for a plain local path.
+    pub scheme: Option<&'static str>,
+    /// The form of the URL, as the help shows it.
+    pub form: &'static str,
+    /// What it is, and where its options are.
+    pub what: &'static str,
+}
+
+pub const FILE_SCHEME: &str = "file://";
+pub const S3_SCHEME: &str = "s3://";
+pub const GCS_SCHEME: &str = "gs://";
+pub const AZURE_SCHEME: &str = "azure://";
+
+/// Every kind of repository, in the order the help lists them.
+pub const KINDS: [RepoKind; 5] = [
+    RepoKind {
+        scheme: None,
+        form: "/path/to/dir",
+        what: "a local directory (a relative path starts at the current directory)",
+    },
+    RepoKind {
+        scheme: Some(FILE_SCHEME),
+        form: "file:///path/to/dir",
+        what: "a local directory, as a URL (an absolute path)",
+    },
+    RepoKind {
+        scheme: Some(S3_SCHEME),
+        form: "s3://bucket[/prefix]",
+        what: "S3 or an S3-compatible store: --s3-* options, AWS_* variables (cargo feature s3)",
+    },
+    RepoKind {
+        scheme: Some(GCS_SCHEME),
+        form: "gs://bucket[/prefix]",
+        what: "Google Cloud Storage: --gcs-* options, GOOGLE_APPLICATION_CREDENTIALS (cargo feature gcs)",
+    },
+    RepoKind {
+        scheme: Some(AZURE_SCHEME),
+        form: "azure://container[/prefix]",
+        what: "Azure Blob Storage: --azure-* options, AZURE_* variables (cargo feature azure)",
+    },
+];
+
 /// Opens the repository of `settings`: a local path (`/backups/pg`), a
 /// `file://` URL (`file:///backups/pg`), an S3 bucket and prefix
 /// (`s3://bucket/prefix`, with the `--s3-*` options), a GCS bucket and
@@ -68,13 +113,13 @@ fn open_with(settings: &Settings, create: bool) -> anyhow::Result<Arc<dyn Object
 
 fn open_backend(settings: &Settings, create: bool) -> anyhow::Result<Arc<dyn ObjectStore>> {
     let url = settings.repo()?;
-    if url.starts_with("s3://") {
+    if url.starts_with(S3_SCHEME) {
         return open_s3(url, &settings.s3);
     }
-    if url.starts_with("gs://") {
+    if url.starts_with(GCS_SCHEME) {
         return open_gcs(url, &settings.gcs);
     }
-    if url.starts_with("azure://") {
+    if url.starts_with(AZURE_SCHEME) {
         return open_azure(url, &settings.azure, &|name| std::env::var(name).ok());
     }
     let path = local_path(url)?;
@@ -196,7 +241,7 @@ fn local_path(url: &str) -> Result<PathBuf, ConfigError> {
     if url.is_empty() {
         return Err(invalid("the repository URL is empty".into()));
     }
-    if let Some(path) = url.strip_prefix("file://") {
+    if let Some(path) = url.strip_prefix(FILE_SCHEME) {
         if !path.starts_with('/') {
             return Err(invalid(format!(
                 "{url:?}: a file:// URL takes an absolute path (file:///path)"
@@ -205,8 +250,10 @@ fn local_path(url: &str) -> Result<PathBuf, ConfigError> {
         return Ok(PathBuf::from(path));
     }
     if let Some((scheme, _)) = url.split_once("://") {
+        let supported: Vec<&str> = KINDS.iter().filter_map(|k| k.scheme).collect();
         return Err(invalid(format!(
-            "{url:?}: unsupported repository scheme {scheme:?} (supported: file://, s3://, gs://, azure://)"
+            "{url:?}: unsupported repository scheme {scheme:?} (supported: {})",
+            supported.join(", ")
         )));
     }
     Ok(PathBuf::from(url))
@@ -223,6 +270,32 @@ mod tests {
         assert_eq!(local_path("rel/dir").unwrap(), PathBuf::from("rel/dir"));
         for bad in ["", "file://a/b", "ftp://x/y"] {
             assert!(local_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The refusal of an unknown scheme names every listed one, and no
+    /// scheme is spelt out in this file's code but in KINDS.
+    #[test]
+    fn the_listed_kinds_are_the_accepted_ones() {
+        let err = local_path("ftp://x/y").unwrap_err().to_string();
+        for kind in &KINDS {
+            let Some(scheme) = kind.scheme else { continue };
+            assert!(err.contains(scheme), "{err} lacks {scheme}");
+            assert!(kind.form.starts_with(scheme), "{}", kind.form);
+        }
+        // Any "scheme://" literal in this file's code is one of KINDS'.
+        let source = include_str!("repo.rs");
+        let code = &source[..source.find("#[cfg(test)]\nmod tests").unwrap()];
+        for (i, _) in code.match_indices("://\"") {
+            let start = code[..i].rfind('"').unwrap() + 1;
+            if start == i {
+                continue; // "://" itself
+            }
+            let scheme = &code[start..i + 3];
+            assert!(
+                KINDS.iter().any(|k| k.scheme == Some(scheme)),
+                "repo.rs spells out the scheme {scheme:?}, which KINDS lacks"
+            );
         }
     }
 }

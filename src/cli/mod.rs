@@ -7,6 +7,7 @@ mod backup_mark;
 mod backup_push;
 mod delete;
 mod exporter;
+pub mod help;
 mod key;
 mod restore_test;
 mod status;
@@ -23,21 +24,11 @@ use pgark_codec::Compression;
 use std::path::PathBuf;
 use std::time::Duration;
 
-const AFTER_HELP: &str = "\
-Every option is also an environment variable PGARK_<NAME> (--compression-level is \
-PGARK_COMPRESSION_LEVEL) and a key <name> in the TOML file given by --config \
-(compression_level = 9). A flag beats the environment, which beats the file.
-
-Exit codes: 0 success, 1 not found, 2 usage or configuration error (also a missing or wrong \
-encryption key), 3 input refused, \
-4 archive conflict, 5 damaged object, 6 repository failure, 7 local file failure, \
-8 PostgreSQL failure, 9 internal error, 10 timed out, 11 no repository at --repo (only wal-push and \
-backup-push create one), 12 status: not healthy, 13 restore-test: a check failed; 130 or 143 interrupted by SIGINT or SIGTERM; with --abort-on-error, failures other than 1 exit \
-128 + code.";
-
 /// pgark: PostgreSQL WAL archiving and physical backups.
 #[derive(Debug, Parser)]
-#[command(name = "pgark", version, about, long_about = None, after_help = AFTER_HELP)]
+// The reference after the options (repositories, environment, exit codes)
+// is added by help::command, from the definitions the code uses.
+#[command(name = "pgark", version, about, long_about = None)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -52,8 +43,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "PGARK_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Repository: a local directory (/backups/pg or file:///backups/pg) or an S3 bucket and
-    /// prefix (s3://bucket/prefix; see the --s3-* options).
+    /// Repository (its kinds are listed by help::command, from repo::KINDS).
     #[arg(long, global = true, env = "PGARK_REPO", value_name = "URL")]
     pub repo: Option<String>,
 
@@ -213,6 +203,8 @@ pub enum Command {
     RestoreTest(restore_test::RestoreTestArgs),
     #[command(subcommand)]
     Key(key::KeyCommand),
+    Completions(help::CompletionsArgs),
+    Man(help::ManArgs),
 }
 
 impl Command {
@@ -230,6 +222,8 @@ impl Command {
             Command::Delete(_) => "delete",
             Command::RestoreTest(_) => "restore-test",
             Command::Key(key::KeyCommand::Rotate(_)) => "key rotate",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
         }
     }
 }
@@ -252,7 +246,9 @@ impl Command {
             | Command::Exporter(_)
             | Command::Delete(_)
             | Command::RestoreTest(_)
-            | Command::Key(_) => Duration::ZERO,
+            | Command::Key(_)
+            | Command::Completions(_)
+            | Command::Man(_) => Duration::ZERO,
         }
     }
 }
@@ -317,6 +313,8 @@ async fn run_command(
         Command::Delete(args) => delete::run(args, settings).await,
         Command::RestoreTest(args) => restore_test::run(args, settings, config).await,
         Command::Key(key::KeyCommand::Rotate(args)) => key::rotate(args, settings).await,
+        Command::Completions(args) => help::completions(&args),
+        Command::Man(args) => help::man(&args),
     };
     result.map_err(|error| {
         let mut failure = Failure::from_anyhow(error);

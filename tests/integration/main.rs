@@ -11,6 +11,7 @@ mod common;
 mod delta;
 mod encryption;
 mod gcs;
+mod help;
 mod kills;
 mod prefetch;
 mod restore_safety;

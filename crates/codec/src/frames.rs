@@ -18,8 +18,9 @@
 //! another writer (or of an older pgark: one long frame) is decoded by the
 //! streaming decoder as before.
 //!
-//! Every frame is an ordinary zstd frame with its content checksum, so a
-//! body of several frames decompresses with `zstd -d` like one.
+//! Every frame is an ordinary zstd frame (without a content checksum: the
+//! trailer's digest covers the original bytes), so a body of several frames
+//! decompresses with `zstd -d` like one.
 
 use std::io::{self, Write};
 
@@ -59,8 +60,10 @@ impl<W: Write> FrameEncoder<W> {
         let mut cctx = CCtx::try_create().ok_or_else(|| io::Error::other("zstd: cannot create a context"))?;
         cctx.set_parameter(CParameter::CompressionLevel(level))
             .map_err(zstd_error)?;
-        // Frame checksum (xxh64): `zstd -d` verifies it on hand restores.
-        cctx.set_parameter(CParameter::ChecksumFlag(true))
+        // No frame checksum: the object's trailer records the digest of
+        // the original bytes, which every reader checks; a second digest
+        // of the same bytes would cost a pass over them both ways.
+        cctx.set_parameter(CParameter::ChecksumFlag(false))
             .map_err(zstd_error)?;
         Ok(FrameEncoder {
             out,

@@ -32,8 +32,8 @@
 //! | codec | body |
 //! |-------|------|
 //! | none  | the original bytes |
-//! | zstd  | one or more zstd frames and nothing else (written: independent frames of at most 1 MiB of original bytes, each with content size and checksum; one frame when written by [`ObjectWriter::finish_from`]) |
-//! | lz4   | one or more LZ4 frames (LZ4 frame format) and nothing else (written: one frame, 64 KiB linked blocks, content checksum) |
+//! | zstd  | one or more zstd frames and nothing else (written: independent frames of at most 1 MiB of original bytes, each with its content size; one frame when written by [`ObjectWriter::finish_from`]; no frame checksums: the trailer's digest is the check) |
+//! | lz4   | one or more LZ4 frames (LZ4 frame format) and nothing else (written: one frame, 64 KiB linked blocks, no content checksum) |
 //! | lzma  | exactly one xz stream (LZMA2, CRC64 check) |
 //!
 //! **Trailer** — 52 bytes, a skippable frame, always the last 52 bytes:

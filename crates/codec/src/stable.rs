@@ -16,7 +16,7 @@
 //! window + 2 steps however long the source is. zstd never reads below its
 //! window (its decoder could not follow a match there).
 //!
-//! The frame is an ordinary zstd frame (content checksum, the content size
+//! The frame is an ordinary zstd frame (no content checksum, the content size
 //! in its header, the level's parameters for that size with the window at
 //! most 512 KiB), readable by any zstd decoder and by every pgark reader.
 
@@ -150,7 +150,9 @@ impl Cctx {
         use zstd_sys::ZSTD_cParameter::*;
         for (param, value, what) in [
             (ZSTD_c_compressionLevel, level, "level"),
-            (ZSTD_c_checksumFlag, 1, "checksum flag"),
+            // No frame checksum: the trailer's digest covers the bytes
+            // (see `crate::frames`).
+            (ZSTD_c_checksumFlag, 0, "checksum flag"),
             // The input buffer keeps its address for the whole frame
             // (see `compress_stable`).
             (ZSTD_c_experimentalParam9, 1, "stable input buffer"),

@@ -124,7 +124,9 @@ impl<W: Write> Encoder<W> {
                 let info = lz4_flex::frame::FrameInfo::new()
                     .block_size(lz4_flex::frame::BlockSize::Max64KB)
                     .block_mode(lz4_flex::frame::BlockMode::Linked)
-                    .content_checksum(true);
+                    // No content checksum: the trailer's digest covers
+                    // the original bytes (see `crate::frames`).
+                    .content_checksum(false);
                 Encoder::Lz4(lz4_flex::frame::FrameEncoder::with_frame_info(info, out))
             }
             Compression::Lzma => {
@@ -275,6 +277,16 @@ impl<W: Write> ObjectWriter<W> {
             original_len: 0,
             failed: None,
         })
+    }
+
+    /// The length of the writes this writer takes best: a frame's worth
+    /// for zstd (compressed straight from the caller's buffer, without a
+    /// copy, when nothing is gathered), else 256 KiB.
+    pub fn preferred_write_len(&self) -> usize {
+        match self.encoder {
+            Encoder::Zstd(_) => crate::frames::FRAME_LEN,
+            _ => 256 << 10,
+        }
     }
 
     /// The codec of the body being written.

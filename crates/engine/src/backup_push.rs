@@ -937,9 +937,11 @@ fn write_part(
     progress: &dyn ProgressSink,
 ) -> Result<(PartEntry, Vec<Copied1>), EngineError> {
     // Buffered, so that the codec and its digest get large slices (BLAKE3
-    // hashes 16 KiB and more with all SIMD lanes; zstd prefers large input)
-    // and io::copy reads files straight into the buffer.
-    let mut tar = tar::Builder::new(std::io::BufWriter::with_capacity(256 << 10, object));
+    // hashes 16 KiB and more with all SIMD lanes) and io::copy reads files
+    // straight into the buffer; a buffer of the codec's preferred write
+    // length lets zstd compress each frame from it, without a copy.
+    let buffer = object.preferred_write_len();
+    let mut tar = tar::Builder::new(std::io::BufWriter::with_capacity(buffer, object));
     tar.mode(tar::HeaderMode::Complete);
     let broken = |e: std::io::Error| EngineError::Internal(format!("writing backup part {index}: {e}"));
     for d in dirs.into_iter().flatten() {

@@ -2,7 +2,7 @@
 # Installs what the test suite needs on a Debian 12 machine, and nothing
 # more: a PostgreSQL server (initdb, pg_ctl, postgres, psql, pgbench,
 # pg_basebackup, ...), the zstd/lz4/xz command-line tools the tests use to
-# restore archived files by hand, the unprivileged `postgres` account the
+# restore archived files by hand, curl (scripts/doc-test.sh), the unprivileged `postgres` account the
 # tests run PostgreSQL as when they run as root, and the server programs of
 # further PostgreSQL major versions for the tests in
 # tests/integration/versions.rs (see "Extra PostgreSQL majors" below),
@@ -314,7 +314,7 @@ if have_postgres; then
 else
     packages+=(postgresql postgresql-contrib)
 fi
-for tool in zstd:zstd lz4:lz4 xz:xz-utils; do
+for tool in zstd:zstd lz4:lz4 xz:xz-utils curl:curl; do
     cmd=${tool%%:*}
     pkg=${tool#*:}
     if command -v "$cmd" >/dev/null 2>&1; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need (PostgreSQL, compression CLIs) and runs every
 # test: formatting, lints, unit tests, store conformance, and the end-to-end
-# tests that drive real PostgreSQL servers. Run as root or as a user who can
+# tests that drive real PostgreSQL servers, and the documentation's examples
+# (scripts/doc-test.sh). Run as root or as a user who can
 # sudo-less run PostgreSQL; see README.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,3 +15,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
+echo "== scripts/doc-test.sh (the examples of README.md and docs/, with the debug binary cargo test built)"
+bash scripts/doc-test.sh

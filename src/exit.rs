@@ -1,4 +1,4 @@
-//! Exit codes: the one place they are decided. README's "Exit codes" table
+//! Exit codes: the one place they are decided. docs/09-exit-codes.md
 //! mirrors this file; tests check each code.
 
 use pgark_engine::{EngineError, ErrorClass};
@@ -79,7 +79,7 @@ impl Exit {
     ];
 
     /// What the code means, in a few words (the help's exit-code table;
-    /// README's "Exit codes" says more).
+    /// docs/09-exit-codes.md says more).
     pub fn meaning(self) -> &'static str {
         match self {
             Exit::NotFound => "not found: the requested WAL file or backup is not in the repository",

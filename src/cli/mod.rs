@@ -73,12 +73,12 @@ pub struct GlobalArgs {
     /// wal-push, wal-fetch, backup-list and backup-mark; none for backup-push, backup-fetch, verify,
     /// delete and key rotate].
     /// Past it, every repository call fails and the command exits 10, leaving what any failure
-    /// leaves (see README).
+    /// leaves (see docs/08-configuration.md).
     #[arg(long, global = true, env = "PGARK_COMMAND_TIMEOUT", value_name = "DURATION")]
     pub command_timeout: Option<String>,
 
     /// Exit with 128 + code on failures other than "not found", so that PostgreSQL aborts
-    /// recovery instead of ending it early (see README) [default: false].
+    /// recovery instead of ending it early (see docs/01-archiving.md) [default: false].
     #[arg(
         long,
         global = true,

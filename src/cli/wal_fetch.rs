@@ -30,7 +30,7 @@ pub struct WalFetchArgs {
     /// Segments fetched at once ahead of a running server's recovery (DEST is
     /// pg_wal/RECOVERYXLOG): a detached prefetcher keeps up to twice this many verified
     /// segments (at most 256 MiB) in pg_wal/pgark-prefetch/ so the next calls return at once; 1 fetches only the one asked for [default: the number of
-    /// CPUs, at most 4]. See README, "Prefetching for recovery".
+    /// CPUs, at most 4]. See docs/01-archiving.md, "Prefetching for recovery".
     #[arg(long, env = "PGARK_FETCH_PARALLEL", value_name = "N")]
     pub fetch_parallel: Option<usize>,
     /// Run as the prefetcher of DEST's pg_wal (wal-fetch starts it itself).
@@ -184,6 +184,6 @@ fn start_prefetcher(lock: &std::fs::File) -> std::io::Result<()> {
             Ok(())
         });
     }
-    // Not waited for: it ends by itself (see README).
+    // Not waited for: it ends by itself (see docs/01-archiving.md).
     command.spawn().map(drop)
 }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 ///
 /// Called by PostgreSQL for a segment in pg_wal, it also archives the next segments PostgreSQL
 /// has marked ready (up to --archive-parallel at once) and records each one durably stored in
-/// pg_wal/pgark-archived/, so that PostgreSQL's next calls return at once (see README,
+/// pg_wal/pgark-archived/, so that PostgreSQL's next calls return at once (see docs/01-archiving.md,
 /// "Archiving ahead").
 #[derive(Debug, Clone, Args)]
 pub struct WalPushArgs {

@@ -292,7 +292,7 @@ pub async fn backup_push(
     };
     // A delete that ran meanwhile may have removed the parent: a delta
     // without its parent must not be listed. (A delete between this check
-    // and the manifest's write is not caught: see README, Retention.)
+    // and the manifest's write is not caught: see docs/03-retention.md.)
     if let Some(parent) = &manifest.parent {
         let still_there = opts
             .retry

@@ -23,11 +23,13 @@ use std::time::{Duration, Instant};
 pub struct HttpTimeouts {
     /// Establishing a connection (TCP and TLS).
     pub connect: Duration,
-    /// From the end of a request's body (its start, for a request without
-    /// one) until the response headers arrived. A request body being sent
-    /// does not count against it, however long it takes, as long as it
-    /// does not stall: a body of which nothing more is taken for this long
-    /// fails the attempt too.
+    /// Until the response headers of an attempt arrived. For the requests
+    /// of [`HttpClient::send_once`] (GCS) it counts from the end of the
+    /// request's body (its start, for a request without one): a body
+    /// being sent does not count against it, however long it takes, as
+    /// long as it does not stall (a body of which nothing more is taken
+    /// for this long fails the attempt too). Azure's transport counts from
+    /// the start of each attempt, its body included.
     pub first_byte: Duration,
     /// Longest time a response body may stay silent before the read fails.
     pub idle: Duration,

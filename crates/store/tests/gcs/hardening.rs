@@ -32,6 +32,22 @@ fn session_put(req: &ProxyRequest) -> bool {
     req.method == "PUT" && req.target.contains("upload_id=")
 }
 
+/// Polls `call` until the proxy got more than `before` session requests
+/// (held there), then drops it, unfinished.
+async fn drop_once_sent<T>(proxy: &HttpProxy, before: usize, call: impl std::future::Future<Output = T>) {
+    let mut call = Box::pin(call);
+    let sent = async {
+        while proxy.requests().iter().filter(|r| session_put(r)).count() <= before {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        _ = &mut call => panic!("the call ended while its request was held"),
+        _ = sent => {}
+    }
+    drop(call);
+}
+
 /// Waits up to 10 s for `done`.
 async fn eventually(done: impl Fn() -> bool) -> bool {
     let until = Instant::now() + Duration::from_secs(10);
@@ -136,10 +152,13 @@ async fn dropped_calls_stop_the_upload_and_delete_its_session() {
     };
 
     let mut upload = store.put_multipart(&key("part"), PutMode::Create).await.unwrap();
-    let part = upload.put_part(Bytes::from(pattern(MIB, 1)));
-    assert!(tokio::time::timeout(Duration::from_millis(700), part)
-        .await
-        .is_err());
+    let chunks_before = proxy.requests().iter().filter(|r| session_put(r)).count();
+    drop_once_sent(
+        &proxy,
+        chunks_before,
+        upload.put_part(Bytes::from(pattern(MIB, 1))),
+    )
+    .await;
     let id = last_session();
     assert!(
         eventually(|| deletes_of(&id) == 1).await,
@@ -158,10 +177,8 @@ async fn dropped_calls_stop_the_upload_and_delete_its_session() {
     upload.put_part(Bytes::from(pattern(MIB, 3))).await.unwrap();
     let id = last_session();
     slow.store(true, SeqCst);
-    let complete = upload.complete();
-    assert!(tokio::time::timeout(Duration::from_millis(700), complete)
-        .await
-        .is_err());
+    let chunks_before = proxy.requests().iter().filter(|r| session_put(r)).count();
+    drop_once_sent(&proxy, chunks_before, upload.complete()).await;
     assert!(
         eventually(|| deletes_of(&id) == 1).await,
         "the session of the dropped complete was not deleted"

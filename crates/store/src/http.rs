@@ -1,10 +1,11 @@
 //! The HTTP client and the limits shared by the GCS and Azure backends:
 //! time limits on every request, retries of transient failures with
 //! exponential backoff and jitter bounded by a total time. The GCS backend
-//! sends all its JSON API requests through [`HttpClient::send`] (and
-//! [`HttpClient::send_once`] where a retry needs more than sending the
-//! request again); the Azure backend hands the same reqwest client and
-//! limits to the `azure_storage_blob` pipeline.
+//! sends each attempt of its JSON API requests through
+//! [`HttpClient::send_once`], in its own retry loops (an attempt needs a
+//! fresh access token, a chunk of a resumable upload a status query); the
+//! Azure backend hands the same reqwest client and limits to the
+//! `azure_storage_blob` pipeline.
 //!
 //! What is transient is decided here once: no response at all (connection
 //! refused or reset, DNS failure, a time limit hit) and the statuses 408,
@@ -12,6 +13,7 @@
 //! what a 404 or 412 means for its API.
 
 use bytes::Bytes;
+use futures::StreamExt;
 use rand::Rng;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -21,8 +23,13 @@ use std::time::{Duration, Instant};
 pub struct HttpTimeouts {
     /// Establishing a connection (TCP and TLS).
     pub connect: Duration,
-    /// From the start of one attempt until the response headers arrived;
-    /// an upload's request body is sent within it.
+    /// Until the response headers of an attempt arrived. For the requests
+    /// of [`HttpClient::send_once`] (GCS) it counts from the end of the
+    /// request's body (its start, for a request without one): a body
+    /// being sent does not count against it, however long it takes, as
+    /// long as it does not stall (a body of which nothing more is taken
+    /// for this long fails the attempt too). Azure's transport counts from
+    /// the start of each attempt, its body included.
     pub first_byte: Duration,
     /// Longest time a response body may stay silent before the read fails.
     pub idle: Duration,
@@ -151,6 +158,8 @@ pub(crate) fn is_transient_status(status: u16) -> bool {
 pub(crate) enum SendError {
     /// No response within the time limit.
     TimedOut { limit: Duration, what: &'static str },
+    /// The request body stopped being taken for `limit`.
+    Stalled { limit: Duration, sent: u64, len: u64 },
     /// Connection or protocol failure.
     Transport(reqwest::Error),
 }
@@ -159,6 +168,10 @@ impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SendError::TimedOut { limit, what } => write!(f, "no {what} within {limit:?}"),
+            SendError::Stalled { limit, sent, len } => write!(
+                f,
+                "no response within {limit:?}, the request body stalled after {sent} of {len} bytes"
+            ),
             SendError::Transport(e) => f.write_str(&error_chain(e)),
         }
     }
@@ -201,49 +214,85 @@ impl HttpClient {
         &self.client
     }
 
-    /// Sends the request `make` builds (once per attempt), retrying
-    /// transient failures. Returns the first response with a status that is
-    /// not transient, or the last one once the attempts or the total time
-    /// are used up; an error only if the last attempt got no response.
-    pub(crate) async fn send(
-        &self,
-        make: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, SendError> {
-        let mut attempts = self.retry.start();
-        loop {
-            let result = self.send_once(make()).await;
-            let verdict = match &result {
-                Ok(resp) if is_transient_status(resp.status().as_u16()) => Verdict::Retry {
-                    after: retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok())),
-                },
-                Ok(_) => Verdict::Final,
-                Err(_) => Verdict::Retry { after: None },
-            };
-            if !attempts.again(verdict).await {
-                return result;
-            }
-        }
-    }
-
-    /// One attempt, within the first-byte time limit.
+    /// One attempt, within the time limits: with `body`, the request's
+    /// body (its `Content-Length` set by the caller), whose sending is
+    /// watched so that the first-byte limit starts only once the last of
+    /// it was taken (see [`HttpTimeouts::first_byte`]).
     pub(crate) async fn send_once(
         &self,
         req: reqwest::RequestBuilder,
+        body: Option<Vec<Bytes>>,
     ) -> Result<reqwest::Response, SendError> {
         let limit = self.timeouts.first_byte;
-        match tokio::time::timeout(limit, req.send()).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_timeout() => Err(SendError::TimedOut {
-                limit: self.timeouts.connect.min(limit),
-                what: "connection or response",
-            }),
-            Ok(Err(e)) => Err(SendError::Transport(e)),
+        let (req, watch) = match body {
+            Some(parts) => {
+                let (body, watch) = watched_body(parts);
+                (req.body(body), Some(watch))
+            }
+            None => (req, None),
+        };
+        let send = req.send();
+        tokio::pin!(send);
+        if let Some((mut taken, len)) = watch {
+            while *taken.borrow_and_update() < len {
+                tokio::select! {
+                    // The server may answer before it took the whole body.
+                    result = &mut send => return self.outcome(result),
+                    changed = tokio::time::timeout(limit, taken.changed()) => match changed {
+                        Err(_) => {
+                            return Err(SendError::Stalled {
+                                limit,
+                                sent: *taken.borrow(),
+                                len,
+                            })
+                        }
+                        // The body is gone: sent, or dropped with the request.
+                        Ok(Err(_)) => break,
+                        Ok(Ok(())) => {}
+                    },
+                }
+            }
+        }
+        match tokio::time::timeout(limit, send).await {
+            Ok(result) => self.outcome(result),
             Err(_) => Err(SendError::TimedOut {
                 limit,
                 what: "response",
             }),
         }
     }
+
+    fn outcome(&self, result: reqwest::Result<reqwest::Response>) -> Result<reqwest::Response, SendError> {
+        match result {
+            Ok(resp) => Ok(resp),
+            Err(e) if e.is_timeout() => Err(SendError::TimedOut {
+                limit: self.timeouts.connect.min(self.timeouts.first_byte),
+                what: "connection or response",
+            }),
+            Err(e) => Err(SendError::Transport(e)),
+        }
+    }
+}
+
+/// A request body of `parts`, sent without copying them, in pieces of at
+/// most 64 KiB, and a receiver of how many of its `len` bytes the client
+/// took so far.
+fn watched_body(parts: Vec<Bytes>) -> (reqwest::Body, (tokio::sync::watch::Receiver<u64>, u64)) {
+    const STEP: usize = 64 << 10;
+    let len = parts.iter().map(|p| p.len() as u64).sum();
+    let (tx, rx) = tokio::sync::watch::channel(0u64);
+    let pieces = parts.into_iter().flat_map(|p| {
+        (0..p.len())
+            .step_by(STEP)
+            .map(move |at| p.slice(at..(at + STEP).min(p.len())))
+    });
+    let mut taken = 0u64;
+    let stream = futures::stream::iter(pieces).map(move |piece| {
+        taken += piece.len() as u64;
+        tx.send_replace(taken);
+        Ok::<Bytes, std::io::Error>(piece)
+    });
+    (reqwest::Body::wrap_stream(stream), (rx, len))
 }
 
 /// The body of a response that is not a success, for error messages (at

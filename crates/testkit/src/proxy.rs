@@ -13,7 +13,7 @@
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -128,6 +128,7 @@ pub struct HttpProxy {
     port: u16,
     requests: Arc<Mutex<Vec<ProxyRequest>>>,
     stop: Arc<AtomicBool>,
+    upload_rate: Arc<AtomicU64>,
 }
 
 impl HttpProxy {
@@ -145,16 +146,18 @@ impl HttpProxy {
         let handler: Arc<Handler> = Arc::new(handler);
         let upstream = Upstream { port: upstream_port };
         let count = Arc::new(AtomicUsize::new(0));
+        let upload_rate = Arc::new(AtomicU64::new(0));
         std::thread::spawn({
-            let (requests, stop) = (requests.clone(), stop.clone());
+            let (requests, stop, rate) = (requests.clone(), stop.clone(), upload_rate.clone());
             move || {
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((conn, _)) => {
                             let (requests, handler, count) =
                                 (requests.clone(), handler.clone(), count.clone());
+                            let rate = rate.load(Ordering::Relaxed);
                             std::thread::spawn(move || {
-                                let _ = serve(conn, &upstream, &*handler, &requests, &count);
+                                let _ = serve(conn, &upstream, &*handler, &requests, &count, rate);
                             });
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -162,7 +165,19 @@ impl HttpProxy {
                 }
             }
         });
-        Ok(HttpProxy { port, requests, stop })
+        Ok(HttpProxy {
+            port,
+            requests,
+            stop,
+            upload_rate,
+        })
+    }
+
+    /// From now on, request bodies (of a `Content-Length`) are taken at
+    /// most `bytes_per_second` fast (0: as fast as they come): a slow
+    /// network under an upload.
+    pub fn throttle_uploads(&self, bytes_per_second: u64) {
+        self.upload_rate.store(bytes_per_second, Ordering::Relaxed);
     }
 
     pub fn port(&self) -> u16 {
@@ -195,6 +210,7 @@ fn serve(
     handler: &Handler,
     requests: &Mutex<Vec<ProxyRequest>>,
     count: &AtomicUsize,
+    upload_rate: u64,
 ) -> io::Result<()> {
     conn.set_nonblocking(false)?;
     conn.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -205,7 +221,10 @@ fn serve(
         (Some(m), Some(t)) => (m.to_owned(), t.to_owned()),
         _ => return Err(io::Error::other(format!("bad request line {request_line:?}"))),
     };
-    let body = read_body(&mut reader, &headers, false)?;
+    let body = match find_header(&headers, "content-length") {
+        Some(len) if upload_rate > 0 => read_slowly(&mut reader, len, upload_rate)?,
+        _ => read_body(&mut reader, &headers, false)?,
+    };
     let req = ProxyRequest {
         number: count.fetch_add(1, Ordering::SeqCst) + 1,
         method,
@@ -249,6 +268,24 @@ fn write_response(conn: &mut TcpStream, response: &ProxyResponse, cut: Option<us
     };
     conn.write_all(body)?;
     conn.flush()
+}
+
+/// `len` bytes, taken in 16 KiB steps at `rate` bytes a second.
+fn read_slowly(reader: &mut impl BufRead, len: &str, rate: u64) -> io::Result<Vec<u8>> {
+    let len: usize = len.parse().map_err(|_| io::Error::other("bad Content-Length"))?;
+    let started = std::time::Instant::now();
+    let mut body = vec![0; len];
+    let mut at = 0;
+    while at < len {
+        let end = (at + (16 << 10)).min(len);
+        reader.read_exact(&mut body[at..end])?;
+        at = end;
+        let due = Duration::from_secs_f64(at as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    Ok(body)
 }
 
 fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -1,6 +1,10 @@
 //! What GCS's answers mean: statuses to [`ErrorKind`]s, messages that name
 //! the bucket, the JSON API call, the status, GCS's message and where the
 //! credentials came from, and the bucket check after a 404.
+//!
+//! Every status is classified in [`GcsStore::status_message`] alone; a 404
+//! is told apart (missing bucket or missing object) by
+//! [`GcsStore::not_found`], the one place that asks for the bucket.
 
 use super::GcsStore;
 use crate::http::{encode_component, error_body, SendError};
@@ -31,8 +35,9 @@ impl GcsStore {
         .with_source(err)
     }
 
-    /// The error for a response that is not a success (404 and 412 are
-    /// handled by the callers that expect them).
+    /// The error for a response that is not a success. A 404 says "not
+    /// found" without knowing what is missing: callers that can tell go
+    /// through [`GcsStore::not_found`] first.
     pub(super) async fn status_error(
         &self,
         op: Operation,
@@ -51,11 +56,19 @@ impl GcsStore {
         let detail = gcs_message(body);
         let bucket = self.bucket();
         match status {
-            404 => (
+            // Only the bucket is missing where the call names nothing else.
+            404 if matches!(api, "buckets.get" | "objects.list") => (
                 ErrorKind::Permanent,
                 format!("{api}: bucket {bucket:?} does not exist{}", self.endpoint_note()),
             ),
-            412 => (ErrorKind::AlreadyExists, "object already exists".to_owned()),
+            404 => (
+                ErrorKind::Permanent,
+                format!(
+                    "{api} on bucket {bucket:?}: not found (HTTP 404{detail}){}",
+                    self.endpoint_note()
+                ),
+            ),
+            412 => (ErrorKind::AlreadyExists, ALREADY_EXISTS.to_owned()),
             401 | 403 => (
                 ErrorKind::Permanent,
                 format!(
@@ -135,9 +148,31 @@ impl GcsStore {
         self.inner.bucket_seen.store(true, Ordering::Relaxed);
     }
 
-    /// The error for an upload's response that is not a success: 412 is
-    /// "already exists", a 404 a missing bucket (or, for `session` calls, a
-    /// session GCS no longer knows).
+    /// After a 404 for `key`: [`ErrorKind::NotFound`] naming the object and
+    /// the bucket, or, if the bucket itself is missing, the permanent error
+    /// naming the bucket (asked once, see
+    /// [`GcsStore::check_bucket_after_404`]).
+    pub(super) async fn not_found(&self, op: Operation, key: &Key) -> StoreError {
+        if let Err(e) = self.check_bucket_after_404(op, key).await {
+            return e;
+        }
+        StoreError::new(
+            ErrorKind::NotFound,
+            op,
+            self,
+            key,
+            format!(
+                "no such object: {:?} is not in bucket {:?}",
+                self.object_name(key),
+                self.bucket()
+            ),
+        )
+    }
+
+    /// The error for an upload's response that is not a success: a 404 is
+    /// a missing bucket if [`GcsStore::check_bucket_after_404`] finds it
+    /// missing, else classified as any other status (412: "already
+    /// exists").
     pub(super) async fn upload_error(
         &self,
         op: Operation,
@@ -145,19 +180,20 @@ impl GcsStore {
         key: &Key,
         resp: reqwest::Response,
     ) -> StoreError {
-        match resp.status().as_u16() {
-            412 => exists(self, op, key),
-            404 => match self.check_bucket_after_404(op, key).await {
-                Err(e) => e,
-                Ok(()) => self.status_error(op, api, key, resp).await,
-            },
-            _ => self.status_error(op, api, key, resp).await,
+        if resp.status().as_u16() == 404 {
+            if let Err(e) = self.check_bucket_after_404(op, key).await {
+                return e;
+            }
         }
+        self.status_error(op, api, key, resp).await
     }
 }
 
+const ALREADY_EXISTS: &str = "object already exists";
+
+/// [`ErrorKind::AlreadyExists`] for `key`.
 pub(super) fn exists(store: &GcsStore, op: Operation, key: &Key) -> StoreError {
-    StoreError::new(ErrorKind::AlreadyExists, op, store, key, "object already exists")
+    StoreError::new(ErrorKind::AlreadyExists, op, store, key, ALREADY_EXISTS)
 }
 
 /// `, message` from a GCS JSON error body (`{"error": {"message": ...}}`),
@@ -217,7 +253,7 @@ mod tests {
                 404,
                 "Not Found",
                 ErrorKind::Permanent,
-                &["\"my-bucket\" does not exist"],
+                &["objects.insert on bucket \"my-bucket\": not found (HTTP 404, Not Found)"],
             ),
             (412, "", ErrorKind::AlreadyExists, &["already exists"]),
             (429, "", ErrorKind::Transient, &["HTTP 429"]),
@@ -244,6 +280,16 @@ mod tests {
             for needle in *needles {
                 assert!(msg.contains(needle), "{status}: {needle:?} missing in {msg}");
             }
+        }
+        // Only buckets.get and objects.list say the bucket is missing.
+        for api in ["buckets.get", "objects.list"] {
+            let e = store
+                .status_error(Operation::List, api, &"wal/", response(404, ""))
+                .await;
+            assert!(
+                e.to_string().contains("bucket \"my-bucket\" does not exist"),
+                "{e}"
+            );
         }
         // The 412 of an upload is "already exists" without asking anything.
         let e = store

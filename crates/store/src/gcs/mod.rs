@@ -39,11 +39,14 @@
 //!   Failed`, reported as [`ErrorKind::AlreadyExists`]); of racing
 //!   create-only puts exactly one wins. Single-request puts are multipart
 //!   (`uploadType=multipart`) uploads carrying their CRC32C in the metadata
-//!   part, which GCS checks. A create-only resumable upload also looks for
-//!   the object just before its last request: fake-gcs-server, the emulator
-//!   the tests use, checks the precondition on multipart uploads but
-//!   ignores it on resumable ones, where only that look (not atomic)
-//!   protects it.
+//!   part, which GCS checks. Off GCS (an endpoint not on googleapis.com),
+//!   a create-only resumable upload also looks for the object just before
+//!   its last request: fake-gcs-server, the emulator the tests use, checks
+//!   the precondition on multipart uploads but ignores it on resumable
+//!   ones, where only that look (not atomic) protects it.
+//! - **Checked uploads.** The CRC32C GCS reports in the object resource
+//!   after an upload is compared with the one pgark computed; an object
+//!   stored with other bytes is deleted and the put fails transiently.
 //! - **Multipart uploads** are resumable upload sessions fed part by part
 //!   (see `upload`): the chunk size is the first part's size cut to GCS's
 //!   256 KiB granularity; each `put_part` sends its whole chunks
@@ -66,16 +69,22 @@
 //!   generation first read, and the generation of every resumed response is
 //!   compared too, so a resumed read never mixes two versions of an
 //!   object. The CRC32C of the whole read is checked against the
-//!   `x-goog-hash` GCS sends; a stream that ends before the object's size
-//!   is an error, never a short object.
+//!   `x-goog-hash` GCS sends as the last byte arrives, before that last
+//!   chunk is handed out; a response without it is unchecked here (pgark's
+//!   objects carry their own SHA-256 or BLAKE3 trailer, checked by the
+//!   codec). A stream that ends before the object's size is an error,
+//!   never a short object. Objects stored with a `Content-Encoding` are a
+//!   permanent error naming them.
 //!
 //! # Errors
 //!
-//! 404 is [`ErrorKind::NotFound`] for objects; whether the bucket exists is
-//! asked once after the first 404, and a missing bucket is a permanent
-//! error naming it. 412 is [`ErrorKind::AlreadyExists`]; 408, 429 and 5xx,
-//! timeouts and connection failures are transient; 401, 403 and missing or
-//! unusable credentials are permanent. Messages name the bucket, the JSON
+//! 404 is [`ErrorKind::NotFound`] naming the object and the bucket;
+//! whether the bucket exists is asked once after the first 404, and a
+//! missing bucket is a permanent error naming it. 412 is
+//! [`ErrorKind::AlreadyExists`]; 408, 429 and 5xx, timeouts, connection
+//! failures and access tokens that could not be had for a passing reason
+//! are transient; a 401 drops the cached access token and is tried once
+//! more; 401 again, 403 and missing or unusable credentials are permanent. Messages name the bucket, the JSON
 //! API call, the HTTP status and GCS's message, and where the credentials
 //! came from (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud's application
 //! default credentials file, or the metadata server).
@@ -96,9 +105,8 @@ use bytes::Bytes;
 use google_cloud_auth::credentials::AccessTokenCredentials;
 use std::fmt;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
-use tokio::sync::OnceCell;
 
 /// The GCS JSON API endpoint.
 pub const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
@@ -180,7 +188,9 @@ struct Inner {
     url: String,
     endpoint: String,
     http: HttpClient,
-    credentials: OnceCell<Result<Option<AccessTokenCredentials>, String>>,
+    /// Made on the first request; dropped (to be made again, with a new
+    /// token) after a `401`.
+    credentials: Mutex<Option<Result<Option<AccessTokenCredentials>, String>>>,
     /// The bucket answered a request: a 404 is a missing object.
     bucket_seen: AtomicBool,
 }
@@ -212,7 +222,7 @@ impl GcsStore {
                 url,
                 endpoint,
                 http,
-                credentials: OnceCell::new(),
+                credentials: Mutex::new(None),
                 bucket_seen: AtomicBool::new(false),
                 opts,
             }),
@@ -283,16 +293,7 @@ impl GcsStore {
         let resp = self.send(op, "objects.get", key, || http.get(&url)).await?;
         match resp.status().as_u16() {
             200 => {}
-            404 => {
-                self.check_bucket_after_404(op, key).await?;
-                return Err(StoreError::new(
-                    ErrorKind::NotFound,
-                    op,
-                    self,
-                    key,
-                    "no such object",
-                ));
-            }
+            404 => return Err(self.not_found(op, key).await),
             _ => return Err(self.status_error(op, "objects.get", key, resp).await),
         }
         self.seen_bucket();
@@ -349,6 +350,10 @@ struct ObjectResource {
     /// When the object (its metadata included) was last written, RFC 3339.
     #[serde(default)]
     updated: Option<String>,
+    /// The CRC32C of the object's bytes, base64 of its four big-endian
+    /// bytes.
+    #[serde(default)]
+    crc32c: Option<String>,
 }
 
 impl ObjectResource {

@@ -8,15 +8,37 @@
 //! response is compared as well (fake-gcs-server ignores the
 //! precondition on reads): a resumed read never mixes two versions. A read
 //! resumes as long as its attempts make progress; `attempts` of
-//! [`crate::RetryOptions`] in a row without a byte end it. The CRC32C of
-//! the whole read is checked at its end when GCS sent one.
+//! [`crate::RetryOptions`] in a row without a byte end it.
+//!
+//! # Checksums
+//!
+//! The CRC32C of the whole read is compared with `x-goog-hash` the moment
+//! its last byte arrives, before that last chunk is handed out: a stream
+//! that ends with `None` delivered exactly the bytes GCS checksummed, and
+//! on a mismatch the stream ends with a transient error instead of its
+//! last chunk (so no consumer ever sees the whole object unverified).
+//! Bytes handed out before the end are not verified yet; a consumer that
+//! acts on them before the end must be ready to undo that when the stream
+//! ends with an error. GCS sends `x-goog-hash` for every object it holds;
+//! a response without it (an emulator, a proxy that strips it, an object
+//! composed without a CRC32C) is read unchecked at this layer. That is
+//! deliberate: every object pgark writes ends with its own SHA-256 (or
+//! BLAKE3) trailer, which the codec checks over the whole object, so a
+//! corruption the missing header hides is still caught, only later.
+//!
+//! # Encodings
+//!
+//! pgark never stores objects with a `Content-Encoding`. Reads ask for
+//! `Accept-Encoding: identity`, and an object GCS says is stored encoded
+//! (`x-goog-stored-content-encoding`, or a `Content-Encoding` on the
+//! response) is a permanent error naming it: its bytes are not the ones
+//! pgark wrote, and reading it again cannot change that.
 
 use super::GcsStore;
 use crate::{ByteStream, ErrorKind, GetResult, Key, ObjectMeta, Operation, Result, StoreError};
-use base64::Engine;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, ACCEPT_ENCODING};
 use std::pin::Pin;
 use std::time::SystemTime;
 
@@ -30,23 +52,19 @@ impl GcsStore {
         let op = Operation::Get;
         let url = format!("{}?alt=media", self.object_url(key));
         let http = self.http().inner();
-        let resp = self.send(op, API, key, || http.get(&url)).await?;
+        let resp = self
+            .send(op, API, key, || {
+                http.get(&url).header(ACCEPT_ENCODING, "identity")
+            })
+            .await?;
         match resp.status().as_u16() {
             200 => {}
-            404 => {
-                self.check_bucket_after_404(op, key).await?;
-                return Err(StoreError::new(
-                    ErrorKind::NotFound,
-                    op,
-                    self,
-                    key,
-                    "no such object",
-                ));
-            }
+            404 => return Err(self.not_found(op, key).await),
             _ => return Err(self.status_error(op, API, key, resp).await),
         }
         self.seen_bucket();
         let headers = resp.headers();
+        self.check_encoding(op, key, headers)?;
         let generation = header(headers, "x-goog-generation").and_then(|g| g.parse::<i64>().ok());
         let expected_crc = expected_crc32c(headers);
         let mut modified = header(headers, "last-modified")
@@ -99,6 +117,33 @@ impl GcsStore {
     }
 }
 
+impl GcsStore {
+    /// Fails permanently if GCS serves or stores `key` with a content
+    /// encoding (see the module docs).
+    fn check_encoding(&self, op: Operation, key: &Key, headers: &HeaderMap) -> Result<()> {
+        let encoding = ["x-goog-stored-content-encoding", "content-encoding"]
+            .into_iter()
+            .flat_map(|name| headers.get_all(name))
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned())
+            .find(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"));
+        match encoding {
+            None => Ok(()),
+            Some(encoding) => Err(StoreError::new(
+                ErrorKind::Permanent,
+                op,
+                self,
+                key,
+                format!(
+                    "object {:?} in bucket {:?} is stored with Content-Encoding {encoding:?}; pgark \
+                     never writes encoded objects, so it is not one pgark wrote as it is",
+                    self.object_name(key),
+                    self.bucket()
+                ),
+            )),
+        }
+    }
+}
+
 /// A read in progress.
 struct Reader {
     store: GcsStore,
@@ -144,6 +189,17 @@ impl Reader {
         item
     }
 
+    /// Fails if GCS sent a CRC32C and the bytes read do not match it.
+    fn check_crc(&self) -> Result<()> {
+        match self.expected_crc {
+            Some(expected) if expected != self.crc => Err(self.fail(format!(
+                "the CRC32C of the {} bytes read is {:08x}, GCS says {expected:08x}",
+                self.read, self.crc
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     async fn next_chunk(&mut self) -> Option<Result<Bytes>> {
         let idle = self.store.http().timeouts.idle;
         loop {
@@ -164,18 +220,18 @@ impl Reader {
                     }
                     self.crc = crc32c::crc32c_append(self.crc, &chunk);
                     self.progress = true;
+                    if self.read == self.size {
+                        // The last byte: checked before it is handed out.
+                        if let Err(e) = self.check_crc() {
+                            return Some(Err(e));
+                        }
+                        self.body = None;
+                        self.done = true;
+                    }
                     return Some(Ok(chunk));
                 }
                 Ok(None) if self.read < self.size => "the response ended early".to_owned(),
-                Ok(None) => {
-                    return match self.expected_crc {
-                        Some(expected) if expected != self.crc => Some(Err(self.fail(format!(
-                            "the CRC32C of the {} bytes read is {:08x}, GCS says {expected:08x}",
-                            self.read, self.crc
-                        )))),
-                        _ => None,
-                    };
-                }
+                Ok(None) => return self.check_crc().err().map(Err),
             };
             self.body = None;
             if let Err(e) = self.resume(&failure).await {
@@ -230,7 +286,9 @@ impl Reader {
         let resp = self
             .store
             .send(op, API, &self.key, || {
-                http.get(&url).header(reqwest::header::RANGE, &range)
+                http.get(&url)
+                    .header(reqwest::header::RANGE, &range)
+                    .header(ACCEPT_ENCODING, "identity")
             })
             .await
             .map_err(|e| {
@@ -256,6 +314,7 @@ impl Reader {
             _ => return Err(self.store.status_error(op, API, &self.key, resp).await),
         }
         let headers = resp.headers();
+        self.store.check_encoding(op, &self.key, headers)?;
         let now = header(headers, "x-goog-generation").and_then(|g| g.parse::<i64>().ok());
         if now.is_some_and(|g| g != generation) {
             return Err(broken(replaced()));
@@ -284,9 +343,7 @@ fn expected_crc32c(headers: &HeaderMap) -> Option<u32> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .find_map(|item| item.trim().strip_prefix("crc32c="))
-        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
-        .and_then(|bytes| <[u8; 4]>::try_from(bytes.as_slice()).ok())
-        .map(u32::from_be_bytes)
+        .and_then(super::put::decode_crc32c)
 }
 
 #[cfg(test)]

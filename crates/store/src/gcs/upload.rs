@@ -10,18 +10,37 @@
 //!   `308` with the `Range` it persisted (it may keep less than it got:
 //!   the rest is sent again). What is left of a part waits for the next
 //!   one, so an upload holds about one part in memory.
-//! - A chunk that fails transiently (no answer, 408, 429, 5xx) is followed
-//!   by a status query (`Content-Range: bytes */*`, or `*/<total>` for the
-//!   last request) and sent again from the offset GCS persisted, within the
-//!   attempts and total time of [`crate::RetryOptions`].
-//! - The last request gives the total size (`bytes a-b/<total>`, or `*/<total>`
-//!   when nothing is left) and the CRC32C of the whole object in
-//!   `X-Goog-Hash`, which GCS checks before the object appears.
+//! - A chunk that fails transiently (no answer, 408, 429, 5xx, an access
+//!   token that could not be had, a first `401`, which also drops the
+//!   cached token) is followed by a status query (`Content-Range: bytes
+//!   */*`, or `*/<total>` for the last request) and sent again from the
+//!   offset GCS persisted. The attempts and the total time of
+//!   [`crate::RetryOptions`] count from the chunk's start, its status
+//!   queries included; the first-byte limit of an attempt starts once its
+//!   body was sent (see [`crate::HttpTimeouts::first_byte`]).
+//! - The last request, and the status query that may finish it, give the
+//!   total size (`bytes a-b/<total>`, or `*/<total>` when nothing is left)
+//!   and the CRC32C of the whole object in `X-Goog-Hash`, which GCS checks
+//!   before the object appears. The `crc32c` of the object resource GCS
+//!   answers with is compared with it as well: an object stored with other
+//!   bytes is deleted and the upload fails transiently (see
+//!   `GcsStore::check_stored`).
 //! - Abort deletes the session (GCS answers `499`); an upload dropped or
-//!   failed before it completed deletes it in the background.
+//!   failed before it completed deletes it in the background, and so does
+//!   a `put_part` whose future is dropped before it returns (the upload is
+//!   then stopped: what it sent may be incomplete). A `complete` dropped
+//!   before its last request was answered deletes the session; dropped
+//!   after, it may leave the object, whole and checked by GCS against
+//!   `X-Goog-Hash`, as any lost answer would.
+//! - The session URI must be https when the endpoint is (never a
+//!   downgrade to clear text).
 //!
 //! Requests to the session URI carry the credentials only if it is on the
 //! store's endpoint (the URI alone authorizes them).
+//!
+//! A create-only upload off GCS (an emulator endpoint) looks for the
+//! object before its last request; GCS itself checks `ifGenerationMatch=0`
+//! atomically and is not asked.
 //!
 //! fake-gcs-server, the emulator of the tests, finishes an upload when
 //! asked for its status: against it (never against GCS), a chunk that
@@ -29,8 +48,9 @@
 //! fails with "GCS finished the upload before its last request". The tests
 //! of failing chunks answer the status queries in a proxy, as GCS does.
 
+use super::auth::Failed;
 use super::errors::{exists, gcs_message};
-use super::put::{body_of, crc32c_base64};
+use super::put::crc32c_base64;
 use super::{GcsStore, ObjectResource, CHUNK_GRANULARITY};
 use crate::http::{Chunks, Verdict};
 use crate::{Key, MultipartUpload, ObjectMeta, ObjectStore, Operation, PutMode, Result};
@@ -63,16 +83,8 @@ struct Session {
     chunk: usize,
     /// Bytes GCS persisted: everything sent so far.
     persisted: u64,
-    /// CRC32C of those bytes.
+    /// CRC32C of those bytes (updated only once GCS persisted them).
     crc: u32,
-}
-
-/// What a status query found.
-enum Status {
-    /// GCS holds this many bytes.
-    Persisted(u64),
-    /// The upload is finished: the object resource.
-    Finished(reqwest::Response),
 }
 
 impl GcsUpload {
@@ -124,13 +136,12 @@ impl GcsUpload {
             return Err(store.upload_error(op, API, &self.key, resp).await);
         }
         store.seen_bucket();
-        let uri = resp
+        let location = resp
             .headers()
             .get(reqwest::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
-            .ok_or_else(|| store.broken(op, API, &self.key, "GCS answered without a session URI"))?
-            .to_owned();
+            .and_then(|v| v.to_str().ok());
+        let uri =
+            session_uri(&store.inner.endpoint, location).map_err(|m| store.broken(op, API, &self.key, m))?;
         self.session = Some(Session {
             authorize: store.is_on_endpoint(&uri),
             uri,
@@ -144,6 +155,10 @@ impl GcsUpload {
     /// Sends `pieces`, the bytes after those persisted, and returns once
     /// GCS persisted them all. With `total` (the last request) it returns
     /// GCS's answer with the object resource.
+    ///
+    /// The attempts and the total time of [`crate::RetryOptions`] count
+    /// from this call's start, the status queries between attempts
+    /// included.
     async fn send(
         &mut self,
         op: Operation,
@@ -157,42 +172,56 @@ impl GcsUpload {
         };
         let start = session.persisted;
         let end = start + pieces.iter().map(|p| p.len() as u64).sum::<u64>();
-        session.crc = pieces
+        let crc = pieces
             .iter()
             .fold(session.crc, |crc, p| crc32c::crc32c_append(crc, p));
         let total_text = total.map_or("*".to_owned(), |t| t.to_string());
+        let hash = format!("crc32c={}", crc32c_base64(crc));
         let http = store.http().inner();
         let mut attempts = store.http().retry.start();
+        let mut refreshed = false;
         // The first byte GCS has not persisted.
         let mut at = start;
+        // After a failed attempt, ask GCS where it is before sending more.
+        let mut ask = false;
         loop {
-            let mut req = http.put(&session.uri);
-            if at < end {
-                let rest = slice_from(&pieces, (at - start) as usize);
-                req = req
-                    .header(CONTENT_RANGE, format!("bytes {at}-{}/{total_text}", end - 1))
-                    .header(CONTENT_LENGTH, end - at)
-                    .body(body_of(rest));
+            let was_query = ask;
+            let answered = if ask {
+                query(&store, op, key, session, total, &hash).await?
             } else {
-                req = req
-                    .header(CONTENT_RANGE, format!("bytes */{total_text}"))
-                    .header(CONTENT_LENGTH, 0);
-            }
-            if total.is_some() {
-                req = req.header("x-goog-hash", format!("crc32c={}", crc32c_base64(session.crc)));
-            }
+                let req = http.put(&session.uri);
+                let (req, body) = if at < end {
+                    let req = req
+                        .header(CONTENT_RANGE, format!("bytes {at}-{}/{total_text}", end - 1))
+                        .header(CONTENT_LENGTH, end - at);
+                    (req, Some(slice_from(&pieces, (at - start) as usize)))
+                } else {
+                    let req = req
+                        .header(CONTENT_RANGE, format!("bytes */{total_text}"))
+                        .header(CONTENT_LENGTH, 0);
+                    (req, None)
+                };
+                let req = match total {
+                    Some(_) => req.header("x-goog-hash", &hash),
+                    None => req,
+                };
+                store.send_once(op, key, session.authorize, req, body).await?
+            };
             let before = at;
             let mut after = None;
-            let failure = match store.send_once(op, key, session.authorize, req).await? {
+            let failure = match answered {
                 Ok(resp) => match resp.status().as_u16() {
                     308 => {
                         at = check_persisted(&store, op, key, persisted_of(&resp), start, end)?;
+                        ask = false;
                         if at == end && total.is_none() {
                             session.persisted = end;
+                            session.crc = crc;
                             return Ok(None);
                         }
-                        if at > before {
-                            // GCS kept part of the request: send the rest.
+                        if at > before || was_query {
+                            // GCS kept part of the request, or said where
+                            // it is: send the rest.
                             continue;
                         }
                         "GCS persisted nothing of the request".to_owned()
@@ -206,14 +235,23 @@ impl GcsUpload {
                             "GCS finished the upload before its last request",
                         ))
                     }
+                    401 if session.authorize && !refreshed && store.forget_token() => {
+                        refreshed = true;
+                        ask = true;
+                        "HTTP 401 (the access token expired?)".to_owned()
+                    }
                     s if crate::http::is_transient_status(s) => {
                         let header = resp.headers().get(reqwest::header::RETRY_AFTER);
                         after = crate::http::retry_after(header.and_then(|v| v.to_str().ok()));
+                        ask = true;
                         format!("HTTP {s}{}", gcs_message(&crate::http::error_body(resp).await))
                     }
                     _ => return Err(session_error(&store, op, key, resp).await),
                 },
-                Err(e) => e.to_string(),
+                Err(e) => {
+                    ask = true;
+                    e.to_string()
+                }
             };
             if !attempts.again(Verdict::Retry { after }).await {
                 return Err(store.broken(
@@ -223,20 +261,34 @@ impl GcsUpload {
                     format!("sending bytes {at}..{end} failed: {failure}"),
                 ));
             }
-            match query(&store, op, key, session, total).await? {
-                Status::Persisted(p) => {
-                    at = check_persisted(&store, op, key, Some(p), start, end)?;
-                    if at == end && total.is_none() {
-                        session.persisted = end;
-                        return Ok(None);
-                    }
-                }
-                Status::Finished(resp) if total.is_some() => return Ok(Some(resp)),
-                Status::Finished(_) => {
-                    return Err(store.broken(op, API, key, "GCS finished the upload before its last request"))
-                }
-            }
         }
+    }
+
+    /// Takes `data` and sends the whole chunks there are.
+    async fn feed(&mut self, data: Bytes) -> Result<()> {
+        self.pending.push(data);
+        if self.session.is_none() {
+            let chunk = self.pending.len() / CHUNK_GRANULARITY * CHUNK_GRANULARITY;
+            if chunk == 0 {
+                return Ok(());
+            }
+            self.start(chunk).await?;
+        }
+        let chunk = self.session.as_ref().map_or(usize::MAX, |s| s.chunk);
+        while self.pending.len() >= chunk {
+            let pieces = self.pending.take(chunk);
+            self.send(Operation::PutPart, pieces, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether a create-only upload looks for the object before its last
+    /// request: only off GCS itself (emulators such as fake-gcs-server
+    /// ignore `ifGenerationMatch=0` on resumable uploads; GCS checks it
+    /// atomically, and the look would only cost a request and need read
+    /// access).
+    fn looks_before_completing(&self) -> bool {
+        self.mode == PutMode::Create && !is_gcs(&self.store.inner.endpoint)
     }
 
     /// Stops the upload: its session is deleted in the background.
@@ -251,6 +303,25 @@ impl GcsUpload {
             }
         }
     }
+}
+
+/// The session URI of a `Location` header: an absolute http(s) URL, and
+/// an https one if `endpoint` is (the URI alone authorizes the upload's
+/// requests and carries its bytes, which must not go out in clear text).
+fn session_uri(endpoint: &str, location: Option<&str>) -> Result<String, String> {
+    let Some(uri) = location.map(str::trim).filter(|u| !u.is_empty()) else {
+        return Err("GCS answered without a session URI".into());
+    };
+    let https = uri.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+    let http = uri.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+    if https || (http && !endpoint.starts_with("https://")) {
+        return Ok(uri.to_owned());
+    }
+    Err(if http {
+        format!("refusing the session URI {uri:?}: plain http for an https endpoint")
+    } else {
+        format!("the session URI {uri:?} is no http(s) URL")
+    })
 }
 
 /// The offset GCS persisted according to a `308`'s `Range: bytes=0-n`
@@ -299,30 +370,28 @@ fn slice_from(pieces: &[Bytes], mut offset: usize) -> Vec<Bytes> {
     out
 }
 
-/// Asks GCS how much of the session it holds.
+/// Asks GCS how much of the session it holds (one attempt: the caller
+/// retries). The last request's query carries the whole object's CRC32C
+/// (`hash`) as that request does.
 async fn query(
     store: &GcsStore,
     op: Operation,
     key: &Key,
     session: &Session,
     total: Option<u64>,
-) -> Result<Status> {
+    hash: &str,
+) -> Result<Result<reqwest::Response, Failed>> {
     let range = format!("bytes */{}", total.map_or("*".to_owned(), |t| t.to_string()));
-    let http = store.http().inner();
-    let resp = store
-        .send_to(op, API, key, session.authorize, || {
-            http.put(&session.uri)
-                .header(CONTENT_RANGE, &range)
-                .header(CONTENT_LENGTH, 0)
-        })
-        .await?;
-    match resp.status().as_u16() {
-        308 => persisted_of(&resp)
-            .map(Status::Persisted)
-            .ok_or_else(|| store.broken(op, API, key, "GCS answered 308 with an unreadable Range")),
-        200 | 201 => Ok(Status::Finished(resp)),
-        _ => Err(session_error(store, op, key, resp).await),
+    let mut req = store
+        .http()
+        .inner()
+        .put(&session.uri)
+        .header(CONTENT_RANGE, &range)
+        .header(CONTENT_LENGTH, 0);
+    if total.is_some() {
+        req = req.header("x-goog-hash", hash);
     }
+    store.send_once(op, key, session.authorize, req, None).await
 }
 
 /// The error for an answer of the session URI that is not a success: 404
@@ -349,9 +418,14 @@ async fn session_error(
 async fn cancel(store: &GcsStore, key: &Key, session: &Session) -> Result<()> {
     let http = store.http().inner();
     let resp = store
-        .send_to(Operation::Abort, CANCEL_API, key, session.authorize, || {
-            http.delete(&session.uri).header(CONTENT_LENGTH, 0)
-        })
+        .send_to(
+            Operation::Abort,
+            CANCEL_API,
+            key,
+            session.authorize,
+            || http.delete(&session.uri).header(CONTENT_LENGTH, 0),
+            None,
+        )
         .await?;
     match resp.status().as_u16() {
         // 499 is GCS's "Client Closed Request": the session is gone.
@@ -364,25 +438,14 @@ async fn cancel(store: &GcsStore, key: &Key, session: &Session) -> Result<()> {
 impl MultipartUpload for GcsUpload {
     async fn put_part(&mut self, data: Bytes) -> Result<()> {
         self.check_running(Operation::PutPart)?;
-        self.pending.push(data);
-        if self.session.is_none() {
-            let chunk = self.pending.len() / CHUNK_GRANULARITY * CHUNK_GRANULARITY;
-            if chunk == 0 {
-                return Ok(());
-            }
-            if let Err(e) = self.start(chunk).await {
-                self.stop();
-                return Err(e);
-            }
-        }
-        let chunk = self.session.as_ref().map_or(usize::MAX, |s| s.chunk);
-        while self.pending.len() >= chunk {
-            let pieces = self.pending.take(chunk);
-            if let Err(e) = self.send(Operation::PutPart, pieces, None).await {
-                self.stop();
-                return Err(e);
-            }
-        }
+        // Dropped before it returns (a cancelled caller), the call leaves
+        // the upload stopped and its session deleted, as abort does.
+        let mut call = Call {
+            upload: self,
+            finished: false,
+        };
+        call.upload.feed(data).await?;
+        call.finished = true;
         Ok(())
     }
 
@@ -395,20 +458,15 @@ impl MultipartUpload for GcsUpload {
             return self.store.put_chunks(&self.key, rest, self.mode).await;
         };
         let total = session.persisted + rest.iter().map(|p| p.len() as u64).sum::<u64>();
+        let crc = rest
+            .iter()
+            .fold(session.crc, |crc, p| crc32c::crc32c_append(crc, p));
         // GCS checks `ifGenerationMatch=0` atomically when the upload
         // finishes; this look first is for emulators that ignore it there.
-        if self.mode == PutMode::Create {
-            match self.store.head(&self.key).await {
-                Ok(_) => {
-                    self.stop();
-                    return Err(exists(&self.store, op, &self.key));
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => {
-                    self.stop();
-                    return Err(e);
-                }
-            }
+        // Its failures are no reason to fail the upload.
+        if self.looks_before_completing() && self.store.head(&self.key).await.is_ok() {
+            self.stop();
+            return Err(exists(&self.store, op, &self.key));
         }
         let resp = match self.send(op, rest, Some(total)).await {
             Ok(Some(resp)) => resp,
@@ -426,7 +484,9 @@ impl MultipartUpload for GcsUpload {
         self.stopped = true;
         let store = self.store.clone();
         let object: ObjectResource = store.read_json(op, API, &self.key, resp).await?;
-        store.check_stored(op, API, &self.key, &object, total)?;
+        store
+            .check_stored(op, API, &self.key, &object, total, crc)
+            .await?;
         Ok(ObjectMeta {
             key: self.key.clone(),
             size: total,
@@ -441,6 +501,29 @@ impl MultipartUpload for GcsUpload {
             None => Ok(()),
         }
     }
+}
+
+/// A call of [`GcsUpload::put_part`] under way: dropped unfinished (an
+/// error, or the caller's future dropped midway), it stops the upload.
+struct Call<'a> {
+    upload: &'a mut GcsUpload,
+    finished: bool,
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.upload.stop();
+        }
+    }
+}
+
+/// Whether `endpoint` is Google's own.
+fn is_gcs(endpoint: &str) -> bool {
+    let host = endpoint
+        .strip_prefix("https://")
+        .map(|rest| rest.split(['/', ':']).next().unwrap_or(""));
+    host.is_some_and(|h| h == "storage.googleapis.com" || h.ends_with(".googleapis.com"))
 }
 
 impl Drop for GcsUpload {
@@ -462,6 +545,40 @@ mod tests {
         assert_eq!(joined(slice_from(&pieces, 3)), b"defgh");
         assert_eq!(joined(slice_from(&pieces, 7)), b"h");
         assert_eq!(joined(slice_from(&pieces, 8)), b"");
+    }
+
+    #[test]
+    fn session_uris_never_downgrade() {
+        let gcs = "https://storage.googleapis.com";
+        let session = "https://storage.googleapis.com/upload/storage/v1/b/b/o?upload_id=x";
+        assert_eq!(session_uri(gcs, Some(session)).unwrap(), session);
+        let e = session_uri(gcs, Some("http://storage.googleapis.com/upload?upload_id=x")).unwrap_err();
+        assert!(e.contains("plain http for an https endpoint"), "{e}");
+        assert!(session_uri(gcs, Some("HTTP://evil/x")).is_err());
+        assert!(session_uri(gcs, None)
+            .unwrap_err()
+            .contains("without a session URI"));
+        assert!(session_uri(gcs, Some("/upload?upload_id=x")).is_err());
+        // An emulator on plain http hands out plain http sessions.
+        let local = "http://127.0.0.1:4443";
+        assert!(session_uri(local, Some("http://127.0.0.1:4443/upload?upload_id=x")).is_ok());
+        assert!(session_uri(local, Some("https://127.0.0.1:4443/upload?upload_id=x")).is_ok());
+    }
+
+    #[test]
+    fn only_emulators_get_the_look_before_completing() {
+        let upload = |endpoint: Option<&str>, mode| {
+            let mut o = super::super::GcsOptions::from_url("gs://bucket").unwrap();
+            o.endpoint = endpoint.map(str::to_owned);
+            GcsUpload::new(GcsStore::new(o).unwrap(), Key::new("k").unwrap(), mode)
+        };
+        assert!(!upload(None, PutMode::Create).looks_before_completing());
+        assert!(!upload(Some("https://storage.googleapis.com"), PutMode::Create).looks_before_completing());
+        assert!(
+            !upload(Some("https://private.googleapis.com:443"), PutMode::Create).looks_before_completing()
+        );
+        assert!(upload(Some("http://127.0.0.1:4443"), PutMode::Create).looks_before_completing());
+        assert!(!upload(Some("http://127.0.0.1:4443"), PutMode::Overwrite).looks_before_completing());
     }
 
     fn answer(range: Option<&str>) -> reqwest::Response {

@@ -15,6 +15,8 @@
 //! `PGARK_TEST_SKIP_GCS=1` the tests skip where it cannot be started.
 #![cfg(feature = "gcs")]
 
+mod hardening;
+
 use base64::Engine;
 use bytes::Bytes;
 use futures::StreamExt;

@@ -266,10 +266,20 @@ fn decode_whole<R: Read>(
     let most =
         frames::max_stored_frame().min(zstd::zstd_safe::compress_bound(size) + frames::MAX_FRAME_HEADER + 4);
     src.grow(most);
-    let body = src.fill_body(most).map_err(BodyError::Io)?;
-    let Some(stored) = frames::stored_len(body) else {
-        return Ok(false);
+    // Read on only while the frame's end is not in the buffer: what is
+    // already there is moved to the buffer's start at most once.
+    let stored = loop {
+        if let Some(stored) = frames::stored_len(src.body()) {
+            break stored;
+        }
+        let have = src.body().len();
+        if have >= most || src.eof {
+            return Ok(false);
+        }
+        src.fill_body((have + INPUT_BUF).min(most))
+            .map_err(BodyError::Io)?;
     };
+    let body = src.body();
     let dctx = match dctx {
         Some(d) => d,
         None => dctx.insert(

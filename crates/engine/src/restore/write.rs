@@ -158,7 +158,11 @@ fn extract(
         .entries()
         .map_err(|e| integrity(key, format!("not a tar stream: {e}")))?;
     let mut buf = vec![0u8; 256 << 10];
+    let delay = entry_delay();
     for entry in entries {
+        if let Some(delay) = delay {
+            std::thread::sleep(delay);
+        }
         let mut entry = entry.map_err(|e| read_error(key, e))?;
         let rel = entry
             .path()
@@ -231,6 +235,17 @@ fn extract(
     // Read to the end so the object's trailer (length, checksum) is verified.
     std::io::copy(archive.into_inner(), &mut std::io::sink()).map_err(|e| read_error(key, e))?;
     Ok(())
+}
+
+/// A pause before each tar entry, from `PGARK_TEST_RESTORE_ENTRY_DELAY_MS`
+/// (at most 1000 ms): a test hook that makes a small restore last long
+/// enough to be interrupted while it writes. Unset in any real use.
+fn entry_delay() -> Option<std::time::Duration> {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        let ms: u64 = std::env::var("PGARK_TEST_RESTORE_ENTRY_DELAY_MS").ok()?.parse().ok()?;
+        (ms > 0).then(|| std::time::Duration::from_millis(ms.min(1000)))
+    })
 }
 
 /// Restores one whole file from its tar entry: written, checked against

@@ -1021,9 +1021,11 @@ fn restore_test_sigterm_while_writing_stops_the_workers_before_removing_the_dire
     cmd.env("PGARK_TEST_RESTORE_ENTRY_DELAY_MS", "15");
     let mut bg = Background::spawn(cmd, scratch.path(), "sigterm-writing");
     let data = dest.join("data");
-    bg.wait_until("the restore to have written 100 files", Duration::from_secs(300), || {
-        files_below(&data).len() >= 100
-    });
+    bg.wait_until(
+        "the restore to have written 100 files",
+        Duration::from_secs(300),
+        || files_below(&data).len() >= 100,
+    );
     assert!(
         !data.join("global/pg_control").exists(),
         "the restore had ended before SIGTERM: the test proves nothing\n{}",
@@ -1034,15 +1036,16 @@ fn restore_test_sigterm_while_writing_stops_the_workers_before_removing_the_dire
     let status = bg.wait(Duration::from_secs(60));
     let took = sent.elapsed();
     let output = bg.output();
-    assert!(
-        status.code() == Some(143),
-        "after SIGTERM: {status}\n{output}"
-    );
+    assert!(status.code() == Some(143), "after SIGTERM: {status}\n{output}");
     assert!(
         took < Duration::from_secs(2),
         "SIGTERM during the restore took {took:?} to exit\n{output}"
     );
-    assert!(!dest.exists(), "the scratch directory outlived pgark: {:?}\n{output}", files_below(&dest));
+    assert!(
+        !dest.exists(),
+        "the scratch directory outlived pgark: {:?}\n{output}",
+        files_below(&dest)
+    );
     assert_eq!(
         output.matches("could not remove").count(),
         0,
@@ -1050,7 +1053,11 @@ fn restore_test_sigterm_while_writing_stops_the_workers_before_removing_the_dire
     );
     // No worker of the dead process writes there afterwards.
     std::thread::sleep(Duration::from_secs(1));
-    assert!(!dest.exists(), "the scratch directory came back: {:?}", files_below(&dest));
+    assert!(
+        !dest.exists(),
+        "the scratch directory came back: {:?}",
+        files_below(&dest)
+    );
     assert_nothing_left(&dest, "after SIGTERM while writing");
     assert!(record_bytes(repo).is_none(), "an interrupted run wrote a record");
 }

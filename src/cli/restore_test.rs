@@ -326,8 +326,9 @@ pub async fn run(args: RestoreTestArgs, settings: &Settings, config: Option<&Pat
         progress: Some(crate::progress::for_stderr("restore-test")),
         must_reach: must_reach(settings, config)?,
     };
-    // A signal drops the test's future: the server is stopped and the
-    // scratch directory removed by their guards before this returns.
+    // A signal drops the test's future: the restore's workers are stopped
+    // and waited for, the server is stopped, and then the scratch directory
+    // removed, by their guards, before this returns.
     let report = tokio::select! {
         report = pgark_engine::restore_test(store, &opts) => report?,
         signal = interrupted() => return Err(Interrupted(signal).into()),

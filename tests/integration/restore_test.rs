@@ -1004,6 +1004,64 @@ fn restore_test_interrupted_or_on_a_damaged_part_leaves_nothing_behind() {
     );
 }
 
+/// SIGTERM while the restore writes files (each tar entry held back 15 ms
+/// by a test hook, so that the restore of a fresh cluster's ~1000 files
+/// lasts seconds): the restore's workers stop before their next file, and
+/// only then is the scratch directory removed, once: pgark exits 143
+/// within 2 s, with no "could not remove" warning, nothing left behind
+/// and nothing written there afterwards.
+#[test]
+fn restore_test_sigterm_while_writing_stops_the_workers_before_removing_the_directory() {
+    let src = ArchivingCluster::start("");
+    src.backup_push(&[]);
+    let repo = src.repo.path();
+    let scratch = scratch_dir("rt-sigterm-writing");
+    let dest = scratch.path().join("dest");
+    let mut cmd = rt_command(&src, &["--dest", dest.to_str().unwrap(), "--concurrency", "4"]);
+    cmd.env("PGARK_TEST_RESTORE_ENTRY_DELAY_MS", "15");
+    let mut bg = Background::spawn(cmd, scratch.path(), "sigterm-writing");
+    let data = dest.join("data");
+    bg.wait_until(
+        "the restore to have written 100 files",
+        Duration::from_secs(300),
+        || files_below(&data).len() >= 100,
+    );
+    assert!(
+        !data.join("global/pg_control").exists(),
+        "the restore had ended before SIGTERM: the test proves nothing\n{}",
+        bg.output()
+    );
+    bg.signal("TERM", &dest.join("postgres.log"));
+    let sent = Instant::now();
+    let status = bg.wait(Duration::from_secs(60));
+    let took = sent.elapsed();
+    let output = bg.output();
+    assert!(status.code() == Some(143), "after SIGTERM: {status}\n{output}");
+    assert!(
+        took < Duration::from_secs(2),
+        "SIGTERM during the restore took {took:?} to exit\n{output}"
+    );
+    assert!(
+        !dest.exists(),
+        "the scratch directory outlived pgark: {:?}\n{output}",
+        files_below(&dest)
+    );
+    assert_eq!(
+        output.matches("could not remove").count(),
+        0,
+        "the scratch directory was removed while the restore still wrote into it\n{output}"
+    );
+    // No worker of the dead process writes there afterwards.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !dest.exists(),
+        "the scratch directory came back: {:?}",
+        files_below(&dest)
+    );
+    assert_nothing_left(&dest, "after SIGTERM while writing");
+    assert!(record_bytes(repo).is_none(), "an interrupted run wrote a record");
+}
+
 /// One installation per major other than the default one (the
 /// distribution's when there are two of a major), as versions.rs picks.
 fn other_majors() -> Vec<PgInstall> {

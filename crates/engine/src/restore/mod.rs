@@ -36,6 +36,7 @@ mod live;
 mod plan;
 mod recovery;
 mod select;
+mod workers;
 mod write;
 
 pub use select::parse_target_time;
@@ -194,7 +195,13 @@ pub async fn backup_fetch(
         return Ok(outcome(manifest, true));
     }
     guard::prepare(&opts.dest, &locations, &manifest, mode)?;
-    match restore_into(store, opts, &chain, plan, &locations).await {
+    // Dropped after the restore's future (declared before it): when that
+    // future is dropped midway (restore-test interrupted), the workers
+    // still extracting parts are stopped and waited for here, so nothing
+    // writes into the directories once this future is gone.
+    let workers = workers::Workers::default();
+    let _stop = workers::StopGuard(workers.clone());
+    match restore_into(store, opts, &workers, &chain, plan, &locations).await {
         Ok(()) => Ok(outcome(manifest, false)),
         // A failed delta restore leaves the directory without pg_control
         // (it cannot start); running the same delta restore again finishes it.
@@ -277,6 +284,7 @@ async fn check_parts_exist(
 async fn restore_into(
     store: Arc<dyn ObjectStore>,
     opts: &BackupFetchOptions,
+    workers: &workers::Workers,
     chain: &[BackupManifest],
     mut plan: plan::Plan,
     locations: &HashMap<u32, PathBuf>,
@@ -318,14 +326,13 @@ async fn restore_into(
         let results: Vec<Result<(), EngineError>> = futures::stream::iter(
             parts
                 .into_iter()
-                .map(|part| write::restore_part(&store, opts, &plan, &backup.name, part, level)),
+                .map(|part| write::restore_part(&store, opts, &plan, workers, &backup.name, part, level)),
         )
         .buffer_unordered(opts.concurrency.max(1))
         .collect()
         .await;
         // Every part in flight is let finish before a failure is returned:
-        // their writer threads cannot be cancelled, and the cleanup of a
-        // failed restore must not race them.
+        // the cleanup of a failed restore must not race their workers.
         results.into_iter().collect::<Result<Vec<()>, _>>()?;
         plan.end_level(level)?;
     }
@@ -338,7 +345,7 @@ async fn restore_into(
     // pg_control last: written aside and verified (its part's digest too),
     // then, once every file is known to be in place, renamed into place.
     // Until then the directory cannot start.
-    write::restore_part(&store, opts, &plan, &manifest.name, last, 0).await?;
+    write::restore_part(&store, opts, &plan, workers, &manifest.name, last, 0).await?;
     let restored = plan.restored.lock().expect("lock").len();
     if restored != manifest.files.len() {
         let have: std::collections::HashSet<String> =

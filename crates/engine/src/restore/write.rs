@@ -11,6 +11,7 @@
 
 use super::chain::{apply_base, apply_increment};
 use super::plan::{restored_entry, Action, Plan};
+use super::workers::Workers;
 use super::BackupFetchOptions;
 use crate::pipe::{decode_object, ChannelReader};
 use crate::EngineError;
@@ -33,10 +34,15 @@ use std::sync::{Arc, Mutex};
 /// restored again from its beginning, which gives the same result (whole
 /// files and pieces are rewritten; increments and bases keep the pages they
 /// wrote and write the rest, see `pgark_delta`'s restore contracts).
+///
+/// The part is extracted by a worker of `workers`: counted from before it
+/// is spawned until it returns, it stops before its next entry or chunk
+/// once they are told to stop (see `workers`).
 pub(super) async fn restore_part(
     store: &Arc<dyn ObjectStore>,
     opts: &BackupFetchOptions,
     plan: &Arc<Plan>,
+    workers: &Workers,
     name: &BackupName,
     part: &PartEntry,
     level: usize,
@@ -48,13 +54,17 @@ pub(super) async fn restore_part(
     opts.retry
         .run(&format!("restore of part {index} of backup {name}"), || {
             let (key, plan, done, expected) = (key.clone(), plan.clone(), done.clone(), expected.clone());
+            let workers = workers.clone();
             async move {
+                let enlisted = workers.enlist();
                 decode_object(
                     &**store,
                     &key.clone(),
                     opts.keys.data_key.as_ref(),
                     move |reader| {
-                        extract(&key, reader, &plan, level, &done)?;
+                        let _enlisted = enlisted;
+                        workers.check()?;
+                        extract(&key, reader, &plan, level, &done, &workers)?;
                         check_digest(&key, reader, &expected).inspect_err(|_| discard(&plan, &done))
                     },
                 )
@@ -145,20 +155,27 @@ pub(super) fn integrity(key: &Key, msg: String) -> EngineError {
 
 /// Extracts one part's tar stream, checking each file against the manifest.
 /// Entries in `done` (restored by an earlier attempt at this part) are
-/// skipped; each entry restored is added to it.
+/// skipped; each entry restored is added to it. Every chunk is read
+/// through `workers`' stop check, and each entry starts with it.
 fn extract(
     key: &Key,
     reader: &mut ObjectReader<ChannelReader>,
     plan: &Plan,
     level: usize,
     done: &Mutex<std::collections::HashSet<String>>,
+    workers: &Workers,
 ) -> Result<(), EngineError> {
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = tar::Archive::new(workers.reader(reader));
     let entries = archive
         .entries()
         .map_err(|e| integrity(key, format!("not a tar stream: {e}")))?;
     let mut buf = vec![0u8; 256 << 10];
+    let delay = entry_delay();
     for entry in entries {
+        if let Some(delay) = delay {
+            std::thread::sleep(delay);
+        }
+        workers.check()?;
         let mut entry = entry.map_err(|e| read_error(key, e))?;
         let rel = entry
             .path()
@@ -229,8 +246,22 @@ fn extract(
         done.lock().expect("lock").insert(rel);
     }
     // Read to the end so the object's trailer (length, checksum) is verified.
-    std::io::copy(archive.into_inner(), &mut std::io::sink()).map_err(|e| read_error(key, e))?;
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(|e| read_error(key, e))?;
     Ok(())
+}
+
+/// A pause before each tar entry, from `PGARK_TEST_RESTORE_ENTRY_DELAY_MS`
+/// (at most 1000 ms): a test hook that makes a small restore last long
+/// enough to be interrupted while it writes. Unset in any real use.
+fn entry_delay() -> Option<std::time::Duration> {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        let ms: u64 = std::env::var("PGARK_TEST_RESTORE_ENTRY_DELAY_MS")
+            .ok()?
+            .parse()
+            .ok()?;
+        (ms > 0).then(|| std::time::Duration::from_millis(ms.min(1000)))
+    })
 }
 
 /// Restores one whole file from its tar entry: written, checked against

@@ -13,10 +13,10 @@
 //! parameters for the block's size.
 //!
 //! On the way back, a whole frame whose content size is known and at most
-//! [`FRAME_LEN`] is decoded in one call into a block of that size: no
-//! window buffer, no copy from it to the caller's buffer, and a frame of
-//! another writer (or of an older pgark: one long frame) is decoded by the
-//! streaming decoder as before.
+//! [`FRAME_LEN`] is decoded in one call into a block of that size (no
+//! window buffer; the block is then copied to the caller's buffer), and a
+//! frame of another writer (or of an older pgark: one long frame) is
+//! decoded by the streaming decoder as before.
 //!
 //! Every frame is an ordinary zstd frame (without a content checksum: the
 //! trailer's digest covers the original bytes), so a body of several frames

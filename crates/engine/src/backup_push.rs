@@ -937,9 +937,11 @@ fn write_part(
     progress: &dyn ProgressSink,
 ) -> Result<(PartEntry, Vec<Copied1>), EngineError> {
     // Buffered, so that the codec and its digest get large slices (BLAKE3
-    // hashes 16 KiB and more with all SIMD lanes) and io::copy reads files
-    // straight into the buffer; a buffer of the codec's preferred write
-    // length lets zstd compress each frame from it, without a copy.
+    // hashes 16 KiB and more with all SIMD lanes). A buffer of the codec's
+    // preferred write length (a zstd frame) hands it about a frame at a
+    // time; the frame is compressed straight from this buffer only when a
+    // flush of it holds a whole frame, which tar's small writes rarely
+    // line up to: usually it is gathered into the frame's block first.
     let buffer = object.preferred_write_len();
     let mut tar = tar::Builder::new(std::io::BufWriter::with_capacity(buffer, object));
     tar.mode(tar::HeaderMode::Complete);

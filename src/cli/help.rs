@@ -494,6 +494,10 @@ mod tests {
             ("PGIE", "delta format magic"),
             ("PGARK_", "a prefix, kept when clearing PG* for child programs"),
             ("PGOPTIONS", "set for restore-test's check programs, not read"),
+            (
+                "PGARK_TEST_RESTORE_ENTRY_DELAY_MS",
+                "a hook of the tests (a pause per restored file), not a setting",
+            ),
         ];
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut files = Vec::new();

@@ -205,11 +205,11 @@ pub struct Quiet(pub EngineError);
 
 /// A panic is a bug; report it like any failure, with the internal-error
 /// code (raised in abort mode, so recovery never ends early on a bug).
-pub fn install_panic_hook(command: &'static str, abort_on_error: bool, prefetcher: bool) {
+pub fn install_panic_hook(command: &'static str, abort_on_error: bool, background: bool) {
     std::panic::set_hook(Box::new(move |info| {
         eprintln!("pgark {command}: internal error: {info}");
-        // A prefetcher exits 0 (see cli::wal_fetch::is_prefetcher).
-        let code = if prefetcher {
+        // A background process exits 0 (see cli::is_background).
+        let code = if background {
             0
         } else {
             i32::from(Exit::Internal.code(abort_on_error))

@@ -11,10 +11,14 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     bound_malloc();
-    // wal-fetch's prefetcher exits 0 whatever happens (see
-    // cli::wal_fetch::is_prefetcher), from its first instruction on.
-    if std::env::args_os().any(|a| a == cli::PREFETCH_WORKER_FLAG) {
-        exit::install_panic_hook("wal-fetch", false, true);
+    // A background process exits 0 whatever happens (see
+    // cli::is_background), from its first instruction on.
+    if cli::is_background_args() {
+        let name = match std::env::args_os().any(|a| a == cli::PREFETCH_WORKER_FLAG) {
+            true => "wal-fetch",
+            false => "wal-push",
+        };
+        exit::install_panic_hook(name, false, true);
         // Its failures were logged as warnings.
         let _ = run();
         return ExitCode::SUCCESS;
@@ -68,7 +72,7 @@ fn run() -> Result<ExitCode, ExitCode> {
             return Err(exit::Exit::Usage.into());
         }
     };
-    exit::install_panic_hook(command, settings.abort_on_error, cli::is_prefetcher(&cli.command));
+    exit::install_panic_hook(command, settings.abort_on_error, cli::is_background(&cli.command));
     init_logging(&settings);
     // wal-push runs once per segment, so its start-up counts: its work is
     // on the blocking pool (reading, compressing, hashing, the local

@@ -6,6 +6,7 @@ mod backup_list;
 mod backup_mark;
 mod backup_push;
 mod delete;
+mod detach;
 mod exporter;
 pub mod help;
 mod key;
@@ -14,7 +15,8 @@ mod status;
 mod verify;
 mod wal_fetch;
 
-pub use wal_fetch::{is_prefetcher, PREFETCH_WORKER_FLAG};
+pub use wal_fetch::PREFETCH_WORKER_FLAG;
+pub use wal_push::ARCHIVER_FLAG;
 mod wal_push;
 
 use crate::config::Settings;
@@ -253,6 +255,27 @@ impl Command {
     }
 }
 
+/// Whether this process is a background process: the prefetcher of
+/// `wal-fetch` or the archiver of `wal-push`. Such a process exits 0
+/// whatever happens, even on an internal error: where the postmaster is
+/// PID 1 (a container started with `postgres` as its command) it reaps this
+/// orphan, and takes any other exit status for a crashed backend and
+/// restarts the server. Its failures are warnings in the server's log; the
+/// command PostgreSQL calls next does what it could not, and reports that.
+pub fn is_background(command: &Command) -> bool {
+    match command {
+        Command::WalFetch(args) => args.prefetch_worker,
+        Command::WalPush(args) => args.archiver,
+        _ => false,
+    }
+}
+
+/// Whether the command line starts a background process (before it is
+/// parsed: see [`is_background`]).
+pub fn is_background_args() -> bool {
+    std::env::args_os().any(|a| a == PREFETCH_WORKER_FLAG || a == ARCHIVER_FLAG)
+}
+
 /// How long after its deadline a command is ended even if it is waiting on
 /// something other than the repository (PostgreSQL, say): its repository
 /// calls fail at the deadline and it normally ends at once, through its
@@ -266,9 +289,9 @@ pub async fn run(
     settings: &Settings,
     config: Option<&std::path::Path>,
 ) -> Result<(), Failure> {
-    // A prefetcher lives as long as its recovery; each of its requests has
-    // its own time limits.
-    let limit = match is_prefetcher(&command) {
+    // A prefetcher or an archiver lives as long as its work; each of its
+    // requests has its own time limits.
+    let limit = match is_background(&command) {
         true => Duration::ZERO,
         false => settings
             .command_timeout

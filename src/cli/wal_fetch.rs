@@ -78,7 +78,7 @@ pub async fn run(args: WalFetchArgs, settings: &Settings) -> anyhow::Result<()> 
         if let Err(e) = run_prefetcher(spool, opts, parallel, settings).await {
             tracing::warn!("the prefetcher stopped: {e:#}");
         }
-        // Always 0: see is_prefetcher.
+        // Always 0: see cli::is_background.
         return Ok(());
     }
     let not_found = |e: pgark_engine::EngineError| match e.class() {
@@ -117,16 +117,6 @@ pub async fn run(args: WalFetchArgs, settings: &Settings) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Whether this process is a prefetcher. A prefetcher exits 0 whatever
-/// happens, even on an internal error: where the postmaster is PID 1 (a
-/// container started with `postgres` as its command) it reaps this orphan,
-/// and takes any other exit status for a crashed backend and restarts the
-/// server. Its failures are warnings in the log; wal-fetch fetches what it
-/// could not, and reports that.
-pub fn is_prefetcher(command: &super::Command) -> bool {
-    matches!(command, super::Command::WalFetch(args) if args.prefetch_worker)
-}
-
 async fn run_prefetcher(
     spool: FetchSpool,
     mut opts: WalFetchOptions,
@@ -143,47 +133,8 @@ async fn run_prefetcher(
     Ok(())
 }
 
-/// Starts this command again, detached, as the prefetcher: the same
-/// arguments (so the same repository and settings) and environment, in
-/// its own session, so that it outlives this process (not its server),
-/// holding `lock`, the spool's lock, on descriptor 3, and no other
-/// descriptor PostgreSQL may have left open.
+/// Starts this command again, detached, as the prefetcher (see
+/// [`super::detach::start_detached`]).
 fn start_prefetcher(lock: &std::fs::File) -> std::io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe()?;
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    // Before a "--" that ends the options, if there is one.
-    let at = args.iter().position(|a| a == "--").unwrap_or(args.len());
-    args.insert(at, PREFETCH_WORKER_FLAG.into());
-    let mut command = std::process::Command::new(exe);
-    command
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null());
-    let lock_fd = lock.as_raw_fd();
-    let target = pgark_engine::INHERITED_LOCK_FD;
-    // SAFETY: only async-signal-safe calls (setsid, dup2, fcntl, a raw
-    // close_range syscall) between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if lock_fd == target {
-                // dup2 onto itself would keep close-on-exec.
-                if libc::fcntl(target, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(lock_fd, target) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // Kernels before 5.9 lack it; Rust's own descriptors are
-            // close-on-exec anyway.
-            libc::syscall(libc::SYS_close_range, target + 1, u32::MAX, 0);
-            Ok(())
-        });
-    }
-    // Not waited for: it ends by itself (see docs/01-archiving.md).
-    command.spawn().map(drop)
+    super::detach::start_detached(PREFETCH_WORKER_FLAG, lock)
 }

@@ -1,7 +1,8 @@
 use crate::config::Settings;
 use clap::Args;
-use pgark_engine::{WalPushOptions, WalPushStatus};
+use pgark_engine::{ArchiveAhead, WalPushOptions, WalPushOutcome, WalPushStatus};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Archive one WAL file: archive_command = 'pgark wal-push %p'.
 ///
@@ -12,22 +13,47 @@ use std::path::PathBuf;
 /// fails with exit code 4 and changes nothing. The first segment pushed records the cluster's
 /// system identifier in the repository; WAL of another cluster is refused (exit code 3).
 ///
-/// Called by PostgreSQL for a segment in pg_wal, it also archives the next segments PostgreSQL
-/// has marked ready (up to --archive-parallel at once) and records each one durably stored in
-/// pg_wal/pgark-archived/, so that PostgreSQL's next calls return at once (see docs/01-archiving.md,
-/// "Archiving ahead").
+/// Called by PostgreSQL for a segment in pg_wal while more are ready, it also starts a
+/// background archiver that pushes the ready segments, --archive-parallel at once, and records
+/// each one durably stored in pg_wal/pgark-archived/, so that PostgreSQL's next calls return
+/// at once (see docs/01-archiving.md, "Archiving ahead").
 #[derive(Debug, Clone, Args)]
 pub struct WalPushArgs {
     /// The WAL file to archive (PostgreSQL's %p).
     pub path: PathBuf,
-    /// Segments archived at once when PostgreSQL calls for one in pg_wal: the one asked for and
-    /// the next ready ones; 1 archives only the one asked for [default: number of CPUs].
+    /// Segments archived at once ahead of PostgreSQL's archiver by the background archiver (or,
+    /// without a running server, by this call along with the one asked for); 1 archives only
+    /// the one asked for [default: number of CPUs].
     #[arg(long, env = "PGARK_ARCHIVE_PARALLEL", value_name = "N")]
     pub archive_parallel: Option<usize>,
+    /// Run as the background archiver of PATH's pg_wal (wal-push starts it itself).
+    #[arg(long, hide = true)]
+    pub archiver: bool,
 }
 
+/// The hidden flag that makes wal-push the background archiver.
+pub const ARCHIVER_FLAG: &str = "--archiver";
+
 pub async fn run(args: WalPushArgs, settings: &Settings) -> anyhow::Result<()> {
+    let parallel = args.archive_parallel.unwrap_or_else(crate::config::cpus).max(1);
+    if args.archiver {
+        if let Err(e) = run_archiver(&args, parallel, settings).await {
+            tracing::warn!("the background archiver stopped: {e:#}");
+        }
+        // Always 0: see cli::is_background.
+        return Ok(());
+    }
     let store = crate::repo::open(settings)?;
+    let mut ahead = ArchiveAhead {
+        parallel,
+        repository: settings.repo()?.to_string(),
+        start_archiver: None,
+    };
+    // Answered from the spool before anything else is read (the keys).
+    if let Some(out) = pgark_engine::archived_ahead(&*store, &args.path, &ahead).await? {
+        report(&out);
+        return Ok(());
+    }
     let keys = crate::encryption::open_keys(&*store, settings, true).await?;
     let opts = WalPushOptions {
         compression: settings.compression,
@@ -35,11 +61,15 @@ pub async fn run(args: WalPushArgs, settings: &Settings) -> anyhow::Result<()> {
         part_size: None,
         keys,
     };
-    let ahead = pgark_engine::ArchiveAhead {
-        parallel: args.archive_parallel.unwrap_or_else(crate::config::cpus).max(1),
-        repository: settings.repo()?.to_string(),
-    };
+    ahead.start_archiver = Some(Arc::new(|lock: &std::fs::File| {
+        super::detach::start_detached(ARCHIVER_FLAG, lock)
+    }));
     let out = pgark_engine::wal_push_ahead(store, &args.path, &opts, &ahead).await?;
+    report(&out);
+    Ok(())
+}
+
+fn report(out: &WalPushOutcome) {
     match out.status {
         WalPushStatus::Stored => tracing::info!(
             "archived {} ({} bytes, stored {} bytes as {})",
@@ -59,5 +89,28 @@ pub async fn run(args: WalPushArgs, settings: &Settings) -> anyhow::Result<()> {
             )
         }
     }
+}
+
+/// The background archiver of the pg_wal holding `args.path`, when the
+/// spool's lock is ours (passed on by the wal-push that started us).
+async fn run_archiver(args: &WalPushArgs, parallel: usize, settings: &Settings) -> anyhow::Result<()> {
+    let Some(pg_wal) = pgark_engine::pg_wal_of(&args.path) else {
+        return Ok(());
+    };
+    // Before anything else opens a file: the lock is descriptor 3.
+    let Some(lock) = pgark_engine::adopt_archiver_lock(&pg_wal) else {
+        // Another archiver holds the spool.
+        return Ok(());
+    };
+    let store = crate::repo::open(settings)?;
+    let repository = settings.repo()?.to_string();
+    let keys = crate::encryption::open_keys(&*store, settings, true).await?;
+    let opts = WalPushOptions {
+        compression: settings.compression,
+        retry: settings.retry,
+        part_size: None,
+        keys,
+    };
+    pgark_engine::run_archiver(store, &pg_wal, lock, opts, parallel, &repository).await?;
     Ok(())
 }

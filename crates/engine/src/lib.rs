@@ -20,6 +20,7 @@ mod restore_test;
 mod retention;
 mod retry;
 mod scan;
+mod spool_lock;
 mod status;
 mod timelines;
 mod verify;
@@ -28,7 +29,10 @@ mod wal_fetch;
 mod wal_index;
 mod wal_push;
 
-pub use archive_ahead::{wal_push_ahead, ArchiveAhead, SPOOL_DIR};
+pub use archive_ahead::{
+    adopt_archiver_lock, archived_ahead, pg_wal_of, run_archiver, wal_push_ahead, ArchiveAhead,
+    StartArchiver, ARCHIVER_IDLE, SPOOL_DIR,
+};
 pub use backup_push::{backup_push, BackupPushOptions, ProgressSink};
 pub use delta_push::{DeltaFrom, DeltaOptions};
 pub use error::{EngineError, ErrorClass};
@@ -41,7 +45,7 @@ pub use pgark_catalog::{
     VerifyOutcome, VerifyRecord,
 };
 pub use pgark_pgserver::{parse_check_sql, SqlCheck, PROTECTED_SETTINGS};
-pub use prefetch::{run_prefetcher, FetchSpool, INHERITED_LOCK_FD, PREFETCH_DIR, PREFETCH_IDLE};
+pub use prefetch::{run_prefetcher, FetchSpool, PREFETCH_DIR, PREFETCH_IDLE};
 pub use repository::{ensure_repository_meta, load_repository_meta, require_repository};
 pub use restore::{
     backup_fetch, parse_target_time, select_backup, ArchiveMode, BackupFetchOptions, BackupFetchOutcome,
@@ -59,6 +63,7 @@ pub use retention::{
     RetentionPolicy, WalCutoff, WalPlan, DEFAULT_GARBAGE_AGE, DELETE_CONCURRENCY,
 };
 pub use retry::RetryPolicy;
+pub use spool_lock::INHERITED_LOCK_FD;
 pub use status::{status, ArchivedSegment, ArchiverView, LastTransaction, Status, COMMIT_SEARCH_SEGMENTS};
 pub use timelines::{diverged_timelines, Divergence};
 pub use verify::{

@@ -46,12 +46,12 @@ mod worker;
 
 pub use worker::run_prefetcher;
 
+use crate::spool_lock::alive;
 use crate::wal_fetch::{check_until, refuse_tablespace_create, WalFetchOptions, WalFetchOutcome};
 use crate::EngineError;
 use pgark_catalog::wal_key;
 use pgark_pg::{ArchivedFile, WalSegmentName, WalSegmentSize};
 use serde::{Deserialize, Serialize};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// The spool's directory name, inside `pg_wal`.
@@ -72,9 +72,6 @@ const RECOVERY_FILE: &str = "RECOVERYXLOG";
 
 const LOCK_FILE: &str = "lock";
 
-/// The descriptor on which `wal-fetch` passes the spool's lock to the
-/// prefetcher it starts.
-pub const INHERITED_LOCK_FD: i32 = 3;
 const WANT_FILE: &str = "want";
 const RECORD_SUFFIX: &str = ".rec";
 
@@ -241,45 +238,13 @@ impl FetchSpool {
     /// Takes the spool's lock without waiting: `Some` when no prefetcher
     /// holds it. The lock is held until the returned file is dropped.
     pub fn try_lock(&self) -> Option<std::fs::File> {
-        std::fs::create_dir_all(&self.dir).ok()?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.dir.join(LOCK_FILE))
-            .ok()?;
-        // SAFETY: flock on a descriptor this function owns.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        (rc == 0).then_some(file)
+        crate::spool_lock::try_lock(&self.dir.join(LOCK_FILE))
     }
 
-    /// The spool's lock as a new prefetcher process holds it: the one
-    /// `wal-fetch` took and passed on as descriptor [`INHERITED_LOCK_FD`]
-    /// (so that no other prefetcher can start in between), or else taken
-    /// now. Only for the prefetcher process itself: elsewhere descriptor 3
-    /// belongs to someone else (another thread may even have the lock file
-    /// open on it).
+    /// The spool's lock as a new prefetcher process holds it (see
+    /// [`crate::spool_lock`]): only for the prefetcher process itself.
     pub fn adopt_lock(&self) -> Option<std::fs::File> {
-        use std::os::unix::fs::MetadataExt;
-        use std::os::unix::io::FromRawFd;
-        let lock = std::fs::metadata(self.dir.join(LOCK_FILE)).ok();
-        // SAFETY: fstat into a zeroed struct of the right type.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        let inherited = unsafe { libc::fstat(INHERITED_LOCK_FD, &mut st) } == 0
-            && lock.is_some_and(|m| m.dev() == st.st_dev && m.ino() == st.st_ino);
-        if inherited {
-            // SAFETY: descriptor 3 is this spool's lock file (checked
-            // above), open in this process and owned by nothing else.
-            let file = unsafe { std::fs::File::from_raw_fd(INHERITED_LOCK_FD) };
-            // The same open file description: this succeeds when the lock
-            // is ours.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
-                return Some(file);
-            }
-            return None;
-        }
-        self.try_lock()
+        crate::spool_lock::adopt_lock(&self.dir.join(LOCK_FILE))
     }
 
     /// Whether a prefetcher is running for this spool.
@@ -287,24 +252,14 @@ impl FetchSpool {
         self.try_lock().is_none()
     }
 
-    /// The data directory, when `pg_wal` is named so (its parent taken by
-    /// name, not through a symbolic link).
+    /// The data directory, when `pg_wal` is named so.
     fn data_dir(&self) -> Option<PathBuf> {
-        if self.pg_wal.file_name()? != "pg_wal" {
-            return None;
-        }
-        Some(match self.pg_wal.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        })
+        crate::spool_lock::data_dir_of(&self.pg_wal)
     }
 
-    /// The postmaster's process id from `postmaster.pid` (a single-user
-    /// backend writes its own, negated: not a server to prefetch for).
+    /// The postmaster's process id from `postmaster.pid`.
     fn postmaster_pid(&self) -> Option<i32> {
-        let text = std::fs::read_to_string(self.data_dir()?.join("postmaster.pid")).ok()?;
-        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-        (pid > 0).then_some(pid)
+        crate::spool_lock::postmaster_pid(&self.pg_wal)
     }
 
     /// Whether the server is still in recovery: it removes its signal
@@ -354,13 +309,6 @@ pub(crate) fn clear_abandoned(pg_wal: &Path) {
     if let Some(_lock) = spool.try_lock() {
         worker::clear(&spool, true);
     }
-}
-
-/// Whether the process `pid` exists.
-fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 #[cfg(test)]

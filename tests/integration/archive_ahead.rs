@@ -1,8 +1,10 @@
 //! Archiving ahead (`wal-push --archive-parallel`): a queue of ready WAL
-//! drained by PostgreSQL's archiver through pgark, every segment compared
-//! with a copy PostgreSQL handed over; kill -9 of pgark in the middle of
-//! parallel pushes never leaves a spool record of a segment the repository
-//! does not hold, and loses nothing.
+//! drained by PostgreSQL's archiver through pgark and its background
+//! archiver, every segment compared with a copy PostgreSQL handed over;
+//! kill -9 of pgark in the middle of parallel pushes never leaves a spool
+//! record of a segment the repository does not hold, and loses nothing; the
+//! archiver ends with its server and when idle; a segment another process
+//! is pushing is waited for, and pushed once that process is gone.
 
 use crate::common::*;
 use pgark_testkit::pg::{expose_binary, scratch_dir, shell_quote, ClusterOptions, PgCluster, PgInstall};
@@ -45,10 +47,50 @@ fn ready_count(cluster: &PgCluster) -> usize {
         .count()
 }
 
-fn wait_drained(cluster: &PgCluster, limit: Duration) {
+/// Waits for the ready queue to drain; whether a background archiver was
+/// seen meanwhile.
+fn wait_drained(cluster: &PgCluster, limit: Duration) -> bool {
+    let mut seen = false;
     cluster
-        .wait_for("the ready queue to drain", limit, || ready_count(cluster) == 0)
+        .wait_for("the ready queue to drain", limit, || {
+            seen |= !archivers(cluster.data_dir()).is_empty();
+            ready_count(cluster) == 0
+        })
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tail(40)));
+    seen
+}
+
+/// The processes running as the background archiver of `data`'s pg_wal
+/// (PostgreSQL runs archive_command in its data directory).
+fn archivers(data: &Path) -> Vec<i32> {
+    let data = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("--archiver") && cwd == data {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Waits until no background archiver runs for `data` (it ends within its
+/// idle time once nothing is left, or with its server).
+fn wait_no_archiver(data: &Path, limit: Duration, why: &str) {
+    let deadline = Instant::now() + limit;
+    while !archivers(data).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the background archiver did not end {why}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Every spool record names a segment the repository holds, with the bytes
@@ -61,7 +103,8 @@ fn check_spool_records(cluster: &PgCluster, repo: &Path) {
     let fetched = scratch_dir("fetched");
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".tmp") {
+        if !is_segment_name(&name) {
+            // The archiver's lock, claims, temporary files.
             continue;
         }
         let dest = fetched.path().join(&name);
@@ -110,7 +153,8 @@ fn a_ready_queue_is_archived_ahead_and_every_segment_fetches_back_identical() {
     // Load while the queue drains: new segments join it.
     cluster.pgbench(&["-i", "-s", "2", "-q"]).unwrap();
     cluster.psql("select pg_switch_wal()").unwrap();
-    wait_drained(&cluster, Duration::from_secs(180));
+    let seen = wait_drained(&cluster, Duration::from_secs(180));
+    assert!(seen, "no background archiver was seen while the queue drained");
     assert_eq!(
         cluster.psql("select failed_count from pg_stat_archiver").unwrap(),
         "0"
@@ -125,9 +169,21 @@ fn a_ready_queue_is_archived_ahead_and_every_segment_fetches_back_identical() {
     );
     // The spool is bounded: records behind PostgreSQL are pruned.
     let spool = cluster.data_dir().join("pg_wal/pgark-archived");
-    let left = std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0);
+    let left = std::fs::read_dir(&spool)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| is_segment_name(&e.file_name().to_string_lossy()))
+                .count()
+        })
+        .unwrap_or(0);
     assert!(left <= 4, "{left} records left in the spool");
     check_spool_records(&cluster, repo.path());
+    // Nothing left to push: the archiver ends by itself.
+    wait_no_archiver(
+        cluster.data_dir(),
+        Duration::from_secs(60),
+        "after the queue drained",
+    );
 }
 
 #[test]
@@ -165,6 +221,11 @@ fn kill_9_during_parallel_archiving_loses_nothing_and_never_records_an_unstored_
     check_spool_records(&cluster, repo.path());
     let n = check_every_copy(copies.path(), repo.path());
     assert!(n >= 16, "only {n} segments archived");
+    wait_no_archiver(
+        cluster.data_dir(),
+        Duration::from_secs(60),
+        "after the queue drained",
+    );
     // Every segment PostgreSQL counts as archived is in the repository.
     let stored = files_below(repo.path());
     for entry in std::fs::read_dir(cluster.data_dir().join("pg_wal/archive_status"))
@@ -179,4 +240,138 @@ fn kill_9_during_parallel_archiving_loses_nothing_and_never_records_an_unstored_
             );
         }
     }
+}
+
+#[test]
+fn the_background_archiver_ends_with_its_server_and_records_only_stored_segments() {
+    let bin = expose_binary(&pgark_bin());
+    let repo = scratch_dir("repo");
+    let cluster = queued_cluster(24);
+    let command = format!(
+        "{} wal-push --repo {} --archive-parallel 2 %p",
+        quote(&bin),
+        quote(repo.path())
+    );
+    cluster.set_archive_command(Some(&command)).unwrap();
+    cluster.reload().unwrap();
+    cluster
+        .wait_for("a background archiver", Duration::from_secs(60), || {
+            !archivers(cluster.data_dir()).is_empty()
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tail(40)));
+    // Immediate: a fast shutdown would let PostgreSQL archive the rest.
+    cluster.stop_immediate().unwrap();
+    // Its pushes in flight get 30 s to finish; a few seconds here.
+    wait_no_archiver(
+        cluster.data_dir(),
+        Duration::from_secs(40),
+        "after its server stopped",
+    );
+    check_spool_records(&cluster, repo.path());
+    // Started again, the queue drains and every segment fetches back
+    // identical to pg_wal's (wal_keep_size keeps them).
+    cluster.start().unwrap();
+    wait_drained(&cluster, Duration::from_secs(180));
+    let archived: Vec<String> = std::fs::read_dir(cluster.data_dir().join("pg_wal/archive_status"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_suffix(".done")
+                .filter(|s| is_segment_name(s))
+                .map(str::to_string)
+        })
+        .collect();
+    assert!(archived.len() >= 24, "only {} segments done", archived.len());
+    let fetched = scratch_dir("fetched");
+    for name in &archived {
+        let dest = fetched.path().join(name);
+        assert_code(&run(repo.path(), &["wal-fetch", name, dest.to_str().unwrap()]), 0);
+        assert!(
+            std::fs::read(&dest).unwrap()
+                == std::fs::read(cluster.data_dir().join("pg_wal").join(name)).unwrap(),
+            "{name}: the repository's copy differs from pg_wal's"
+        );
+    }
+}
+
+#[test]
+fn a_segment_another_process_pushes_is_waited_for_then_pushed_once_that_process_is_gone() {
+    use std::os::unix::process::CommandExt;
+    let bin = expose_binary(&pgark_bin());
+    let repo = scratch_dir("repo");
+    let cluster = queued_cluster(2);
+    cluster.stop_immediate().unwrap();
+    let pg_wal = cluster.data_dir().join("pg_wal");
+    let mut ready: Vec<String> = std::fs::read_dir(pg_wal.join("archive_status"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_suffix(".ready")
+                .filter(|s| is_segment_name(s))
+                .map(str::to_string)
+        })
+        .collect();
+    ready.sort();
+    let name = ready[0].clone();
+    let spool = pg_wal.join("pgark-archived");
+    std::fs::create_dir_all(&spool).unwrap();
+    // Another process holds the segment's claim, as the archiver does while
+    // it pushes it.
+    let mut holder = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(spool.join(format!("{name}.busy")))
+        .args(["sleep", "120"])
+        .process_group(0)
+        .spawn()
+        .expect("flock(1)");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut push = pgark()
+        .args([
+            "--repo",
+            repo.path().to_str().unwrap(),
+            "wal-push",
+            "--archive-parallel",
+            "2",
+        ])
+        .arg(pg_wal.join(&name))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        push.try_wait().unwrap().is_none(),
+        "wal-push returned while another process held its segment's claim"
+    );
+    // The holder dies without a record (kill -9): wal-push pushes it itself.
+    unsafe { libc::kill(-(holder.id() as i32), libc::SIGKILL) };
+    let _ = holder.wait();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = push.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "wal-push did not end after the claim's holder died"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = push.wait_with_output().unwrap();
+    assert!(
+        status.success(),
+        "wal-push failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fetched = scratch_dir("fetched");
+    let dest = fetched.path().join(&name);
+    assert_code(
+        &run(repo.path(), &["wal-fetch", &name, dest.to_str().unwrap()]),
+        0,
+    );
+    assert!(std::fs::read(&dest).unwrap() == std::fs::read(pg_wal.join(&name)).unwrap());
+    // No claim is left behind.
+    assert!(!spool.join(format!("{name}.busy")).exists());
 }

@@ -237,6 +237,14 @@ impl Spool {
         names
     }
 
+    /// Whether PostgreSQL still has `name` marked ready (not archived yet).
+    pub fn is_ready(&self, name: &str) -> bool {
+        self.pg_wal
+            .join("archive_status")
+            .join(format!("{name}.ready"))
+            .exists()
+    }
+
     /// The ready segments after `after` that no record covers yet, at most
     /// `limit`.
     pub fn unrecorded_after(&self, after: &str, limit: usize) -> Vec<String> {

@@ -79,7 +79,8 @@ pub async fn run_archiver(
                     continue;
                 };
                 let file = pg_wal.join(&name);
-                if spool.read(&name, &file).is_some() {
+                // Recorded, or archived and marked done, since the listing.
+                if spool.read(&name, &file).is_some() || !spool.is_ready(&name) {
                     continue;
                 }
                 in_flight.insert(name.clone());

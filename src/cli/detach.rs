@@ -37,9 +37,12 @@ pub fn start_detached(flag: &str, lock: &std::fs::File) -> std::io::Result<()> {
             } else if libc::dup2(lock_fd, target) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // Kernels before 5.9 lack it; Rust's own descriptors are
+            // Close-on-exec rather than closed: the standard library's own
+            // pipe that reports a failed exec must stay open until then.
+            // Kernels before 5.11 lack the flag; Rust's own descriptors are
             // close-on-exec anyway.
-            libc::syscall(libc::SYS_close_range, target + 1, u32::MAX, 0);
+            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+            libc::syscall(libc::SYS_close_range, target + 1, u32::MAX, CLOSE_RANGE_CLOEXEC);
             Ok(())
         });
     }

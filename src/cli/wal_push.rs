@@ -111,6 +111,19 @@ async fn run_archiver(args: &WalPushArgs, parallel: usize, settings: &Settings) 
         part_size: None,
         keys,
     };
-    pgark_engine::run_archiver(store, &pg_wal, lock, opts, parallel, &repository).await?;
+    // Stopped by a signal, it still exits 0 (see cli::is_background):
+    // what it was pushing is pushed again by PostgreSQL's own calls.
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int, mut hup) = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::hangup())?,
+    );
+    tokio::select! {
+        result = pgark_engine::run_archiver(store, &pg_wal, lock, opts, parallel, &repository) => result?,
+        _ = term.recv() => tracing::warn!("the background archiver was stopped (SIGTERM)"),
+        _ = int.recv() => tracing::warn!("the background archiver was stopped (SIGINT)"),
+        _ = hup.recv() => tracing::warn!("the background archiver was stopped (SIGHUP)"),
+    }
     Ok(())
 }

@@ -7,7 +7,10 @@
 //! is pushing is waited for, and pushed once that process is gone.
 
 use crate::common::*;
-use pgark_testkit::pg::{expose_binary, scratch_dir, shell_quote, ClusterOptions, PgCluster, PgInstall};
+use pgark_testkit::pg::{
+    chown_to_pg_user, command_as_pg_user, expose_binary, scratch_dir, shell_quote, ClusterOptions, PgCluster,
+    PgInstall,
+};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -246,7 +249,7 @@ fn kill_9_during_parallel_archiving_loses_nothing_and_never_records_an_unstored_
 fn the_background_archiver_ends_with_its_server_and_records_only_stored_segments() {
     let bin = expose_binary(&pgark_bin());
     let repo = scratch_dir("repo");
-    let cluster = queued_cluster(24);
+    let cluster = queued_cluster(40);
     let command = format!(
         "{} wal-push --repo {} --archive-parallel 2 %p",
         quote(&bin),
@@ -261,13 +264,37 @@ fn the_background_archiver_ends_with_its_server_and_records_only_stored_segments
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tail(40)));
     // Immediate: a fast shutdown would let PostgreSQL archive the rest.
     cluster.stop_immediate().unwrap();
-    // Its pushes in flight get 30 s to finish; a few seconds here.
+    let left: Vec<String> = std::fs::read_dir(cluster.data_dir().join("pg_wal/archive_status"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_suffix(".ready")
+                .filter(|s| is_segment_name(s))
+                .map(str::to_string)
+        })
+        .collect();
+    // Its pushes in flight get 30 s to finish; well under a second here.
     wait_no_archiver(
         cluster.data_dir(),
         Duration::from_secs(40),
         "after its server stopped",
     );
     check_spool_records(&cluster, repo.path());
+    if left.len() > 4 {
+        // It stopped with its server rather than draining the queue (it
+        // pushes 2 at a time, and finishes only those in flight).
+        let stored = files_below(repo.path());
+        let pushed = left
+            .iter()
+            .filter(|n| stored.iter().any(|k| k.ends_with(n.as_str())))
+            .count();
+        assert!(
+            pushed < left.len(),
+            "the archiver pushed all {} segments left ready after its server stopped",
+            left.len()
+        );
+    }
     // Started again, the queue drains and every segment fetches back
     // identical to pg_wal's (wal_keep_size keeps them).
     cluster.start().unwrap();
@@ -282,7 +309,7 @@ fn the_background_archiver_ends_with_its_server_and_records_only_stored_segments
                 .map(str::to_string)
         })
         .collect();
-    assert!(archived.len() >= 24, "only {} segments done", archived.len());
+    assert!(archived.len() >= 40, "only {} segments done", archived.len());
     let fetched = scratch_dir("fetched");
     for name in &archived {
         let dest = fetched.path().join(name);
@@ -295,10 +322,19 @@ fn the_background_archiver_ends_with_its_server_and_records_only_stored_segments
     }
 }
 
+/// Kills a process group when dropped (a test that fails leaves no holder).
+struct GroupGuard(std::process::Child);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn a_segment_another_process_pushes_is_waited_for_then_pushed_once_that_process_is_gone() {
     use std::os::unix::process::CommandExt;
-    let bin = expose_binary(&pgark_bin());
     let repo = scratch_dir("repo");
     let cluster = queued_cluster(2);
     cluster.stop_immediate().unwrap();
@@ -317,17 +353,37 @@ fn a_segment_another_process_pushes_is_waited_for_then_pushed_once_that_process_
     let name = ready[0].clone();
     let spool = pg_wal.join("pgark-archived");
     std::fs::create_dir_all(&spool).unwrap();
+    // As PostgreSQL's account, the owner of pg_wal: a process that is not
+    // keeps no spool there.
+    chown_to_pg_user(&spool).unwrap();
+    chown_to_pg_user(repo.path()).unwrap();
+    let bin = expose_binary(&pgark_bin());
     // Another process holds the segment's claim, as the archiver does while
     // it pushes it.
-    let mut holder = std::process::Command::new("flock")
-        .arg("-x")
-        .arg(spool.join(format!("{name}.busy")))
-        .args(["sleep", "120"])
-        .process_group(0)
-        .spawn()
-        .expect("flock(1)");
-    std::thread::sleep(Duration::from_millis(300));
-    let mut push = pgark()
+    let busy = spool.join(format!("{name}.busy"));
+    let holder = GroupGuard(
+        command_as_pg_user("flock")
+            .arg("-x")
+            .arg(&busy)
+            .args(["sleep", "120"])
+            .process_group(0)
+            .spawn()
+            .expect("flock(1)"),
+    );
+    // Until flock(1) holds it, a non-blocking attempt succeeds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while command_as_pg_user("flock")
+        .args(["-n", "-x"])
+        .arg(&busy)
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(Instant::now() < deadline, "flock(1) did not take the claim");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut push = command_as_pg_user(&bin)
         .args([
             "--repo",
             repo.path().to_str().unwrap(),
@@ -345,9 +401,13 @@ fn a_segment_another_process_pushes_is_waited_for_then_pushed_once_that_process_
         push.try_wait().unwrap().is_none(),
         "wal-push returned while another process held its segment's claim"
     );
+    let stored = files_below(repo.path());
+    assert!(
+        !stored.iter().any(|k| k.contains(&name)),
+        "wal-push stored {name} while another process held its claim"
+    );
     // The holder dies without a record (kill -9): wal-push pushes it itself.
-    unsafe { libc::kill(-(holder.id() as i32), libc::SIGKILL) };
-    let _ = holder.wait();
+    drop(holder);
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = push.try_wait().unwrap() {
@@ -374,4 +434,26 @@ fn a_segment_another_process_pushes_is_waited_for_then_pushed_once_that_process_
     assert!(std::fs::read(&dest).unwrap() == std::fs::read(pg_wal.join(&name)).unwrap());
     // No claim is left behind.
     assert!(!spool.join(format!("{name}.busy")).exists());
+    // Another account (root, by hand) keeps no spool in a pg_wal it does
+    // not own: it pushes the file it is given, and writes nothing there.
+    if pgark_testkit::pg::is_root() {
+        let other = &ready[1];
+        let out = run(
+            repo.path(),
+            &[
+                "wal-push",
+                "--archive-parallel",
+                "2",
+                pg_wal.join(other).to_str().unwrap(),
+            ],
+        );
+        assert_code(&out, 0);
+        let root_owned: Vec<String> = std::fs::read_dir(&spool)
+            .unwrap()
+            .flatten()
+            .filter(|e| std::os::unix::fs::MetadataExt::uid(&e.metadata().unwrap()) == 0)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(root_owned.is_empty(), "root left {root_owned:?} in the spool");
+    }
 }

@@ -13,24 +13,39 @@ pub const INHERITED_LOCK_FD: i32 = 3;
 
 /// Takes the lock at `path` without waiting: `Some` when nobody holds it.
 /// The lock is held until the returned file is closed (by every process
-/// that inherited it).
+/// that inherited it). `None` also when it cannot be taken at all.
 pub(crate) fn try_lock(path: &Path) -> Option<File> {
+    try_lock_checked(path).ok().flatten()
+}
+
+/// [`try_lock`], telling "held by another process" (`Ok(None)`) from a
+/// lock that cannot be taken at all (`Err`: no such directory, no
+/// permission, a file system without `flock`).
+pub(crate) fn try_lock_checked(path: &Path) -> std::io::Result<Option<File>> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).ok()?;
+        std::fs::create_dir_all(dir)?;
     }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(path)
-        .ok()?;
-    flock_now(&file).then_some(file)
+        .open(path)?;
+    Ok(flock_now(&file)?.then_some(file))
 }
 
-/// `flock(LOCK_EX | LOCK_NB)`: whether this open file now holds the lock.
-pub(crate) fn flock_now(file: &File) -> bool {
+/// `flock(LOCK_EX | LOCK_NB)`: `Ok(true)` when this open file now holds the
+/// lock, `Ok(false)` when another holds it, `Err` when the file system
+/// cannot lock it.
+pub(crate) fn flock_now(file: &File) -> std::io::Result<bool> {
     // SAFETY: flock on a descriptor the caller owns.
-    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Ok(false),
+        _ => Err(err),
+    }
 }
 
 /// The lock at `path` as the background process holds it: the one its
@@ -50,9 +65,13 @@ pub(crate) fn adopt_lock(path: &Path) -> Option<File> {
         // SAFETY: descriptor 3 is this lock file (checked above), open in
         // this process and owned by nothing else.
         let file = unsafe { File::from_raw_fd(INHERITED_LOCK_FD) };
+        // Not passed on to the programs this process runs (a key command
+        // that leaves a process behind would keep the lock).
+        // SAFETY: fcntl on a descriptor this process owns.
+        unsafe { libc::fcntl(INHERITED_LOCK_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
         // The same open file description: this succeeds when the lock is
         // ours.
-        return flock_now(&file).then_some(file);
+        return flock_now(&file).ok()?.then_some(file);
     }
     try_lock(path)
 }
@@ -76,6 +95,17 @@ pub(crate) fn postmaster_pid(pg_wal: &Path) -> Option<i32> {
     let text = std::fs::read_to_string(data_dir_of(pg_wal)?.join("postmaster.pid")).ok()?;
     let pid: i32 = text.lines().next()?.trim().parse().ok()?;
     (pid > 0).then_some(pid)
+}
+
+/// Whether this process may keep a spool in `pg_wal`: it runs as the
+/// directory's owner (PostgreSQL's account). A run by hand as root would
+/// leave files PostgreSQL's own calls cannot open, and start background
+/// processes as root.
+pub(crate) fn owns(pg_wal: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    std::fs::metadata(pg_wal).is_ok_and(|m| m.uid() == euid)
 }
 
 /// Whether the process `pid` exists.

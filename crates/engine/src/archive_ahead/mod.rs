@@ -26,7 +26,9 @@
 //!   or the archiver) holds its claim, a `flock` on `<name>.busy` that ends
 //!   with its process, kill -9 included. A `wal-push` whose segment is
 //!   claimed waits for its record, or for the claim to end and then pushes
-//!   it itself (the archiver failed or was killed).
+//!   it itself (the archiver failed or was killed); after 60 s it pushes it
+//!   anyway (a stuck holder). A file system that cannot `flock` turns the
+//!   spool off: every segment is pushed as it is asked for.
 //! - PostgreSQL alone renames `.ready` to `.done`; pgark never touches
 //!   `archive_status/`.
 //! - A crash or kill -9 at any point leaves at worst a record missing (the
@@ -70,6 +72,9 @@ pub type StartArchiver = Arc<dyn Fn(&std::fs::File) -> std::io::Result<()> + Sen
 /// How often a `wal-push` whose segment another process is pushing looks
 /// again.
 const CLAIM_POLL: Duration = Duration::from_millis(5);
+/// How long it waits for that process before it pushes the segment itself
+/// anyway (a stuck holder: pushes are idempotent).
+const CLAIM_WAIT_MAX: Duration = Duration::from_secs(60);
 
 /// How [`wal_push_ahead`] archives.
 #[derive(Clone)]
@@ -133,6 +138,9 @@ fn spool_for(path: &Path, ahead: &ArchiveAhead) -> Option<(String, Spool)> {
         return None;
     }
     let pg_wal = pg_wal_of(path)?;
+    if !crate::spool_lock::owns(&pg_wal) {
+        return None;
+    }
     Some((name, Spool::new(&pg_wal, &ahead.repository)))
 }
 
@@ -194,7 +202,15 @@ pub async fn wal_push_ahead(
     };
     crate::prefetch::clear_abandoned(&spool.pg_wal);
     spool.prune(&name);
+    let waiting_since = std::time::Instant::now();
     let claim = loop {
+        if waiting_since.elapsed() > CLAIM_WAIT_MAX {
+            tracing::warn!(
+                "{name} has been claimed by another pgark process for {}: pushing it without waiting more",
+                pgark_store::format_duration(CLAIM_WAIT_MAX)
+            );
+            break None;
+        }
         match spool.claim(&name) {
             Ok(Some(claim)) => {
                 // A holder that just finished recorded it before letting go.
@@ -273,17 +289,28 @@ fn archiver_runs(spool: &Spool, ahead: &ArchiveAhead) -> bool {
     let Some(start) = &ahead.start_archiver else {
         return false;
     };
-    if !spool.server_running() {
-        return false;
+    match spool.running_postmaster() {
+        // A postmaster that is PID 1 (a container's command) reaps orphans
+        // and takes a process killed by a signal for a crashed backend:
+        // nothing detached there.
+        None | Some(1) => return false,
+        Some(_) => {}
     }
-    let Some(lock) = spool.try_lock() else {
+    match spool.try_lock() {
         // Held: an archiver runs.
-        return true;
-    };
-    match start(&lock) {
-        Ok(()) => true,
+        Ok(None) => true,
+        Ok(Some(lock)) => match start(&lock) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("could not start the background archiver: {e}");
+                false
+            }
+        },
         Err(e) => {
-            tracing::warn!("could not start the background archiver: {e}");
+            tracing::warn!(
+                "cannot lock {}: {e}; archiving ahead in this process",
+                spool.lock_path().display()
+            );
             false
         }
     }

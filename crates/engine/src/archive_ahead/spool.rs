@@ -163,7 +163,7 @@ impl Spool {
                 .truncate(false)
                 .write(true)
                 .open(&path)?;
-            if !crate::spool_lock::flock_now(&file) {
+            if !crate::spool_lock::flock_now(&file)? {
                 return Ok(None);
             }
             // Its holder may have removed the file between our open and our
@@ -255,14 +255,14 @@ impl Spool {
             .collect()
     }
 
-    /// Takes the background archiver's lock without waiting: `Some` when
-    /// no archiver runs.
-    pub fn try_lock(&self) -> Option<File> {
-        crate::spool_lock::try_lock(&self.lock_path())
+    /// Takes the background archiver's lock without waiting: `Ok(Some)`
+    /// when no archiver runs, `Ok(None)` when one does.
+    pub fn try_lock(&self) -> std::io::Result<Option<File>> {
+        crate::spool_lock::try_lock_checked(&self.lock_path())
     }
 
-    /// Whether `pg_wal` belongs to a server that is running now.
-    pub fn server_running(&self) -> bool {
-        crate::spool_lock::postmaster_pid(&self.pg_wal).is_some_and(crate::spool_lock::alive)
+    /// The postmaster of `pg_wal`'s server when it is running now.
+    pub fn running_postmaster(&self) -> Option<i32> {
+        crate::spool_lock::postmaster_pid(&self.pg_wal).filter(|pid| crate::spool_lock::alive(*pid))
     }
 }

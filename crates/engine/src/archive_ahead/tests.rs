@@ -75,6 +75,8 @@ fn records_hold_only_for_the_same_file_and_repository() {
     let other_repo = Spool::new(dir.path(), "/repo/b");
     assert!(other_repo.read("000000010000000000000003", &seg).is_none());
     // The same name, another file (a new inode).
+    // (Kept open so that its inode is not reused at once.)
+    let _old = std::fs::File::open(&seg).unwrap();
     std::fs::remove_file(&seg).unwrap();
     std::fs::write(&seg, vec![2u8; 100]).unwrap();
     assert!(spool.read("000000010000000000000003", &seg).is_none());

@@ -50,6 +50,9 @@ pub async fn run_archiver(
     let mut tasks: JoinSet<(String, Result<WalPushOutcome, EngineError>)> = JoinSet::new();
     let mut in_flight: HashSet<String> = HashSet::new();
     let mut failed: HashMap<String, Instant> = HashMap::new();
+    // Pushed by this archiver: never pushed again, even when its record
+    // could not be written (pg_wal full).
+    let mut pushed: HashSet<String> = HashSet::new();
     let mut failures_in_a_row = 0;
     let mut idle_since = Instant::now();
     loop {
@@ -67,11 +70,19 @@ pub async fn run_archiver(
             let ready = spool.ready();
             let ahead = ready.first().map_or(0, |oldest| spool.records_from(oldest));
             failed.retain(|_, at| at.elapsed() < RETRY_AFTER);
+            if !pushed.is_empty() {
+                let listed: HashSet<&String> = ready.iter().collect();
+                pushed.retain(|n| listed.contains(n));
+            }
             for name in ready {
                 if tasks.len() >= parallel || ahead + tasks.len() >= MAX_AHEAD {
                     break;
                 }
-                if in_flight.contains(&name) || failed.contains_key(&name) || spool.has_record(&name) {
+                if in_flight.contains(&name)
+                    || pushed.contains(&name)
+                    || failed.contains_key(&name)
+                    || spool.has_record(&name)
+                {
                     continue;
                 }
                 // Claimed elsewhere: PostgreSQL's wal-push pushes it.
@@ -107,7 +118,10 @@ pub async fn run_archiver(
                 let Ok((name, result)) = joined else { continue };
                 in_flight.remove(&name);
                 match result {
-                    Ok(_) => failures_in_a_row = 0,
+                    Ok(_) => {
+                        failures_in_a_row = 0;
+                        pushed.insert(name);
+                    }
                     Err(e) => {
                         tracing::warn!("the background archiver could not archive {name}: {e}");
                         failures_in_a_row += 1;

@@ -324,10 +324,14 @@ enum Body<R: Read> {
         frames: u64,
     },
     Lz4 {
-        /// A fresh decoder per frame (always `Some` between calls):
-        /// lz4_flex's decoder does not fully reset its buffers between
-        /// frames of different block settings.
-        dec: Option<lz4_flex::frame::FrameDecoder<BodySource<R>>>,
+        src: BodySource<R>,
+        /// Made when the first frame starts ([`crate::lz4`]); it starts
+        /// each later frame afresh by itself.
+        dec: Option<crate::lz4::Decoder>,
+        /// What was decoded last (up to [`frames::FRAME_LEN`] bytes),
+        /// handed out from `pos`.
+        block: Vec<u8>,
+        pos: usize,
         /// A frame has been started and not yet seen to end.
         in_frame: bool,
         frames: u64,
@@ -354,7 +358,10 @@ impl<R: Read> Body<R> {
                 frames: 0,
             },
             Compression::Lz4 => Body::Lz4 {
-                dec: Some(lz4_flex::frame::FrameDecoder::new(src)),
+                src,
+                dec: None,
+                block: Vec::new(),
+                pos: 0,
                 in_frame: false,
                 frames: 0,
             },
@@ -372,22 +379,27 @@ impl<R: Read> Body<R> {
 
     fn src(&self) -> &BodySource<R> {
         match self {
-            Body::None(src) | Body::Zstd { src, .. } | Body::Lzma { src, .. } => src,
-            Body::Lz4 { dec, .. } => dec.as_ref().expect("lz4 decoder present").get_ref(),
+            Body::None(src) | Body::Zstd { src, .. } | Body::Lz4 { src, .. } | Body::Lzma { src, .. } => src,
         }
     }
 
     fn src_mut(&mut self) -> &mut BodySource<R> {
         match self {
-            Body::None(src) | Body::Zstd { src, .. } | Body::Lzma { src, .. } => src,
-            Body::Lz4 { dec, .. } => dec.as_mut().expect("lz4 decoder present").get_mut(),
+            Body::None(src) | Body::Zstd { src, .. } | Body::Lz4 { src, .. } | Body::Lzma { src, .. } => src,
         }
     }
 
     /// Decodes into `out` (non-empty). `Ok(Some(n))` with `n > 0`, or
     /// `Ok(None)` when the codec stream has ended (the body may still hold
     /// trailing bytes).
-    fn decode(&mut self, out: &mut [u8]) -> Result<Option<usize>, BodyError> {
+    ///
+    /// Every decoded byte goes through `hasher` once, in order, by the
+    /// time it is handed out: a block decoded whole (zstd frames of known
+    /// size, lz4) is hashed whole as soon as it is decoded, in one call
+    /// over up to 1 MiB, which lets BLAKE3 hash many of its 1 KiB chunks
+    /// at once (a tar reader's 512-byte reads would not); what is streamed
+    /// is hashed as it is handed out.
+    fn decode(&mut self, out: &mut [u8], hasher: &mut ContentHasher) -> Result<Option<usize>, BodyError> {
         match self {
             Body::None(src) => {
                 let avail = src.fill_body(1).map_err(BodyError::Io)?;
@@ -397,15 +409,26 @@ impl<R: Read> Body<R> {
                 let n = avail.len().min(out.len());
                 out[..n].copy_from_slice(&avail[..n]);
                 src.consume(n);
+                hasher.update(&out[..n]);
                 Ok(Some(n))
             }
-            Body::Zstd { .. } => self.decode_zstd(out),
-            Body::Lz4 { .. } => self.decode_lz4(out),
-            Body::Lzma { .. } => self.decode_xz(out),
+            Body::Zstd { .. } => self.decode_zstd(out, hasher),
+            Body::Lz4 { .. } => self.decode_lz4(out, hasher),
+            Body::Lzma { .. } => {
+                let n = self.decode_xz(out)?;
+                if let Some(n) = n {
+                    hasher.update(&out[..n]);
+                }
+                Ok(n)
+            }
         }
     }
 
-    fn decode_zstd(&mut self, out: &mut [u8]) -> Result<Option<usize>, BodyError> {
+    fn decode_zstd(
+        &mut self,
+        out: &mut [u8],
+        hasher: &mut ContentHasher,
+    ) -> Result<Option<usize>, BodyError> {
         let Body::Zstd {
             src,
             dec,
@@ -440,6 +463,7 @@ impl<R: Read> Body<R> {
                 }
                 *frames += 1;
                 if decode_whole(src, whole, block)? {
+                    hasher.update(block);
                     *pos = 0;
                     continue;
                 }
@@ -459,6 +483,7 @@ impl<R: Read> Body<R> {
                 *frame_done = true;
             }
             if status.bytes_written > 0 {
+                hasher.update(&out[..status.bytes_written]);
                 return Ok(Some(status.bytes_written));
             }
             if *frame_done {
@@ -473,54 +498,63 @@ impl<R: Read> Body<R> {
         }
     }
 
-    fn decode_lz4(&mut self, out: &mut [u8]) -> Result<Option<usize>, BodyError> {
+    fn decode_lz4(&mut self, out: &mut [u8], hasher: &mut ContentHasher) -> Result<Option<usize>, BodyError> {
         let Body::Lz4 {
-            dec: slot,
+            src,
+            dec,
+            block,
+            pos,
             in_frame,
-            frames,
+            frames: frame_count,
         } = self
         else {
             unreachable!()
         };
         loop {
+            if *pos < block.len() {
+                let n = (block.len() - *pos).min(out.len());
+                out[..n].copy_from_slice(&block[*pos..*pos + n]);
+                *pos += n;
+                return Ok(Some(n));
+            }
             if !*in_frame {
-                let dec = slot.as_mut().expect("lz4 decoder present");
-                let next = dec.get_mut().fill_body(4).map_err(BodyError::Io)?;
+                // At a frame boundary: another LZ4 frame may follow;
+                // anything else ends the codec stream (and is trailing
+                // garbage). Skippable frames are not part of a pgark body.
+                let next = src.fill_body(4).map_err(BodyError::Io)?;
                 let is_frame = next.len() >= 4 && le_u32(next) == LZ4_FRAME_MAGIC;
-                if *frames == 0 && !is_frame {
+                if *frame_count == 0 && !is_frame {
                     return Err(BodyError::Codec(not_a_frame("LZ4", next)));
                 }
                 if !is_frame {
                     return Ok(None);
                 }
-                if *frames > 0 {
-                    let src = slot.take().expect("lz4 decoder present").into_inner();
-                    *slot = Some(lz4_flex::frame::FrameDecoder::new(src));
-                }
                 *in_frame = true;
-                *frames += 1;
+                *frame_count += 1;
             }
-            let dec = slot.as_mut().expect("lz4 decoder present");
-            match dec.read(out) {
-                Ok(0) => {
-                    // End of the frame, or (lz4_flex ends quietly when the
-                    // body stops at a block boundary) of the body inside it.
+            let dec = match dec {
+                Some(d) => d,
+                None => dec.insert(crate::lz4::Decoder::new().map_err(BodyError::Codec)?),
+            };
+            // Decode up to a block's worth of this frame, then hash it whole.
+            block.clear();
+            block.reserve_exact(frames::FRAME_LEN);
+            *pos = 0;
+            while *in_frame && block.len() < block.capacity() {
+                let input = src.fill_body(1).map_err(BodyError::Io)?;
+                if input.is_empty() {
+                    return Err(BodyError::Codec("body ended inside an LZ4 frame".into()));
+                }
+                let before = block.len();
+                let step = dec.decode_into(input, block).map_err(BodyError::Codec)?;
+                src.consume(step.consumed);
+                if step.frame_end {
                     *in_frame = false;
-                    if let Some(io_err) = dec.get_mut().io_error.take() {
-                        return Err(BodyError::Io(io_err));
-                    }
-                    if dec.get_ref().hit_end {
-                        return Err(BodyError::Codec("body ended inside an LZ4 frame".into()));
-                    }
-                }
-                Ok(n) => return Ok(Some(n)),
-                Err(e) => {
-                    return Err(match dec.get_mut().io_error.take() {
-                        Some(io_err) => BodyError::Io(io_err),
-                        None => BodyError::Codec(e.to_string()),
-                    })
+                } else if step.consumed == 0 && block.len() == before {
+                    return Err(BodyError::Codec("LZ4 decoder made no progress".into()));
                 }
             }
+            hasher.update(block);
         }
     }
 
@@ -766,9 +800,8 @@ impl<R: Read> Read for ObjectReader<R> {
         if buf.is_empty() {
             return Ok(0);
         }
-        match self.body.decode(buf) {
+        match self.body.decode(buf, &mut self.hasher) {
             Ok(Some(n)) => {
-                self.hasher.update(&buf[..n]);
                 self.original_len += n as u64;
                 Ok(n)
             }

@@ -1,6 +1,6 @@
 //! lz4 bodies on the way back: the reference LZ4 library's frame decoder
-//! (`LZ4F_decompress`, bundled C source), decoding into a block of up to
-//! [`crate::frames::FRAME_LEN`] bytes at a time.
+//! (`LZ4F_decompress`, bundled C source). The reader has it decode a large
+//! read straight into the caller's buffer, a small one into 64 KiB aside.
 //!
 //! The bodies are unchanged (pgark still writes them with `lz4_flex`: one
 //! LZ4 frame of 64 KiB linked blocks, readable with `lz4 -d`). What
@@ -16,7 +16,10 @@
 //! LZ4 frame: linked or independent blocks of any size, with or without
 //! content size, block and content checksums (checked when present, as
 //! before: objects written before 2026-12 carry a content checksum).
-//! It stops at the end of a frame without reading past it.
+//! It stops at the end of a frame without reading past it. Its errors are
+//! found somewhere in the input it was given: the reader gives it what its
+//! 64 KiB input buffer holds, so damage is reported at most that far before
+//! the damaged block.
 
 use std::ffi::CStr;
 
@@ -34,6 +37,8 @@ pub(crate) struct Decoder {
 pub(crate) struct Step {
     /// Input bytes consumed.
     pub(crate) consumed: usize,
+    /// Bytes decoded into the destination, from its start.
+    pub(crate) produced: usize,
     /// The frame ended (its end mark and checksum, if any, consumed).
     pub(crate) frame_end: bool,
 }
@@ -58,24 +63,22 @@ impl Decoder {
     }
 
     /// Decodes what it can of `src` (the rest of the current frame, or the
-    /// start of a new one) into the spare capacity of `out`, appending to
-    /// it. Stops when `out` is full, `src` is used up or the frame ends.
-    pub(crate) fn decode_into(&mut self, src: &[u8], out: &mut Vec<u8>) -> Result<Step, String> {
-        let len = out.len();
-        let mut dst_size = out.capacity() - len;
+    /// start of a new one) into `dst`. Stops when `dst` is full, `src` is
+    /// used up or the frame ends.
+    pub(crate) fn decode(&mut self, src: &[u8], dst: &mut [u8]) -> Result<Step, String> {
+        let mut dst_size = dst.len();
         let mut src_size = src.len();
         let opts = LZ4FDecompressOptions {
             stable_dst: 0,
             reserved: [0; 3],
         };
-        // SAFETY: the destination is the spare capacity of `out`
-        // (`dst_size` bytes from its end), the source `src_size` readable
-        // bytes; the call writes at most `dst_size` bytes and reports how
-        // many in `dst_size`, which then are initialised.
+        // SAFETY: `dst` is `dst_size` writable bytes, `src` `src_size`
+        // readable ones; the call writes at most `dst_size` bytes, reads at
+        // most `src_size`, and reports how many of each.
         let code = unsafe {
             LZ4F_decompress(
                 self.ctx,
-                out.as_mut_ptr().add(len),
+                dst.as_mut_ptr(),
                 &mut dst_size,
                 src.as_ptr(),
                 &mut src_size,
@@ -86,11 +89,10 @@ impl Decoder {
         if unsafe { LZ4F_isError(code) } != 0 {
             return Err(error_name(code));
         }
-        debug_assert!(dst_size <= out.capacity() - len && src_size <= src.len());
-        // SAFETY: see above: `dst_size` bytes after `len` were written.
-        unsafe { out.set_len(len + dst_size) };
+        debug_assert!(dst_size <= dst.len() && src_size <= src.len());
         Ok(Step {
             consumed: src_size,
+            produced: dst_size,
             frame_end: code == 0,
         })
     }

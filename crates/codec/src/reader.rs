@@ -11,8 +11,10 @@
 //!    without knowing its length. The codec's own stream framing decides where
 //!    the body ends: zstd and LZ4 frames may be concatenated (as the standard
 //!    tools allow), xz is a single stream, `none` runs to the trailer.
-//!    Decoded bytes are hashed with SHA-256 and counted as they are handed
-//!    out. Bytes handed out are *not yet verified*: callers must read to EOF
+//!    Decoded bytes are hashed (SHA-256 or BLAKE3, as the header says) and
+//!    counted by the time they are handed out (a block decoded aside is
+//!    hashed whole as soon as it is decoded). Bytes handed out are *not yet
+//!    verified*: callers must read to EOF
 //!    (or use [`crate::decode_to_vec`]) before trusting them.
 //! 3. **Trailer**: when the codec stream has ended, the remaining body bytes
 //!    are drained and counted (any is [`CodecError::TrailingGarbage`]), the
@@ -47,9 +49,10 @@
 //! Memory: the 64 KiB input buffer plus the codec's own state (zstd: a frame
 //! of at most 1 MiB with its content size is decoded whole, with the input
 //! buffer grown to hold it and a block of its size; other frames stream
-//! through a window up to 128 MiB as zstd allows by default; LZ4: up to ~200 KiB for the
-//! 64 KiB blocks pgark writes, at most ~8 MiB for 4 MiB blocks; xz: the
-//! stream's dictionary, capped at [`XZ_MEMLIMIT`]); one 64 KiB chunk (at
+//! through a window up to 128 MiB as zstd allows by default; LZ4: the
+//! reference decoder's buffers, ~256 KiB for the 64 KiB linked blocks
+//! pgark writes, at most ~8 MiB for 4 MiB blocks, and 64 KiB for small
+//! reads; xz: the stream's dictionary, capped at [`XZ_MEMLIMIT`]); one 64 KiB chunk (at
 //! most 4 MiB) more when decrypting.
 
 use std::io::{self, BufRead, Read};
@@ -304,6 +307,41 @@ fn not_a_frame(kind: &str, start: &[u8]) -> String {
     }
 }
 
+/// Reads of at least this many bytes (one block of the LZ4 frames pgark
+/// writes) are decoded straight into the caller's buffer: the decoder puts
+/// each block there directly when it has room for one. Smaller reads (a
+/// tar header, a small file) are served from this many bytes decoded
+/// aside.
+const LZ4_DIRECT_MIN: usize = 64 << 10;
+
+/// Decodes the current LZ4 frame into `dst` until `dst` is full or the
+/// frame ends (then `in_frame` is cleared). Returns the bytes decoded.
+fn lz4_fill<R: Read>(
+    src: &mut BodySource<R>,
+    dec: &mut crate::lz4::Decoder,
+    in_frame: &mut bool,
+    dst: &mut [u8],
+) -> Result<usize, BodyError> {
+    let mut produced = 0;
+    while *in_frame && produced < dst.len() {
+        let input = src.fill_body(1).map_err(BodyError::Io)?;
+        if input.is_empty() {
+            return Err(BodyError::Codec("body ended inside an LZ4 frame".into()));
+        }
+        let step = dec
+            .decode(input, &mut dst[produced..])
+            .map_err(BodyError::Codec)?;
+        src.consume(step.consumed);
+        produced += step.produced;
+        if step.frame_end {
+            *in_frame = false;
+        } else if step.consumed == 0 && step.produced == 0 {
+            return Err(BodyError::Codec("LZ4 decoder made no progress".into()));
+        }
+    }
+    Ok(produced)
+}
+
 /// The codec state, owning the body source.
 enum Body<R: Read> {
     None(BodySource<R>),
@@ -328,9 +366,11 @@ enum Body<R: Read> {
         /// Made when the first frame starts ([`crate::lz4`]); it starts
         /// each later frame afresh by itself.
         dec: Option<crate::lz4::Decoder>,
-        /// What was decoded last (up to [`frames::FRAME_LEN`] bytes),
-        /// handed out from `pos`.
+        /// Where a block is decoded when the caller's buffer is small:
+        /// [`LZ4_DIRECT_MIN`] bytes once needed, its first `filled`
+        /// decoded, handed out from `pos`.
         block: Vec<u8>,
+        filled: usize,
         pos: usize,
         /// A frame has been started and not yet seen to end.
         in_frame: bool,
@@ -361,6 +401,7 @@ impl<R: Read> Body<R> {
                 src,
                 dec: None,
                 block: Vec::new(),
+                filled: 0,
                 pos: 0,
                 in_frame: false,
                 frames: 0,
@@ -394,11 +435,13 @@ impl<R: Read> Body<R> {
     /// trailing bytes).
     ///
     /// Every decoded byte goes through `hasher` once, in order, by the
-    /// time it is handed out: a block decoded whole (zstd frames of known
-    /// size, lz4) is hashed whole as soon as it is decoded, in one call
-    /// over up to 1 MiB, which lets BLAKE3 hash many of its 1 KiB chunks
-    /// at once (a tar reader's 512-byte reads would not); what is streamed
-    /// is hashed as it is handed out.
+    /// time it is handed out, in slices as large as decoding gives: a zstd
+    /// frame decoded whole (up to 1 MiB) as soon as it is decoded, an lz4
+    /// block decoded aside (64 KiB) likewise, what is decoded straight
+    /// into `out` or streamed once it is there. Hashing the slices a tar
+    /// reader hands back (512-byte headers, then the file's data, which
+    /// starts 512 bytes into a BLAKE3 chunk) would keep BLAKE3 from hashing
+    /// many of its 1 KiB chunks at once.
     fn decode(&mut self, out: &mut [u8], hasher: &mut ContentHasher) -> Result<Option<usize>, BodyError> {
         match self {
             Body::None(src) => {
@@ -503,6 +546,7 @@ impl<R: Read> Body<R> {
             src,
             dec,
             block,
+            filled,
             pos,
             in_frame,
             frames: frame_count,
@@ -511,8 +555,8 @@ impl<R: Read> Body<R> {
             unreachable!()
         };
         loop {
-            if *pos < block.len() {
-                let n = (block.len() - *pos).min(out.len());
+            if *pos < *filled {
+                let n = (*filled - *pos).min(out.len());
                 out[..n].copy_from_slice(&block[*pos..*pos + n]);
                 *pos += n;
                 return Ok(Some(n));
@@ -536,25 +580,23 @@ impl<R: Read> Body<R> {
                 Some(d) => d,
                 None => dec.insert(crate::lz4::Decoder::new().map_err(BodyError::Codec)?),
             };
-            // Decode up to a block's worth of this frame, then hash it whole.
-            block.clear();
-            block.reserve_exact(frames::FRAME_LEN);
-            *pos = 0;
-            while *in_frame && block.len() < block.capacity() {
-                let input = src.fill_body(1).map_err(BodyError::Io)?;
-                if input.is_empty() {
-                    return Err(BodyError::Codec("body ended inside an LZ4 frame".into()));
+            // A large read is decoded straight into the caller's buffer;
+            // a small one (a tar header) from a block decoded aside. Either
+            // is hashed whole once decoded.
+            if out.len() >= LZ4_DIRECT_MIN {
+                let n = lz4_fill(src, dec, in_frame, out)?;
+                hasher.update(&out[..n]);
+                if n > 0 {
+                    return Ok(Some(n));
                 }
-                let before = block.len();
-                let step = dec.decode_into(input, block).map_err(BodyError::Codec)?;
-                src.consume(step.consumed);
-                if step.frame_end {
-                    *in_frame = false;
-                } else if step.consumed == 0 && block.len() == before {
-                    return Err(BodyError::Codec("LZ4 decoder made no progress".into()));
-                }
+                continue;
             }
-            hasher.update(block);
+            if block.is_empty() {
+                block.resize(LZ4_DIRECT_MIN, 0);
+            }
+            *filled = lz4_fill(src, dec, in_frame, block)?;
+            *pos = 0;
+            hasher.update(&block[..*filled]);
         }
     }
 

@@ -323,6 +323,7 @@ async fn restore_into(
             .filter(|p| plan.levels[level].parts.contains(&p.index))
             .filter(|p| level > 0 || p.index != last.index)
             .collect();
+        let parts = schedule(parts, &backup.files);
         let results: Vec<Result<(), EngineError>> = futures::stream::iter(
             parts
                 .into_iter()
@@ -369,4 +370,96 @@ async fn restore_into(
     }
     tracing::info!("restored backup {} into {}", manifest.name, opts.dest.display());
     Ok(())
+}
+
+/// What one whole file costs a restore beyond its bytes, counted as bytes:
+/// creating it, setting its mode and mtime, starting its writeback.
+/// Measured on a 2-core machine: about 0.3 ms a file, while a worker
+/// restores about 1 MiB of an lz4 or zstd part in 0.3-1 ms.
+const PER_FILE_COST: u64 = 256 << 10;
+
+/// The order in which `parts` are handed to the workers: the costliest
+/// first (longest processing time first), so that no worker is left alone
+/// with a long part at the end while the others have nothing left. A part
+/// costs its tar stream's size plus [`PER_FILE_COST`] per whole file in it
+/// (`files`: the backup's manifest entries). A backup's last data part
+/// holds most of a cluster's small files (about a thousand: catalogs,
+/// configuration), restored one by one: taken last, in file order, one
+/// worker spent the end of a restore on it alone (0.2-0.4 s at pgbench
+/// scale 100). Parts of equal cost keep their order.
+fn schedule<'a>(
+    mut parts: Vec<&'a pgark_catalog::PartEntry>,
+    files: &[pgark_catalog::FileEntry],
+) -> Vec<&'a pgark_catalog::PartEntry> {
+    let mut whole_files: HashMap<u32, u64> = HashMap::new();
+    for f in files.iter().filter(|f| f.pieces.is_empty()) {
+        *whole_files.entry(f.part).or_default() += 1;
+    }
+    parts.sort_by_key(|p| {
+        let n = whole_files.get(&p.index).copied().unwrap_or(0);
+        std::cmp::Reverse(p.original_size.saturating_add(n.saturating_mul(PER_FILE_COST)))
+    });
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgark_catalog::{FileEntry, PartEntry, PieceEntry};
+
+    fn part(index: u32, original_size: u64) -> PartEntry {
+        PartEntry {
+            index,
+            original_size,
+            stored_size: original_size / 10,
+            digest: String::new(),
+        }
+    }
+
+    fn file(part: u32, pieces: Vec<PieceEntry>) -> FileEntry {
+        FileEntry {
+            path: format!("base/5/{part}"),
+            size: 8192,
+            mode: 0o600,
+            mtime: 0,
+            crc32c: "00000000".into(),
+            part,
+            pieces,
+            delta: None,
+        }
+    }
+
+    #[test]
+    fn parts_of_many_files_and_large_parts_go_first() {
+        const MIB: u64 = 1 << 20;
+        let parts = [
+            part(1, 64 * MIB),
+            part(2, 64 * MIB),
+            part(3, 60 * MIB),
+            part(4, 48 * MIB),
+            part(5, 10 * MIB),
+        ];
+        // Part 4: a thousand small files; part 1: one file in pieces
+        // (which count as bytes only); part 5: a few files.
+        let piece = |part| PieceEntry {
+            part,
+            offset: 0,
+            size: 64 * MIB,
+            crc32c: "00000000".into(),
+        };
+        let mut files = vec![file(1, vec![piece(1), piece(2)])];
+        files.extend((0..1000).map(|_| file(4, Vec::new())));
+        files.extend((0..3).map(|_| file(5, Vec::new())));
+        let order: Vec<u32> = schedule(parts.iter().collect(), &files)
+            .iter()
+            .map(|p| p.index)
+            .collect();
+        assert_eq!(order, [4, 1, 2, 3, 5]);
+        // Nothing to weigh but sizes: largest first, ties in order.
+        let order: Vec<u32> = schedule(parts.iter().collect(), &[])
+            .iter()
+            .map(|p| p.index)
+            .collect();
+        assert_eq!(order, [1, 2, 3, 4, 5]);
+    }
 }

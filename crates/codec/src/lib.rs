@@ -102,6 +102,7 @@ pub mod digest;
 pub mod error;
 pub mod format;
 mod frames;
+mod lz4;
 pub mod reader;
 pub mod spec;
 mod stable;

@@ -11,8 +11,10 @@
 //!    without knowing its length. The codec's own stream framing decides where
 //!    the body ends: zstd and LZ4 frames may be concatenated (as the standard
 //!    tools allow), xz is a single stream, `none` runs to the trailer.
-//!    Decoded bytes are hashed with SHA-256 and counted as they are handed
-//!    out. Bytes handed out are *not yet verified*: callers must read to EOF
+//!    Decoded bytes are hashed (SHA-256 or BLAKE3, as the header says) and
+//!    counted by the time they are handed out (a block decoded aside is
+//!    hashed whole as soon as it is decoded). Bytes handed out are *not yet
+//!    verified*: callers must read to EOF
 //!    (or use [`crate::decode_to_vec`]) before trusting them.
 //! 3. **Trailer**: when the codec stream has ended, the remaining body bytes
 //!    are drained and counted (any is [`CodecError::TrailingGarbage`]), the
@@ -47,9 +49,10 @@
 //! Memory: the 64 KiB input buffer plus the codec's own state (zstd: a frame
 //! of at most 1 MiB with its content size is decoded whole, with the input
 //! buffer grown to hold it and a block of its size; other frames stream
-//! through a window up to 128 MiB as zstd allows by default; LZ4: up to ~200 KiB for the
-//! 64 KiB blocks pgark writes, at most ~8 MiB for 4 MiB blocks; xz: the
-//! stream's dictionary, capped at [`XZ_MEMLIMIT`]); one 64 KiB chunk (at
+//! through a window up to 128 MiB as zstd allows by default; LZ4: the
+//! reference decoder's buffers, ~256 KiB for the 64 KiB linked blocks
+//! pgark writes, at most ~8 MiB for 4 MiB blocks, and 64 KiB for small
+//! reads; xz: the stream's dictionary, capped at [`XZ_MEMLIMIT`]); one 64 KiB chunk (at
 //! most 4 MiB) more when decrypting.
 
 use std::io::{self, BufRead, Read};
@@ -304,6 +307,41 @@ fn not_a_frame(kind: &str, start: &[u8]) -> String {
     }
 }
 
+/// Reads of at least this many bytes (one block of the LZ4 frames pgark
+/// writes) are decoded straight into the caller's buffer: the decoder puts
+/// each block there directly when it has room for one. Smaller reads (a
+/// tar header, a small file) are served from this many bytes decoded
+/// aside.
+const LZ4_DIRECT_MIN: usize = 64 << 10;
+
+/// Decodes the current LZ4 frame into `dst` until `dst` is full or the
+/// frame ends (then `in_frame` is cleared). Returns the bytes decoded.
+fn lz4_fill<R: Read>(
+    src: &mut BodySource<R>,
+    dec: &mut crate::lz4::Decoder,
+    in_frame: &mut bool,
+    dst: &mut [u8],
+) -> Result<usize, BodyError> {
+    let mut produced = 0;
+    while *in_frame && produced < dst.len() {
+        let input = src.fill_body(1).map_err(BodyError::Io)?;
+        if input.is_empty() {
+            return Err(BodyError::Codec("body ended inside an LZ4 frame".into()));
+        }
+        let step = dec
+            .decode(input, &mut dst[produced..])
+            .map_err(BodyError::Codec)?;
+        src.consume(step.consumed);
+        produced += step.produced;
+        if step.frame_end {
+            *in_frame = false;
+        } else if step.consumed == 0 && step.produced == 0 {
+            return Err(BodyError::Codec("LZ4 decoder made no progress".into()));
+        }
+    }
+    Ok(produced)
+}
+
 /// The codec state, owning the body source.
 enum Body<R: Read> {
     None(BodySource<R>),
@@ -324,10 +362,16 @@ enum Body<R: Read> {
         frames: u64,
     },
     Lz4 {
-        /// A fresh decoder per frame (always `Some` between calls):
-        /// lz4_flex's decoder does not fully reset its buffers between
-        /// frames of different block settings.
-        dec: Option<lz4_flex::frame::FrameDecoder<BodySource<R>>>,
+        src: BodySource<R>,
+        /// Made when the first frame starts ([`crate::lz4`]); it starts
+        /// each later frame afresh by itself.
+        dec: Option<crate::lz4::Decoder>,
+        /// Where a block is decoded when the caller's buffer is small:
+        /// [`LZ4_DIRECT_MIN`] bytes once needed, its first `filled`
+        /// decoded, handed out from `pos`.
+        block: Vec<u8>,
+        filled: usize,
+        pos: usize,
         /// A frame has been started and not yet seen to end.
         in_frame: bool,
         frames: u64,
@@ -354,7 +398,11 @@ impl<R: Read> Body<R> {
                 frames: 0,
             },
             Compression::Lz4 => Body::Lz4 {
-                dec: Some(lz4_flex::frame::FrameDecoder::new(src)),
+                src,
+                dec: None,
+                block: Vec::new(),
+                filled: 0,
+                pos: 0,
                 in_frame: false,
                 frames: 0,
             },
@@ -372,22 +420,29 @@ impl<R: Read> Body<R> {
 
     fn src(&self) -> &BodySource<R> {
         match self {
-            Body::None(src) | Body::Zstd { src, .. } | Body::Lzma { src, .. } => src,
-            Body::Lz4 { dec, .. } => dec.as_ref().expect("lz4 decoder present").get_ref(),
+            Body::None(src) | Body::Zstd { src, .. } | Body::Lz4 { src, .. } | Body::Lzma { src, .. } => src,
         }
     }
 
     fn src_mut(&mut self) -> &mut BodySource<R> {
         match self {
-            Body::None(src) | Body::Zstd { src, .. } | Body::Lzma { src, .. } => src,
-            Body::Lz4 { dec, .. } => dec.as_mut().expect("lz4 decoder present").get_mut(),
+            Body::None(src) | Body::Zstd { src, .. } | Body::Lz4 { src, .. } | Body::Lzma { src, .. } => src,
         }
     }
 
     /// Decodes into `out` (non-empty). `Ok(Some(n))` with `n > 0`, or
     /// `Ok(None)` when the codec stream has ended (the body may still hold
     /// trailing bytes).
-    fn decode(&mut self, out: &mut [u8]) -> Result<Option<usize>, BodyError> {
+    ///
+    /// Every decoded byte goes through `hasher` once, in order, by the
+    /// time it is handed out, in slices as large as decoding gives: a zstd
+    /// frame decoded whole (up to 1 MiB) as soon as it is decoded, an lz4
+    /// block decoded aside (64 KiB) likewise, what is decoded straight
+    /// into `out` or streamed once it is there. Hashing the slices a tar
+    /// reader hands back (512-byte headers, then the file's data, which
+    /// starts 512 bytes into a BLAKE3 chunk) would keep BLAKE3 from hashing
+    /// many of its 1 KiB chunks at once.
+    fn decode(&mut self, out: &mut [u8], hasher: &mut ContentHasher) -> Result<Option<usize>, BodyError> {
         match self {
             Body::None(src) => {
                 let avail = src.fill_body(1).map_err(BodyError::Io)?;
@@ -397,15 +452,26 @@ impl<R: Read> Body<R> {
                 let n = avail.len().min(out.len());
                 out[..n].copy_from_slice(&avail[..n]);
                 src.consume(n);
+                hasher.update(&out[..n]);
                 Ok(Some(n))
             }
-            Body::Zstd { .. } => self.decode_zstd(out),
-            Body::Lz4 { .. } => self.decode_lz4(out),
-            Body::Lzma { .. } => self.decode_xz(out),
+            Body::Zstd { .. } => self.decode_zstd(out, hasher),
+            Body::Lz4 { .. } => self.decode_lz4(out, hasher),
+            Body::Lzma { .. } => {
+                let n = self.decode_xz(out)?;
+                if let Some(n) = n {
+                    hasher.update(&out[..n]);
+                }
+                Ok(n)
+            }
         }
     }
 
-    fn decode_zstd(&mut self, out: &mut [u8]) -> Result<Option<usize>, BodyError> {
+    fn decode_zstd(
+        &mut self,
+        out: &mut [u8],
+        hasher: &mut ContentHasher,
+    ) -> Result<Option<usize>, BodyError> {
         let Body::Zstd {
             src,
             dec,
@@ -440,6 +506,7 @@ impl<R: Read> Body<R> {
                 }
                 *frames += 1;
                 if decode_whole(src, whole, block)? {
+                    hasher.update(block);
                     *pos = 0;
                     continue;
                 }
@@ -459,6 +526,7 @@ impl<R: Read> Body<R> {
                 *frame_done = true;
             }
             if status.bytes_written > 0 {
+                hasher.update(&out[..status.bytes_written]);
                 return Ok(Some(status.bytes_written));
             }
             if *frame_done {
@@ -473,54 +541,62 @@ impl<R: Read> Body<R> {
         }
     }
 
-    fn decode_lz4(&mut self, out: &mut [u8]) -> Result<Option<usize>, BodyError> {
+    fn decode_lz4(&mut self, out: &mut [u8], hasher: &mut ContentHasher) -> Result<Option<usize>, BodyError> {
         let Body::Lz4 {
-            dec: slot,
+            src,
+            dec,
+            block,
+            filled,
+            pos,
             in_frame,
-            frames,
+            frames: frame_count,
         } = self
         else {
             unreachable!()
         };
         loop {
+            if *pos < *filled {
+                let n = (*filled - *pos).min(out.len());
+                out[..n].copy_from_slice(&block[*pos..*pos + n]);
+                *pos += n;
+                return Ok(Some(n));
+            }
             if !*in_frame {
-                let dec = slot.as_mut().expect("lz4 decoder present");
-                let next = dec.get_mut().fill_body(4).map_err(BodyError::Io)?;
+                // At a frame boundary: another LZ4 frame may follow;
+                // anything else ends the codec stream (and is trailing
+                // garbage). Skippable frames are not part of a pgark body.
+                let next = src.fill_body(4).map_err(BodyError::Io)?;
                 let is_frame = next.len() >= 4 && le_u32(next) == LZ4_FRAME_MAGIC;
-                if *frames == 0 && !is_frame {
+                if *frame_count == 0 && !is_frame {
                     return Err(BodyError::Codec(not_a_frame("LZ4", next)));
                 }
                 if !is_frame {
                     return Ok(None);
                 }
-                if *frames > 0 {
-                    let src = slot.take().expect("lz4 decoder present").into_inner();
-                    *slot = Some(lz4_flex::frame::FrameDecoder::new(src));
-                }
                 *in_frame = true;
-                *frames += 1;
+                *frame_count += 1;
             }
-            let dec = slot.as_mut().expect("lz4 decoder present");
-            match dec.read(out) {
-                Ok(0) => {
-                    // End of the frame, or (lz4_flex ends quietly when the
-                    // body stops at a block boundary) of the body inside it.
-                    *in_frame = false;
-                    if let Some(io_err) = dec.get_mut().io_error.take() {
-                        return Err(BodyError::Io(io_err));
-                    }
-                    if dec.get_ref().hit_end {
-                        return Err(BodyError::Codec("body ended inside an LZ4 frame".into()));
-                    }
+            let dec = match dec {
+                Some(d) => d,
+                None => dec.insert(crate::lz4::Decoder::new().map_err(BodyError::Codec)?),
+            };
+            // A large read is decoded straight into the caller's buffer;
+            // a small one (a tar header) from a block decoded aside. Either
+            // is hashed whole once decoded.
+            if out.len() >= LZ4_DIRECT_MIN {
+                let n = lz4_fill(src, dec, in_frame, out)?;
+                hasher.update(&out[..n]);
+                if n > 0 {
+                    return Ok(Some(n));
                 }
-                Ok(n) => return Ok(Some(n)),
-                Err(e) => {
-                    return Err(match dec.get_mut().io_error.take() {
-                        Some(io_err) => BodyError::Io(io_err),
-                        None => BodyError::Codec(e.to_string()),
-                    })
-                }
+                continue;
             }
+            if block.is_empty() {
+                block.resize(LZ4_DIRECT_MIN, 0);
+            }
+            *filled = lz4_fill(src, dec, in_frame, block)?;
+            *pos = 0;
+            hasher.update(&block[..*filled]);
         }
     }
 
@@ -766,9 +842,8 @@ impl<R: Read> Read for ObjectReader<R> {
         if buf.is_empty() {
             return Ok(0);
         }
-        match self.body.decode(buf) {
+        match self.body.decode(buf, &mut self.hasher) {
             Ok(Some(n)) => {
-                self.hasher.update(&buf[..n]);
                 self.original_len += n as u64;
                 Ok(n)
             }

@@ -5,6 +5,7 @@ mod cli;
 mod corruption;
 mod encrypted;
 mod frames;
+mod lz4;
 mod props;
 mod roundtrip;
 mod stable;

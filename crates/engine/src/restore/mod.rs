@@ -14,6 +14,8 @@
 //!    that already match kept;
 //! 5. [`write`]: parts downloaded, verified (each file's CRC-32C, each
 //!    part's digest) and extracted, newest backup of the chain first;
+//!    within a backup the costliest parts first, pieces of one file kept
+//!    apart ([`schedule`]);
 //! 6. [`recovery`]: the source's recovery settings disabled, pgark's
 //!    written;
 //! 7. [`finish`]: backup_label, tablespace_map, backup_manifest, flush;
@@ -323,6 +325,7 @@ async fn restore_into(
             .filter(|p| plan.levels[level].parts.contains(&p.index))
             .filter(|p| level > 0 || p.index != last.index)
             .collect();
+        let parts = schedule(parts, &backup.files, opts.concurrency.max(1));
         let results: Vec<Result<(), EngineError>> = futures::stream::iter(
             parts
                 .into_iter()
@@ -369,4 +372,165 @@ async fn restore_into(
     }
     tracing::info!("restored backup {} into {}", manifest.name, opts.dest.display());
     Ok(())
+}
+
+/// What one whole file costs a restore beyond its bytes, counted as bytes:
+/// creating it, setting its mode and mtime, starting its writeback.
+/// Measured on a 2-core machine: about 0.3 ms a file, while a worker
+/// restores about 1 MiB of an lz4 or zstd part in 0.3-1 ms.
+const PER_FILE_COST: u64 = 256 << 10;
+
+/// The order in which `parts` are handed to the workers: the costliest
+/// first (longest processing time first), so that no worker is left alone
+/// with a long part at the end while the others have nothing left. A part
+/// costs its tar stream's size plus [`PER_FILE_COST`] per whole file in it
+/// (`files`: the backup's manifest entries). A backup's last data part
+/// holds most of a cluster's small files (about a thousand: catalogs,
+/// configuration), restored one by one: taken last, in file order, one
+/// worker spent the end of a restore on it alone (0.2-0.4 s at pgbench
+/// scale 100). Parts of equal cost keep their order.
+///
+/// Then, as far as the parts allow, no part is started right after one
+/// of the `concurrency - 1` before it that holds a piece of the same file
+/// (the next part of another file goes first): two workers writing into
+/// one file take turns at its inode lock, the one waiting spinning on it
+/// (9 % of a restore's CPU time at scale 100, where most parts are pieces
+/// of one 1 GiB file).
+fn schedule<'a>(
+    mut parts: Vec<&'a pgark_catalog::PartEntry>,
+    files: &[pgark_catalog::FileEntry],
+    concurrency: usize,
+) -> Vec<&'a pgark_catalog::PartEntry> {
+    let mut whole_files: HashMap<u32, u64> = HashMap::new();
+    // The file each part holds the largest piece of: (piece size, file).
+    let mut piece_of: HashMap<u32, (u64, usize)> = HashMap::new();
+    for (i, f) in files.iter().enumerate() {
+        if f.pieces.is_empty() {
+            *whole_files.entry(f.part).or_default() += 1;
+        }
+        for piece in &f.pieces {
+            let e = piece_of.entry(piece.part).or_insert((piece.size, i));
+            if piece.size > e.0 {
+                *e = (piece.size, i);
+            }
+        }
+    }
+    parts.sort_by_key(|p| {
+        let n = whole_files.get(&p.index).copied().unwrap_or(0);
+        std::cmp::Reverse(p.original_size.saturating_add(n.saturating_mul(PER_FILE_COST)))
+    });
+    let file = |p: &pgark_catalog::PartEntry| piece_of.get(&p.index).map(|&(_, i)| i);
+    let mut order: Vec<&'a pgark_catalog::PartEntry> = Vec::with_capacity(parts.len());
+    let mut rest = std::collections::VecDeque::from(parts);
+    while !rest.is_empty() {
+        let recent: Vec<usize> = order
+            .iter()
+            .rev()
+            .take(concurrency.saturating_sub(1))
+            .filter_map(|p| file(p))
+            .collect();
+        let next = rest
+            .iter()
+            .position(|p| file(p).is_none_or(|f| !recent.contains(&f)))
+            .unwrap_or(0);
+        order.extend(rest.remove(next));
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgark_catalog::{FileEntry, PartEntry, PieceEntry};
+
+    fn part(index: u32, original_size: u64) -> PartEntry {
+        PartEntry {
+            index,
+            original_size,
+            stored_size: original_size / 10,
+            digest: String::new(),
+        }
+    }
+
+    fn file(part: u32, pieces: Vec<PieceEntry>) -> FileEntry {
+        FileEntry {
+            path: format!("base/5/{part}"),
+            size: 8192,
+            mode: 0o600,
+            mtime: 0,
+            crc32c: "00000000".into(),
+            part,
+            pieces,
+            delta: None,
+        }
+    }
+
+    #[test]
+    fn parts_of_many_files_and_large_parts_go_first() {
+        const MIB: u64 = 1 << 20;
+        let parts = [
+            part(1, 64 * MIB),
+            part(2, 64 * MIB),
+            part(3, 60 * MIB),
+            part(4, 48 * MIB),
+            part(5, 10 * MIB),
+        ];
+        // Part 4: a thousand small files; part 1: one file in pieces
+        // (which count as bytes only); part 5: a few files.
+        let piece = |part| PieceEntry {
+            part,
+            offset: 0,
+            size: 64 * MIB,
+            crc32c: "00000000".into(),
+        };
+        let mut files = vec![file(1, vec![piece(1), piece(2)])];
+        files.extend((0..1000).map(|_| file(4, Vec::new())));
+        files.extend((0..3).map(|_| file(5, Vec::new())));
+        let order = |files: &[FileEntry], concurrency| -> Vec<u32> {
+            schedule(parts.iter().collect(), files, concurrency)
+                .iter()
+                .map(|p| p.index)
+                .collect()
+        };
+        assert_eq!(order(&files, 1), [4, 1, 2, 3, 5]);
+        // Nothing to weigh but sizes: largest first, ties in order.
+        assert_eq!(order(&[], 1), [1, 2, 3, 4, 5]);
+        assert_eq!(order(&[], 2), [1, 2, 3, 4, 5]);
+        // Two workers: part 2 (the file's second piece) not right after
+        // part 1 (its first) when another part can go between.
+        assert_eq!(order(&files, 2), [4, 1, 3, 2, 5]);
+    }
+
+    #[test]
+    fn pieces_of_one_file_are_spread_among_other_parts() {
+        const MIB: u64 = 1 << 20;
+        // Parts 1-6: pieces of file A; 7-8: of file B; 9: a whole file
+        // (the costliest, first).
+        let parts: Vec<PartEntry> = (1..=9).map(|i| part(i, 64 * MIB)).collect();
+        let pieces = |range: std::ops::RangeInclusive<u32>| {
+            range
+                .map(|part| PieceEntry {
+                    part,
+                    offset: u64::from(part) * 64 * MIB,
+                    size: 64 * MIB,
+                    crc32c: "00000000".into(),
+                })
+                .collect()
+        };
+        let files = vec![
+            file(1, pieces(1..=6)),
+            file(7, pieces(7..=8)),
+            file(9, Vec::new()),
+        ];
+        let order = |concurrency| -> Vec<u32> {
+            schedule(parts.iter().collect(), &files, concurrency)
+                .iter()
+                .map(|p| p.index)
+                .collect()
+        };
+        assert_eq!(order(2), [9, 1, 7, 2, 8, 3, 4, 5, 6]);
+        // Three workers: a part of A or B goes right after the other two
+        // only when nothing else is left.
+        assert_eq!(order(3), [9, 1, 7, 2, 3, 8, 4, 5, 6]);
+    }
 }

@@ -421,3 +421,32 @@ fn failing_archive_command_fails_the_backup_promptly_without_manifest() {
     let out = pgark_as_pg(&src.bin, c, src.repo.path(), &["backup-list", "--json"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
 }
+
+/// backup-list's `pg` column names the version as PostgreSQL does (15.18,
+/// not 150018); `--json` keeps `pg_version` as server_version_num.
+#[test]
+fn backup_list_names_the_postgresql_version() {
+    let src = ArchivingCluster::start("");
+    let c = &src.cluster;
+    let name = src.backup_push(&[]);
+    let num: u64 = c.psql("show server_version_num").unwrap().parse().unwrap();
+    // "15.18 (Debian 15.18-0+deb12u1)": the version is the first word.
+    let version = c
+        .psql("select split_part(current_setting('server_version'), ' ', 1)")
+        .unwrap();
+    let out = src.pgark(&["backup-list"]);
+    assert_code(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let row: Vec<&str> = lines
+        .find(|l| l.starts_with(&name))
+        .unwrap_or_else(|| panic!("{name} not listed: {text}"))
+        .split_whitespace()
+        .collect();
+    let pg = header.iter().position(|h| *h == "pg").unwrap();
+    assert_eq!(row.len(), header.len(), "{text}");
+    assert_eq!(row[pg], version, "{text}");
+    let listed = src.backup_list();
+    assert_eq!(listed[0]["pg_version"], num, "{listed:?}");
+}

@@ -131,8 +131,16 @@ impl StatusSource {
     }
 }
 
+/// A time in JSON: RFC 3339 in UTC (`Z`), with its fraction of a second,
+/// as backup-list --json keeps it (scripts compare times).
 fn rfc3339(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
     t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+}
+
+/// A time in the text output: RFC 3339 in UTC (`Z`), to the second, as
+/// backup-list prints its times.
+fn to_second(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
+    t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
 fn last_backup_time(s: &Status) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -220,17 +228,21 @@ fn to_text(s: &Status) -> String {
     out += &format!(
         "last backup: {}\n",
         match &s.last_backup {
-            Some(b) => format!("{} (finished {})", b.name, or_none(rfc3339(last_backup_time(s)))),
+            Some(b) => format!(
+                "{} (finished {})",
+                b.name,
+                or_none(to_second(last_backup_time(s)))
+            ),
             None => "none".into(),
         }
     );
     out += &format!(
         "recovery window: {} to {}\n",
-        or_none(rfc3339(s.recovery_window_start)),
+        or_none(to_second(s.recovery_window_start)),
         match &s.recovery_window_end {
             Some(t) => format!(
                 "{} (last {} in {})",
-                or_none(rfc3339(Some(t.time))),
+                or_none(to_second(Some(t.time))),
                 t.kind,
                 t.segment
             ),
@@ -243,7 +255,7 @@ fn to_text(s: &Status) -> String {
         s.newest_segment
             .as_ref()
             .and_then(|n| n.arrived)
-            .map(|t| format!(" (arrived {})", or_none(rfc3339(Some(t)))))
+            .map(|t| format!(" (arrived {})", or_none(to_second(Some(t)))))
             .unwrap_or_default()
     );
     out += &format!(
@@ -255,7 +267,7 @@ fn to_text(s: &Status) -> String {
         match &s.last_verify {
             Some(v) => format!(
                 "{} of {} ({} backups{}): {}",
-                or_none(rfc3339(Some(v.time))),
+                or_none(to_second(Some(v.time))),
                 v.target,
                 v.backups.len(),
                 if v.wal_level { ", with --wal" } else { "" },
@@ -273,7 +285,7 @@ fn to_text(s: &Status) -> String {
         match &s.last_restore_test {
             Some(r) => format!(
                 "{} of {} to {}: {}{}",
-                or_none(rfc3339(Some(r.time))),
+                or_none(to_second(Some(r.time))),
                 r.backup,
                 r.target,
                 if r.passed() { "passed" } else { "FAILED" },
@@ -290,7 +302,7 @@ fn to_text(s: &Status) -> String {
             "server archiver: {} failures, last archived {} at {}, writing {}\n",
             a.failed_count,
             or_none(a.last_archived_wal.clone()),
-            or_none(rfc3339(a.last_archived_time)),
+            or_none(to_second(a.last_archived_time)),
             or_none(a.current_wal.clone())
         );
     }

@@ -270,3 +270,69 @@ fn exporter_serves_the_status_over_http() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Every time in `text`, as RFC 3339 (`2026-12-03T10:11:12` and what
+/// follows it up to a space, `)` or `,`).
+fn times_in(text: &str) -> Vec<String> {
+    let b = text.as_bytes();
+    let shape = b"dddd-dd-ddTdd:dd:dd";
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + shape.len() <= b.len() {
+        let fits = shape
+            .iter()
+            .zip(&b[i..])
+            .all(|(s, c)| if *s == b'd' { c.is_ascii_digit() } else { s == c });
+        if !fits {
+            i += 1;
+            continue;
+        }
+        let end = b[i..]
+            .iter()
+            .position(|c| c.is_ascii_whitespace() || *c == b')' || *c == b',')
+            .map_or(b.len(), |n| i + n);
+        out.push(text[i..end].to_string());
+        i = end;
+    }
+    out
+}
+
+/// The text output gives every time to the second, in UTC
+/// (`2026-12-03T10:11:12Z`), as backup-list does; --json keeps the times
+/// as they were.
+#[test]
+fn status_text_prints_times_to_the_second() {
+    let src = ArchivingCluster::start("");
+    let c = &src.cluster;
+    c.psql("create table t (v text)").unwrap();
+    src.backup_push(&[]);
+    c.psql("insert into t values ('after the backup')").unwrap();
+    src.archive_current_wal();
+    assert_code(&src.pgark(&["verify"]), 0);
+
+    let out = src.pgark(&["status"]);
+    assert_code(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let times = times_in(&text);
+    // The last backup, the window's start and end, the newest segment's
+    // arrival, the last verify, the server's last archiving.
+    assert_eq!(times.len(), 6, "{times:?} in {text}");
+    for t in &times {
+        assert!(
+            t.len() == "2026-12-03T10:11:12Z".len() && t.ends_with('Z'),
+            "{t:?} in {text}"
+        );
+        t.parse::<DateTime<Utc>>()
+            .unwrap_or_else(|e| panic!("{t:?}: {e}"));
+    }
+    let (out, json) = status(&src, &[]);
+    assert_code(&out, 0);
+    for field in [
+        "lastBackupTime",
+        "recoveryWindowStart",
+        "recoveryWindowEnd",
+        "statusTime",
+    ] {
+        time(&json[field]);
+    }
+}

@@ -317,7 +317,8 @@ pub async fn status(
             problems.push(format!(
                 "the server's archiver failed on {} at {} and has not succeeded since ({} failures in all)",
                 a.last_failed_wal.as_deref().unwrap_or("?"),
-                a.last_failed_time.map_or("?".into(), |t| t.to_rfc3339()),
+                a.last_failed_time.map_or("?".into(), |t| t
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
                 a.failed_count
             ));
         }

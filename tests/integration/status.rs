@@ -336,3 +336,54 @@ fn status_text_prints_times_to_the_second() {
         time(&json[field]);
     }
 }
+
+/// A backup after which nothing is committed: the last commit archived is
+/// older than the backup's end, and the window is that end alone (never a
+/// window that ends before it starts); a commit after it ends the window.
+#[test]
+fn status_window_of_a_backup_with_nothing_committed_after_it() {
+    // No autovacuum: its ANALYZE would commit during or after the backup.
+    let src = ArchivingCluster::start("autovacuum = off");
+    let c = &src.cluster;
+    c.psql("create table t (v text)").unwrap();
+    c.psql("insert into t select 'before' from generate_series(1, 1000)")
+        .unwrap();
+    // backup-push waits until its last segment is archived.
+    let name = src.backup_push(&[]);
+
+    let (out, json) = status(&src, &[]);
+    assert_code(&out, 0);
+    let start = time(&json["recoveryWindowStart"]);
+    let end = time(&json["recoveryWindowEnd"]);
+    assert_eq!(end, start, "{json}");
+    assert_eq!(json["firstRestorableBackup"], name.as_str(), "{json}");
+    // The last commit archived is still told as it is: before the backup.
+    assert!(time(&json["lastTransaction"]["time"]) < start, "{json}");
+    let out = src.pgark(&["status"]);
+    assert_code(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains(&format!(
+            "(the end of backup {name}: nothing committed after it is archived)"
+        )),
+        "{text}"
+    );
+    let samples = parse_prometheus(&String::from_utf8_lossy(
+        &src.pgark(&["status", "--format", "prometheus"]).stdout,
+    ));
+    assert_eq!(
+        samples["pgark_recovery_window_end_timestamp_seconds"],
+        samples["pgark_recovery_window_start_timestamp_seconds"]
+    );
+
+    // A commit after the backup, archived: the window ends at it.
+    c.psql("insert into t values ('after')").unwrap();
+    src.archive_current_wal();
+    let (out, json) = status(&src, &[]);
+    assert_code(&out, 0);
+    assert!(time(&json["recoveryWindowEnd"]) > start, "{json}");
+    assert_eq!(
+        json["recoveryWindowEnd"], json["lastTransaction"]["time"],
+        "{json}"
+    );
+}

@@ -12,8 +12,9 @@ use serde_json::json;
 /// everything, backup-list then exits 5.
 ///
 /// Columns: name, status, start and finish time, start LSN and WAL segment, original and stored
-/// size, PostgreSQL version, whether it is permanent (pgark backup-mark). --json prints the same fields (and with --detail the rest of the
-/// manifest summary) as a JSON array for scripts. --detail also shows whether the last
+/// size, PostgreSQL version (as PostgreSQL names it: 15.18, 9.6.24), whether it is permanent
+/// (pgark backup-mark). --json prints the same fields (the version as server_version_num:
+/// 150018; with --detail the rest of the manifest summary) as a JSON array for scripts. --detail also shows whether the last
 /// `pgark verify` run (recorded in the repository) checked each backup, when, and what it found.
 #[derive(Debug, Clone, Args)]
 pub struct BackupListArgs {
@@ -199,7 +200,7 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
             m.start_wal_segment,
             m.original_size,
             m.stored_size,
-            m.pg_version_num,
+            pg_version(m.pg_version_num),
             if permanent.contains(&m.name) { "yes" } else { "no" }
         );
         if args.detail {
@@ -239,6 +240,17 @@ pub async fn run(args: BackupListArgs, settings: &Settings) -> anyhow::Result<()
     damage_outcome(backups)
 }
 
+/// A `server_version_num` as PostgreSQL names the version: `15.18` for
+/// 150018 (from 10 on, major and minor), `9.6.24` for 90624 (before 10,
+/// two numbers make the major version).
+fn pg_version(num: u32) -> String {
+    if num >= 100_000 {
+        format!("{}.{}", num / 10_000, num % 10_000)
+    } else {
+        format!("{}.{}.{}", num / 10_000, num / 100 % 100, num % 100)
+    }
+}
+
 /// Everything is printed; a damaged backup still makes the command fail
 /// (exit 5), reporting the first damaged manifest (the listing names all).
 fn damage_outcome(backups: Vec<ListedBackup>) -> anyhow::Result<()> {
@@ -249,5 +261,20 @@ fn damage_outcome(backups: Vec<ListedBackup>) -> anyhow::Result<()> {
     match first {
         None => Ok(()),
         Some(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pg_version;
+
+    #[test]
+    fn pg_version_is_printed_as_postgresql_names_it() {
+        assert_eq!(pg_version(150018), "15.18");
+        assert_eq!(pg_version(170000), "17.0");
+        assert_eq!(pg_version(100023), "10.23");
+        assert_eq!(pg_version(180001), "18.1");
+        assert_eq!(pg_version(90624), "9.6.24");
+        assert_eq!(pg_version(90500), "9.5.0");
     }
 }

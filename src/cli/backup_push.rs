@@ -14,7 +14,8 @@ use std::time::Duration;
 /// PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE environment variables; over TCP with TLS
 /// as sslmode, sslrootcert, sslcert, sslkey (PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY)
 /// say, sslmode prefer by default. Prints the new
-/// backup's name on stdout. With a retention policy (--retain-count, --retain-max-age or
+/// backup's name on stdout, and on stderr one line saying what was made (name, full or delta,
+/// files, size read and stored, time taken), terminal or not. With a retention policy (--retain-count, --retain-max-age or
 /// their PGARK_RETAIN_* variables), then deletes what it expires, as `pgark delete --confirm`
 /// does, reporting on stderr (--no-retain skips this).
 #[derive(Debug, Clone, Args)]
@@ -175,8 +176,12 @@ pub async fn run(
     opts.retry = settings.retry;
     opts.keys = crate::encryption::open_keys(&*store, settings, true).await?;
     opts.progress = Some(crate::progress::for_stderr("backup-push"));
+    let started = std::time::Instant::now();
     let manifest = pgark_engine::backup_push(store.clone(), &opts).await?;
     println!("{}", manifest.name);
+    // On a terminal the bar is cleared by now; elsewhere (cron, a log
+    // file) this is the line that says the backup was made.
+    eprintln!("{}", summary(&manifest, started.elapsed()));
     if args.test.unwrap_or(false) {
         // The new backup's restore test before retention: a backup that
         // does not restore must not be what older ones are deleted for.
@@ -204,4 +209,69 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// What backup-push made, in one line for stderr: name, full or delta,
+/// files, size read and stored, time taken.
+fn summary(m: &pgark_catalog::BackupManifest, took: Duration) -> String {
+    format!(
+        "pgark backup-push: backup {} complete: {}, {} files, {} read, {} stored, in {}",
+        m.name,
+        match &m.parent {
+            Some(parent) => format!("delta of {parent}"),
+            None => "full".to_string(),
+        },
+        m.files.len(),
+        size(m.original_size),
+        size(m.stored_size),
+        duration(took)
+    )
+}
+
+/// Bytes in the largest binary unit that keeps a number of at least 1:
+/// `512 B`, `1.6 MiB`, `2.0 GiB`.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `3.2 s`, `4 min 05 s`, `2 h 03 min`.
+fn duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs < 60 {
+        format!("{:.1} s", d.as_secs_f64())
+    } else if secs < 3600 {
+        format!("{} min {:02} s", secs / 60, secs % 60)
+    } else {
+        format!("{} h {:02} min", secs / 3600, secs / 60 % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{duration, size};
+    use std::time::Duration;
+
+    #[test]
+    fn sizes_and_durations_read_as_a_person_writes_them() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(1024), "1.0 KiB");
+        assert_eq!(size(1_667_585), "1.6 MiB");
+        assert_eq!(size(3 << 30), "3.0 GiB");
+        assert_eq!(size(5 << 40), "5.0 TiB");
+        assert_eq!(size(u64::MAX), "16777216.0 TiB");
+        assert_eq!(duration(Duration::from_millis(3_240)), "3.2 s");
+        assert_eq!(duration(Duration::from_secs(245)), "4 min 05 s");
+        assert_eq!(duration(Duration::from_secs(7_380)), "2 h 03 min");
+    }
 }

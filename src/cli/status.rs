@@ -8,7 +8,8 @@ use serde_json::json;
 /// Reads the repository (listings, each backup's small summary, the timelines' history files
 /// and the newest few WAL segments; no manifest) and, with --pg-conn (or the libpq
 /// environment, PGHOST...), the server's pg_stat_archiver. The recovery window ends at the
-/// last commit or abort found in the archived WAL itself. Healthy: WAL contiguous from the
+/// last commit or abort found in the archived WAL itself (at the end of the newest backup when
+/// nothing committed after it is archived). Healthy: WAL contiguous from the
 /// oldest backup that is not permanent to the newest archived segment, the newest segment
 /// younger than --max-archive-age (or the server archives here and has nothing waiting), no
 /// archiver failure newer than its last success, no forked timeline both sides of which
@@ -131,8 +132,16 @@ impl StatusSource {
     }
 }
 
+/// A time in JSON: RFC 3339 in UTC (`Z`), with its fraction of a second,
+/// as backup-list --json keeps it (scripts compare times).
 fn rfc3339(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
     t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+}
+
+/// A time in the text output: RFC 3339 in UTC (`Z`), to the second, as
+/// backup-list prints its times.
+fn to_second(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
+    t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
 fn last_backup_time(s: &Status) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -148,10 +157,10 @@ pub fn to_json(s: &Status) -> serde_json::Value {
         "backupCount": s.backup_count,
         "walArchivingHealthy": s.healthy,
         "recoveryWindowStart": rfc3339(s.recovery_window_start),
-        "recoveryWindowEnd": rfc3339(s.recovery_window_end.as_ref().map(|t| t.time)),
+        "recoveryWindowEnd": rfc3339(s.recovery_window_end),
         "problems": s.problems,
         "firstRestorableBackup": s.first_restorable.as_ref().map(|b| b.name.as_str()),
-        "lastTransaction": s.recovery_window_end.as_ref().map(|t| json!({
+        "lastTransaction": s.last_transaction.as_ref().map(|t| json!({
             "time": rfc3339(Some(t.time)),
             "kind": t.kind,
             "segment": t.segment.to_string(),
@@ -220,21 +229,34 @@ fn to_text(s: &Status) -> String {
     out += &format!(
         "last backup: {}\n",
         match &s.last_backup {
-            Some(b) => format!("{} (finished {})", b.name, or_none(rfc3339(last_backup_time(s)))),
+            Some(b) => format!(
+                "{} (finished {})",
+                b.name,
+                or_none(to_second(last_backup_time(s)))
+            ),
             None => "none".into(),
         }
     );
     out += &format!(
         "recovery window: {} to {}\n",
-        or_none(rfc3339(s.recovery_window_start)),
-        match &s.recovery_window_end {
-            Some(t) => format!(
+        or_none(to_second(s.recovery_window_start)),
+        match (
+            s.recovery_window_end,
+            &s.recovery_window_end_backup,
+            &s.last_transaction
+        ) {
+            (Some(end), Some(b), _) => format!(
+                "{} (the end of backup {b}: nothing committed after it is archived)",
+                or_none(to_second(Some(end)))
+            ),
+            (Some(end), None, Some(t)) => format!(
                 "{} (last {} in {})",
-                or_none(rfc3339(Some(t.time))),
+                or_none(to_second(Some(end))),
                 t.kind,
                 t.segment
             ),
-            None => "unknown (no commit in the newest archived WAL)".into(),
+            (Some(end), None, None) => or_none(to_second(Some(end))),
+            (None, _, _) => "unknown (no commit in the newest archived WAL)".into(),
         }
     );
     out += &format!(
@@ -243,7 +265,7 @@ fn to_text(s: &Status) -> String {
         s.newest_segment
             .as_ref()
             .and_then(|n| n.arrived)
-            .map(|t| format!(" (arrived {})", or_none(rfc3339(Some(t)))))
+            .map(|t| format!(" (arrived {})", or_none(to_second(Some(t)))))
             .unwrap_or_default()
     );
     out += &format!(
@@ -255,7 +277,7 @@ fn to_text(s: &Status) -> String {
         match &s.last_verify {
             Some(v) => format!(
                 "{} of {} ({} backups{}): {}",
-                or_none(rfc3339(Some(v.time))),
+                or_none(to_second(Some(v.time))),
                 v.target,
                 v.backups.len(),
                 if v.wal_level { ", with --wal" } else { "" },
@@ -273,7 +295,7 @@ fn to_text(s: &Status) -> String {
         match &s.last_restore_test {
             Some(r) => format!(
                 "{} of {} to {}: {}{}",
-                or_none(rfc3339(Some(r.time))),
+                or_none(to_second(Some(r.time))),
                 r.backup,
                 r.target,
                 if r.passed() { "passed" } else { "FAILED" },
@@ -290,7 +312,7 @@ fn to_text(s: &Status) -> String {
             "server archiver: {} failures, last archived {} at {}, writing {}\n",
             a.failed_count,
             or_none(a.last_archived_wal.clone()),
-            or_none(rfc3339(a.last_archived_time)),
+            or_none(to_second(a.last_archived_time)),
             or_none(a.current_wal.clone())
         );
     }
@@ -325,8 +347,9 @@ pub fn to_prometheus(s: &Status) -> String {
     );
     gauge(
         "pgark_recovery_window_end_timestamp_seconds",
-        "The last commit or abort in the archived WAL reachable without a gap.",
-        secs(s.recovery_window_end.as_ref().map(|t| t.time)),
+        "The last commit or abort in the archived WAL reachable without a gap, or the end of the newest \
+         restorable backup when nothing committed after it is archived.",
+        secs(s.recovery_window_end),
     );
     gauge(
         "pgark_wal_archive_healthy",

@@ -421,3 +421,72 @@ fn failing_archive_command_fails_the_backup_promptly_without_manifest() {
     let out = pgark_as_pg(&src.bin, c, src.repo.path(), &["backup-list", "--json"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
 }
+
+/// backup-list's `pg` column names the version as PostgreSQL does (15.18,
+/// not 150018); `--json` keeps `pg_version` as server_version_num.
+#[test]
+fn backup_list_names_the_postgresql_version() {
+    let src = ArchivingCluster::start("");
+    let c = &src.cluster;
+    let name = src.backup_push(&[]);
+    let num: u64 = c.psql("show server_version_num").unwrap().parse().unwrap();
+    // "15.18 (Debian 15.18-0+deb12u1)": the version is the first word.
+    let version = c
+        .psql("select split_part(current_setting('server_version'), ' ', 1)")
+        .unwrap();
+    let out = src.pgark(&["backup-list"]);
+    assert_code(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let row: Vec<&str> = lines
+        .find(|l| l.starts_with(&name))
+        .unwrap_or_else(|| panic!("{name} not listed: {text}"))
+        .split_whitespace()
+        .collect();
+    let pg = header.iter().position(|h| *h == "pg").unwrap();
+    assert_eq!(row.len(), header.len(), "{text}");
+    assert_eq!(row[pg], version, "{text}");
+    let listed = src.backup_list();
+    assert_eq!(listed[0]["pg_version"], num, "{listed:?}");
+}
+
+/// backup-push with stderr not a terminal (cron, a log file): no bar, no
+/// carriage return, and the log ends with one line saying what was made:
+/// the backup's name, the size stored and the time taken.
+#[test]
+fn backup_push_ends_its_log_with_what_it_made() {
+    let src = ArchivingCluster::start("");
+    let c = &src.cluster;
+    c.psql("create table t (v text)").unwrap();
+    c.psql("insert into t select 'x' from generate_series(1, 10000)")
+        .unwrap();
+    let out = src.pgark(&["backup-push", c.data_dir().to_str().unwrap()]);
+    assert_code(&out, 0);
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let log = stderr(&out);
+    assert!(!log.contains('\r'), "{log:?}");
+    let last = log
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("nothing on stderr; stdout: {name}"));
+    let listed = src.backup_list();
+    let stored = listed[0]["stored_size"].as_u64().unwrap();
+    let original = listed[0]["original_size"].as_u64().unwrap();
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / f64::from(1 << 20));
+    assert!(
+        (1 << 20..1 << 30).contains(&stored) && (1 << 20..1 << 30).contains(&original),
+        "{listed:?}"
+    );
+    let expected = format!(
+        "pgark backup-push: backup {name} complete: full, {} files, {} read, {} stored, in ",
+        listed[0]["files"],
+        mib(original),
+        mib(stored)
+    );
+    assert!(last.starts_with(&expected), "{last:?}, not {expected:?}");
+    let took = last[expected.len()..]
+        .strip_suffix(" s")
+        .unwrap_or_else(|| panic!("{last:?}"));
+    assert!(took.parse::<f64>().is_ok_and(|s| s > 0.0 && s < 60.0), "{last:?}");
+}

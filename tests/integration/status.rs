@@ -270,3 +270,120 @@ fn exporter_serves_the_status_over_http() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Every time in `text`, as RFC 3339 (`2026-12-03T10:11:12` and what
+/// follows it up to a space, `)` or `,`).
+fn times_in(text: &str) -> Vec<String> {
+    let b = text.as_bytes();
+    let shape = b"dddd-dd-ddTdd:dd:dd";
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + shape.len() <= b.len() {
+        let fits = shape
+            .iter()
+            .zip(&b[i..])
+            .all(|(s, c)| if *s == b'd' { c.is_ascii_digit() } else { s == c });
+        if !fits {
+            i += 1;
+            continue;
+        }
+        let end = b[i..]
+            .iter()
+            .position(|c| c.is_ascii_whitespace() || *c == b')' || *c == b',')
+            .map_or(b.len(), |n| i + n);
+        out.push(text[i..end].to_string());
+        i = end;
+    }
+    out
+}
+
+/// The text output gives every time to the second, in UTC
+/// (`2026-12-03T10:11:12Z`), as backup-list does; --json keeps the times
+/// as they were.
+#[test]
+fn status_text_prints_times_to_the_second() {
+    let src = ArchivingCluster::start("");
+    let c = &src.cluster;
+    c.psql("create table t (v text)").unwrap();
+    src.backup_push(&[]);
+    c.psql("insert into t values ('after the backup')").unwrap();
+    src.archive_current_wal();
+    assert_code(&src.pgark(&["verify"]), 0);
+
+    let out = src.pgark(&["status"]);
+    assert_code(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let times = times_in(&text);
+    // The last backup, the window's start and end, the newest segment's
+    // arrival, the last verify, the server's last archiving.
+    assert_eq!(times.len(), 6, "{times:?} in {text}");
+    for t in &times {
+        assert!(
+            t.len() == "2026-12-03T10:11:12Z".len() && t.ends_with('Z'),
+            "{t:?} in {text}"
+        );
+        t.parse::<DateTime<Utc>>()
+            .unwrap_or_else(|e| panic!("{t:?}: {e}"));
+    }
+    let (out, json) = status(&src, &[]);
+    assert_code(&out, 0);
+    for field in [
+        "lastBackupTime",
+        "recoveryWindowStart",
+        "recoveryWindowEnd",
+        "statusTime",
+    ] {
+        time(&json[field]);
+    }
+}
+
+/// A backup after which nothing is committed: the last commit archived is
+/// older than the backup's end, and the window is that end alone (never a
+/// window that ends before it starts); a commit after it ends the window.
+#[test]
+fn status_window_of_a_backup_with_nothing_committed_after_it() {
+    // No autovacuum: its ANALYZE would commit during or after the backup.
+    let src = ArchivingCluster::start("autovacuum = off");
+    let c = &src.cluster;
+    c.psql("create table t (v text)").unwrap();
+    c.psql("insert into t select 'before' from generate_series(1, 1000)")
+        .unwrap();
+    // backup-push waits until its last segment is archived.
+    let name = src.backup_push(&[]);
+
+    let (out, json) = status(&src, &[]);
+    assert_code(&out, 0);
+    let start = time(&json["recoveryWindowStart"]);
+    let end = time(&json["recoveryWindowEnd"]);
+    assert_eq!(end, start, "{json}");
+    assert_eq!(json["firstRestorableBackup"], name.as_str(), "{json}");
+    // The last commit archived is still told as it is: before the backup.
+    assert!(time(&json["lastTransaction"]["time"]) < start, "{json}");
+    let out = src.pgark(&["status"]);
+    assert_code(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains(&format!(
+            "(the end of backup {name}: nothing committed after it is archived)"
+        )),
+        "{text}"
+    );
+    let samples = parse_prometheus(&String::from_utf8_lossy(
+        &src.pgark(&["status", "--format", "prometheus"]).stdout,
+    ));
+    assert_eq!(
+        samples["pgark_recovery_window_end_timestamp_seconds"],
+        samples["pgark_recovery_window_start_timestamp_seconds"]
+    );
+
+    // A commit after the backup, archived: the window ends at it.
+    c.psql("insert into t values ('after')").unwrap();
+    src.archive_current_wal();
+    let (out, json) = status(&src, &[]);
+    assert_code(&out, 0);
+    assert!(time(&json["recoveryWindowEnd"]) > start, "{json}");
+    assert_eq!(
+        json["recoveryWindowEnd"], json["lastTransaction"]["time"],
+        "{json}"
+    );
+}

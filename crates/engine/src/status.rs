@@ -14,7 +14,10 @@
 //!   restore can stop at. It ends at the last commit or abort record in
 //!   the newest archived WAL reachable without a gap from the newest such
 //!   backup, read from the WAL records themselves (`xact_time`), not from
-//!   an object's upload time.
+//!   an object's upload time; when that record is older than the end of
+//!   the newest backup from which WAL reaches so far (nothing committed
+//!   since that backup is archived), the window ends where that backup
+//!   does. It never ends before it starts.
 //! - **Healthy** means all of: WAL is contiguous from the oldest backup's
 //!   start to the newest archived segment; the newest segment arrived less
 //!   than `max_archive_age` ago, or the server (when asked) has nothing
@@ -106,7 +109,15 @@ pub struct Status {
     /// starts.
     pub first_restorable: Option<BackupSummary>,
     pub recovery_window_start: Option<DateTime<Utc>>,
-    pub recovery_window_end: Option<LastTransaction>,
+    /// The later of `last_transaction`'s time and the end of the newest
+    /// backup from which WAL reaches `contiguous_to` (`None`: unknown).
+    pub recovery_window_end: Option<DateTime<Utc>>,
+    /// The backup whose end is where the window ends, when no commit or
+    /// abort archived after it was found.
+    pub recovery_window_end_backup: Option<BackupName>,
+    /// The last commit or abort found in the newest archived WAL reachable
+    /// without a gap (at most [`COMMIT_SEARCH_SEGMENTS`] read back).
+    pub last_transaction: Option<LastTransaction>,
     /// The newest segment reachable without a gap from the newest
     /// restorable backup.
     pub contiguous_to: Option<WalSegmentName>,
@@ -188,11 +199,15 @@ pub async fn status(
     // The window starts at the oldest restorable backup whose WAL goes on
     // without a gap to that point: every moment from its end on can be
     // recovered.
-    let first_restorable = summaries
+    let reaching: Vec<&BackupSummary> = summaries
         .iter()
         .zip(&follows)
-        .find(|(_, (reaches, _, own))| own.is_empty() && *reaches == contiguous_to)
-        .map(|(s, _)| s.clone());
+        .filter(|(_, (reaches, _, own))| own.is_empty() && *reaches == contiguous_to)
+        .map(|(s, _)| s)
+        .collect();
+    let first_restorable = reaching.first().map(|s| (*s).clone());
+    // The newest of them ends the window at the latest (see window_end).
+    let newest_restorable = reaching.iter().max_by_key(|s| consistent_point(s)).copied();
     // Health: the oldest backup that is not permanent must be restorable,
     // and WAL must go on from it without a gap.
     let mut first_gap = None;
@@ -211,10 +226,20 @@ pub async fn status(
         first_gap = *gap;
         break;
     }
-    let recovery_window_end = match (&contiguous_to, seg_size) {
-        (Some(end), Some(size)) => last_transaction(store, keys, &index, end, size, &mut problems).await?,
-        _ => None,
+    let search = match (&contiguous_to, seg_size) {
+        (Some(end), Some(size)) => {
+            let floor = newest_restorable
+                .and_then(|s| WalSegmentName::parse(&s.stop_wal_segment).ok())
+                .and_then(|n| n.segment_no(size).ok());
+            last_transaction(store, keys, &index, end, size, floor, &mut problems).await?
+        }
+        _ => Search::default(),
     };
+    let (recovery_window_end, recovery_window_end_backup) = window_end(
+        newest_restorable.map(|s| (&s.name, consistent_point(s))),
+        search.found.as_ref(),
+        search.read_back_to_floor,
+    );
     let forks = match seg_size {
         Some(size) => diverged_timelines(store, keys, size).await?,
         None => Vec::new(),
@@ -317,7 +342,8 @@ pub async fn status(
             problems.push(format!(
                 "the server's archiver failed on {} at {} and has not succeeded since ({} failures in all)",
                 a.last_failed_wal.as_deref().unwrap_or("?"),
-                a.last_failed_time.map_or("?".into(), |t| t.to_rfc3339()),
+                a.last_failed_time.map_or("?".into(), |t| t
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
                 a.failed_count
             ));
         }
@@ -326,11 +352,11 @@ pub async fn status(
         time: now,
         backup_count: summaries.len(),
         last_backup: summaries.last().cloned(),
-        recovery_window_start: first_restorable
-            .as_ref()
-            .map(|s: &BackupSummary| s.server_stop_time.unwrap_or(s.finished_at)),
+        recovery_window_start: first_restorable.as_ref().map(consistent_point),
         first_restorable,
         recovery_window_end,
+        recovery_window_end_backup,
+        last_transaction: search.found,
         contiguous_to,
         newest_segment: newest.map(|(name, arrived)| ArchivedSegment { name, arrived }),
         first_gap,
@@ -346,28 +372,77 @@ pub async fn status(
     })
 }
 
+/// Where a restore of `s` is consistent, the earliest point it can stop
+/// at: the server's clock at `pg_backup_stop` (pgark's at the backup's
+/// end for a summary without it).
+fn consistent_point(s: &BackupSummary) -> DateTime<Utc> {
+    s.server_stop_time.unwrap_or(s.finished_at)
+}
+
+/// The recovery window's end: `last`, the last commit or abort found in
+/// the archive, unless `newest`, the newest backup from which WAL reaches
+/// the end of the archive (its name and consistent point), ends later:
+/// then nothing committed after that backup is archived, and the window
+/// ends at its consistent point. Without a transaction found, the end is
+/// that point when the search read back to that backup's last segment
+/// (`read_back_to_floor`: nothing committed after it), else unknown.
+/// Returns the time, and the backup when it is that backup's end.
+fn window_end(
+    newest: Option<(&BackupName, DateTime<Utc>)>,
+    last: Option<&LastTransaction>,
+    read_back_to_floor: bool,
+) -> (Option<DateTime<Utc>>, Option<BackupName>) {
+    match (newest, last) {
+        (Some((name, point)), Some(t)) if t.time < point => (Some(point), Some(name.clone())),
+        (_, Some(t)) => (Some(t.time), None),
+        (Some((name, point)), None) if read_back_to_floor => (Some(point), Some(name.clone())),
+        _ => (None, None),
+    }
+}
+
+/// What [`last_transaction`] found.
+#[derive(Debug, Default)]
+struct Search {
+    found: Option<LastTransaction>,
+    /// Every segment from the end back to the floor was read whole (none
+    /// damaged) before `found`: when nothing is found, no transaction
+    /// ended there.
+    read_back_to_floor: bool,
+}
+
 /// The last commit or abort in the archive at or before `end`, reading
 /// back at most [`COMMIT_SEARCH_SEGMENTS`] segments along `end`'s
-/// timeline and its ancestors. A segment that is damaged (fails its
-/// digest, or is not WAL) is a problem, passed over.
+/// timeline and its ancestors; whether it read every segment back to
+/// `floor` (the newest restorable backup's last segment) on the way. A
+/// segment that is damaged (fails its digest, or is not WAL) is a
+/// problem, passed over.
 async fn last_transaction(
     store: &dyn ObjectStore,
     keys: &RepoKeys,
     index: &WalIndex,
     end: &WalSegmentName,
     size: WalSegmentSize,
+    floor: Option<SegmentNo>,
     problems: &mut Vec<String>,
-) -> Result<Option<LastTransaction>, EngineError> {
+) -> Result<Search, EngineError> {
     let Ok(mut no) = end.segment_no(size) else {
-        return Ok(None);
+        return Ok(Search::default());
     };
+    // Every segment read so far was whole.
+    let mut whole = true;
+    let mut read_back_to_floor = false;
     let mut tli = end.timeline.0;
     for _ in 0..COMMIT_SEARCH_SEGMENTS {
         // Before a fork, the segment is the parent timeline's.
         while !index.segments.get(&tli).is_some_and(|s| s.contains(&no.0)) {
             match index.forks.get(&tli) {
                 Some((parent, _)) => tli = *parent,
-                None => return Ok(None),
+                None => {
+                    return Ok(Search {
+                        found: None,
+                        read_back_to_floor,
+                    })
+                }
             }
         }
         let name = WalSegmentName::from_segment_no(TimelineId(tli), no, size);
@@ -387,25 +462,109 @@ async fn last_transaction(
             Err(e) => return Err(e),
         };
         let found = match scanned {
-            Ok(scan) => scan.xacts.last().and_then(|last| {
-                Some(LastTransaction {
-                    time: DateTime::<Utc>::from(last.time.to_system_time()?),
-                    kind: last.kind.name().to_string(),
-                    segment: name,
-                })
-            }),
+            Ok(scan) => match scan.xacts.last() {
+                None => None,
+                Some(last) => match last.time.to_system_time() {
+                    Some(time) => Some(LastTransaction {
+                        time: DateTime::<Utc>::from(time),
+                        kind: last.kind.name().to_string(),
+                        segment: name,
+                    }),
+                    // A time out of range: a transaction ended here.
+                    None => {
+                        whole = false;
+                        None
+                    }
+                },
+            },
             Err(e) => {
                 problems.push(format!("WAL segment {name} ({key}) is damaged: {e}"));
+                whole = false;
                 None
             }
         };
         if found.is_some() {
-            return Ok(found);
+            return Ok(Search {
+                found,
+                read_back_to_floor,
+            });
+        }
+        if floor.is_some_and(|f| no.0 <= f.0) {
+            read_back_to_floor |= whole;
         }
         if no.0 == 0 {
             break;
         }
         no = SegmentNo(no.0 - 1);
     }
-    Ok(None)
+    Ok(Search {
+        found: None,
+        read_back_to_floor,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn commit(time: &str) -> LastTransaction {
+        LastTransaction {
+            time: at(time),
+            kind: "COMMIT".into(),
+            segment: WalSegmentName::parse("000000010000000000000002").unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_window_ends_at_the_last_commit_after_the_newest_backup() {
+        let b = BackupName::new("000000010000000000000002", at("2026-12-03T10:00:00Z"));
+        let end = window_end(
+            Some((&b, at("2026-12-03T10:00:05Z"))),
+            Some(&commit("2026-12-03T10:30:00.5Z")),
+            false,
+        );
+        assert_eq!(end, (Some(at("2026-12-03T10:30:00.5Z")), None));
+    }
+
+    /// A backup with nothing committed after it archived: the last commit
+    /// is older than the backup's end, and the window is that end alone,
+    /// not a window ending before it starts.
+    #[test]
+    fn a_commit_before_the_newest_backup_ends_the_window_at_the_backup() {
+        let b = BackupName::new("000000010000000000000002", at("2026-12-03T10:00:00Z"));
+        let point = at("2026-12-03T10:00:05.25Z");
+        for read_back in [false, true] {
+            let end = window_end(
+                Some((&b, point)),
+                Some(&commit("2026-12-03T09:59:59Z")),
+                read_back,
+            );
+            assert_eq!(end, (Some(point), Some(b.clone())));
+        }
+        // The same instant: the commit is where the window ends.
+        let end = window_end(Some((&b, point)), Some(&commit("2026-12-03T10:00:05.25Z")), false);
+        assert_eq!(end, (Some(point), None));
+    }
+
+    /// No commit found: the backup's end when every segment after it was
+    /// read whole, else unknown (one may lie further back than was read).
+    #[test]
+    fn no_commit_found_ends_the_window_at_the_backup_only_when_read_back_to_it() {
+        let b = BackupName::new("000000010000000000000002", at("2026-12-03T10:00:00Z"));
+        let point = at("2026-12-03T10:00:05Z");
+        assert_eq!(
+            window_end(Some((&b, point)), None, true),
+            (Some(point), Some(b.clone()))
+        );
+        assert_eq!(window_end(Some((&b, point)), None, false), (None, None));
+        assert_eq!(window_end(None, None, true), (None, None));
+        assert_eq!(
+            window_end(None, Some(&commit("2026-12-03T09:00:00Z")), false),
+            (Some(at("2026-12-03T09:00:00Z")), None)
+        );
+    }
 }

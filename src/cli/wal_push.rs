@@ -54,19 +54,27 @@ pub async fn run(args: WalPushArgs, settings: &Settings) -> anyhow::Result<()> {
         report(&out);
         return Ok(());
     }
-    let keys = crate::encryption::open_keys(&*store, settings, true).await?;
-    let opts = WalPushOptions {
-        compression: settings.compression,
-        retry: settings.retry,
-        part_size: None,
-        keys,
-    };
+    let opts = push_options(&*store, settings).await?;
     ahead.start_archiver = Some(Arc::new(|lock: &std::fs::File| {
         super::detach::start_detached(ARCHIVER_FLAG, lock)
     }));
     let out = pgark_engine::wal_push_ahead(store, &args.path, &opts, &ahead).await?;
     report(&out);
     Ok(())
+}
+
+/// How a segment is pushed: the settings' codec and retries, the
+/// repository's keys (opened here: this reads the keyring).
+async fn push_options(
+    store: &dyn pgark_store::ObjectStore,
+    settings: &Settings,
+) -> anyhow::Result<WalPushOptions> {
+    Ok(WalPushOptions {
+        compression: settings.compression,
+        retry: settings.retry,
+        part_size: None,
+        keys: crate::encryption::open_keys(store, settings, true).await?,
+    })
 }
 
 fn report(out: &WalPushOutcome) {
@@ -104,13 +112,7 @@ async fn run_archiver(args: &WalPushArgs, parallel: usize, settings: &Settings) 
     };
     let store = crate::repo::open(settings)?;
     let repository = settings.repo()?.to_string();
-    let keys = crate::encryption::open_keys(&*store, settings, true).await?;
-    let opts = WalPushOptions {
-        compression: settings.compression,
-        retry: settings.retry,
-        part_size: None,
-        keys,
-    };
+    let opts = push_options(&*store, settings).await?;
     // Stopped by a signal, it still exits 0 (see cli::is_background):
     // what it was pushing is pushed again by PostgreSQL's own calls.
     use tokio::signal::unix::{signal, SignalKind};

@@ -307,3 +307,25 @@ pub fn remove_segment_before_newest(repo: &Path, newest: &str) -> String {
     std::fs::remove_file(seg_dir.join(&gone)).unwrap();
     gone
 }
+
+/// The processes whose command line holds `flag` (a background process's
+/// hidden flag) and whose working directory is in `data` (PostgreSQL runs
+/// archive_command and restore_command in its data directory).
+pub fn background_processes(flag: &str, data: &Path) -> Vec<i32> {
+    let canonical = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
+        let in_data = cwd.starts_with(&canonical) || cwd.starts_with(data);
+        if in_data && String::from_utf8_lossy(&cmdline).contains(flag) {
+            pids.push(pid);
+        }
+    }
+    pids
+}

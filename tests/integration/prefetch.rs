@@ -107,22 +107,7 @@ fn fetch_command(bin: &Path, repo: &Path, extra: &str) -> String {
 
 /// The processes running as the prefetcher of `data`'s pg_wal.
 fn prefetchers(data: &Path) -> Vec<i32> {
-    let needle = data.to_string_lossy().into_owned();
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
-        if cmdline.contains("--prefetch-worker") && cwd.to_string_lossy().contains(&needle) {
-            pids.push(pid);
-        }
-    }
-    pids
+    background_processes("--prefetch-worker", data)
 }
 
 /// Once the server has stopped, its prefetcher ends and leaves its lock

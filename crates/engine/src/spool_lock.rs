@@ -108,9 +108,83 @@ pub(crate) fn owns(pg_wal: &Path) -> bool {
     std::fs::metadata(pg_wal).is_ok_and(|m| m.uid() == euid)
 }
 
-/// Whether the process `pid` exists.
+/// Whether the process `pid` exists and has not exited. A process that
+/// exited but that its parent has not reaped yet (a zombie) is gone: a
+/// postmaster's parent is often a container's init, which may take seconds
+/// to reap it, or never.
 pub(crate) fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) state ...": comm may hold spaces and parentheses.
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next()),
+            Some("Z" | "X")
+        ),
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
+}
+
+/// Whether the server that `postmaster` (read from `postmaster.pid` when a
+/// background process started) runs still runs: the process is alive and
+/// `pg_wal`'s `postmaster.pid` still names it (a server stops by removing
+/// it, even in an immediate shutdown; a new server writes its own).
+pub(crate) fn server_runs(pg_wal: &Path, postmaster: i32) -> bool {
+    postmaster_pid(pg_wal) == Some(postmaster) && alive(postmaster)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn this_process_is_alive() {
+        assert!(alive(std::process::id() as i32));
+    }
+
+    #[test]
+    fn an_exited_process_not_yet_reaped_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        // Not waited for: once it exits it is a zombie until reaped.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            if stat.rsplit_once(')').unwrap().1.split_whitespace().next() == Some("Z") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the child did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!alive(pid), "a zombie counts as alive");
+        child.wait().unwrap();
+        assert!(!alive(pid), "a reaped process counts as alive");
+    }
+
+    #[test]
+    fn a_server_runs_only_while_postmaster_pid_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pg_wal = dir.path().join("pg_wal");
+        std::fs::create_dir(&pg_wal).unwrap();
+        let me = std::process::id() as i32;
+        assert!(!server_runs(&pg_wal, me), "no postmaster.pid");
+        std::fs::write(
+            dir.path().join("postmaster.pid"),
+            format!("{me}\n{}\n", dir.path().display()),
+        )
+        .unwrap();
+        assert!(server_runs(&pg_wal, me));
+        std::fs::write(dir.path().join("postmaster.pid"), "1\n").unwrap();
+        assert!(!server_runs(&pg_wal, me), "postmaster.pid names another process");
+        std::fs::remove_file(dir.path().join("postmaster.pid")).unwrap();
+        assert!(
+            !server_runs(&pg_wal, me),
+            "postmaster.pid removed (the server stopped)"
+        );
+    }
 }

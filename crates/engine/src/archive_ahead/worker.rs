@@ -3,7 +3,7 @@
 
 use super::record;
 use super::spool::Spool;
-use crate::spool_lock::{alive, postmaster_pid};
+use crate::spool_lock::{postmaster_pid, server_runs};
 use crate::wal_push::{wal_push, WalPushOptions, WalPushOutcome};
 use crate::EngineError;
 use pgark_store::ObjectStore;
@@ -56,7 +56,7 @@ pub async fn run_archiver(
     let mut failures_in_a_row = 0;
     let mut idle_since = Instant::now();
     loop {
-        if !alive(postmaster) || !spool.dir.is_dir() {
+        if !server_runs(pg_wal, postmaster) || !spool.dir.is_dir() {
             break;
         }
         if failures_in_a_row >= MAX_FAILURES_IN_A_ROW {

@@ -2,8 +2,7 @@
 //! of [`super`]).
 
 use super::{
-    alive, FetchSpool, FREE_SPACE_RESERVE, LOCK_FILE, PREFETCH_IDLE, RECORD_SUFFIX, SPOOL_MAX_BYTES,
-    WANT_FILE,
+    FetchSpool, FREE_SPACE_RESERVE, LOCK_FILE, PREFETCH_IDLE, RECORD_SUFFIX, SPOOL_MAX_BYTES, WANT_FILE,
 };
 use crate::wal_fetch::{check_until, wal_fetch, WalFetchOptions, WalFetchOutcome};
 use crate::{EngineError, ErrorClass};
@@ -76,7 +75,7 @@ pub async fn run_prefetcher(
     let mut misses: HashMap<String, Miss> = HashMap::new();
     let mut low_space_said = false;
     let server_gone = loop {
-        if !alive(postmaster) {
+        if !crate::spool_lock::server_runs(&spool.pg_wal, postmaster) {
             break true;
         }
         if !spool.dir.is_dir() || !spool.in_recovery() {

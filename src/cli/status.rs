@@ -139,9 +139,20 @@ fn rfc3339(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
 }
 
 /// A time in the text output: RFC 3339 in UTC (`Z`), to the second, as
-/// backup-list prints its times.
+/// backup-list prints its times (the fraction dropped).
 fn to_second(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
     t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// The start of the recovery window to the second, rounded up: a restore
+/// to the time printed is inside the window (rounded down it could be
+/// before the backup's consistent point, which a restore refuses).
+fn to_second_up(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
+    use chrono::{SubsecRound, Timelike};
+    to_second(t.map(|t| match t.nanosecond() {
+        0 => t,
+        _ => t.trunc_subsecs(0) + chrono::Duration::seconds(1),
+    }))
 }
 
 fn last_backup_time(s: &Status) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -239,7 +250,7 @@ fn to_text(s: &Status) -> String {
     );
     out += &format!(
         "recovery window: {} to {}\n",
-        or_none(to_second(s.recovery_window_start)),
+        or_none(to_second_up(s.recovery_window_start)),
         match (
             s.recovery_window_end,
             &s.recovery_window_end_backup,

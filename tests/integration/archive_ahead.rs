@@ -262,6 +262,12 @@ fn the_background_archiver_ends_with_its_server_and_records_only_stored_segments
         .filter(|n| !stored_at_stop.iter().any(|k| k.ends_with(n.as_str())))
         .count();
     drop(frozen);
+    assert!(
+        unpushed > 5,
+        "the archiver had pushed all but {unpushed} of {} ready segments before it was frozen: the test \
+         cannot tell whether it stops with its server",
+        left.len()
+    );
     // Its pushes in flight get 30 s to finish; well under a second here.
     wait_no_archiver(
         cluster.data_dir(),

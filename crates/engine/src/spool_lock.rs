@@ -125,7 +125,9 @@ pub(crate) fn alive(pid: i32) -> bool {
                 .and_then(|(_, rest)| rest.split_whitespace().next()),
             Some("Z" | "X")
         ),
-        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+        // Gone between the two looks, unless /proc is not there at all
+        // (then kill's answer stands).
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound || !Path::new("/proc/self/stat").exists(),
     }
 }
 

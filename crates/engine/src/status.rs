@@ -208,6 +208,9 @@ pub async fn status(
     let first_restorable = reaching.first().map(|s| (*s).clone());
     // The newest of them ends the window at the latest (see window_end).
     let newest_restorable = reaching.iter().max_by_key(|s| consistent_point(s)).copied();
+    // Its end may end the window only when that end is the primary's own
+    // clock at the backup's stop position (see window_end).
+    let end_backup = newest_restorable.filter(|s| may_end_window(&s.backup_from, s.server_stop_time));
     // Health: the oldest backup that is not permanent must be restorable,
     // and WAL must go on from it without a gap.
     let mut first_gap = None;
@@ -228,7 +231,7 @@ pub async fn status(
     }
     let search = match (&contiguous_to, seg_size) {
         (Some(end), Some(size)) => {
-            let floor = newest_restorable
+            let floor = end_backup
                 .and_then(|s| WalSegmentName::parse(&s.stop_wal_segment).ok())
                 .and_then(|n| n.segment_no(size).ok());
             last_transaction(store, keys, &index, end, size, floor, &mut problems).await?
@@ -236,7 +239,7 @@ pub async fn status(
         _ => Search::default(),
     };
     let (recovery_window_end, recovery_window_end_backup) = window_end(
-        newest_restorable.map(|s| (&s.name, consistent_point(s))),
+        end_backup.map(|s| (&s.name, consistent_point(s))),
         search.found.as_ref(),
         search.read_back_to_floor,
     );
@@ -383,7 +386,12 @@ fn consistent_point(s: &BackupSummary) -> DateTime<Utc> {
 /// the archive, unless `newest`, the newest backup from which WAL reaches
 /// the end of the archive (its name and consistent point), ends later:
 /// then nothing committed after that backup is archived, and the window
-/// ends at its consistent point. Without a transaction found, the end is
+/// ends at its consistent point. Only a backup taken on the primary, with
+/// the server's time at its stop, is given as `newest`: a standby's stop
+/// trails the primary by its replication lag, so commits the primary made
+/// before the standby's stop time may not be archived yet, and pgark's own
+/// clock at the end of a backup (summaries without the server's time) is
+/// later still. Without a transaction found, the end is
 /// that point when the search read back to that backup's last segment
 /// (`read_back_to_floor`: nothing committed after it), else unknown.
 /// Returns the time, and the backup when it is that backup's end.
@@ -398,6 +406,13 @@ fn window_end(
         (Some((name, point)), None) if read_back_to_floor => (Some(point), Some(name.clone())),
         _ => (None, None),
     }
+}
+
+/// Whether a backup's end may end the recovery window (see
+/// [`window_end`]): taken on the primary, with the server's time at its
+/// stop.
+fn may_end_window(backup_from: &str, server_stop_time: Option<DateTime<Utc>>) -> bool {
+    backup_from != "standby" && server_stop_time.is_some()
 }
 
 /// What [`last_transaction`] found.
@@ -548,6 +563,16 @@ mod tests {
         // The same instant: the commit is where the window ends.
         let end = window_end(Some((&b, point)), Some(&commit("2026-12-03T10:00:05.25Z")), false);
         assert_eq!(end, (Some(point), None));
+    }
+
+    /// A standby's stop trails the primary, and pgark's clock at a
+    /// backup's end is later than the server's: neither ends the window.
+    #[test]
+    fn only_a_primary_backup_with_the_servers_stop_time_ends_the_window() {
+        let t = Some(at("2026-12-03T10:00:05Z"));
+        assert!(may_end_window("primary", t));
+        assert!(!may_end_window("standby", t));
+        assert!(!may_end_window("primary", None));
     }
 
     /// No commit found: the backup's end when every segment after it was

@@ -50,7 +50,10 @@ fn zstd_error(code: usize) -> io::Error {
 pub(crate) struct FrameEncoder<W: Write> {
     out: W,
     cctx: CCtx<'static>,
-    block: Vec<u8>,
+    /// The frame being gathered: `block[..used]`. Allocated (and zeroed)
+    /// once, at the first write that needs it.
+    block: Box<[u8]>,
+    used: usize,
     frame: Vec<u8>,
     frames: u64,
 }
@@ -68,7 +71,8 @@ impl<W: Write> FrameEncoder<W> {
         Ok(FrameEncoder {
             out,
             cctx,
-            block: Vec::new(),
+            block: Box::default(),
+            used: 0,
             frame: Vec::new(),
             frames: 0,
         })
@@ -88,14 +92,43 @@ impl<W: Write> FrameEncoder<W> {
 
     /// Compresses the block gathered so far, if any.
     fn emit_block(&mut self) -> io::Result<()> {
-        if self.block.is_empty() {
+        if self.used == 0 {
             return Ok(());
         }
         let block = std::mem::take(&mut self.block);
-        let done = self.emit(&block);
+        let done = self.emit(&block[..self.used]);
         self.block = block;
-        self.block.clear();
+        self.used = 0;
         done
+    }
+
+    /// The free room of the frame being gathered, for the caller to write
+    /// original bytes into in place ([`FrameEncoder::commit`] then takes
+    /// them): at most `max` bytes, and at least `min` (at most
+    /// [`FRAME_LEN`]). When less than `min` is left, the frame gathered so
+    /// far is compressed first, shorter than [`FRAME_LEN`].
+    pub(crate) fn room(&mut self, max: usize, min: usize) -> io::Result<&mut [u8]> {
+        debug_assert!(min <= FRAME_LEN && min <= max.max(1));
+        if self.block.is_empty() {
+            self.block = vec![0u8; FRAME_LEN].into_boxed_slice();
+        }
+        if FRAME_LEN - self.used < min {
+            self.emit_block()?;
+        }
+        let end = self.used + max.min(FRAME_LEN - self.used);
+        Ok(&mut self.block[self.used..end])
+    }
+
+    /// Takes the first `n` bytes of the room last given by
+    /// [`FrameEncoder::room`] as written, and compresses the frame once it
+    /// is full.
+    pub(crate) fn commit(&mut self, n: usize) -> io::Result<()> {
+        debug_assert!(self.used + n <= FRAME_LEN);
+        self.used += n;
+        if self.used == FRAME_LEN {
+            self.emit_block()?;
+        }
+        Ok(())
     }
 
     pub(crate) fn get_ref(&self) -> &W {
@@ -105,7 +138,7 @@ impl<W: Write> FrameEncoder<W> {
     /// The inner writer, when nothing has been written yet (no frame
     /// begun, nothing gathered).
     pub(crate) fn into_unused(self) -> Result<W, Self> {
-        if self.frames == 0 && self.block.is_empty() {
+        if self.frames == 0 && self.used == 0 {
             Ok(self.out)
         } else {
             Err(self)
@@ -115,9 +148,9 @@ impl<W: Write> FrameEncoder<W> {
     /// Writes the last frame (an empty one when nothing was written: a
     /// body holds at least one frame) and returns the inner writer.
     pub(crate) fn finish(mut self) -> io::Result<W> {
-        if self.frames == 0 || !self.block.is_empty() {
+        if self.frames == 0 || self.used > 0 {
             let block = std::mem::take(&mut self.block);
-            self.emit(&block)?;
+            self.emit(&block[..self.used])?;
         }
         Ok(self.out)
     }
@@ -125,19 +158,15 @@ impl<W: Write> FrameEncoder<W> {
 
 impl<W: Write> Write for FrameEncoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.block.is_empty() && buf.len() >= FRAME_LEN {
+        if self.used == 0 && buf.len() >= FRAME_LEN {
             // A whole frame's worth in the caller's buffer: no copy.
             self.emit(&buf[..FRAME_LEN])?;
             return Ok(FRAME_LEN);
         }
-        if self.block.capacity() < FRAME_LEN {
-            self.block.reserve_exact(FRAME_LEN - self.block.len());
-        }
-        let n = buf.len().min(FRAME_LEN - self.block.len());
-        self.block.extend_from_slice(&buf[..n]);
-        if self.block.len() == FRAME_LEN {
-            self.emit_block()?;
-        }
+        let room = self.room(buf.len(), 1)?;
+        let n = room.len();
+        room.copy_from_slice(&buf[..n]);
+        self.commit(n)?;
         Ok(n)
     }
 

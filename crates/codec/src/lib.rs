@@ -115,7 +115,7 @@ pub use error::CodecError;
 pub use pgark_crypto::DataKey;
 pub use reader::ObjectReader;
 pub use spec::{Compression, CompressionSpec};
-pub use writer::ObjectWriter;
+pub use writer::{ObjectWriter, IN_PLACE_MIN_MAX};
 
 /// What a stored object holds, as recorded by the writer or verified by the
 /// reader.

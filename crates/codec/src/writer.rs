@@ -35,6 +35,10 @@ use crate::frames::FrameEncoder;
 use crate::spec::{Compression, CompressionSpec};
 use crate::ObjectSummary;
 
+/// The largest `min` that [`ObjectWriter::write_in_place`] accepts (and
+/// the most it lends at a time to a codec without a buffer of its own).
+pub const IN_PLACE_MIN_MAX: usize = 256 << 10;
+
 /// Counts what reaches the inner writer and retries `Interrupted` itself,
 /// so the codecs never see it.
 struct CountingWriter<W> {
@@ -201,6 +205,9 @@ pub struct ObjectWriter<W: Write> {
     encrypted: bool,
     hasher: ContentHasher,
     original_len: u64,
+    /// Where [`ObjectWriter::write_in_place`] has the caller write for a
+    /// codec without a buffer of its own to lend (all but zstd).
+    scratch: Vec<u8>,
     /// Message of the first error; once set the writer refuses further use.
     failed: Option<String>,
 }
@@ -275,6 +282,7 @@ impl<W: Write> ObjectWriter<W> {
             encrypted: encrypt.is_some(),
             hasher: ContentHasher::new(digest),
             original_len: 0,
+            scratch: Vec::new(),
             failed: None,
         })
     }
@@ -287,6 +295,77 @@ impl<W: Write> ObjectWriter<W> {
             Encoder::Zstd(_) => crate::frames::FRAME_LEN,
             _ => 256 << 10,
         }
+    }
+
+    /// Accepts original bytes that `fill` writes in place, into the
+    /// codec's own buffer where it has one (zstd: the frame being
+    /// gathered), which saves the copy `write` makes of the caller's bytes.
+    /// `fill` is given a buffer of at most `max` bytes and of at least
+    /// `min` (at most [`IN_PLACE_MIN_MAX`]; zstd then ends its current
+    /// frame early when less is left in it), writes at its start and
+    /// returns how many bytes it wrote (0: it has no more). Those bytes
+    /// are then counted and hashed as `write` would, and the same object
+    /// results as if they had been written with `write`, except that zstd
+    /// may end a frame earlier.
+    ///
+    /// An error of `fill` is returned as it came and the writer stays
+    /// usable (nothing was taken). An error of the codec or the inner
+    /// writer fails the writer, as for `write`.
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use pgark_codec::{CompressionSpec, ObjectReader, ObjectWriter};
+    ///
+    /// let mut w = ObjectWriter::new(Vec::new(), CompressionSpec::default())?;
+    /// let mut source: &[u8] = b"some relation pages";
+    /// while w.write_in_place(8, 1, |buf| source.read(buf))? > 0 {}
+    /// let (stored, summary) = w.finish()?;
+    /// assert_eq!(summary.original_len, 19);
+    /// let mut back = Vec::new();
+    /// ObjectReader::new(&stored[..])?.read_to_end(&mut back)?;
+    /// assert_eq!(back, b"some relation pages");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn write_in_place(
+        &mut self,
+        max: usize,
+        min: usize,
+        fill: impl FnOnce(&mut [u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        self.check_usable().map_err(CodecError::into_io)?;
+        let min = min.min(max);
+        if min > IN_PLACE_MIN_MAX {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("write_in_place: a buffer of at least {min} bytes asked for, at most {IN_PLACE_MIN_MAX} can be given"),
+            ));
+        }
+        if let Encoder::Zstd(frames) = &mut self.encoder {
+            let room = match frames.room(max, min) {
+                Ok(room) => room,
+                Err(e) => return Err(self.fail(e)),
+            };
+            let n = fill(room)?;
+            let n = n.min(room.len());
+            self.hasher.update(&room[..n]);
+            self.original_len += n as u64;
+            return match frames.commit(n) {
+                Ok(()) => Ok(n),
+                Err(e) => Err(self.fail(e)),
+            };
+        }
+        let len = max.min(IN_PLACE_MIN_MAX);
+        if self.scratch.len() < len {
+            self.scratch.resize(len, 0);
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let filled = fill(&mut scratch[..len]).map(|n| n.min(len));
+        let done = match filled {
+            Ok(n) => self.write_all(&scratch[..n]).map(|()| n),
+            Err(e) => Err(e),
+        };
+        self.scratch = scratch;
+        done
     }
 
     /// The codec of the body being written.

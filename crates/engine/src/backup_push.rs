@@ -8,6 +8,7 @@
 //! backup does not exist for any command; its orphaned parts are inert.
 
 use crate::delta_push::{self, DeltaOptions, IncrementSource, NewBackup, Parent, ScanSpec};
+use crate::part_file::{self, FileSource};
 use crate::pipe::{upload_and_produce, verify_object, ChannelWriter, Produced};
 use crate::repository::ensure_repository_meta;
 use crate::scan::{scan, Scan, ScannedFile};
@@ -24,8 +25,6 @@ use pgark_pg::layout::is_paged_relation_file;
 use pgark_pg::{ArchivedFile, ControlFile, Lsn, SegmentNo, TimelineId, WalSegmentName, WalSegmentSize};
 use pgark_pgclient::{ConnectOptions, Session};
 use pgark_store::{Key, ObjectStore, ObjectStoreExt, PutMode, UploadOptions};
-use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -936,14 +935,10 @@ fn write_part(
     ctx: &PartContext,
     progress: &dyn ProgressSink,
 ) -> Result<(PartEntry, Vec<Copied1>), EngineError> {
-    // Buffered, so that the codec and its digest get large slices (BLAKE3
-    // hashes 16 KiB and more with all SIMD lanes). A buffer of the codec's
-    // preferred write length (a zstd frame) hands it about a frame at a
-    // time; the frame is compressed straight from this buffer only when a
-    // flush of it holds a whole frame, which tar's small writes rarely
-    // line up to: usually it is gathered into the frame's block first.
-    let buffer = object.preferred_write_len();
-    let mut tar = tar::Builder::new(std::io::BufWriter::with_capacity(buffer, object));
+    // Unbuffered: file data is read in place into the codec's buffer
+    // (`part_file`); only headers and padding are written, each with one
+    // write, into the frame being gathered.
+    let mut tar = tar::Builder::new(object);
     tar.mode(tar::HeaderMode::Complete);
     let broken = |e: std::io::Error| EngineError::Internal(format!("writing backup part {index}: {e}"));
     for d in dirs.into_iter().flatten() {
@@ -1015,27 +1010,17 @@ fn write_part(
             .then_some(ctx.block_size)
             .filter(|bs| item.offset() % u64::from(bs.get()) == 0);
         let mut h = entry_header(&f, item.len());
-        let mut reader = FileSource {
-            file: file.as_ref(),
-            path: &f.abs,
-            offset: item.offset(),
-            remaining: item.len(),
-            buf: &mut buf,
-            start: 0,
-            end: 0,
+        let mut source = FileSource::new(
+            file.as_ref(),
+            &f.abs,
+            item.offset(),
+            item.len(),
             verify,
-            first_block_no: ctx.first_block_no(&f.rel),
-            corrupt: Vec::new(),
-            crc: 0,
-            error: None,
-        };
-        let res = tar.append_data(&mut h, item.entry_name(), &mut reader);
-        if let Some(e) = reader.error.take() {
-            return Err(e);
-        }
-        res.map_err(broken)?;
+            ctx.first_block_no(&f.rel),
+        );
+        part_file::append_file(&mut tar, &mut h, &item.entry_name(), &mut source, broken)?;
         progress.advance(item.len());
-        let (crc32c, corrupt) = (reader.crc, std::mem::take(&mut reader.corrupt));
+        let (crc32c, corrupt) = (source.crc, std::mem::take(&mut source.corrupt));
         copied.push(Copied1 {
             crc32c,
             corrupt,
@@ -1044,11 +1029,7 @@ fn write_part(
             part: index,
         });
     }
-    let object = tar
-        .into_inner()
-        .map_err(broken)?
-        .into_inner()
-        .map_err(|e| broken(e.into_error()))?;
+    let object = tar.into_inner().map_err(broken)?;
     let (sink, summary) = object
         .finish()
         .map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -1088,105 +1069,6 @@ impl PartContext {
     fn first_block_no(&self, rel: &str) -> u32 {
         pgark_pg::layout::RelationFilePath::parse(rel)
             .map_or(0, |p| p.file.segno.saturating_mul(self.relseg_size))
-    }
-}
-
-/// Yields exactly `remaining` bytes of a file from `offset`, a file that
-/// may change while it is read (an online backup): bytes past the starting
-/// size are left for WAL replay, and a file that shrank (or vanished:
-/// `file` is `None`) is padded with zeros, as pg_basebackup does. Reads in
-/// 1 MiB buffers; with `verify`, checks the data checksum of every page
-/// (re-reading a page that fails: a changed page was a torn read, stored
-/// as re-read; the same bytes again are a corrupt page, reported). Checksums
-/// what it yields (CRC-32C).
-struct FileSource<'a> {
-    file: Option<&'a std::fs::File>,
-    path: &'a Path,
-    offset: u64,
-    remaining: u64,
-    buf: &'a mut Vec<u8>,
-    start: usize,
-    end: usize,
-    /// The block size, when pages are verified.
-    verify: Option<BlockSize>,
-    first_block_no: u32,
-    /// Blocks (in the file) that failed their checksum twice alike, with
-    /// their `pd_lsn`.
-    corrupt: Vec<(u32, Lsn)>,
-    crc: u32,
-    error: Option<EngineError>,
-}
-
-impl FileSource<'_> {
-    fn fill(&mut self) -> Result<(), EngineError> {
-        const CHUNK: usize = 1 << 20;
-        if self.buf.len() < CHUNK {
-            self.buf.resize(CHUNK, 0);
-        }
-        let want = CHUNK.min(usize::try_from(self.remaining).unwrap_or(CHUNK));
-        let data = &mut self.buf[..want];
-        match self.file {
-            Some(file) => delta_push::read_full_at(file, self.path, data, self.offset)?,
-            None => data.fill(0),
-        }
-        if let (Some(bs), Some(file)) = (self.verify, self.file) {
-            let bsz = bs.bytes();
-            let mut scratch = vec![0u8; bsz];
-            for (i, page) in data.chunks_exact_mut(bsz).enumerate() {
-                let at = self.offset + (i * bsz) as u64;
-                let block = (at / bsz as u64) as u32;
-                let blkno = self.first_block_no.wrapping_add(block);
-                let verdict = pgark_delta::verify_page(page, blkno, &mut scratch, |s| {
-                    let mut got = 0;
-                    while got < s.len() {
-                        match file.read_at(&mut s[got..], at + got as u64) {
-                            Ok(0) => return Ok(false),
-                            Ok(n) => got += n,
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    Ok(true)
-                })
-                .map_err(|e| EngineError::local_io("cannot read", self.path, e))?;
-                match verdict {
-                    pgark_delta::Verification::Valid => {}
-                    pgark_delta::Verification::Torn { replaced } => {
-                        if replaced {
-                            page.copy_from_slice(&scratch);
-                        }
-                    }
-                    pgark_delta::Verification::Corrupt { .. } => {
-                        self.corrupt.push((block, pgark_delta::page_lsn(page)))
-                    }
-                }
-            }
-        }
-        self.crc = crc32c::crc32c_append(self.crc, data);
-        self.offset += want as u64;
-        self.remaining -= want as u64;
-        self.start = 0;
-        self.end = want;
-        Ok(())
-    }
-}
-
-impl Read for FileSource<'_> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.start == self.end {
-            if self.remaining == 0 {
-                return Ok(0);
-            }
-            if let Err(e) = self.fill() {
-                let msg = e.to_string();
-                self.error = Some(e);
-                return Err(std::io::Error::other(msg));
-            }
-        }
-        let n = out.len().min(self.end - self.start);
-        out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
-        self.start += n;
-        Ok(n)
     }
 }
 

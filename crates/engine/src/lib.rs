@@ -12,6 +12,7 @@ mod delta_push;
 mod error;
 mod keys;
 mod manifest_io;
+mod part_file;
 mod pipe;
 mod prefetch;
 mod repository;

@@ -154,3 +154,95 @@ fn damage_in_a_middle_frame_is_reported_at_that_frame() {
     cut.extend_from_slice(&stored[stored.len() - TRAILER_LEN..]);
     assert!(decode_with_buf(&cut[..], 64 << 10).is_err());
 }
+
+/// Bytes written in place make the object `write` would make, at every
+/// codec, encrypted or not; zstd ends a frame early only when the room
+/// left in it is below what was asked for.
+#[test]
+fn bytes_written_in_place_make_the_same_object() {
+    let data = mixed(2 * FRAME_LEN + 70_000);
+    let key = crate::DataKey::generate();
+    for spec in all_specs() {
+        for encrypted in [false, true] {
+            let new = || match encrypted {
+                false => ObjectWriter::new(Vec::new(), spec).unwrap(),
+                true => ObjectWriter::new_encrypted(Vec::new(), spec, &key, "o").unwrap(),
+            };
+            let mut w = new();
+            // A small write first, so that zstd's frames are not aligned
+            // with the fills.
+            w.write_all(&data[..100]).unwrap();
+            let mut at = 100;
+            while at < data.len() {
+                let n = w
+                    .write_in_place(100_000, 8192, |buf| {
+                        // Whole pages of 8192 bytes but for the tail, as
+                        // a backup's verified relation files.
+                        let left = data.len() - at;
+                        let n = if buf.len() < left {
+                            buf.len() - buf.len() % 8192
+                        } else {
+                            left
+                        };
+                        buf[..n].copy_from_slice(&data[at..at + n]);
+                        Ok(n)
+                    })
+                    .unwrap();
+                assert!(n > 0);
+                at += n;
+            }
+            assert_eq!(w.write_in_place(10, 1, |_| Ok(0)).unwrap(), 0);
+            let (stored, written) = w.finish().unwrap();
+            let mut reference = new();
+            reference.write_all(&data).unwrap();
+            let (_, expected) = reference.finish().unwrap();
+            assert_eq!(written.digest, expected.digest, "{spec:?}");
+            assert_eq!(written.original_len, data.len() as u64);
+            let back = match encrypted {
+                false => decode_to_vec(&stored).unwrap().0,
+                true => {
+                    let mut r = ObjectReader::new_with_key(&stored[..], Some(&key), "o").unwrap();
+                    let mut out = Vec::new();
+                    r.read_to_end(&mut out).unwrap();
+                    out
+                }
+            };
+            assert!(
+                back == data,
+                "{spec:?} encrypted {encrypted}: decoded bytes differ"
+            );
+            if spec.codec == Compression::Zstd && !encrypted {
+                // The first frame, 100 bytes and whole pages, ends where
+                // less than a page of room is left; the later ones are
+                // whole.
+                let sizes: Vec<u64> = frames_of(&stored).into_iter().map(|(_, s)| s.unwrap()).collect();
+                assert_eq!(sizes.iter().sum::<u64>(), data.len() as u64);
+                let f = FRAME_LEN as u64;
+                assert_eq!(sizes[0], 100 + (f - 100) / 8192 * 8192, "{sizes:?}");
+                assert!(sizes[1..sizes.len() - 1].iter().all(|&s| s == f), "{sizes:?}");
+            }
+        }
+    }
+}
+
+/// A fill that fails leaves the writer usable and takes nothing; a `min`
+/// above what can be lent is refused.
+#[test]
+fn a_failed_fill_takes_nothing() {
+    for spec in all_specs() {
+        let mut w = ObjectWriter::new(Vec::new(), spec).unwrap();
+        w.write_all(b"abc").unwrap();
+        let e = w
+            .write_in_place(1000, 1, |buf| {
+                buf[0] = b'x';
+                Err(io::Error::other("the file is gone"))
+            })
+            .unwrap_err();
+        assert_eq!(e.to_string(), "the file is gone");
+        assert!(w.write_in_place(1 << 20, (256 << 10) + 1, |_| Ok(0)).is_err());
+        w.write_all(b"def").unwrap();
+        let (stored, written) = w.finish().unwrap();
+        assert_eq!(written.original_len, 6);
+        assert_eq!(decode_to_vec(&stored).unwrap().0, b"abcdef");
+    }
+}

@@ -21,8 +21,10 @@
 //! Memory: the codec's own buffers and window only (zstd: the 1 MiB block
 //! being gathered, its compressed frame and the tables for it, see
 //! [`crate::frames`]; LZ4: 64 KiB blocks, ~200 KiB; xz: the preset's
-//! dictionary and match finder), plus one 64 KiB chunk when encrypting.
-//! Nothing else is buffered.
+//! dictionary and match finder), plus one 64 KiB chunk when encrypting,
+//! and for a codec other than zstd a buffer of at most
+//! [`IN_PLACE_MIN_MAX`] once [`ObjectWriter::write_in_place`] is used
+//! (zstd lends its block instead). Nothing else is buffered.
 
 use std::io::{self, Read, Write};
 
@@ -303,14 +305,17 @@ impl<W: Write> ObjectWriter<W> {
     /// `fill` is given a buffer of at most `max` bytes and of at least
     /// `min` (at most [`IN_PLACE_MIN_MAX`]; zstd then ends its current
     /// frame early when less is left in it), writes at its start and
-    /// returns how many bytes it wrote (0: it has no more). Those bytes
-    /// are then counted and hashed as `write` would, and the same object
+    /// returns how many bytes it wrote (0: it has no more). The buffer is
+    /// not cleared: it may hold earlier bytes, and every byte of the
+    /// count returned must have been written by `fill`. Those bytes are
+    /// then counted and hashed as `write` would, and the same object
     /// results as if they had been written with `write`, except that zstd
     /// may end a frame earlier.
     ///
     /// An error of `fill` is returned as it came and the writer stays
-    /// usable (nothing was taken). An error of the codec or the inner
-    /// writer fails the writer, as for `write`.
+    /// usable (nothing was taken); so is a count larger than the buffer
+    /// (`InvalidData`). An error of the codec or the inner writer fails the
+    /// writer, as for `write`.
     ///
     /// ```
     /// use std::io::Read;
@@ -346,7 +351,9 @@ impl<W: Write> ObjectWriter<W> {
                 Err(e) => return Err(self.fail(e)),
             };
             let n = fill(room)?;
-            let n = n.min(room.len());
+            if n > room.len() {
+                return Err(overfilled(n, room.len()));
+            }
             self.hasher.update(&room[..n]);
             self.original_len += n as u64;
             return match frames.commit(n) {
@@ -359,8 +366,8 @@ impl<W: Write> ObjectWriter<W> {
             self.scratch.resize(len, 0);
         }
         let mut scratch = std::mem::take(&mut self.scratch);
-        let filled = fill(&mut scratch[..len]).map(|n| n.min(len));
-        let done = match filled {
+        let done = match fill(&mut scratch[..len]) {
+            Ok(n) if n > len => Err(overfilled(n, len)),
             Ok(n) => self.write_all(&scratch[..n]).map(|()| n),
             Err(e) => Err(e),
         };
@@ -483,6 +490,13 @@ impl<W: Write> ObjectWriter<W> {
         self.failed = Some(err.to_string());
         err
     }
+}
+
+fn overfilled(said: usize, room: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("write_in_place: the fill says it wrote {said} bytes into a buffer of {room}"),
+    )
 }
 
 fn wrong_length(expected: u64, read: Option<u64>) -> io::Error {

@@ -988,7 +988,8 @@ fn write_part(
                 let len = scanned.increment_len();
                 let mut h = entry_header(&f, len);
                 let mut source = IncrementSource::new(file, &f.abs, &scanned)?;
-                let res = tar.append_data(&mut h, delta_entry_name(&f.rel), &mut source);
+                let res =
+                    part_file::append_read(&mut tar, &mut h, &delta_entry_name(&f.rel), len, &mut source);
                 if let Some(e) = source.error.take() {
                     return Err(e);
                 }

@@ -6,10 +6,12 @@
 //! in place into the object writer's buffer
 //! ([`ObjectWriter::write_in_place`]: for zstd, the frame being gathered),
 //! where its pages' checksums are verified and it is checksummed
-//! (CRC-32C) and hashed while it is in the cache. No copy of the data is
-//! made between the kernel's and the compressor's. The bytes are exactly
-//! those `tar::Builder::append_data` would write (a test holds it to
-//! that).
+//! (CRC-32C) and hashed while it is in the cache. For zstd no copy of the
+//! data is made between the kernel's and the compressor's (a torn page is
+//! replaced by its re-read); the other codecs copy it once from a 256 KiB
+//! buffer, as they would anyway. Increments of delta backups are read in
+//! place the same way ([`append_read`]). The bytes are exactly those
+//! `tar::Builder::append_data` would write (a test holds it to that).
 
 use crate::delta_push;
 use crate::EngineError;
@@ -49,6 +51,8 @@ pub(crate) struct FileSource<'a> {
     /// their `pd_lsn`.
     pub corrupt: Vec<(u32, Lsn)>,
     pub crc: u32,
+    /// One page, for re-reads.
+    scratch: Vec<u8>,
 }
 
 impl FileSource<'_> {
@@ -70,6 +74,7 @@ impl FileSource<'_> {
             first_block_no,
             corrupt: Vec::new(),
             crc: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -111,12 +116,25 @@ impl FileSource<'_> {
         file: &std::fs::File,
     ) -> Result<(), EngineError> {
         let bsz = bs.bytes();
-        let mut scratch = vec![0u8; bsz];
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.resize(bsz, 0);
+        let verified = self.verify_each(data, bsz, file, &mut scratch);
+        self.scratch = scratch;
+        verified
+    }
+
+    fn verify_each(
+        &mut self,
+        data: &mut [u8],
+        bsz: usize,
+        file: &std::fs::File,
+        scratch: &mut [u8],
+    ) -> Result<(), EngineError> {
         for (i, page) in data.chunks_exact_mut(bsz).enumerate() {
             let at = self.offset + (i * bsz) as u64;
             let block = (at / bsz as u64) as u32;
             let blkno = self.first_block_no.wrapping_add(block);
-            let verdict = pgark_delta::verify_page(page, blkno, &mut scratch, |s| {
+            let verdict = pgark_delta::verify_page(page, blkno, scratch, |s| {
                 let mut got = 0;
                 while got < s.len() {
                     match file.read_at(&mut s[got..], at + got as u64) {
@@ -133,7 +151,7 @@ impl FileSource<'_> {
                 pgark_delta::Verification::Valid => {}
                 pgark_delta::Verification::Torn { replaced } => {
                     if replaced {
-                        page.copy_from_slice(&scratch);
+                        page.copy_from_slice(scratch);
                     }
                 }
                 pgark_delta::Verification::Corrupt { .. } => {
@@ -157,37 +175,74 @@ pub(crate) fn append_file<W: Write>(
     broken: impl Fn(io::Error) -> EngineError,
 ) -> Result<(), EngineError> {
     let len = source.remaining;
-    debug_assert_eq!(header.size().ok(), Some(len));
+    let min = source.verify.map_or(1, |bs| bs.bytes());
+    let mut failed = None;
+    let done = append_entry(tar, header, name, len, min, |out| {
+        source.read_into(out).map_err(|e| {
+            let message = e.to_string();
+            failed = Some(e);
+            io::Error::other(message)
+        })
+    });
+    match (failed, done) {
+        (Some(e), _) => Err(e),
+        (None, done) => done.map_err(broken),
+    }
+}
+
+/// Appends an entry named `name` of `len` bytes read from `source` (in
+/// place into the codec's buffer, as [`append_file`] does); fails if the
+/// source ends early, and leaves what it holds beyond `len` unread.
+pub(crate) fn append_read<W: Write>(
+    tar: &mut tar::Builder<ObjectWriter<W>>,
+    header: &mut tar::Header,
+    name: &str,
+    len: u64,
+    source: &mut impl io::Read,
+) -> io::Result<()> {
+    append_entry(tar, header, name, len, 1, |out| loop {
+        match source.read(out) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    })
+}
+
+/// Writes `header` (named `name`, of size `len`) with the tar crate, then
+/// `len` bytes that `fill` writes in place (given at least `min` bytes of
+/// room at a time, or what is left), then the padding to a whole record.
+fn append_entry<W: Write>(
+    tar: &mut tar::Builder<ObjectWriter<W>>,
+    header: &mut tar::Header,
+    name: &str,
+    len: u64,
+    min: usize,
+    mut fill: impl FnMut(&mut [u8]) -> io::Result<usize>,
+) -> io::Result<()> {
+    if header.size()? != len {
+        return Err(io::Error::other(format!(
+            "{name}: a tar header of {} bytes for an entry of {len}",
+            header.size()?
+        )));
+    }
     // The header (and a long-name entry) only: with no data, the tar crate
     // writes no padding either. The data and its padding follow.
-    tar.append_data(header, name, io::empty()).map_err(&broken)?;
+    tar.append_data(header, name, io::empty())?;
     let object = tar.get_mut();
-    let min = source.verify.map_or(1, |bs| bs.bytes());
-    while source.remaining > 0 {
-        let max = usize::try_from(source.remaining)
-            .unwrap_or(usize::MAX)
-            .min(READ_CHUNK);
-        let mut failed = None;
-        let n = object
-            .write_in_place(max, min, |out| {
-                source.read_into(out).map_err(|e| {
-                    let message = e.to_string();
-                    failed = Some(e);
-                    io::Error::other(message)
-                })
-            })
-            .map_err(|e| failed.take().unwrap_or_else(|| broken(e)))?;
+    let mut left = len;
+    while left > 0 {
+        let max = usize::try_from(left).unwrap_or(usize::MAX).min(READ_CHUNK);
+        let n = object.write_in_place(max, min, &mut fill)?;
         if n == 0 {
-            return Err(broken(io::Error::other(format!(
-                "{}: no room to read into",
-                source.path.display()
-            ))));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{name}: the data ended after {} of {len} bytes", len - left),
+            ));
         }
+        left -= n as u64;
     }
     let pad = (RECORD - len % RECORD) % RECORD;
-    object
-        .write_all(&[0u8; RECORD as usize][..pad as usize])
-        .map_err(&broken)
+    object.write_all(&[0u8; RECORD as usize][..pad as usize])
 }
 
 #[cfg(test)]
@@ -281,5 +336,88 @@ mod tests {
             entry.read_to_end(&mut data).unwrap();
             assert_eq!(data, vec![0u8; len as usize]);
         }
+    }
+
+    /// Pages with data checksums, read as a piece from an offset after a
+    /// small entry (so zstd ends frames early): every page is checked under
+    /// its absolute block number, the one damaged page is reported under
+    /// its block in the file with its LSN, and every byte is stored as read.
+    #[test]
+    fn pages_are_verified_under_their_block_numbers() {
+        let bs = BlockSize::new(8192).unwrap();
+        let first_block_no = 131_072; // segment 1 of a 1 GiB relation
+        let pages = 400usize;
+        let mut content = vec![0u8; pages * 8192];
+        for (i, page) in content.chunks_exact_mut(8192).enumerate() {
+            let lsn = 0x1_0000_0000u64 + i as u64 * 0x100;
+            page[..8].copy_from_slice(&lsn.rotate_left(32).to_le_bytes());
+            for (j, b) in page[24..].iter_mut().enumerate() {
+                *b = ((i * 31 + j * 7) % 253) as u8;
+            }
+            let sum = pgark_pg::pg_checksum_page(page, first_block_no + i as u32);
+            page[8..10].copy_from_slice(&sum.to_le_bytes());
+        }
+        let damaged = 300usize;
+        content[damaged * 8192 + 5000] ^= 0x40;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("16385.1");
+        std::fs::write(&path, &content).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let (offset, len) = (7 * 8192u64, 350 * 8192u64);
+        let mut tar = tar::Builder::new(ObjectWriter::new(Vec::new(), CompressionSpec::default()).unwrap());
+        tar.append_data(&mut header(3), "PG_VERSION", &b"15\n"[..])
+            .unwrap();
+        let mut source = FileSource::new(Some(&file), &path, offset, len, Some(bs), first_block_no);
+        append_file(
+            &mut tar,
+            &mut header(len),
+            "base/1/16385.1",
+            &mut source,
+            internal,
+        )
+        .unwrap();
+        let lsn = pgark_delta::page_lsn(&content[damaged * 8192..]);
+        assert_eq!(source.corrupt, vec![(damaged as u32, lsn)]);
+        let stored_range = &content[offset as usize..(offset + len) as usize];
+        assert_eq!(source.crc, crc32c::crc32c(stored_range));
+        let (stored, _) = tar.into_inner().unwrap().finish().unwrap();
+        let tarball = decoded(&stored);
+        let mut archive = tar::Archive::new(&tarball[..]);
+        let mut entries = archive.entries().unwrap();
+        entries.next().unwrap().unwrap();
+        let mut data = Vec::new();
+        entries.next().unwrap().unwrap().read_to_end(&mut data).unwrap();
+        assert!(data == stored_range, "the stored pages differ from the file's");
+    }
+
+    /// An increment's reader that ends early fails the entry; one that
+    /// reports more than it was given is refused.
+    #[test]
+    fn a_short_or_lying_source_fails_the_entry() {
+        let mut tar = tar::Builder::new(ObjectWriter::new(Vec::new(), CompressionSpec::default()).unwrap());
+        let e = append_read(
+            &mut tar,
+            &mut header(1000),
+            "base/1/1.delta",
+            1000,
+            &mut &[7u8; 600][..],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("ended after 600 of 1000 bytes"), "{e}");
+        struct Liar;
+        impl io::Read for Liar {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                Ok(out.len() + 1)
+            }
+        }
+        for codec in [Compression::Zstd, Compression::Lz4] {
+            let spec = CompressionSpec::new(codec, None).unwrap();
+            let mut tar = tar::Builder::new(ObjectWriter::new(Vec::new(), spec).unwrap());
+            let e = append_read(&mut tar, &mut header(10), "x", 10, &mut Liar).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        }
+        let mut tar = tar::Builder::new(ObjectWriter::new(Vec::new(), CompressionSpec::default()).unwrap());
+        let e = append_read(&mut tar, &mut header(10), "x", 11, &mut &[0u8; 11][..]).unwrap_err();
+        assert!(e.to_string().contains("a tar header of 10 bytes"), "{e}");
     }
 }

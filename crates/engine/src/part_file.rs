@@ -9,8 +9,9 @@
 //! (CRC-32C) and hashed while it is in the cache. For zstd no copy of the
 //! data is made between the kernel's and the compressor's (a torn page is
 //! replaced by its re-read); the other codecs copy it once from a 256 KiB
-//! buffer, as they would anyway. Increments of delta backups are read in
-//! place the same way ([`append_read`]). The bytes are exactly those
+//! buffer, as they would anyway. Increments of delta backups are read from
+//! their own buffer into the frame the same way ([`append_read`]: one copy,
+//! in large slices). The bytes are exactly those
 //! `tar::Builder::append_data` would write (a test holds it to that).
 
 use crate::delta_push;
@@ -191,8 +192,10 @@ pub(crate) fn append_file<W: Write>(
 }
 
 /// Appends an entry named `name` of `len` bytes read from `source` (in
-/// place into the codec's buffer, as [`append_file`] does); fails if the
-/// source ends early, and leaves what it holds beyond `len` unread.
+/// place into the codec's buffer, as [`append_file`] does), which must
+/// then be at its end: fails if the source ends early or has more (the
+/// entry is then cut short or its bytes do not all fit: the part must be
+/// discarded).
 pub(crate) fn append_read<W: Write>(
     tar: &mut tar::Builder<ObjectWriter<W>>,
     header: &mut tar::Header,
@@ -200,12 +203,22 @@ pub(crate) fn append_read<W: Write>(
     len: u64,
     source: &mut impl io::Read,
 ) -> io::Result<()> {
-    append_entry(tar, header, name, len, 1, |out| loop {
+    let mut read = |out: &mut [u8]| loop {
         match source.read(out) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             other => return other,
         }
-    })
+    };
+    append_entry(tar, header, name, len, 1, &mut read)?;
+    // The source's own end (an increment checks there that it produced
+    // what it announced).
+    match read(&mut [0u8; 1])? {
+        0 => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{name}: the data goes on past the {len} bytes announced"),
+        )),
+    }
 }
 
 /// Writes `header` (named `name`, of size `len`) with the tar crate, then
@@ -318,23 +331,49 @@ mod tests {
     fn a_shrunken_or_vanished_file_is_padded_with_zeros() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        std::fs::write(&path, vec![0u8; 3 * 8192]).unwrap();
-        let file = std::fs::File::open(&path).unwrap();
+        // Three pages are left of a file listed at 40 pages and 100 bytes;
+        // all-zero pages pass verification.
+        let left = 3 * 8192;
         let bs = BlockSize::new(8192).unwrap();
-        for (f, verify) in [(Some(&file), Some(bs)), (None, Some(bs)), (Some(&file), None)] {
+        for (fill, vanished, verify) in [
+            (0x11u8, false, None),
+            (0, false, Some(bs)),
+            (0x11, true, None),
+            (0, true, Some(bs)),
+        ] {
+            std::fs::write(&path, vec![fill; left]).unwrap();
+            let file = std::fs::File::open(&path).unwrap();
             let len = 40 * 8192 + 100;
             let mut tar =
                 tar::Builder::new(ObjectWriter::new(Vec::new(), CompressionSpec::default()).unwrap());
+            // More than a frame of other bytes first: the frame's buffer
+            // is then reused and holds them where the file is read.
+            let before = 3 * (1 << 20) / 2;
+            tar.append_data(
+                &mut header(before),
+                "base/1/big",
+                &vec![0xAB; before as usize][..],
+            )
+            .unwrap();
+            let f = (!vanished).then_some(&file);
             let mut source = FileSource::new(f, &path, 0, len, verify, 0);
             append_file(&mut tar, &mut header(len), "base/1/1", &mut source, internal).unwrap();
             assert!(source.corrupt.is_empty());
             let (stored, _) = tar.into_inner().unwrap().finish().unwrap();
             let tarball = decoded(&stored);
             let mut archive = tar::Archive::new(&tarball[..]);
-            let mut entry = archive.entries().unwrap().next().unwrap().unwrap();
+            let mut entries = archive.entries().unwrap();
+            entries.next().unwrap().unwrap();
             let mut data = Vec::new();
-            entry.read_to_end(&mut data).unwrap();
-            assert_eq!(data, vec![0u8; len as usize]);
+            entries.next().unwrap().unwrap().read_to_end(&mut data).unwrap();
+            let mut expected = vec![0u8; len as usize];
+            if !vanished {
+                expected[..left].fill(fill);
+            }
+            assert!(
+                data == expected,
+                "fill {fill:#x}, vanished {vanished}: the stored data differs"
+            );
         }
     }
 
@@ -390,8 +429,9 @@ mod tests {
         assert!(data == stored_range, "the stored pages differ from the file's");
     }
 
-    /// An increment's reader that ends early fails the entry; one that
-    /// reports more than it was given is refused.
+    /// An increment's reader that ends early or goes on past the length
+    /// announced fails the entry; one that reports more than it was given
+    /// is refused.
     #[test]
     fn a_short_or_lying_source_fails_the_entry() {
         let mut tar = tar::Builder::new(ObjectWriter::new(Vec::new(), CompressionSpec::default()).unwrap());
@@ -417,6 +457,10 @@ mod tests {
             assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
         }
         let mut tar = tar::Builder::new(ObjectWriter::new(Vec::new(), CompressionSpec::default()).unwrap());
+        let e = append_read(&mut tar, &mut header(10), "x", 10, &mut &[0u8; 11][..]).unwrap_err();
+        assert!(e.to_string().contains("goes on past the 10 bytes"), "{e}");
+        let mut tar = tar::Builder::new(ObjectWriter::new(Vec::new(), CompressionSpec::default()).unwrap());
+        append_read(&mut tar, &mut header(10), "x", 10, &mut &[0u8; 10][..]).unwrap();
         let e = append_read(&mut tar, &mut header(10), "x", 11, &mut &[0u8; 11][..]).unwrap_err();
         assert!(e.to_string().contains("a tar header of 10 bytes"), "{e}");
     }

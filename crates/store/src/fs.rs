@@ -934,6 +934,11 @@ fn mkdir(dir: &Path) -> io::Result<()> {
     fs::DirBuilder::new().mode(DIR_MODE).create(dir)
 }
 
+/// Nothing is at `path` any more (not even a dangling link).
+fn vanished(path: &Path) -> bool {
+    matches!(fs::symlink_metadata(path), Err(e) if e.kind() == io::ErrorKind::NotFound)
+}
+
 /// Creates `dir` and its missing ancestors, `fsync`ing the parent of each
 /// directory it creates. With `floor` set, never creates `floor` itself (the
 /// repository root): if it has vanished, that is an error rather than
@@ -969,7 +974,11 @@ fn create_dir_all_durable(dir: &Path, floor: Option<&Path>) -> Result<(), FsFail
     let parent = dir.parent();
     match mkdir(dir) {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && (dir.is_dir() || vanished(dir)) => {
+            // There, or there and since pruned by a concurrent delete (the
+            // caller then finds it missing and creates it again).
+            return Ok(());
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound && parent.is_some() => {
             // A concurrent delete may prune the parent again between our
             // mkdirs (it removes empty directories): try a few times.
@@ -979,7 +988,9 @@ fn create_dir_all_durable(dir: &Path, floor: Option<&Path>) -> Result<(), FsFail
                 create_dir_all_durable(parent.expect("checked"), floor)?;
                 match mkdir(dir) {
                     Ok(()) => break,
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && (dir.is_dir() || vanished(dir)) => {
+                        return Ok(())
+                    }
                     Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < TMP_ATTEMPTS => {}
                     Err(e) => return Err(mkdir_fail(e)),
                 }

@@ -123,6 +123,8 @@ fn one_long_frame_and_frames_without_a_size_still_read() {
     assert_eq!(written.original_len, data.len() as u64);
 }
 
+/// Damage in a frame is found whatever the size of the reads: smaller
+/// than a frame, a frame, or more.
 #[test]
 fn damage_in_a_middle_frame_is_reported_at_that_frame() {
     let data = wal_like(3 * FRAME_LEN, 9);
@@ -131,28 +133,92 @@ fn damage_in_a_middle_frame_is_reported_at_that_frame() {
     assert_eq!(frames.len(), 3);
     let (second, _) = frames[1];
     let third = frames[2].0;
-    // The second frame's first block header made of the reserved block
-    // type: zstd itself refuses it, and the error names the frame's first
-    // byte.
     // SAFETY: a valid slice; zstd reads at most its length.
     let header = unsafe {
         zstd::zstd_safe::zstd_sys::ZSTD_frameHeaderSize(stored[second..].as_ptr().cast(), third - second)
     };
-    let mut bad = stored.clone();
-    bad[second + header] |= 0b110;
-    match decode_with_buf(&bad[..], 64 << 10) {
-        Err(CodecError::Decompress { offset, .. }) => assert_eq!(offset, second as u64),
-        other => panic!("{other:?}"),
+    for buf in [64 << 10, FRAME_LEN, 2 * FRAME_LEN] {
+        // The second frame's first block header made of the reserved block
+        // type: zstd itself refuses it, and the error names the frame's
+        // first byte.
+        let mut bad = stored.clone();
+        bad[second + header] |= 0b110;
+        match decode_with_buf(&bad[..], buf) {
+            Err(CodecError::Decompress { offset, .. }) => assert_eq!(offset, second as u64, "reads of {buf}"),
+            other => panic!("reads of {buf}: {other:?}"),
+        }
+        // A byte flipped inside the compressed data: whatever zstd makes
+        // of it, the trailer's digest or zstd refuses the object.
+        let mut flipped = stored.clone();
+        flipped[(second + third) / 2] ^= 0x55;
+        assert!(decode_with_buf(&flipped[..], buf).is_err(), "reads of {buf}");
+        // Cut inside the second frame: never accepted.
+        let mut cut = stored[..(second + third) / 2].to_vec();
+        cut.extend_from_slice(&stored[stored.len() - TRAILER_LEN..]);
+        assert!(decode_with_buf(&cut[..], buf).is_err(), "reads of {buf}");
     }
-    // A byte flipped inside the compressed data: whatever zstd makes of it,
-    // the trailer's digest or zstd refuses the object.
-    let mut flipped = stored.clone();
-    flipped[(second + third) / 2] ^= 0x55;
-    assert!(decode_with_buf(&flipped[..], 64 << 10).is_err());
-    // Cut inside the second frame: never accepted.
-    let mut cut = stored[..(second + third) / 2].to_vec();
-    cut.extend_from_slice(&stored[stored.len() - TRAILER_LEN..]);
-    assert!(decode_with_buf(&cut[..], 64 << 10).is_err());
+}
+
+/// A frame whose header claims another content size than its blocks hold
+/// (more, less) is refused at that frame, whatever the size of the reads.
+#[test]
+fn a_frame_size_that_lies_is_refused() {
+    let data = mixed(FRAME_LEN / 2);
+    let body = zstd::bulk::Compressor::new(3).unwrap().compress(&data).unwrap();
+    // zstd writes a 4-byte content size for this length after the magic
+    // and the descriptor (single segment: no window byte).
+    assert_eq!(
+        zstd::zstd_safe::get_frame_content_size(&body).unwrap(),
+        Some(data.len() as u64)
+    );
+    assert_eq!(body[4] >> 6, 2, "4-byte content size field");
+    for claim in [data.len() - 1, data.len() + 1, 1000] {
+        let mut lying = body.clone();
+        lying[5..9].copy_from_slice(&(claim as u32).to_le_bytes());
+        let mut object = Vec::new();
+        object.extend_from_slice(&encode_chunked(b"", CompressionSpec::default(), 1).0[..HEADER_LEN]);
+        object.extend_from_slice(&lying);
+        object.extend(crate::format::encode_trailer(data.len() as u64, &sha256(&data)));
+        for buf in [4096, data.len() - 1, data.len(), data.len() + 1, FRAME_LEN] {
+            match decode_with_buf(&object[..], buf) {
+                Err(CodecError::Decompress { offset, .. }) => {
+                    assert_eq!(offset, HEADER_LEN as u64, "claim {claim}, reads of {buf}")
+                }
+                other => panic!("claim {claim}, reads of {buf}: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Reads as a tar reader makes them: a 512-byte header, then a file's data
+/// in reads of a frame or of whatever is left of the file, sizes that end
+/// in the middle of a frame, land on its end, or fall one byte short of a
+/// whole frame; the bytes and the digest are the same as read any other
+/// way.
+#[test]
+fn reads_of_changing_sizes_around_a_frame() {
+    let data = mixed(5 * FRAME_LEN + 777);
+    let (stored, written) = encode_chunked(&data, CompressionSpec::default(), 256 << 10);
+    let patterns: [&[usize]; 4] = [
+        &[512, FRAME_LEN],
+        &[512, FRAME_LEN - 1, FRAME_LEN, 3],
+        &[FRAME_LEN - 512, FRAME_LEN, 512],
+        &[FRAME_LEN + 1, 100, 2 * FRAME_LEN],
+    ];
+    for sizes in patterns {
+        let mut r = ObjectReader::new(&stored[..]).unwrap();
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 2 * FRAME_LEN];
+        for &size in sizes.iter().cycle() {
+            let n = r.read(&mut buf[..size]).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert!(out == data, "reads of {sizes:?}: decoded bytes differ");
+        assert_eq!(r.summary(), Some(&written), "reads of {sizes:?}");
+    }
 }
 
 /// Bytes written in place make the object `write` would make, at every

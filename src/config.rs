@@ -74,15 +74,15 @@ pub enum TimeoutValue {
     Text(String),
 }
 
-/// Parses a time limit: whole seconds (`600`), or numbers with units
-/// `d`, `h`, `m`, `s` (`10m`, `1h30m`); `0`, `off` or `none` mean no limit
-/// (a zero duration).
 /// The number of CPUs, the default of every `--concurrency`-like option
 /// (2 when it cannot be read).
 pub fn cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
+/// Parses a time limit: whole seconds (`600`), or numbers with units
+/// `d`, `h`, `m`, `s` (`10m`, `1h30m`); `0`, `off` or `none` mean no limit
+/// (a zero duration).
 pub fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
     let t = text.trim().to_ascii_lowercase();
     if t == "off" || t == "none" {

@@ -48,7 +48,8 @@
 //!
 //! Memory: the 64 KiB input buffer plus the codec's own state (zstd: a frame
 //! of at most 1 MiB with its content size is decoded whole, with the input
-//! buffer grown to hold it and a block of its size; other frames stream
+//! buffer grown to hold the largest stored frame met so far and a block of
+//! the frame's content size; other frames stream
 //! through a window up to 128 MiB as zstd allows by default; LZ4: the
 //! reference decoder's buffers, ~256 KiB for the 64 KiB linked blocks
 //! pgark writes, at most ~8 MiB for 4 MiB blocks, and 64 KiB for small
@@ -268,9 +269,11 @@ fn decode_whole<R: Read>(
     };
     let most =
         frames::max_stored_frame().min(zstd::zstd_safe::compress_bound(size) + frames::MAX_FRAME_HEADER + 4);
-    src.grow(most);
     // Read on only while the frame's end is not in the buffer: what is
-    // already there is moved to the buffer's start at most once.
+    // already there is moved to the buffer's start at most once. The
+    // buffer grows only as far as the frames met so far need (a frame of
+    // relation pages stores a tenth to a half of its 1 MiB), not to the
+    // most a frame could take.
     let stored = loop {
         if let Some(stored) = frames::stored_len(src.body()) {
             break stored;
@@ -279,8 +282,9 @@ fn decode_whole<R: Read>(
         if have >= most || src.eof {
             return Ok(false);
         }
-        src.fill_body((have + INPUT_BUF).min(most))
-            .map_err(BodyError::Io)?;
+        let want = (have + INPUT_BUF).min(most);
+        src.grow(want);
+        src.fill_body(want).map_err(BodyError::Io)?;
     };
     let body = src.body();
     let dctx = match dctx {
